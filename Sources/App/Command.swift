@@ -1,0 +1,47 @@
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The composition root: parses the subcommand and wires the modules together.
+enum Command {
+    static let usage = """
+    usage: playground <command> [flags]
+
+    commands:
+      serve        run a node (HTTP/1.1 + WebSocket) until SIGTERM/SIGINT
+                   --host 127.0.0.1 --port 8080 --loops <cores> --conformance-echo
+                   --allowed-origins a,b --log-level info
+      bench-ws     WebSocket load generator (see docs/BENCHMARKS.md)
+      help         this text
+
+    Every flag can also be set as an environment variable: --port → PLAYGROUND_PORT.
+    """
+
+    static func run(_ argv: [String]) -> Int32 {
+        guard let sub = argv.first else {
+            print(usage)
+            return 2
+        }
+        let rest = Array(argv.dropFirst())
+        do {
+            let args = try Arguments(rest)
+            switch sub {
+            case "serve": return try ServeCommand.run(args)
+            case "bench-ws": return try BenchWSCommand.run(args)
+            case "help", "--help", "-h":
+                print(usage)
+                return 0
+            default:
+                printError("unknown command '\(sub)'\n\(usage)")
+                return 2
+            }
+        } catch let e as ArgumentError {
+            printError("error: \(e.message)")
+            return 2
+        } catch {
+            printError("error: \(error)")
+            return 1
+        }
+    }
+}

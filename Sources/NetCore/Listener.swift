@@ -1,0 +1,107 @@
+import CLinux
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listening socket on one loop. Each loop of a server has its own, bound to the same port
+/// with SO_REUSEPORT, so the kernel spreads new connections across loops (and across processes
+/// that share the port) without a hand-off between threads.
+final class Listener: Pollable {
+    let fd: Int32
+    unowned let loop: EventLoop
+    let maxOutboundBytes: Int
+    let onAccept: (Connection) -> Void
+    private var pausedUntilFDs = false
+
+    init(fd: Int32, loop: EventLoop, maxOutboundBytes: Int, onAccept: @escaping (Connection) -> Void) {
+        self.fd = fd
+        self.loop = loop
+        self.maxOutboundBytes = maxOutboundBytes
+        self.onAccept = onAccept
+    }
+
+    func handleEvents(_ events: UInt32) {
+        for _ in 0..<64 {
+            let cfd: Int32?
+            do { cfd = try Posix.accept(fd) } catch {
+                if error.errno == EMFILE || error.errno == ENFILE {
+                    // Out of descriptors: stop accepting for a moment instead of spinning on EPOLLIN.
+                    try? loop.modify(fd: fd, events: 0)
+                    loop.schedule(afterNanos: 100_000_000) { [weak self] in
+                        guard let self else { return }
+                        try? self.loop.modify(fd: self.fd, events: EPOLLIN.rawValue)
+                    }
+                }
+                return
+            }
+            guard let cfd else { return }
+            do {
+                let c = try Connection.accepted(fd: cfd, loop: loop, maxOutboundBytes: maxOutboundBytes)
+                onAccept(c)
+            } catch {
+                Posix.close(cfd)
+            }
+        }
+    }
+
+    func close() {
+        loop.deregister(fd: fd)
+        Posix.close(fd)
+    }
+}
+
+/// Listens on host:port on every loop of a group.
+public final class TCPServer: @unchecked Sendable {
+    public let group: EventLoopGroup
+    public private(set) var boundAddress: SocketAddress
+    private var listeners: [Listener] = []
+
+    /// `onAccept` runs on the accepting connection's loop.
+    public init(group: EventLoopGroup, host: String, port: Int, backlog: Int32 = 4096,
+                maxOutboundBytes: Int = 1 << 20,
+                onAccept: @escaping @Sendable (Connection) -> Void) throws(SystemError) {
+        self.group = group
+        var address = try SocketAddress(host: host, port: port)
+        var fds: [Int32] = []
+        do {
+            for _ in group.loops {
+                let fd = try Posix.tcpSocket()
+                fds.append(fd)
+                try Posix.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+                try Posix.setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
+                try Posix.bind(fd, address)
+                try Posix.listen(fd, backlog: backlog)
+                // Port 0: the first bind picks the port; the others join it.
+                address = try Posix.localAddress(fd)
+            }
+        } catch {
+            for fd in fds { Posix.close(fd) }
+            throw error
+        }
+        boundAddress = address
+        for (loop, fd) in zip(group.loops, fds) {
+            let l = Listener(fd: fd, loop: loop, maxOutboundBytes: maxOutboundBytes, onAccept: onAccept)
+            listeners.append(l)
+            let box = UncheckedBox(l)
+            loop.execute {
+                try? loop.register(fd: fd, box.value, events: EPOLLIN.rawValue)
+            }
+        }
+    }
+
+    /// Stops accepting; open connections are left to their owners.
+    public func close() async {
+        for l in listeners {
+            let box = UncheckedBox(l)
+            _ = try? await l.loop.submit { box.value.close() }
+        }
+        listeners.removeAll()
+    }
+}
+
+/// Carries a loop-confined object across a hand-off to its own loop.
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}
