@@ -24,16 +24,20 @@ let package = Package(
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.
         .target(name: "WebSocket", dependencies: ["NetCore", "HTTP1", "CCrypto"]),
+        // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
+        .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).
         .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "CFuzz"]),
         .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "CFuzz"]),
 
-        .testTarget(name: "NetCoreTests", dependencies: ["NetCore"]),
-        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore"]),
-        .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore"]),
+        // Blocking test clients, the request corpus and an in-process server on port 0.
+        .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),
+        .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
+        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
+        .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),
     ]
 )

@@ -1,3 +1,4 @@
+import Conformance
 import HTTP1
 import NetCore
 import Runtime
@@ -7,45 +8,6 @@ import WebSocket
 enum Routes {
     static func install(on router: Router, config: NodeConfig) {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
-        if config.conformanceEcho { installConformance(on: router, config: config) }
+        if config.conformanceEcho { ConformanceRoutes.install(on: router, webSocket: config.webSocket) }
     }
-
-    /// Test-only routes: WebSocket echo with raised limits (Autobahn), SSE and body echo (framing tests).
-    static func installConformance(on router: Router, config: NodeConfig) {
-        var ws = config.webSocket
-        ws.maxMessageBytes = 64 << 20
-        ws.maxOutboundBytes = 80 << 20
-        router.get("/_conformance/echo") { req, r in
-            WebSocketServer.upgrade(req, r, configuration: ws) { _ in EchoDelegate() }
-        }
-        router.post("/_conformance/echo-body", bodyLimit: 64 * 1024) { req, r in
-            var h = HTTPHeaders()
-            h.add("X-Method", req.method)
-            h.add("X-Target", req.head.target)
-            r.send(status: 200, headers: h, body: req.body)
-        }
-        router.get("/_conformance/sse") { req, r in
-            let n = min(Int(req.queryParameter("n") ?? "3") ?? 3, 10_000)
-            let sse = SSEWriter(responder: r)
-            for i in 0..<n { sse.send(event: "tick", data: "\(i)") }
-            sse.send(data: "[DONE]")
-            sse.end()
-        }
-        router.get("/_conformance/chunked") { req, r in
-            var h = HTTPHeaders()
-            h.add("Content-Type", "text/plain")
-            r.startStream(headers: h)
-            r.writeChunk("hello ")
-            r.writeChunk("world")
-            r.end()
-        }
-    }
-}
-
-/// Sends every message back as it came.
-final class EchoDelegate: WebSocketDelegate {
-    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) {
-        ws.send(opcode, data)
-    }
-    func webSocketClosed(_ ws: WebSocket, code: UInt16?) {}
 }
