@@ -12,9 +12,9 @@ let package = Package(
     targets: [
         // Headers and link flags only.
         .target(name: "CLinux", path: "Sources/CLinux"),
+        .target(name: "CFuzz", path: "Sources/CFuzz"),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
-        .target(name: "CFuzz", path: "Sources/CFuzz"),
 
         // Logger, config helpers, signals, clock. Knows no network.
         .target(name: "Runtime", dependencies: ["CLinux"]),
@@ -31,7 +31,7 @@ let package = Package(
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).
-        .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "CFuzz"]),
+        .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "NetCore", "CFuzz"]),
         .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "CFuzz"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
