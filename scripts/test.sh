@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test: unit and live tests (swift test), the Autobahn|Testsuite, and bounded fuzzing.
+# Installs what it needs first. A stage whose server does not start fails; nothing is skipped.
+#   scripts/test.sh            everything (FUZZ_SECONDS=60 per target by default)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+mkdir -p reports
+passed=0; failed=0; failures=()
+
+stage() {
+  local name=$1; shift
+  local start=$(date +%s)
+  echo "=== $name"
+  if "$@"; then
+    passed=$((passed + 1)); echo "=== $name: ok ($(( $(date +%s) - start )) s)"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($(( $(date +%s) - start )) s)"
+  fi
+}
+
+scripts/install-deps.sh --test || { echo "dependency installation failed"; echo "stages: 0 passed, 1 failed"; exit 1; }
+
+swift_tests() {
+  swift build --build-tests 2>&1 | grep -vE "prohibited flag|^warning: 'main'" | tail -3
+  swift test --skip-build 2>&1 | tee reports/swift-test.log | grep -E "error:|failed|Executed .* tests" | tail -15
+  return "${PIPESTATUS[0]}"
+}
+release_build() { swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1; return "${PIPESTATUS[0]}"; }
+
+stage "swift test (unit, corpus, live sockets)" swift_tests
+stage "release build" release_build
+stage "autobahn testsuite (groups 1-7, 9, 10)" scripts/autobahn.sh .build/release/playground
+stage "fuzzing (${FUZZ_SECONDS}s per target)" scripts/fuzz.sh "$FUZZ_SECONDS"
+
+echo
+if ((failed)); then printf 'failed stage: %s\n' "${failures[@]}"; fi
+echo "stages: $passed passed, $failed failed"
+((failed == 0))
