@@ -20,6 +20,12 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["CLinux"]),
         // Syscalls, epoll, event loop, sockets, buffers, timers.
         .target(name: "NetCore", dependencies: ["CLinux", "Runtime"]),
+        // Strict JSON parser and allocation-light writer. Pure; knows nothing else.
+        .target(name: "JSON"),
+        // Requests, parameters and their validation, events, errors. Knows no C module, no I/O.
+        .target(name: "Domain", dependencies: ["JSON"]),
+        // Models behind the completions API: the built-in n-gram model now, upstreams later.
+        .target(name: "ModelProxy", dependencies: ["Domain"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.
@@ -36,6 +42,7 @@ let package = Package(
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),
+        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -1,0 +1,167 @@
+import JSON
+
+/// Which OpenAI shape a completion is asked in: it changes only how events are written.
+public enum CompletionFlavor: Sendable {
+    case text   // /v1/completions
+    case chat   // /v1/chat/completions
+}
+
+/// A validated request for one completion.
+public struct CompletionRequest: Sendable {
+    public var requestID: String
+    /// True when the client chose the id (idempotent attach/replay applies).
+    public var clientSuppliedID: Bool
+    public var prompt: String
+    public var parameters: GenerationParameters
+    public var stream: Bool
+    public var flavor: CompletionFlavor
+    public var presetID: String?
+    public var inputContext: String?
+
+    public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
+                stream: Bool, flavor: CompletionFlavor) {
+        self.requestID = requestID
+        self.clientSuppliedID = clientSuppliedID
+        self.prompt = prompt
+        self.parameters = parameters
+        self.stream = stream
+        self.flavor = flavor
+    }
+}
+
+public enum FinishReason: String, Sendable {
+    case stop, length, cancelled
+}
+
+public struct Usage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public init(promptTokens: Int, completionTokens: Int) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+    public var totalTokens: Int { promptTokens + completionTokens }
+}
+
+public struct Timings: Sendable, Equatable {
+    public var queueMs: Double
+    public var ttftMs: Double?
+    public var totalMs: Double
+    public var upstream: String
+    public init(queueMs: Double, ttftMs: Double?, totalMs: Double, upstream: String) {
+        self.queueMs = queueMs
+        self.ttftMs = ttftMs
+        self.totalMs = totalMs
+        self.upstream = upstream
+    }
+}
+
+/// What a completion stream carries, in order: accepted, delta*, then done or error.
+public enum CompletionEvent: Sendable {
+    case accepted(requestID: String, model: String, created: Int)
+    case delta(index: Int, text: String)
+    case done(FinishReason, Usage, Timings)
+    case failed(APIError, tokensSoFar: Int)
+}
+
+public struct RequestLimits: Sendable {
+    public var maxPromptBytes = 256 * 1024
+    public var maxMessages = 256
+    public init() {}
+}
+
+/// Validates completion and chat bodies into `CompletionRequest`s.
+public struct CompletionRequestParser: Sendable {
+    public let policy: ParameterPolicy
+    public let limits: RequestLimits
+
+    public init(policy: ParameterPolicy, limits: RequestLimits = RequestLimits()) {
+        self.policy = policy
+        self.limits = limits
+    }
+
+    public func parse(_ body: JSONValue?, flavor: CompletionFlavor, newID: () -> String) throws(APIError) -> CompletionRequest {
+        guard let body else { throw APIError(.invalidRequest, "request body must be a JSON object") }
+        guard let o = body.objectValue else { throw APIError(.invalidRequest, "request body must be a JSON object") }
+        var prompt = ""
+        let hasPreset = o["preset_id"].map { !$0.isNull } ?? false
+        switch flavor {
+        case .text:
+            if let v = o["prompt"], !v.isNull {
+                switch v {
+                case .string(let s): prompt = s
+                case .array(let a) where a.count == 1 && a[0].stringValue != nil: prompt = a[0].stringValue!
+                default: throw .invalid("prompt", "prompt must be a string")
+                }
+            } else if !hasPreset {
+                throw .invalid("prompt", "prompt is required")
+            }
+        case .chat:
+            guard let msgs = o["messages"]?.arrayValue, !msgs.isEmpty else {
+                throw .invalid("messages", "messages must be a non-empty array")
+            }
+            guard msgs.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
+            prompt = try chatPrompt(msgs)
+        }
+        guard prompt.utf8.count <= limits.maxPromptBytes else {
+            throw .invalid(flavor == .chat ? "messages" : "prompt", "prompt is longer than \(limits.maxPromptBytes) bytes")
+        }
+        let params = try policy.parameters(from: o)
+        var stream = false
+        if let v = o["stream"], !v.isNull {
+            guard let b = v.boolValue else { throw .invalid("stream", "stream must be a boolean") }
+            stream = b
+        }
+        var id = newID()
+        var supplied = false
+        if let v = o["request_id"], !v.isNull {
+            guard let s = v.stringValue, CompletionRequestParser.validRequestID(s) else {
+                throw .invalid("request_id", "request_id must be 1-128 characters of letters, digits, '-', '_', '.' or ':'")
+            }
+            id = s
+            supplied = true
+        }
+        var r = CompletionRequest(requestID: id, clientSuppliedID: supplied, prompt: prompt, parameters: params, stream: stream, flavor: flavor)
+        if hasPreset {
+            guard let p = o["preset_id"]?.stringValue, !p.isEmpty else { throw .invalid("preset_id", "preset_id must be a string") }
+            r.presetID = p
+        }
+        if let v = o["input_context"], !v.isNull {
+            guard let s = v.stringValue else { throw .invalid("input_context", "input_context must be a string") }
+            r.inputContext = s
+        }
+        return r
+    }
+
+    /// Chat messages become one prompt for a plain text model: each message on its own line.
+    private func chatPrompt(_ msgs: [JSONValue]) throws(APIError) -> String {
+        var out = ""
+        for (i, m) in msgs.enumerated() {
+            guard let o = m.objectValue else { throw .invalid("messages", "messages[\(i)] must be an object") }
+            guard let role = o["role"]?.stringValue, ["system", "user", "assistant", "developer", "tool"].contains(role) else {
+                throw .invalid("messages", "messages[\(i)].role must be system, user, assistant, developer or tool")
+            }
+            var text = ""
+            switch o["content"] {
+            case .string(let s)?: text = s
+            case .array(let parts)?:
+                for part in parts {
+                    if part["type"]?.stringValue == "text", let t = part["text"]?.stringValue { text += t }
+                }
+            case .null?, nil: text = ""
+            default: throw .invalid("messages", "messages[\(i)].content must be a string or an array of parts")
+            }
+            if !out.isEmpty { out += "\n" }
+            out += text
+        }
+        return out
+    }
+
+    public static func validRequestID(_ s: String) -> Bool {
+        guard (1...128).contains(s.utf8.count) else { return false }
+        return s.utf8.allSatisfy { c in
+            (48...57).contains(c) || (65...90).contains(c) || (97...122).contains(c)
+                || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ".") || c == UInt8(ascii: ":")
+        }
+    }
+}
