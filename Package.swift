@@ -26,6 +26,9 @@ let package = Package(
         .target(name: "Domain", dependencies: ["JSON"]),
         // Models behind the completions API: the built-in n-gram model now, upstreams later.
         .target(name: "ModelProxy", dependencies: ["Domain"]),
+        // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
+        // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
+        .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.
@@ -33,7 +36,7 @@ let package = Package(
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).

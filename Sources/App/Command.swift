@@ -11,7 +11,11 @@ enum Command {
     commands:
       serve        run a node (HTTP/1.1 + WebSocket) until SIGTERM/SIGINT
                    --host 127.0.0.1 --port 8080 --loops <cores> --conformance-echo
-                   --allowed-origins a,b --log-level info
+                   --allowed-origins a,b --log-level info --slots 256 --max-queue 1024
+                   --max-tokens-cap 2048 --model-ttft-ms 150 --model-token-ms 30
+      model-server serve the built-in model over the OpenAI-compatible API, with fault knobs
+                   --port 9090 --model-ttft-ms 150 --tokens-per-second 33 --model-jitter 0.2
+                   --error-rate 0 --midstream-failure-rate 0 --stall-rate 0
       bench-ws     WebSocket load generator (see docs/BENCHMARKS.md)
       help         this text
 
@@ -28,6 +32,7 @@ enum Command {
             let args = try Arguments(rest)
             switch sub {
             case "serve": return try ServeCommand.run(args)
+            case "model-server": return try ServeCommand.run(args, modelServer: true)
             case "bench-ws": return try BenchWSCommand.run(args)
             case "help", "--help", "-h":
                 print(usage)

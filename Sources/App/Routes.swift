@@ -1,13 +1,35 @@
 import Conformance
+import Gateway
 import HTTP1
 import NetCore
 import Runtime
 import WebSocket
 
-/// The node's routes. Product routes join here as their modules land.
+/// The node's routes: the API over REST and the WebSocket envelope, ops endpoints, the page.
 enum Routes {
-    static func install(on router: Router, config: NodeConfig) {
+    static func install(on router: Router, config: NodeConfig, api: APIRouter, scheduler: CompletionScheduler,
+                        metrics: Metrics, modelServer: Bool) {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
+        router.get("/readyz") { _, r in
+            if scheduler.isDraining {
+                r.sendJSON(status: 503, "{\"status\":\"draining\"}")
+            } else {
+                r.sendJSON("{\"status\":\"ready\"}")
+            }
+        }
+        router.get("/metrics") { _, r in
+            r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+        }
+        HTTPTransport.mount(api, on: router)
+        if !modelServer {
+            WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics)
+            let files = StaticFiles(directory: config.publicDir)
+            router.fallback = { req, r in
+                if !files.serve(req, r) {
+                    r.sendError(status: 404, code: "not_found", message: "no route for \(req.method) \(req.path)")
+                }
+            }
+        }
         if config.conformanceEcho { ConformanceRoutes.install(on: router, webSocket: config.webSocket) }
     }
 }

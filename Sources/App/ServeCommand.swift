@@ -1,6 +1,10 @@
+import Domain
+import Gateway
 import HTTP1
+import ModelProxy
 import NetCore
 import Runtime
+import Synchronization
 import WebSocket
 #if canImport(Glibc)
 import Glibc
@@ -19,10 +23,19 @@ struct NodeConfig {
     var pingIntervalMs: Int
     var pongTimeoutMs: Int
     var maxOutboundBytes: Int
+    var slots: Int
+    var maxQueue: Int
+    var maxTokensCap: Int
+    var modelTTFTMs: Double
+    var modelTokenMs: Double
+    var modelJitter: Double
+    var publicDir: String
+    var drainSeconds: Double
+    var faults = FaultPlan()
 
-    init(_ a: Arguments) throws(ArgumentError) {
+    init(_ a: Arguments, modelServer: Bool = false) throws(ArgumentError) {
         host = a.string("host", default: "127.0.0.1")
-        port = try a.int("port", default: 8080)
+        port = try a.int("port", default: modelServer ? 9090 : 8080)
         loops = try a.int("loops", default: CPU.count)
         conformanceEcho = a.bool("conformance-echo")
         allowedOrigins = a.string("allowed-origins", default: "").split(separator: ",").map { String($0) }
@@ -34,18 +47,62 @@ struct NodeConfig {
         pingIntervalMs = try a.int("ping-interval-ms", default: 30_000)
         pongTimeoutMs = try a.int("pong-timeout-ms", default: 10_000)
         maxOutboundBytes = try a.int("max-outbound-bytes", default: 1 << 20)
+        slots = try a.int("slots", default: 256)
+        maxQueue = try a.int("max-queue", default: 1024)
+        maxTokensCap = try a.int("max-tokens-cap", default: 2048)
+        modelTTFTMs = try a.double("model-ttft-ms", default: 150)
+        if let tps = a.optionalString("tokens-per-second") {
+            guard let v = Double(tps), v > 0 else { throw ArgumentError(message: "--tokens-per-second must be a positive number") }
+            modelTokenMs = 1000 / v
+        } else {
+            modelTokenMs = try a.double("model-token-ms", default: 30)
+        }
+        modelJitter = try a.double("model-jitter", default: 0.2)
+        publicDir = a.string("public-dir", default: NodeConfig.defaultPublicDir())
+        drainSeconds = try a.double("drain-seconds", default: 30)
+        faults.errorRate = try a.double("error-rate", default: 0)
+        faults.midstreamFailureRate = try a.double("midstream-failure-rate", default: 0)
+        faults.stallRate = try a.double("stall-rate", default: 0)
         guard (0...65535).contains(port) else { throw ArgumentError(message: "--port must be 0...65535") }
         guard loops >= 1 && loops <= 256 else { throw ArgumentError(message: "--loops must be 1...256") }
         guard requestReadTimeoutMs > 0, idleTimeoutMs > 0, pongTimeoutMs > 0, pingIntervalMs >= 0 else {
             throw ArgumentError(message: "timeouts must be positive")
         }
+        guard slots >= 1, maxQueue >= 0 else { throw ArgumentError(message: "--slots must be ≥ 1 and --max-queue ≥ 0") }
+        guard (1...1_000_000).contains(maxTokensCap) else { throw ArgumentError(message: "--max-tokens-cap must be 1...1000000") }
+        guard modelTTFTMs >= 0, modelTokenMs >= 0, (0...1).contains(modelJitter) else {
+            throw ArgumentError(message: "model pace must be ≥ 0 and jitter within 0...1")
+        }
+        for (n, v) in [("error-rate", faults.errorRate), ("midstream-failure-rate", faults.midstreamFailureRate), ("stall-rate", faults.stallRate)] {
+            guard (0...1).contains(v) else { throw ArgumentError(message: "--\(n) must be within 0...1") }
+        }
+    }
+
+    /// Public/ next to the working directory, else next to the checkout the binary was built in.
+    static func defaultPublicDir() -> String {
+        var st = stat()
+        if stat("Public/index.html", &st) == 0 { return "Public" }
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, 4095)
+        if n > 0 {
+            var path = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            for _ in 0..<4 {
+                guard let slash = path.lastIndex(of: "/") else { break }
+                path = String(path[..<slash])
+                if stat(path + "/Public/index.html", &st) == 0 { return path + "/Public" }
+            }
+        }
+        return "Public"
     }
 
     var summary: [String: String] {
         ["host": host, "port": "\(port)", "loops": "\(loops)", "conformance_echo": "\(conformanceEcho)",
          "allowed_origins": allowedOrigins.joined(separator: ","), "request_timeout_ms": "\(requestReadTimeoutMs)",
          "idle_timeout_ms": "\(idleTimeoutMs)", "ping_interval_ms": "\(pingIntervalMs)", "pong_timeout_ms": "\(pongTimeoutMs)",
-         "max_outbound_bytes": "\(maxOutboundBytes)"]
+         "max_outbound_bytes": "\(maxOutboundBytes)", "slots": "\(slots)", "max_queue": "\(maxQueue)",
+         "max_tokens_cap": "\(maxTokensCap)", "model_ttft_ms": "\(modelTTFTMs)", "model_token_ms": "\(modelTokenMs)",
+         "model_jitter": "\(modelJitter)", "public_dir": publicDir, "drain_seconds": "\(drainSeconds)",
+         "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)"]
     }
 
     var webSocket: WebSocketConfiguration {
@@ -54,14 +111,18 @@ struct NodeConfig {
         c.pingIntervalNanos = UInt64(pingIntervalMs) * 1_000_000
         c.pongTimeoutNanos = UInt64(pongTimeoutMs) * 1_000_000
         c.maxOutboundBytes = maxOutboundBytes
+        c.maxMessageBytes = 1 << 20
         return c
     }
 }
 
+/// `playground serve` and `playground model-server`: build a node and run it until SIGTERM/SIGINT.
 enum ServeCommand {
-    static func run(_ args: Arguments) throws -> Int32 {
-        let config = try NodeConfig(args)
-        let logger = Logger(label: "playground", level: config.logLevel)
+    static let models = ["builtin"]
+
+    static func run(_ args: Arguments, modelServer: Bool = false) throws -> Int32 {
+        let config = try NodeConfig(args, modelServer: modelServer)
+        let logger = Logger(label: modelServer ? "model-server" : "playground", level: config.logLevel)
         ProcessLimits.ignoreSIGPIPE()
         let fdLimit = ProcessLimits.raiseOpenFileLimit()
         // Block the stop signals before threads start so only sigwait below sees them.
@@ -72,25 +133,52 @@ enum ServeCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let group = try EventLoopGroup(count: config.loops)
+        let metrics = Metrics()
+        let model = NGramModel()
+        var sc = SchedulerConfiguration()
+        sc.slots = config.slots
+        sc.maxQueue = config.maxQueue
+        let scheduler = CompletionScheduler(configuration: sc, model: model,
+                                            pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
+                                            metrics: metrics, logger: logger, faults: config.faults)
+        let policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
+        let api = APIRouter()
+        CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models).install(on: api)
+
         let router = Router()
-        Routes.install(on: router, config: config)
+        Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
         let server = HTTPServer(router: router, configuration: http, logger: logger)
         let address = try server.start(group: group, host: config.host, port: config.port)
         group.start()
-        logger.info("node started", config.summary.merging([
+        logger.info(modelServer ? "model server started" : "node started", config.summary.merging([
             "url": "http://\(address)", "open_file_limit": "\(fdLimit)",
-            "connection_capacity": "\(max(0, fdLimit - 64))",
+            "connection_capacity": "\(max(0, fdLimit - 64))", "model_vocabulary": "\(model.vocabularySize)",
         ]) { a, _ in a })
         // A machine-readable line for scripts that start a node on port 0.
         printLine("listening on http://\(address)")
 
         var sig: Int32 = 0
         sigwait(&signals, &sig)
-        logger.info("stopping", ["signal": "\(sig)"])
+        // Drain: refuse new completions, stop accepting, let running streams finish.
+        logger.info("draining", ["signal": "\(sig)", "in_flight": "\(scheduler.inFlight)"])
+        scheduler.beginDraining()
+        let closed = DispatchSemaphoreLite()
+        Task { await server.stopAccepting(); closed.signal() }
+        closed.wait()
+        let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
+        while scheduler.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        logger.info("stopped", ["unfinished": "\(scheduler.inFlight)"])
         group.shutdown()
         return 0
     }
+}
+
+/// A one-shot wait for a signal from another thread.
+final class DispatchSemaphoreLite: Sendable {
+    private let done = Atomic<Bool>(false)
+    func signal() { done.store(true, ordering: .releasing) }
+    func wait() { while !done.load(ordering: .acquiring) { usleep(1000) } }
 }

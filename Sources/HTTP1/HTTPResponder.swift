@@ -94,6 +94,13 @@ public final class HTTPResponder {
         return (owner.connection, leftover)
     }
 
+    /// Closes the connection without finishing the response (what a crashing upstream looks like).
+    public func abort() {
+        guard state != .finished, let owner else { return }
+        state = .finished
+        owner.connection.close()
+    }
+
     public func notifyOnDrain() { owner?.connection.notifyOnDrain() }
 
     func connectionDidClose() {

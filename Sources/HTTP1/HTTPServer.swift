@@ -168,7 +168,11 @@ final class HTTPServerConnection: ConnectionHandler {
             h.add("Allow", allowed.joined(separator: ", "))
             responder.sendError(status: 405, code: "method_not_allowed", message: "method \(head.method) not allowed", headers: h)
         case .notFound:
-            responder.sendError(status: 404, code: "not_found", message: "no route for \(head.path)")
+            if let fallback = router.fallback {
+                fallback(request, responder)
+            } else {
+                responder.sendError(status: 404, code: "not_found", message: "no route for \(head.path)")
+            }
         }
     }
 

@@ -3,13 +3,22 @@ import NetCore
 /// Handles one request. It answers through the responder, now or later, on the connection's loop.
 public typealias HTTPHandler = (HTTPRequest, HTTPResponder) -> Void
 
-/// One table of routes for every transport. Patterns are literal segments or `{name}` captures.
-public final class Router: @unchecked Sendable {
+/// Method + path-pattern matching shared by every route table (HTTP and the WebSocket envelope).
+/// Patterns are literal segments or `{name}` captures.
+public struct RouteTable<Handler> {
     public struct Route {
-        let method: String
+        public let method: String
         let segments: [Segment]
+        public var patternString: String {
+            "/" + segments.map { seg -> String in
+                switch seg {
+                case .literal(let l): return l
+                case .capture(let c): return "{\(c)}"
+                }
+            }.joined(separator: "/")
+        }
         public let bodyLimit: Int
-        public let handler: HTTPHandler
+        public let handler: Handler
     }
 
     enum Segment: Equatable {
@@ -23,21 +32,17 @@ public final class Router: @unchecked Sendable {
         case notFound
     }
 
-    private var routes: [Route] = []
-    public let defaultBodyLimit: Int
+    public private(set) var routes: [Route] = []
 
-    public init(defaultBodyLimit: Int = 1 << 20) { self.defaultBodyLimit = defaultBodyLimit }
+    public init() {}
 
-    public func add(_ method: String, _ pattern: String, bodyLimit: Int? = nil, _ handler: @escaping HTTPHandler) {
+    public mutating func add(_ method: String, _ pattern: String, bodyLimit: Int, _ handler: Handler) {
         let segs = pattern.split(separator: "/", omittingEmptySubsequences: true).map { s -> Segment in
             if s.first == "{" && s.last == "}" { return .capture(String(s.dropFirst().dropLast())) }
             return .literal(String(s))
         }
-        routes.append(Route(method: method, segments: segs, bodyLimit: bodyLimit ?? defaultBodyLimit, handler: handler))
+        routes.append(Route(method: method, segments: segs, bodyLimit: bodyLimit, handler: handler))
     }
-
-    public func get(_ p: String, _ h: @escaping HTTPHandler) { add("GET", p, h) }
-    public func post(_ p: String, bodyLimit: Int? = nil, _ h: @escaping HTTPHandler) { add("POST", p, bodyLimit: bodyLimit, h) }
 
     public func match(method: String, path: Substring) -> Match {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
@@ -54,8 +59,29 @@ public final class Router: @unchecked Sendable {
             }
             guard ok else { continue }
             if r.method == method || (method == "HEAD" && r.method == "GET") { return .found(r, caps) }
-            allowed.append(r.method)
+            if !allowed.contains(r.method) { allowed.append(r.method) }
         }
         return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: allowed)
     }
+}
+
+/// The HTTP server's routes.
+public final class Router: @unchecked Sendable {
+    public typealias Route = RouteTable<HTTPHandler>.Route
+    public typealias Match = RouteTable<HTTPHandler>.Match
+    private var table = RouteTable<HTTPHandler>()
+    public let defaultBodyLimit: Int
+    /// Answers requests no route matched (e.g. static files); nil → 404/405.
+    public var fallback: HTTPHandler?
+
+    public init(defaultBodyLimit: Int = 1 << 20) { self.defaultBodyLimit = defaultBodyLimit }
+
+    public func add(_ method: String, _ pattern: String, bodyLimit: Int? = nil, _ handler: @escaping HTTPHandler) {
+        table.add(method, pattern, bodyLimit: bodyLimit ?? defaultBodyLimit, handler)
+    }
+
+    public func get(_ p: String, _ h: @escaping HTTPHandler) { add("GET", p, h) }
+    public func post(_ p: String, bodyLimit: Int? = nil, _ h: @escaping HTTPHandler) { add("POST", p, bodyLimit: bodyLimit, h) }
+
+    public func match(method: String, path: Substring) -> Match { table.match(method: method, path: path) }
 }

@@ -93,7 +93,7 @@ public final class Connection: Pollable {
 
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard isOpen, !closeAfterFlush else { return }
-        if outbound.isEmpty && !inRead && !isConnecting {
+        if outbound.isEmpty && !inRead && !isConnecting && !loop.writesDeferred {
             var off = 0
             while off < bytes.count {
                 switch writeSome(bytes.baseAddress! + off, bytes.count - off) {
@@ -123,7 +123,22 @@ public final class Connection: Pollable {
             abort(error: SystemError("outbound buffer over \(maxOutboundBytes) bytes", ENOBUFS))
             return
         }
-        if !inRead && !isConnecting { setWantWrite(true) }
+        if loop.writesDeferred && !inRead {
+            if !deferredFlushPending {
+                deferredFlushPending = true
+                loop.deferredFlushes.append(self)
+            }
+        } else if !inRead && !isConnecting {
+            setWantWrite(true)
+        }
+    }
+
+    private var deferredFlushPending = false
+
+    /// Called by the loop at the end of a `deferringWrites` block.
+    func flushDeferred() {
+        deferredFlushPending = false
+        flush()
     }
 
     /// Writes what is queued; called after a read and when epoll reports writability.

@@ -51,6 +51,9 @@ public final class EventLoop: @unchecked Sendable {
     public var scratchSlot: AnyObject?
     /// Open connections on this loop (loop thread only; read elsewhere as an estimate).
     public internal(set) var connectionCount = 0
+    /// True inside `deferringWrites`: connections queue their writes and flush once at its end.
+    public private(set) var writesDeferred = false
+    var deferredFlushes: [Connection] = []
     /// Work queued by handlers to run after the current batch of events (e.g. flushes).
     private var afterTick: [() -> Void] = []
 
@@ -118,6 +121,21 @@ public final class EventLoop: @unchecked Sendable {
         let t = TimerHandle(deadline: deadline, sequence: timerSequence, body: body)
         timers.push(t)
         return t
+    }
+
+    /// Runs `body`, holding the writes it makes and flushing each connection once at the end. For
+    /// output produced in one synchronous step (a burst of frames made at the same instant): this
+    /// coalesces, it never delays.
+    public func deferringWrites<R>(_ body: () throws -> R) rethrows -> R {
+        if writesDeferred { return try body() }
+        writesDeferred = true
+        defer {
+            writesDeferred = false
+            let conns = deferredFlushes
+            deferredFlushes.removeAll(keepingCapacity: true)
+            for c in conns { c.flushDeferred() }
+        }
+        return try body()
     }
 
     /// Runs `body` once the current batch of events has been handled (same iteration, no delay).

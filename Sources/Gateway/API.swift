@@ -1,0 +1,76 @@
+import Domain
+import HTTP1
+import JSON
+import NetCore
+
+/// A request as the API sees it, whichever transport carried it.
+public struct APICall {
+    public var method: String
+    public var path: String
+    public var pathParameters: [String: String] = [:]
+    public var query: [String: String] = [:]
+    /// The body: nil when there was none. A body that is not JSON is in `bodyError`.
+    public var body: JSONValue?
+    public var bodyError: JSONError?
+
+    public init(method: String, path: String, body: JSONValue?, bodyError: JSONError? = nil) {
+        self.method = method
+        self.path = path
+        self.body = body
+        self.bodyError = bodyError
+    }
+
+    /// The body as an object, or the error to send.
+    public func requireObject() throws(APIError) -> JSONObject {
+        if let e = bodyError { throw APIError(.invalidRequest, "request body is not valid JSON: \(e)") }
+        guard let o = body?.objectValue else { throw APIError(.invalidRequest, "request body must be a JSON object") }
+        return o
+    }
+
+    static func splitTarget(_ target: Substring) -> (String, [String: String]) {
+        guard let q = target.firstIndex(of: "?") else { return (String(target), [:]) }
+        var params: [String: String] = [:]
+        for pair in target[target.index(after: q)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            params[PercentDecoding.decode(kv[0])] = kv.count > 1 ? PercentDecoding.decode(kv[1]) : ""
+        }
+        return (String(target[..<q]), params)
+    }
+}
+
+/// How a handler answers. Implemented once per transport (HTTP, WebSocket envelope).
+public protocol APIReply: AnyObject {
+    var loop: EventLoop { get }
+    func respond(status: Int, json: [UInt8])
+    func fail(_ error: APIError)
+    /// A subscriber that writes a completion's events as this transport and route expect.
+    func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber
+    /// Remembers a running completion so it can be detached if the client goes away.
+    func track(_ job: CompletionJob, subscriber: CompletionSubscriber)
+}
+
+public typealias APIHandler = (APICall, APIReply) -> Void
+
+/// The API's routes, shared by REST and the WebSocket envelope: one handler per route.
+public final class APIRouter: @unchecked Sendable {
+    public private(set) var table = RouteTable<APIHandler>()
+    public init() {}
+
+    public func add(_ method: String, _ pattern: String, bodyLimit: Int = 1 << 20, _ handler: @escaping APIHandler) {
+        table.add(method, pattern, bodyLimit: bodyLimit, handler)
+    }
+
+    /// Routes a call; unknown routes get 404/405 in the API's error shape.
+    public func dispatch(_ call: APICall, _ reply: APIReply) {
+        switch table.match(method: call.method, path: Substring(call.path)) {
+        case .found(let route, let params):
+            var c = call
+            c.pathParameters = params
+            route.handler(c, reply)
+        case .methodNotAllowed(let allowed):
+            reply.fail(APIError(.methodNotAllowed, "\(call.method) is not allowed on \(call.path); allowed: \(allowed.joined(separator: ", "))"))
+        case .notFound:
+            reply.fail(APIError(.notFound, "no route for \(call.method) \(call.path)"))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Domain
+import JSON
+
+/// Writes completion events in the shapes clients expect: the WebSocket envelope (DESIGN §4) and
+/// OpenAI's text_completion / chat.completion objects and their stream chunks.
+enum CompletionEncoding {
+    static func writeUsage(_ u: Usage, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("prompt_tokens"); w.int(u.promptTokens)
+        w.key("completion_tokens"); w.int(u.completionTokens)
+        w.key("total_tokens"); w.int(u.totalTokens)
+        w.endObject()
+    }
+
+    static func writeTimings(_ t: Timings, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("queue_ms"); w.double(rounded(t.queueMs))
+        w.key("ttft_ms")
+        if let v = t.ttftMs { w.double(rounded(v)) } else { w.null() }
+        w.key("total_ms"); w.double(rounded(t.totalMs))
+        w.key("upstream"); w.string(t.upstream)
+        w.endObject()
+    }
+
+    static func rounded(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+
+    /// Envelope events: `{"id", "type": accepted|delta|done|error, ...}`.
+    static func envelope(_ event: CompletionEvent, id: JSONValue, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.value(id)
+        switch event {
+        case .accepted(let requestID, let model, let created):
+            w.key("type"); w.string("accepted")
+            w.key("request_id"); w.string(requestID)
+            w.key("model"); w.string(model)
+            w.key("created"); w.int(created)
+        case .delta(let index, let text):
+            w.key("type"); w.string("delta")
+            w.key("index"); w.int(index)
+            w.key("text"); w.string(text)
+        case .done(let reason, let usage, let timings):
+            w.key("type"); w.string("done")
+            w.key("finish_reason"); w.string(reason.rawValue)
+            w.key("usage"); writeUsage(usage, &w)
+            w.key("timings"); writeTimings(timings, &w)
+        case .failed(let error, let tokens):
+            w.key("type"); w.string("error")
+            w.key("status"); w.int(error.status)
+            w.key("error"); error.writeBody(&w)
+            w.key("tokens_so_far"); w.int(tokens)
+        }
+        w.endObject()
+    }
+
+    /// One OpenAI stream chunk for a delta (or the final chunk when `finish` is set).
+    static func streamChunk(request: CompletionRequest, created: Int, text: String?, finish: FinishReason?,
+                            usage: Usage?, timings: Timings?, first: Bool, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.string(request.requestID)
+        w.key("object"); w.string(request.flavor == .chat ? "chat.completion.chunk" : "text_completion")
+        w.key("created"); w.int(created)
+        w.key("model"); w.string(request.parameters.model)
+        w.key("choices")
+        w.beginArray()
+        w.beginObject()
+        w.key("index"); w.int(0)
+        if request.flavor == .chat {
+            w.key("delta")
+            w.beginObject()
+            if first { w.key("role"); w.string("assistant") }
+            if let text { w.key("content"); w.string(text) }
+            w.endObject()
+        } else {
+            w.key("text"); w.string(text ?? "")
+            w.key("logprobs"); w.null()
+        }
+        w.key("finish_reason")
+        if let finish { w.string(finish.rawValue) } else { w.null() }
+        w.endObject()
+        w.endArray()
+        if let usage { w.key("usage"); writeUsage(usage, &w) }
+        if let timings { w.key("timings"); writeTimings(timings, &w) }
+        w.endObject()
+    }
+
+    /// The whole (non-streamed) OpenAI response.
+    static func fullResponse(request: CompletionRequest, created: Int, text: String, finish: FinishReason,
+                             usage: Usage, timings: Timings, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.string(request.requestID)
+        w.key("object"); w.string(request.flavor == .chat ? "chat.completion" : "text_completion")
+        w.key("created"); w.int(created)
+        w.key("model"); w.string(request.parameters.model)
+        w.key("choices")
+        w.beginArray()
+        w.beginObject()
+        w.key("index"); w.int(0)
+        if request.flavor == .chat {
+            w.key("message")
+            w.beginObject()
+            w.key("role"); w.string("assistant")
+            w.key("content"); w.string(text)
+            w.endObject()
+        } else {
+            w.key("text"); w.string(text)
+            w.key("logprobs"); w.null()
+        }
+        w.key("finish_reason"); w.string(finish.rawValue)
+        w.endObject()
+        w.endArray()
+        w.key("usage"); writeUsage(usage, &w)
+        w.key("timings"); writeTimings(timings, &w)
+        w.endObject()
+    }
+}

@@ -1,0 +1,232 @@
+import Domain
+import ModelProxy
+import NetCore
+import Runtime
+
+/// How fast the built-in model answers: a first-token delay, then a delay per token.
+public struct ModelPace: Sendable {
+    public var ttftNanos: UInt64
+    public var tokenNanos: UInt64
+    /// ± this fraction of random variation on each delay.
+    public var jitter: Double
+    public init(ttftMs: Double, tokenMs: Double, jitter: Double = 0.2) {
+        ttftNanos = UInt64(max(0, ttftMs) * 1e6)
+        tokenNanos = UInt64(max(0, tokenMs) * 1e6)
+        self.jitter = min(max(jitter, 0), 1)
+    }
+    public var isInstant: Bool { ttftNanos == 0 && tokenNanos == 0 }
+}
+
+/// Faults the model server injects to stand in for a failing model region (fractions 0...1).
+public struct FaultPlan: Sendable {
+    /// Refuse before the first token (the client sees model_unavailable).
+    public var errorRate = 0.0
+    /// Drop the connection after a few tokens, without an end marker.
+    public var midstreamFailureRate = 0.0
+    /// Stop sending tokens after a few, keeping the connection open.
+    public var stallRate = 0.0
+    public init() {}
+    var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 }
+}
+
+/// Receives a completion's events, on its own loop.
+public protocol CompletionSubscriber: AnyObject {
+    var loop: EventLoop { get }
+    func receive(_ event: CompletionEvent, from job: CompletionJob)
+    /// Ends the transport abruptly (an injected mid-stream failure): no end marker is written.
+    func abortTransport()
+}
+
+extension CompletionSubscriber {
+    public func abortTransport() {}
+}
+
+/// One generation. Created by the scheduler; everything below `request` is confined to `loop`.
+public final class CompletionJob: @unchecked Sendable {
+    public let request: CompletionRequest
+    public let loop: EventLoop
+    unowned let scheduler: CompletionScheduler
+    let createdNanos: UInt64
+    let createdEpoch: Int
+
+    enum State { case queued, running, finished }
+    private(set) var state: State = .queued
+    private var startedNanos: UInt64?
+    private var firstTokenNanos: UInt64?
+    /// Text so far, kept so a client attaching by request_id gets the whole stream.
+    private var pieces: [String] = []
+    private var final: CompletionEvent?
+    private var subscribers: [CompletionSubscriber] = []
+    private var generation: BuiltinGeneration?
+    private var timer: TimerHandle?
+    private var jitterRandom: SeededRandom
+    /// Injected fault for this job: fail after this many tokens (midstream) or stall.
+    private var faultAfterTokens: Int?
+    private var faultIsStall = false
+
+    init(request: CompletionRequest, loop: EventLoop, scheduler: CompletionScheduler) {
+        self.request = request
+        self.loop = loop
+        self.scheduler = scheduler
+        createdNanos = monotonicNanos()
+        createdEpoch = Int(clinux_epochSeconds())
+        jitterRandom = SeededRandom(seed: request.parameters.seed ?? UInt64.random(in: 0...UInt64.max))
+    }
+
+    public var requestID: String { request.requestID }
+
+    // MARK: subscribers (loop thread)
+
+    /// Adds a subscriber and replays what it missed.
+    func attach(_ s: CompletionSubscriber) {
+        let accepted = CompletionEvent.accepted(requestID: request.requestID, model: request.parameters.model, created: createdEpoch)
+        s.receive(accepted, from: self)
+        for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p), from: self) }
+        if let final {
+            s.receive(final, from: self)
+        } else {
+            subscribers.append(s)
+        }
+    }
+
+    /// Removes a subscriber (its client went away). A generation nobody listens to is cancelled
+    /// so its slot goes to someone who is waiting.
+    func detach(_ s: CompletionSubscriber) {
+        detachMatching { $0 === s }
+    }
+
+    func detachMatching(_ match: (CompletionSubscriber) -> Bool) {
+        let before = subscribers.count
+        subscribers.removeAll(where: match)
+        if before > 0 && subscribers.isEmpty && state != .finished {
+            scheduler.cancelFromLoop(self)
+        }
+    }
+
+    // MARK: lifecycle (loop thread)
+
+    func start() {
+        guard state == .queued else { return }
+        state = .running
+        startedNanos = monotonicNanos()
+        let seed = request.parameters.seed ?? UInt64.random(in: 0...UInt64.max)
+        generation = BuiltinGeneration(model: scheduler.model, prompt: request.prompt, parameters: request.parameters, seed: seed)
+        let faults = scheduler.faults
+        if faults.isActive {
+            var g = SystemRandomNumberGenerator()
+            let roll = Double.random(in: 0..<1, using: &g)
+            if roll < faults.errorRate {
+                fail(APIError(.modelUnavailable, "the model is unavailable (injected fault)", retryAfterMs: 100))
+                return
+            } else if roll < faults.errorRate + faults.midstreamFailureRate {
+                faultAfterTokens = Int.random(in: 1...3, using: &g)
+            } else if roll < faults.errorRate + faults.midstreamFailureRate + faults.stallRate {
+                faultAfterTokens = Int.random(in: 1...3, using: &g)
+                faultIsStall = true
+            }
+        }
+        if scheduler.pace.isInstant {
+            // Every token exists at the same instant: write them in one burst, flushed once per socket.
+            loop.deferringWrites {
+                while state == .running && !stalled { step() }
+            }
+        } else {
+            timer = loop.schedule(afterNanos: delay(scheduler.pace.ttftNanos)) { [weak self] in self?.tick() }
+        }
+    }
+
+    private var stalled = false
+
+    private func tick() {
+        timer = nil
+        guard state == .running else { return }
+        step()
+        if state == .running && !stalled {
+            timer = loop.schedule(afterNanos: delay(scheduler.pace.tokenNanos)) { [weak self] in self?.tick() }
+        }
+    }
+
+    private func delay(_ base: UInt64) -> UInt64 {
+        let j = scheduler.pace.jitter
+        guard j > 0, base > 0 else { return base }
+        let f = 1 + j * (jitterRandom.unit() * 2 - 1)
+        return UInt64(Double(base) * f)
+    }
+
+    private func step() {
+        if let n = faultAfterTokens, pieces.count >= n {
+            if faultIsStall {
+                timer?.cancel()
+                timer = nil
+                stalled = true
+                return
+            }
+            for sub in subscribers { sub.abortTransport() }
+            fail(APIError(.generationInterrupted, "the model connection dropped mid-answer (injected fault)"), notify: false)
+            return
+        }
+        guard var g = generation else { return }
+        let s = g.next()
+        generation = g
+        switch s {
+        case .token(let text):
+            if firstTokenNanos == nil { firstTokenNanos = monotonicNanos() }
+            let event = CompletionEvent.delta(index: pieces.count, text: text)
+            pieces.append(text)
+            scheduler.metrics.tokensStreamed.add(1, ordering: .relaxed)
+            for sub in subscribers { sub.receive(event, from: self) }
+        case .finished(let reason):
+            finish(reason)
+        }
+    }
+
+    /// Ends the stream with finish_reason "cancelled" and frees the slot at once.
+    func cancel() {
+        switch state {
+        case .finished: return
+        case .queued:
+            state = .running  // never started: no slot to give back, but the stream must end
+            finish(.cancelled, releaseSlot: false)
+        case .running:
+            finish(.cancelled)
+        }
+    }
+
+    /// Ends the stream with an error event (or silently, after an abort) and frees the slot.
+    private func fail(_ error: APIError, notify: Bool = true) {
+        guard state == .running else { return }
+        state = .finished
+        timer?.cancel()
+        timer = nil
+        let event = CompletionEvent.failed(error, tokensSoFar: pieces.count)
+        final = event
+        generation = nil
+        let subs = subscribers
+        subscribers.removeAll()
+        if notify { for s in subs { s.receive(event, from: self) } }
+        scheduler.failed(self, error: error)
+    }
+
+    private func finish(_ reason: FinishReason, releaseSlot: Bool = true) {
+        guard state == .running else { return }
+        state = .finished
+        timer?.cancel()
+        timer = nil
+        let end = monotonicNanos()
+        let usage = Usage(promptTokens: generation?.promptTokens ?? 0, completionTokens: generation?.completionTokens ?? 0)
+        let ms: (UInt64) -> Double = { Double($0) / 1e6 }
+        let timings = Timings(queueMs: ms((startedNanos ?? end) - createdNanos),
+                              ttftMs: firstTokenNanos.map { ms($0 - createdNanos) },
+                              totalMs: ms(end - createdNanos), upstream: "builtin")
+        let event = CompletionEvent.done(reason, usage, timings)
+        final = event
+        generation = nil
+        let subs = subscribers
+        subscribers.removeAll()
+        for s in subs { s.receive(event, from: self) }
+        scheduler.finished(self, reason: reason, timings: timings, usage: usage, releaseSlot: releaseSlot)
+    }
+}
+
+import CLinux
+@inline(__always) func clinux_epochSeconds() -> UInt64 { clinux_realtime_ns() / 1_000_000_000 }

@@ -1,0 +1,238 @@
+import Domain
+import ModelProxy
+import NetCore
+import Runtime
+import Synchronization
+
+public struct SchedulerConfiguration: Sendable {
+    /// Generations that may run at once on this node.
+    public var slots = 256
+    /// Completions that may wait for a slot; past this, `server_busy` at once.
+    public var maxQueue = 1024
+    /// How long a finished completion can be replayed by its request_id.
+    public var retentionNanos: UInt64 = 120_000_000_000
+    /// At most this many finished completions are kept for replay.
+    public var maxRetained = 20_000
+    public init() {}
+}
+
+/// A bounded FIFO queue in front of a fixed number of worker slots, and the registry of
+/// completions by request_id (attach to a running one, replay a finished one).
+///
+/// Thread rules: the scheduler's own state is behind one mutex, taken briefly per request; a
+/// job's state belongs to the job's loop.
+public final class CompletionScheduler: @unchecked Sendable {
+    public let configuration: SchedulerConfiguration
+    public let model: NGramModel
+    public let pace: ModelPace
+    public let metrics: Metrics
+    public let faults: FaultPlan
+    let logger: Logger
+
+    private struct State {
+        var running = 0
+        var queue: [CompletionJob] = []
+        var queueHead = 0
+        var jobs: [String: CompletionJob] = [:]
+        var finished: [(id: String, at: UInt64)] = []
+        var finishedHead = 0
+        var finishedIDs: Set<String> = []
+        var draining = false
+        var queuedCount: Int { queue.count - queueHead }
+    }
+    private let state = Mutex(State())
+
+    public init(configuration: SchedulerConfiguration, model: NGramModel, pace: ModelPace, metrics: Metrics, logger: Logger,
+                faults: FaultPlan = FaultPlan()) {
+        self.configuration = configuration
+        self.faults = faults
+        self.model = model
+        self.pace = pace
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public enum SubmitError: Error { case busy(retryAfterMs: Int) }
+
+    /// Starts, queues or (for a known client-supplied request_id) attaches to a completion.
+    /// The subscriber receives the events on its loop. Call on the subscriber's loop.
+    public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionJob, APIError> {
+        let loop = subscriber.loop
+        enum Outcome { case start(CompletionJob), queued(CompletionJob), attach(CompletionJob), busy(Bool) }
+        let outcome: Outcome = state.withLock { s in
+            if request.clientSuppliedID, let existing = s.jobs[request.requestID] { return .attach(existing) }
+            if s.draining { return .busy(true) }
+            let job = CompletionJob(request: request, loop: loop, scheduler: self)
+            if s.running < configuration.slots {
+                s.running += 1
+                s.jobs[request.requestID] = job
+                return .start(job)
+            }
+            if s.queuedCount < configuration.maxQueue {
+                s.queue.append(job)
+                s.jobs[request.requestID] = job
+                return .queued(job)
+            }
+            return .busy(false)
+        }
+        switch outcome {
+        case .busy(let draining):
+            metrics.completionsBusy.add(1, ordering: .relaxed)
+            return .failure(APIError(.serverBusy, draining ? "this node is shutting down; retry on another" : "all worker slots are busy and the queue is full",
+                                     retryAfterMs: draining ? 100 : 1000))
+        case .start(let job):
+            metrics.activeGenerations.add(1, ordering: .relaxed)
+            job.attach(subscriber)
+            job.start()
+            return .success(job)
+        case .queued(let job):
+            metrics.queueLength.add(1, ordering: .relaxed)
+            job.attach(subscriber)
+            return .success(job)
+        case .attach(let job):
+            if job.loop === loop {
+                job.attach(subscriber)
+            } else {
+                let hop = UncheckedBox(LoopHop(target: subscriber, jobLoop: job.loop))
+                job.loop.execute { job.attach(hop.value) }
+            }
+            return .success(job)
+        }
+    }
+
+    /// Detaches a subscriber whose client went away (call on the subscriber's loop).
+    public func detach(_ subscriber: CompletionSubscriber, from job: CompletionJob) {
+        if job.loop === subscriber.loop {
+            job.detach(subscriber)
+        } else {
+            let box = UncheckedBox(subscriber)
+            job.loop.execute { job.detachHops(of: box.value) }
+        }
+    }
+
+    public enum CancelOutcome { case cancelled, alreadyFinished, notFound }
+
+    /// Cancels by request_id from any thread.
+    public func cancel(requestID: String) -> CancelOutcome {
+        let found: (CompletionJob, Bool, Bool)? = state.withLock { s in
+            guard let job = s.jobs[requestID] else { return nil }
+            if s.finishedIDs.contains(requestID) { return (job, true, false) }
+            // A queued job leaves the queue now; its slot was never taken.
+            if let i = s.queue[s.queueHead...].firstIndex(where: { $0 === job }) {
+                s.queue.remove(at: i)
+                return (job, false, true)
+            }
+            return (job, false, false)
+        }
+        guard let (job, finished, wasQueued) = found else { return .notFound }
+        if finished { return .alreadyFinished }
+        if wasQueued { metrics.queueLength.subtract(1, ordering: .relaxed) }
+        if job.loop.inEventLoop { job.cancel() } else { job.loop.execute { job.cancel() } }
+        return .cancelled
+    }
+
+    /// Cancels a job whose last listener left (job loop only); a queued one leaves the queue.
+    func cancelFromLoop(_ job: CompletionJob) {
+        let wasQueued: Bool = state.withLock { s in
+            if let i = s.queue[s.queueHead...].firstIndex(where: { $0 === job }) {
+                s.queue.remove(at: i)
+                return true
+            }
+            return false
+        }
+        if wasQueued { metrics.queueLength.subtract(1, ordering: .relaxed) }
+        job.cancel()
+    }
+
+    /// Called by a job on its loop when it ends in an error.
+    func failed(_ job: CompletionJob, error: APIError) {
+        metrics.completionsError.add(1, ordering: .relaxed)
+        logger.warning("completion failed", ["request_id": job.requestID, "code": error.code.rawValue, "error": error.message])
+        release(job, releaseSlot: true)
+    }
+
+    /// Called by a job on its loop when it ends.
+    func finished(_ job: CompletionJob, reason: FinishReason, timings: Timings, usage: Usage, releaseSlot: Bool) {
+        switch reason {
+        case .stop: metrics.completionsDone.add(1, ordering: .relaxed)
+        case .length: metrics.completionsLength.add(1, ordering: .relaxed)
+        case .cancelled: metrics.completionsCancelled.add(1, ordering: .relaxed)
+        }
+        if let t = timings.ttftMs { metrics.ttft.record(ms: t) }
+        metrics.total.record(ms: timings.totalMs)
+        logger.info("completion finished", [
+            "request_id": job.requestID, "finish_reason": reason.rawValue, "completion_tokens": "\(usage.completionTokens)",
+            "queue_ms": format(timings.queueMs), "ttft_ms": timings.ttftMs.map(format) ?? "-", "total_ms": format(timings.totalMs),
+        ])
+        release(job, releaseSlot: releaseSlot)
+    }
+
+    /// Gives the job's slot to the next queued job and keeps the job for replay.
+    private func release(_ job: CompletionJob, releaseSlot: Bool) {
+        let now = monotonicNanos()
+        let next: CompletionJob? = state.withLock { s in
+            s.finished.append((job.requestID, now))
+            s.finishedIDs.insert(job.requestID)
+            // Forget finished jobs past retention (oldest first).
+            while s.finishedHead < s.finished.count {
+                let (id, at) = s.finished[s.finishedHead]
+                guard now - at > configuration.retentionNanos || s.finished.count - s.finishedHead > configuration.maxRetained else { break }
+                if s.jobs[id]?.requestID == id, s.finishedIDs.contains(id) { s.jobs[id] = nil }
+                s.finishedIDs.remove(id)
+                s.finishedHead += 1
+            }
+            if s.finishedHead > 4096 && s.finishedHead * 2 > s.finished.count {
+                s.finished.removeFirst(s.finishedHead)
+                s.finishedHead = 0
+            }
+            guard releaseSlot else { return nil }
+            s.running -= 1
+            guard s.queueHead < s.queue.count else { return nil }
+            let n = s.queue[s.queueHead]
+            s.queueHead += 1
+            if s.queueHead > 1024 && s.queueHead * 2 > s.queue.count {
+                s.queue.removeFirst(s.queueHead)
+                s.queueHead = 0
+            }
+            s.running += 1
+            return n
+        }
+        if releaseSlot { metrics.activeGenerations.subtract(1, ordering: .relaxed) }
+        if let next {
+            metrics.queueLength.subtract(1, ordering: .relaxed)
+            metrics.activeGenerations.add(1, ordering: .relaxed)
+            if next.loop.inEventLoop { next.start() } else { next.loop.execute { next.start() } }
+        }
+    }
+
+    private func format(_ v: Double) -> String { "\((v * 10).rounded() / 10)" }
+
+    /// Stops taking new completions (SIGTERM); running ones go on.
+    public func beginDraining() { state.withLock { $0.draining = true } }
+
+    public var isDraining: Bool { state.withLock { $0.draining } }
+
+    /// Generations running or queued.
+    public var inFlight: Int { state.withLock { $0.running + $0.queuedCount } }
+}
+
+/// Delivers a job's events to a subscriber that lives on another loop.
+final class LoopHop: CompletionSubscriber, @unchecked Sendable {
+    let target: CompletionSubscriber
+    let loop: EventLoop
+    init(target: CompletionSubscriber, jobLoop: EventLoop) {
+        self.target = target
+        loop = jobLoop
+    }
+    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+        let t = UncheckedBox(target)
+        target.loop.execute { t.value.receive(event, from: job) }
+    }
+}
+
+extension CompletionJob {
+    /// Detaches `subscriber`, directly or through the hop that carries it (job loop only).
+    func detachHops(of subscriber: CompletionSubscriber) {
+        detachMatching { s in s === subscriber || (s as? LoopHop)?.target === subscriber }
+    }
+}

@@ -1,0 +1,144 @@
+import Domain
+import HTTP1
+import JSON
+import NetCore
+
+/// Serves the API routes over REST: JSON responses, and SSE for `stream: true` completions.
+public enum HTTPTransport {
+    public static func mount(_ api: APIRouter, on router: Router) {
+        for route in api.table.routes {
+            let handler = route.handler
+            router.add(route.method, route.patternString, bodyLimit: route.bodyLimit) { req, responder in
+                var call = APICall(method: req.method, path: String(req.path), body: nil)
+                call.pathParameters = req.pathParameters
+                call.query = APICall.splitTarget(req.head.target[...]).1
+                if !req.body.isEmpty {
+                    do throws(JSONError) { call.body = try JSONParser.parse(req.body) } catch { call.bodyError = error }
+                }
+                handler(call, HTTPReply(responder))
+            }
+        }
+    }
+}
+
+final class HTTPReply: APIReply {
+    let responder: HTTPResponder
+    var loop: EventLoop { responder.loop }
+
+    init(_ r: HTTPResponder) { responder = r }
+
+    func respond(status: Int, json: [UInt8]) {
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/json")
+        responder.send(status: status, headers: h, body: json)
+    }
+
+    func fail(_ error: APIError) {
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/json")
+        if let ms = error.retryAfterMs { h.add("Retry-After", "\(max(1, (ms + 999) / 1000))") }
+        responder.send(status: error.status, headers: h, body: error.jsonBytes)
+    }
+
+    func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
+        request.stream ? SSESubscriber(responder, request) : BufferedSubscriber(self, request)
+    }
+
+    func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
+        // The client hanging up detaches it; a generation nobody listens to is cancelled.
+        responder.onClose = { [weak subscriber] in
+            guard let subscriber else { return }
+            job.scheduler.detach(subscriber, from: job)
+        }
+    }
+}
+
+/// `stream: true`: one SSE event per token in OpenAI's chunk shape, then `data: [DONE]`.
+final class SSESubscriber: CompletionSubscriber {
+    let responder: HTTPResponder
+    let request: CompletionRequest
+    var loop: EventLoop { responder.loop }
+    private var writer = JSONWriter(capacity: 512)
+    private var created = 0
+    private var first = true
+    private var frame: [UInt8] = []
+
+    init(_ r: HTTPResponder, _ request: CompletionRequest) {
+        responder = r
+        self.request = request
+    }
+
+    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+        switch event {
+        case .accepted(_, _, let c):
+            created = c
+            var h = HTTPHeaders()
+            h.add("Content-Type", "text/event-stream")
+            h.add("Cache-Control", "no-cache")
+            h.add("X-Accel-Buffering", "no")
+            h.add("X-Request-Id", request.requestID)
+            responder.startStream(headers: h)
+            if request.flavor == .chat {
+                writer.reset()
+                CompletionEncoding.streamChunk(request: request, created: created, text: "", finish: nil, usage: nil, timings: nil, first: true, &writer)
+                first = false
+                send(writer.bytes)
+            }
+        case .delta(_, let text):
+            writer.reset()
+            CompletionEncoding.streamChunk(request: request, created: created, text: text, finish: nil, usage: nil, timings: nil, first: first, &writer)
+            first = false
+            send(writer.bytes)
+        case .done(let reason, let usage, let timings):
+            writer.reset()
+            CompletionEncoding.streamChunk(request: request, created: created, text: request.flavor == .chat ? nil : "", finish: reason,
+                                           usage: usage, timings: timings, first: first, &writer)
+            send(writer.bytes)
+            responder.writeChunk("data: [DONE]\n\n")
+            responder.end()
+        case .failed(let error, _):
+            send(error.jsonBytes)
+            responder.writeChunk("data: [DONE]\n\n")
+            responder.end()
+        }
+    }
+
+    func abortTransport() { responder.abort() }
+
+    private func send(_ json: [UInt8]) {
+        frame.removeAll(keepingCapacity: true)
+        frame.append(contentsOf: "data: ".utf8)
+        frame.append(contentsOf: json)
+        frame.append(10); frame.append(10)
+        frame.withUnsafeBytes { responder.writeChunk($0) }
+    }
+}
+
+/// `stream: false`: collects the text and answers once with the whole OpenAI object.
+final class BufferedSubscriber: CompletionSubscriber {
+    let reply: HTTPReply
+    let request: CompletionRequest
+    var loop: EventLoop { reply.loop }
+    private var text = ""
+    private var created = 0
+
+    init(_ reply: HTTPReply, _ request: CompletionRequest) {
+        self.reply = reply
+        self.request = request
+    }
+
+    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+        switch event {
+        case .accepted(_, _, let c): created = c
+        case .delta(_, let t): text += t
+        case .done(let reason, let usage, let timings):
+            var w = JSONWriter(capacity: text.utf8.count + 512)
+            CompletionEncoding.fullResponse(request: request, created: created, text: text, finish: reason, usage: usage, timings: timings, &w)
+            reply.respond(status: 200, json: w.bytes)
+        case .failed(let e, _):
+            reply.fail(e)
+        }
+    }
+
+    func abortTransport() { reply.responder.abort() }
+}

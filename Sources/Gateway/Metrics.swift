@@ -1,0 +1,74 @@
+import Synchronization
+
+/// A cumulative histogram with fixed bucket bounds (milliseconds). One short lock per record:
+/// it is touched once per completion, not per token.
+public final class Histogram: Sendable {
+    public let bounds: [Double]
+    private struct Counts { var buckets: [Int]; var sum = 0.0; var total = 0 }
+    private let counts: Mutex<Counts>
+
+    public init(bounds: [Double]) {
+        self.bounds = bounds
+        counts = Mutex(Counts(buckets: [Int](repeating: 0, count: bounds.count)))
+    }
+
+    public func record(ms: Double) {
+        let i = bounds.firstIndex { ms <= $0 }
+        counts.withLock { c in
+            if let i { c.buckets[i] += 1 }
+            c.sum += ms
+            c.total += 1
+        }
+    }
+
+    func render(_ name: String, help: String, into out: inout String) {
+        let c = counts.withLock { $0 }
+        out += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        var cumulative = 0
+        for (i, b) in bounds.enumerated() {
+            cumulative += c.buckets[i]
+            out += "\(name)_bucket{le=\"\(b)\"} \(cumulative)\n"
+        }
+        out += "\(name)_bucket{le=\"+Inf\"} \(c.total)\n"
+        out += "\(name)_sum \(c.sum)\n"
+        out += "\(name)_count \(c.total)\n"
+    }
+}
+
+/// The node's metrics (Prometheus text format at /metrics).
+public final class Metrics: Sendable {
+    public let wsConnections = Atomic<Int>(0)
+    public let queueLength = Atomic<Int>(0)
+    public let activeGenerations = Atomic<Int>(0)
+    public let tokensStreamed = Atomic<Int>(0)
+    public let completionsDone = Atomic<Int>(0)
+    public let completionsCancelled = Atomic<Int>(0)
+    public let completionsLength = Atomic<Int>(0)
+    public let completionsError = Atomic<Int>(0)
+    public let completionsBusy = Atomic<Int>(0)
+    public let completionsInvalid = Atomic<Int>(0)
+    public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
+    public let total = Histogram(bounds: [5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000])
+
+    public init() {}
+
+    public func render() -> String {
+        var out = ""
+        func gauge(_ n: String, _ h: String, _ v: Int) { out += "# HELP \(n) \(h)\n# TYPE \(n) gauge\n\(n) \(v)\n" }
+        gauge("playground_ws_connections", "Open WebSocket connections.", wsConnections.load(ordering: .relaxed))
+        gauge("playground_queue_length", "Completions waiting for a worker slot.", queueLength.load(ordering: .relaxed))
+        gauge("playground_active_generations", "Completions holding a worker slot.", activeGenerations.load(ordering: .relaxed))
+        out += "# HELP playground_tokens_streamed_total Tokens sent to clients.\n# TYPE playground_tokens_streamed_total counter\n"
+        out += "playground_tokens_streamed_total \(tokensStreamed.load(ordering: .relaxed))\n"
+        out += "# HELP playground_completions_total Completions by outcome.\n# TYPE playground_completions_total counter\n"
+        let outcomes: [(String, Int)] = [
+            ("stop", completionsDone.load(ordering: .relaxed)), ("length", completionsLength.load(ordering: .relaxed)),
+            ("cancelled", completionsCancelled.load(ordering: .relaxed)), ("error", completionsError.load(ordering: .relaxed)),
+            ("busy", completionsBusy.load(ordering: .relaxed)), ("invalid", completionsInvalid.load(ordering: .relaxed)),
+        ]
+        for (outcome, v) in outcomes { out += "playground_completions_total{outcome=\"\(outcome)\"} \(v)\n" }
+        ttft.render("playground_ttft_ms", help: "Time to first token, milliseconds.", into: &out)
+        total.render("playground_completion_total_ms", help: "Whole completion latency, milliseconds.", into: &out)
+        return out
+    }
+}

@@ -1,0 +1,156 @@
+import Domain
+import HTTP1
+import JSON
+import NetCore
+import WebSocket
+
+/// `GET /v1/ws`: one WebSocket carries many requests. Each client message is an envelope
+/// `{"id", "method", "path", "body"}` routed through the same API routes as REST; every reply
+/// carries the envelope's id. A bad message gets an error reply and the socket stays open.
+public enum WebSocketTransport {
+    public static func install(_ api: APIRouter, on router: Router, path: String = "/v1/ws",
+                               configuration: WebSocketConfiguration, metrics: Metrics) {
+        router.get(path) { req, responder in
+            WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
+                metrics.wsConnections.add(1, ordering: .relaxed)
+                return EnvelopeSession(ws: ws, api: api, metrics: metrics)
+            }
+        }
+    }
+}
+
+final class EnvelopeSession: WebSocketDelegate {
+    unowned let ws: WebSocket
+    let api: APIRouter
+    let metrics: Metrics
+    private var tracked: [(job: CompletionJob, subscriber: EnvelopeSubscriber)] = []
+    var writer = JSONWriter(capacity: 256)
+
+    init(ws: WebSocket, api: APIRouter, metrics: Metrics) {
+        self.ws = ws
+        self.api = api
+        self.metrics = metrics
+    }
+
+    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) {
+        guard opcode == .text else {
+            sendError(id: .null, APIError(.invalidRequest, "messages must be JSON text frames"))
+            return
+        }
+        let message: JSONValue
+        do throws(JSONError) {
+            message = try JSONParser.parse(Array(data))
+        } catch {
+            sendError(id: .null, APIError(.invalidRequest, "message is not valid JSON: \(error)"))
+            return
+        }
+        guard let o = message.objectValue else {
+            sendError(id: .null, APIError(.invalidRequest, "message must be a JSON object {id, method, path, body}"))
+            return
+        }
+        let id = o["id"] ?? .null
+        switch id {
+        case .string(let s) where !s.isEmpty && s.utf8.count <= 128: break
+        case .number: break
+        default:
+            sendError(id: .null, APIError(.invalidRequest, "id must be a non-empty string of at most 128 bytes, or a number", field: "id"))
+            return
+        }
+        guard let method = o["method"]?.stringValue, ["GET", "POST", "PATCH", "DELETE", "PUT"].contains(method) else {
+            sendError(id: id, APIError(.invalidRequest, "method must be GET, POST, PATCH, PUT or DELETE", field: "method"))
+            return
+        }
+        guard let target = o["path"]?.stringValue, target.hasPrefix("/"), target.utf8.count <= 8192 else {
+            sendError(id: id, APIError(.invalidRequest, "path must be a string starting with '/'", field: "path"))
+            return
+        }
+        let (path, query) = APICall.splitTarget(target[...])
+        var call = APICall(method: method, path: path, body: o["body"].flatMap { $0.isNull ? nil : $0 })
+        call.query = query
+        api.dispatch(call, EnvelopeReply(session: self, id: id))
+    }
+
+    func webSocketClosed(_ ws: WebSocket, code: UInt16?) {
+        metrics.wsConnections.subtract(1, ordering: .relaxed)
+        let t = tracked
+        tracked.removeAll()
+        for (job, sub) in t { job.scheduler.detach(sub, from: job) }
+    }
+
+    func track(_ job: CompletionJob, _ s: EnvelopeSubscriber) { tracked.append((job, s)) }
+
+    func untrack(_ s: EnvelopeSubscriber) { tracked.removeAll { $0.subscriber === s } }
+
+    func send(_ build: (inout JSONWriter) -> Void) {
+        writer.reset()
+        build(&writer)
+        writer.bytes.withUnsafeBytes { ws.send(.text, $0) }
+    }
+
+    func sendError(id: JSONValue, _ e: APIError) {
+        send { w in
+            w.beginObject()
+            w.key("id"); w.value(id)
+            w.key("type"); w.string("error")
+            w.key("status"); w.int(e.status)
+            w.key("error"); e.writeBody(&w)
+            w.endObject()
+        }
+    }
+}
+
+final class EnvelopeReply: APIReply {
+    let session: EnvelopeSession
+    let id: JSONValue
+    var loop: EventLoop { session.ws.loop }
+
+    init(session: EnvelopeSession, id: JSONValue) {
+        self.session = session
+        self.id = id
+    }
+
+    func respond(status: Int, json: [UInt8]) {
+        session.send { w in
+            w.beginObject()
+            w.key("id"); w.value(id)
+            w.key("type"); w.string("response")
+            w.key("status"); w.int(status)
+            w.key("body"); w.raw(json)
+            w.endObject()
+        }
+    }
+
+    func fail(_ error: APIError) { session.sendError(id: id, error) }
+
+    func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
+        EnvelopeSubscriber(session: session, id: id)
+    }
+
+    func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
+        guard let s = subscriber as? EnvelopeSubscriber, !s.ended else { return }
+        session.track(job, s)
+    }
+}
+
+/// Writes a completion's events as envelope frames: accepted, one delta per token, done or error.
+final class EnvelopeSubscriber: CompletionSubscriber {
+    let session: EnvelopeSession
+    let id: JSONValue
+    var loop: EventLoop { session.ws.loop }
+    private(set) var ended = false
+
+    init(session: EnvelopeSession, id: JSONValue) {
+        self.session = session
+        self.id = id
+    }
+
+    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+        session.send { w in CompletionEncoding.envelope(event, id: id, &w) }
+        switch event {
+        case .done, .failed:
+            ended = true
+            session.untrack(self)
+        default: break
+        }
+    }
+}
