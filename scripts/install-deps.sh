@@ -23,8 +23,8 @@ fi
 
 if [[ $WANT_TEST == 1 ]]; then
   py=python3
-  $py -c 'import websockets, openai, selenium' 2>/dev/null || \
-    $py -m pip install -q --disable-pip-version-check websockets openai selenium >/dev/null
+  $py -c 'import websockets, openai, selenium, pytest' 2>/dev/null || \
+    $py -m pip install -q --disable-pip-version-check websockets openai selenium pytest >/dev/null
   # Autobahn|Testsuite is Python 2 code; it lives in its own virtualenv under pyenv's 2.7.
   venv=.build-tools/autobahn
   if [[ ! -x $venv/bin/wstest ]]; then

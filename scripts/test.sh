@@ -30,6 +30,8 @@ release_build() { swift build -c release 2>&1 | grep -v "prohibited flag" | tail
 
 stage "swift test (unit, corpus, live sockets)" swift_tests
 stage "release build" release_build
+e2e() { (cd Tests/e2e && python3 -m pytest -q -p no:cacheprovider .) 2>&1 | tail -15; return "${PIPESTATUS[0]}"; }
+stage "end to end: openai SDK, websockets, headless Chromium" e2e
 stage "autobahn testsuite (groups 1-7, 9, 10)" scripts/autobahn.sh .build/release/playground
 stage "fuzzing (${FUZZ_SECONDS}s per target)" scripts/fuzz.sh "$FUZZ_SECONDS"
 

@@ -1,0 +1,82 @@
+"""Starts real Playground nodes (the release binary) for the end-to-end tests.
+
+A node that does not start fails the test that needs it: nothing here skips.
+"""
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.environ.get("PLAYGROUND_BIN", os.path.join(ROOT, ".build", "release", "playground"))
+
+
+class Node:
+    def __init__(self, *flags, command="serve"):
+        if not os.path.exists(BINARY):
+            raise RuntimeError(f"{BINARY} is missing: build it with `swift build -c release`")
+        self.log = open(os.path.join(ROOT, "reports", f"e2e-node-{os.getpid()}-{time.time_ns()}.log"), "w")
+        self.proc = subprocess.Popen(
+            [BINARY, command, "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *flags],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on http://([\d.]+):(\d+)", line or "")
+        if not m:
+            self.stop()
+            raise RuntimeError(f"node did not start: {line!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.url = f"http://{self.host}:{self.port}"
+        self.ws_url = f"ws://{self.host}:{self.port}/v1/ws"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def _node(*flags, command="serve"):
+    os.makedirs(os.path.join(ROOT, "reports"), exist_ok=True)
+    return Node(*flags, command=command)
+
+
+@pytest.fixture(scope="session")
+def node():
+    """A node with a quick but visible pace: 20 ms to the first token, 5 ms per token."""
+    n = _node("--model-ttft-ms", "20", "--model-token-ms", "5", "--model-jitter", "0")
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_node():
+    """A node paced like a real model, for streams a person (or a test) can watch and stop."""
+    n = _node("--model-ttft-ms", "100", "--model-token-ms", "40")
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_node():
+    """One worker slot and a queue of one, so a third concurrent request is refused."""
+    n = _node("--slots", "1", "--max-queue", "1", "--model-ttft-ms", "50", "--model-token-ms", "50")
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def make_node():
+    started = []
+
+    def make(*flags, command="serve"):
+        n = _node(*flags, command=command)
+        started.append(n)
+        return n
+    yield make
+    for n in started:
+        n.stop()

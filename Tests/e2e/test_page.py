@@ -1,0 +1,140 @@
+"""The playground page in real headless Chromium (Debian's chromium + chromium-driver)."""
+import os
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+os.environ.setdefault("SE_OFFLINE", "true")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    yield d
+    d.quit()
+
+
+def open_page(browser, node):
+    browser.get(node.url + "/")
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "conn").text == "connected")
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel select[name=model] option"))
+
+
+def set_field(panel, name, value):
+    el = panel.find_element(By.NAME, name)
+    el.clear()
+    el.send_keys(str(value))
+
+
+def outputs(browser):
+    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".panel:not([hidden]) .output")]
+
+
+def test_stream_grows_and_stop_ends_it(browser, slow_node):
+    open_page(browser, slow_node)
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("The orchestra tuned their instruments")
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "max_tokens", 400)
+    browser.find_element(By.ID, "submit").click()
+    # The output grows across at least three observations.
+    seen = []
+    deadline = time.time() + 10
+    while len(seen) < 3 and time.time() < deadline:
+        text = outputs(browser)[0]
+        if text and (not seen or len(text) > len(seen[-1])):
+            seen.append(text)
+        time.sleep(0.15)
+    assert len(seen) >= 3, seen
+    assert all(b.startswith(a) for a, b in zip(seen, seen[1:]))
+    assert browser.find_element(By.CSS_SELECTOR, ".ttft").text.startswith("TTFT ")
+    # Esc stops it; the text stops growing and the finish reason says so.
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    WebDriverWait(browser, 5).until(lambda d: "cancelled" in d.find_element(By.CSS_SELECTOR, ".finish").text)
+    stopped = outputs(browser)[0]
+    time.sleep(0.5)
+    assert outputs(browser)[0] == stopped
+    assert browser.find_element(By.ID, "stop").get_attribute("disabled") is not None
+
+
+def test_ctrl_enter_submits_and_runs_to_the_end(browser, node):
+    open_page(browser, node)
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "max_tokens", 10)
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.send_keys(Keys.CONTROL, Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda d: "finish:" in d.find_element(By.CSS_SELECTOR, ".finish").text)
+    assert browser.find_element(By.CSS_SELECTOR, ".finish").text in ("finish: length", "finish: stop")
+    assert outputs(browser)[0].strip()
+    assert "tok/s" in browser.find_element(By.CSS_SELECTOR, ".tps").text
+
+
+def test_invalid_parameter_shows_its_error(browser, node):
+    open_page(browser, node)
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "temperature", 5)
+    browser.find_element(By.ID, "submit").click()
+    err = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel .error:not([hidden])"))
+    assert "temperature" in err.text and "between 0 and 2" in err.text
+    field = panel.find_element(By.NAME, "temperature").find_element(By.XPATH, "./ancestor::label")
+    assert "invalid" in field.get_attribute("class")
+    set_field(panel, "temperature", 0.7)
+    assert "invalid" not in field.get_attribute("class")
+
+
+def test_stop_sequence_chip_is_sent(browser, node):
+    open_page(browser, node)
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "temperature", 0)
+    set_field(panel, "max_tokens", 200)
+    stop = panel.find_element(By.NAME, "stop-input")
+    stop.send_keys(".", Keys.ENTER)
+    assert len(panel.find_elements(By.CSS_SELECTOR, ".chip")) == 1
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 10).until(lambda d: "finish:" in d.find_element(By.CSS_SELECTOR, ".finish").text)
+    assert browser.find_element(By.CSS_SELECTOR, ".finish").text == "finish: stop"
+    assert "." not in outputs(browser)[0]
+
+
+def test_compare_mode_streams_two_columns(browser, slow_node):
+    open_page(browser, slow_node)
+    browser.find_element(By.ID, "compare-toggle").click()
+    panels = browser.find_elements(By.CSS_SELECTOR, ".panel:not([hidden])")
+    assert len(panels) == 2
+    temps = [p.find_element(By.NAME, "temperature").get_attribute("value") for p in panels]
+    assert temps[0] != temps[1], "the two columns start with different parameters"
+    for p in panels:
+        set_field(p, "max_tokens", 60)
+    browser.find_element(By.ID, "submit").click()
+    # Both columns grow while the other is still running: they stream at the same time.
+    WebDriverWait(browser, 10).until(lambda d: all(len(t) > 0 for t in outputs(d)))
+    mid = outputs(browser)
+    assert browser.find_element(By.ID, "stop").get_attribute("disabled") is None, "still streaming"
+    WebDriverWait(browser, 20).until(lambda d: all("finish:" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".panel .finish")))
+    end = outputs(browser)
+    assert all(len(e) >= len(m) for e, m in zip(end, mid))
+    assert end[0] != end[1]
+
+
+def test_reconnects_and_reports_an_interrupted_generation(browser, make_node):
+    n = make_node("--model-ttft-ms", "50", "--model-token-ms", "50")
+    open_page(browser, n)
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "max_tokens", 500)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 10).until(lambda d: len(outputs(d)[0]) > 0)
+    n.proc.kill()
+    n.proc.wait()
+    err = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel .error:not([hidden])"))
+    assert "interrupted" in err.text
+    WebDriverWait(browser, 10).until(lambda d: "disconnected" in d.find_element(By.ID, "conn").text)
