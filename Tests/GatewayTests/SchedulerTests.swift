@@ -1,0 +1,135 @@
+import Domain
+import Gateway
+import ModelProxy
+import NetCore
+import Runtime
+import Synchronization
+import XCTest
+
+/// Records events on the loop.
+final class Recorder: CompletionSubscriber, @unchecked Sendable {
+    let loop: EventLoop
+    let events = Mutex<[String]>([])
+    init(_ loop: EventLoop) { self.loop = loop }
+    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+        let s: String
+        switch event {
+        case .accepted: s = "accepted"
+        case .delta: s = "delta"
+        case .done(let r, _, _): s = "done:\(r.rawValue)"
+        case .failed(let e, _): s = "error:\(e.code.rawValue)"
+        }
+        events.withLock { $0.append(s) }
+    }
+    var last: String? { events.withLock { $0.last } }
+    var finished: Bool { last.map { $0.hasPrefix("done") || $0.hasPrefix("error") } ?? false }
+}
+
+final class SchedulerTests: XCTestCase {
+    static let model = NGramModel()
+    var group: EventLoopGroup!
+
+    override func setUp() {
+        group = try! EventLoopGroup(count: 2)
+        group.start()
+    }
+    override func tearDown() { group.shutdown() }
+
+    func scheduler(slots: Int, queue: Int, tokenMs: Double = 20) -> CompletionScheduler {
+        var c = SchedulerConfiguration()
+        c.slots = slots
+        c.maxQueue = queue
+        return CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0),
+                                   metrics: Metrics(), logger: Logger(label: "t", level: .error))
+    }
+
+    func request(_ id: String, maxTokens: Int = 30, supplied: Bool = true) -> CompletionRequest {
+        CompletionRequest(requestID: id, clientSuppliedID: supplied, prompt: "The sea",
+                          parameters: GenerationParameters(model: "builtin", temperature: 0.9, maxTokens: maxTokens, seed: 1),
+                          stream: true, flavor: .text)
+    }
+
+    func submit(_ s: CompletionScheduler, _ r: CompletionRequest, on loop: EventLoop) async throws -> (Recorder, Bool) {
+        let rec = Recorder(loop)
+        let box = UncheckedBox((s, r, rec))
+        let ok = try await loop.submit { () -> Bool in
+            if case .success = box.value.0.submit(box.value.1, subscriber: box.value.2) { return true }
+            return false
+        }
+        return (rec, ok)
+    }
+
+    func waitUntil(_ cond: () -> Bool, timeout: Double = 5) async {
+        let end = monotonicNanos() + UInt64(timeout * 1e9)
+        while !cond() && monotonicNanos() < end { try? await Task.sleep(nanoseconds: 5_000_000) }
+    }
+
+    func testQueueIsFIFOAndBoundedAndBusyIsImmediate() async throws {
+        let s = scheduler(slots: 1, queue: 2)
+        let loop = group.loops[0]
+        let (a, okA) = try await submit(s, request("a"), on: loop)
+        let (b, okB) = try await submit(s, request("b"), on: loop)
+        let (c, okC) = try await submit(s, request("c"), on: loop)
+        let (_, okD) = try await submit(s, request("d"), on: loop)
+        XCTAssertTrue(okA && okB && okC)
+        XCTAssertFalse(okD, "queue full → busy at once")
+        XCTAssertEqual(s.metrics.completionsBusy.load(ordering: .relaxed), 1)
+        XCTAssertEqual(s.inFlight, 3)
+        await waitUntil { c.finished }
+        XCTAssertTrue(a.finished && b.finished && c.finished)
+        // b only started after a finished (one slot): its first delta comes after a's done.
+        XCTAssertEqual(s.inFlight, 0)
+        XCTAssertEqual(s.metrics.activeGenerations.load(ordering: .relaxed), 0)
+        XCTAssertEqual(s.metrics.queueLength.load(ordering: .relaxed), 0)
+    }
+
+    func testCancelRunningAndQueued() async throws {
+        let s = scheduler(slots: 1, queue: 5, tokenMs: 50)
+        let loop = group.loops[1]
+        let (a, _) = try await submit(s, request("ra", maxTokens: 500), on: loop)
+        let (b, _) = try await submit(s, request("rb", maxTokens: 500), on: loop)
+        let (c, _) = try await submit(s, request("rc", maxTokens: 5), on: loop)
+        XCTAssertEqual(s.cancel(requestID: "rb"), .cancelled, "queued")
+        await waitUntil { b.finished }
+        XCTAssertEqual(b.last, "done:cancelled")
+        XCTAssertEqual(s.cancel(requestID: "ra"), .cancelled, "running")
+        await waitUntil { a.finished }
+        XCTAssertEqual(a.last, "done:cancelled")
+        await waitUntil { c.finished }
+        XCTAssertTrue(c.last == "done:length" || c.last == "done:stop", "the queued job got the freed slot")
+        XCTAssertEqual(s.cancel(requestID: "ra"), .alreadyFinished)
+        XCTAssertEqual(s.cancel(requestID: "nope"), .notFound)
+        XCTAssertEqual(s.inFlight, 0)
+    }
+
+    func testAttachFromAnotherLoopReplaysEverything() async throws {
+        let s = scheduler(slots: 4, queue: 4, tokenMs: 5)
+        let (a, _) = try await submit(s, request("shared", maxTokens: 20), on: group.loops[0])
+        await waitUntil { a.finished }
+        let (b, ok) = try await submit(s, request("shared", maxTokens: 3), on: group.loops[1])
+        XCTAssertTrue(ok)
+        await waitUntil { b.finished }
+        XCTAssertEqual(a.events.withLock { $0 }, b.events.withLock { $0 })
+    }
+
+    func testDetachingTheLastListenerCancels() async throws {
+        let s = scheduler(slots: 1, queue: 1, tokenMs: 50)
+        let loop = group.loops[0]
+        let rec = Recorder(loop)
+        let box = UncheckedBox((s, rec, request("solo", maxTokens: 500)))
+        try await loop.submit {
+            guard case .success(let job) = box.value.0.submit(box.value.2, subscriber: box.value.1) else { return }
+            box.value.0.detach(box.value.1, from: job)
+        }
+        await waitUntil { s.inFlight == 0 }
+        XCTAssertEqual(s.inFlight, 0)
+        XCTAssertEqual(s.metrics.completionsCancelled.load(ordering: .relaxed), 1)
+    }
+
+    func testDrainingRefusesNewWork() async throws {
+        let s = scheduler(slots: 1, queue: 1)
+        s.beginDraining()
+        let (_, ok) = try await submit(s, request("late"), on: group.loops[0])
+        XCTAssertFalse(ok)
+    }
+}
