@@ -16,6 +16,8 @@ enum Command {
       model-server serve the built-in model over the OpenAI-compatible API, with fault knobs
                    --port 9090 --model-ttft-ms 150 --tokens-per-second 33 --model-jitter 0.2
                    --error-rate 0 --midstream-failure-rate 0 --stall-rate 0
+      bench        completions benchmark: WebSocket at a fixed rate and flat out, and SSE
+                   --rate 1000 --duration 8 --connections 64 --window 8 --phases rate,max,sse
       bench-ws     WebSocket load generator (see docs/BENCHMARKS.md)
       help         this text
 
@@ -34,6 +36,7 @@ enum Command {
             case "serve": return try ServeCommand.run(args)
             case "model-server": return try ServeCommand.run(args, modelServer: true)
             case "bench-ws": return try BenchWSCommand.run(args)
+            case "bench": return try BenchCommand.run(args)
             case "help", "--help", "-h":
                 print(usage)
                 return 0

@@ -1,0 +1,362 @@
+import Dispatch
+import Foundation
+import HTTP1
+import NetCore
+import Runtime
+import Synchronization
+import WebSocket
+
+/// `playground bench`: completions end to end against a node whose built-in model runs at zero
+/// pace, so every millisecond measured is the gateway's own overhead. Phases:
+///   1. WebSocket, open loop at a fixed rate (default 1,000 completions/s): added TTFT percentiles;
+///   2. WebSocket, closed loop with a window per connection: the most completions/s;
+///   3. SSE (REST `stream: true`) over keep-alive connections: completions/s and TTFT.
+/// Client processes are this binary in `--child` mode, each on its own loop.
+enum BenchCommand {
+    static let prompt = "The train left the city"
+
+    static func run(_ a: Arguments) throws -> Int32 {
+        if a.bool("child") { return try BenchCompletionChild.run(a) }
+        ProcessLimits.ignoreSIGPIPE()
+        let port = try a.int("port", default: 18_950)
+        let rate = try a.int("rate", default: 1000)
+        let duration = try a.double("duration", default: 8)
+        let maxTokens = try a.int("max-tokens", default: 16)
+        let connections = try a.int("connections", default: 64)
+        let window = try a.int("window", default: 8)
+        let clients = try a.int("clients", default: 1)
+        let phases = a.string("phases", default: "rate,max,sse").split(separator: ",").map(String.init)
+        let serverLoops = try a.int("server-loops", default: CPU.count)
+
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
+        server.arguments = ["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0",
+                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"]
+        let out = Pipe()
+        server.standardOutput = out
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit() }
+        guard BenchSupport.readLine(out.fileHandleForReading)?.hasPrefix("listening on") == true else {
+            printLine("bench: the node did not start")
+            return 1
+        }
+        let pid = server.processIdentifier
+        usleep(200_000)
+        printLine("bench: node pid \(pid), \(serverLoops) loops, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
+                  + "\(clients) client process(es)")
+        printLine("bench: server RSS at start \(String(format: "%.1f", Double(ProcessLimits.residentBytes(pid: pid)) / 1e6)) MB")
+        var failed = false
+        for phase in phases {
+            let mode: String, conns: Int, win: Int, r: Int
+            switch phase {
+            case "rate": (mode, conns, win, r) = ("ws-rate", min(connections, 32), 0, rate)
+            case "max": (mode, conns, win, r) = ("ws-max", connections, window, 0)
+            case "sse": (mode, conns, win, r) = ("sse", connections, 1, 0)
+            default: printLine("bench: unknown phase \(phase)"); return 2
+            }
+            let cpu0 = BenchSupport.cpuSeconds(pid)
+            var children: [(Process, FileHandle)] = []
+            for i in 0..<clients {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
+                p.arguments = ["bench", "--child", "--mode", mode, "--port", "\(port)", "--connections", "\(BenchWSCommand.share(conns, i, clients))",
+                               "--window", "\(win)", "--rate", "\(BenchWSCommand.share(r, i, clients))", "--duration", "\(duration)",
+                               "--max-tokens", "\(maxTokens)", "--source", "127.0.0.\(2 + i)"]
+                let o = Pipe()
+                p.standardOutput = o
+                try p.run()
+                children.append((p, o.fileHandleForReading))
+            }
+            var total = BenchResult()
+            for (p, o) in children {
+                guard let line = BenchSupport.readLine(o), let r = BenchResult(line: line) else {
+                    printLine("bench: a client process gave no result")
+                    failed = true
+                    continue
+                }
+                total.merge(r)
+                p.waitUntilExit()
+            }
+            let cpu = BenchSupport.cpuSeconds(pid) - cpu0
+            let rss = Double(ProcessLimits.residentBytes(pid: pid)) / 1e6
+            let secs = max(total.seconds, 0.001)
+            printLine(String(format: "%@: %.0f completions/s, %.0f tokens/s (%.1f tokens each), %d errors; TTFT p50 %.3f ms, p99 %.3f ms, p999 %.3f ms; "
+                             + "whole completion p50 %.3f ms, p99 %.3f ms; server CPU %.2f core-s, RSS %.1f MB",
+                             phase == "rate" ? "ws open loop at \(rate)/s" : (phase == "max" ? "ws closed loop (\(connections) conns × \(window))" : "sse (\(connections) keep-alive conns)"),
+                             Double(total.completions) / secs, Double(total.tokens) / secs,
+                             total.completions > 0 ? Double(total.tokens) / Double(total.completions) : 0, total.errors,
+                             total.ttft.percentile(0.5) / 1000, total.ttft.percentile(0.99) / 1000, total.ttft.percentile(0.999) / 1000,
+                             total.whole.percentile(0.5) / 1000, total.whole.percentile(0.99) / 1000, cpu, rss))
+            if total.errors > 0 || total.completions == 0 { failed = true }
+        }
+        return failed ? 1 : 0
+    }
+}
+
+struct BenchResult {
+    var completions = 0
+    var tokens = 0
+    var errors = 0
+    var seconds = 0.0
+    var ttft = RTTHistogram()
+    var whole = RTTHistogram()
+
+    init() {}
+    init?(line: String) {
+        let p = line.split(separator: " ")
+        guard p.count >= 7, p[0] == "result" else { return nil }
+        completions = Int(p[1]) ?? 0
+        tokens = Int(p[2]) ?? 0
+        errors = Int(p[3]) ?? 0
+        seconds = Double(p[4]) ?? 0
+        ttft.merge(sparse: String(p[5]))
+        whole.merge(sparse: String(p[6]))
+    }
+
+    mutating func merge(_ o: BenchResult) {
+        completions += o.completions
+        tokens += o.tokens
+        errors += o.errors
+        seconds = max(seconds, o.seconds)
+        ttft.merge(sparse: o.ttft.sparse)
+        whole.merge(sparse: o.whole.sparse)
+    }
+
+    var line: String { "result \(completions) \(tokens) \(errors) \(seconds) \(ttft.sparse) \(whole.sparse)" }
+}
+
+/// One client process of `playground bench`.
+final class BenchCompletionChild: @unchecked Sendable {
+    let loop: EventLoop
+    let mode: String
+    let window: Int
+    let rate: Int
+    let body: String
+    var result = BenchResult()
+    var measuring = false
+    var running = true
+    var nextID = 1
+    var sockets: [WebSocket] = []
+    var sseConns: [SSEBenchConnection] = []
+    var sent: [Int: UInt64] = [:]
+    var firstSeen: Set<Int> = []
+    var rr = 0
+    var credit = 0.0
+    var lastTick: UInt64 = 0
+
+    init(loop: EventLoop, mode: String, window: Int, rate: Int, maxTokens: Int) {
+        self.loop = loop
+        self.mode = mode
+        self.window = window
+        self.rate = rate
+        body = "{\"prompt\":\"\(BenchCommand.prompt)\",\"max_tokens\":\(maxTokens),\"temperature\":0"
+    }
+
+    static func run(_ a: Arguments) throws -> Int32 {
+        ProcessLimits.ignoreSIGPIPE()
+        ProcessLimits.raiseOpenFileLimit()
+        let port = try a.int("port", default: 18_950)
+        let target = try SocketAddress(host: "127.0.0.1", port: port)
+        let source = try SocketAddress(host: a.string("source", default: "127.0.0.2"), port: 0)
+        let connections = try a.int("connections", default: 16)
+        let duration = try a.double("duration", default: 5)
+        let group = try EventLoopGroup(count: 1, namePrefix: "bench")
+        group.start()
+        let child = BenchCompletionChild(loop: group.loops[0], mode: a.string("mode", default: "ws-max"),
+                                         window: try a.int("window", default: 8), rate: try a.int("rate", default: 1000),
+                                         maxTokens: try a.int("max-tokens", default: 16))
+        let box = UncheckedBox(child)
+        let ready = DispatchSemaphore(value: 0)
+        group.loops[0].execute { box.value.open(connections, target: target, source: source, ready: ready) }
+        ready.wait()
+        group.loops[0].execute { box.value.start() }
+        usleep(1_000_000)  // warm-up
+        let start = monotonicNanos()
+        group.loops[0].execute { box.value.result = BenchResult(); box.value.measuring = true }
+        usleep(UInt32(duration * 1e6))
+        let done = DispatchSemaphore(value: 0)
+        let line = Mutex("")
+        group.loops[0].execute {
+            let c = box.value
+            c.measuring = false
+            c.running = false
+            c.result.seconds = Double(monotonicNanos() - start) / 1e9
+            line.withLock { $0 = c.result.line }
+            done.signal()
+        }
+        done.wait()
+        printLine(line.withLock { $0 })
+        return 0
+    }
+
+    func open(_ n: Int, target: SocketAddress, source: SocketAddress, ready: DispatchSemaphore) {
+        var remaining = n
+        if mode == "sse" {
+            for _ in 0..<n {
+                sseConns.append(SSEBenchConnection(child: self, target: target, source: source) {
+                    remaining -= 1
+                    if remaining == 0 { ready.signal() }
+                })
+            }
+            return
+        }
+        var cfg = WebSocketConfiguration()
+        cfg.pingIntervalNanos = 0
+        cfg.maxOutboundBytes = 64 << 20
+        cfg.maxMessageBytes = 1 << 20
+        for _ in 0..<n {
+            WebSocketClient.connect(to: target, from: source, path: "/v1/ws", configuration: cfg, loop: loop) { [self] r in
+                if case .success(let ws) = r {
+                    ws.delegate = BenchEnvelopeDelegate(child: self)
+                    sockets.append(ws)
+                }
+                remaining -= 1
+                if remaining == 0 { ready.signal() }
+            }
+        }
+    }
+
+    func start() {
+        switch mode {
+        case "ws-max":
+            for ws in sockets { for _ in 0..<window { send(ws) } }
+        case "ws-rate":
+            lastTick = monotonicNanos()
+            tick()
+        default:
+            for c in sseConns { c.sendRequest() }
+        }
+    }
+
+    /// Open loop: every millisecond, send what the rate owes, round-robin over the sockets.
+    func tick() {
+        guard running else { return }
+        let now = monotonicNanos()
+        credit += Double(now - lastTick) / 1e9 * Double(rate)
+        lastTick = now
+        while credit >= 1, !sockets.isEmpty {
+            credit -= 1
+            send(sockets[rr % sockets.count])
+            rr += 1
+        }
+        loop.schedule(afterNanos: 1_000_000) { [self] in tick() }
+    }
+
+    func send(_ ws: WebSocket) {
+        let id = nextID
+        nextID += 1
+        sent[id] = monotonicNanos()
+        ws.send(text: "{\"id\":\(id),\"method\":\"POST\",\"path\":\"/v1/completions\",\"body\":\(body)}}")
+    }
+
+    /// Reads only what it needs from an envelope frame: the numeric id and the event type.
+    func received(_ ws: WebSocket, _ data: UnsafeRawBufferPointer) {
+        guard data.count > 20 else { return }
+        var i = 6  // after {"id":
+        var id = 0
+        while i < data.count, data[i] >= 48, data[i] <= 57 { id = id * 10 + Int(data[i] - 48); i += 1 }
+        i += 9  // ,"type":"
+        guard i + 1 < data.count, let t0 = sent[id] else { return }
+        let now = monotonicNanos()
+        switch (data[i], data[i + 1]) {
+        case (UInt8(ascii: "d"), UInt8(ascii: "e")):
+            if firstSeen.insert(id).inserted, measuring { result.ttft.record(micros: Int((now - t0) / 1000)) }
+            if measuring { result.tokens += 1 }
+        case (UInt8(ascii: "d"), UInt8(ascii: "o")), (UInt8(ascii: "e"), _):
+            if data[i] == UInt8(ascii: "e") { if measuring { result.errors += 1 } } else if measuring {
+                result.completions += 1
+                result.whole.record(micros: Int((now - t0) / 1000))
+            }
+            sent[id] = nil
+            firstSeen.remove(id)
+            if mode == "ws-max" && running { send(ws) }
+        default:
+            break
+        }
+    }
+}
+
+final class BenchEnvelopeDelegate: WebSocketDelegate {
+    unowned let child: BenchCompletionChild
+    init(child: BenchCompletionChild) { self.child = child }
+    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) { child.received(ws, data) }
+    func webSocketClosed(_ ws: WebSocket, code: UInt16?) {}
+}
+
+/// One keep-alive HTTP connection posting `stream: true` completions one after another.
+final class SSEBenchConnection: ConnectionHandler {
+    unowned let child: BenchCompletionChild
+    var connection: Connection?
+    var buffer: [UInt8] = []
+    var sentAt: UInt64 = 0
+    var sawFirst = false
+    let request: [UInt8]
+    static let done = Array("data: [DONE]".utf8)
+    static let end = Array("\r\n0\r\n\r\n".utf8)
+    static let data = Array("data: {".utf8)
+
+    init(child: BenchCompletionChild, target: SocketAddress, source: SocketAddress, connected: @escaping () -> Void) {
+        self.child = child
+        let body = child.body + ",\"stream\":true}"
+        request = Array("POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        connection = try? Connection.connect(to: target, from: source, loop: child.loop) { [self] c, err in
+            if err == nil { c.handler = self }
+            connected()
+        }
+    }
+
+    func sendRequest() {
+        guard child.running, let c = connection, c.isOpen else { return }
+        buffer.removeAll(keepingCapacity: true)
+        sawFirst = false
+        sentAt = monotonicNanos()
+        c.write(request)
+    }
+
+    func connectionRead(_ c: Connection, _ bytes: UnsafeMutableRawBufferPointer) {
+        buffer.append(contentsOf: bytes)
+        let now = monotonicNanos()
+        if !sawFirst, contains(SSEBenchConnection.data) {
+            sawFirst = true
+            if child.measuring { child.result.ttft.record(micros: Int((now - sentAt) / 1000)) }
+        }
+        guard buffer.count >= 7, buffer.suffix(7).elementsEqual(SSEBenchConnection.end), contains(SSEBenchConnection.done) else { return }
+        if child.measuring {
+            child.result.completions += 1
+            child.result.tokens += max(0, count(SSEBenchConnection.data) - 1)  // the last event carries finish_reason, not a token
+            child.result.whole.record(micros: Int((now - sentAt) / 1000))
+            if !buffer.starts(with: Array("HTTP/1.1 200".utf8)) { child.result.errors += 1 }
+        }
+        sendRequest()
+    }
+
+    func connectionClosed(_ c: Connection, error: SystemError?) {
+        if child.running && child.measuring { child.result.errors += 1 }
+    }
+
+    private func contains(_ needle: [UInt8]) -> Bool { count(needle, stopAtFirst: true) > 0 }
+
+    private func count(_ needle: [UInt8], stopAtFirst: Bool = false) -> Int {
+        var n = 0
+        guard buffer.count >= needle.count else { return 0 }
+        var i = 0
+        let last = buffer.count - needle.count
+        while i <= last {
+            if buffer[i] == needle[0] && buffer[i..<(i + needle.count)].elementsEqual(needle) {
+                n += 1
+                if stopAtFirst { return n }
+                i += needle.count
+            } else {
+                i += 1
+            }
+        }
+        return n
+    }
+}
+
+/// Helpers shared by the load generators.
+enum BenchSupport {
+    static func selfExecutable() -> String { BenchWSCommand.selfExecutable() }
+    static func readLine(_ h: FileHandle) -> String? { BenchWSCommand.readLine(h) }
+    static func cpuSeconds(_ pid: Int32) -> Double { BenchWSCommand.cpuSeconds(pid) }
+}
