@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
+#   scripts/bench.sh            all of them (~3 minutes on 2 cores)
+#   scripts/bench.sh ws|ws100k|completions
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1
+BIN=.build/release/playground
+what=${1:-all}
+if [[ $what == all || $what == ws ]]; then
+  echo "## one node: 19,000 idle WebSockets + 100 active echoing 16-byte frames, window 16"
+  $BIN bench-ws --idle 19000 --active 100 --window 16 --duration 10 --clients 2
+  echo "## one node: 100 connections in strict ping-pong (window 1), no coalescing possible"
+  $BIN bench-ws --idle 0 --active 100 --window 1 --duration 10 --clients 1
+fi
+if [[ $what == all || $what == ws100k ]]; then
+  echo "## six node processes sharing one port (SO_REUSEPORT): 100,000 idle WebSockets"
+  $BIN bench-ws --servers 6 --server-loops 1 --idle 100000 --active 0 --duration 1 --warmup 0 --clients 6
+fi
+if [[ $what == all || $what == completions ]]; then
+  echo "## completions: WebSocket open loop at 1,000/s, closed loop, and SSE"
+  $BIN bench --rate 1000 --duration 8 --connections 64 --window 8
+fi
