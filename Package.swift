@@ -13,6 +13,7 @@ let package = Package(
         // Headers and link flags only.
         .target(name: "CLinux", path: "Sources/CLinux"),
         .target(name: "CFuzz", path: "Sources/CFuzz"),
+        .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
@@ -28,7 +29,10 @@ let package = Package(
         .target(name: "ModelProxy", dependencies: ["Domain"]),
         // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
         // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
-        .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux"]),
+        .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
+        // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
+        // sessions and presets.
+        .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "Domain", "JSON", "NetCore", "Runtime"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.
@@ -36,7 +40,7 @@ let package = Package(
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).

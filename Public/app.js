@@ -40,6 +40,7 @@ function connect() {
   ws.onclose = () => {
     if (conn.ws !== ws) return;
     conn.ws = null;
+    if (!signedIn) return;
     // Every request in flight on this socket is lost: tell its owner.
     const lost = [...conn.handlers.values()];
     conn.handlers.clear();
@@ -47,11 +48,25 @@ function connect() {
     const wait = Math.min(conn.backoffMs, 10000) * (0.75 + Math.random() * 0.5);
     conn.backoffMs = Math.min(conn.backoffMs * 2, 10000);
     setConnState("closed", `disconnected — retrying in ${(wait / 1000).toFixed(1)} s`);
-    setTimeout(connect, wait);
+    // A refused upgrade looks like a drop: check the session before trying again.
+    setTimeout(() => checkSession().then((ok) => { if (ok) connect(); }), wait);
   };
 }
 
 /** Sends an envelope; `onMessage` gets every reply carrying its id until it returns true (done). */
+/** One request/response over the socket, as a promise of {status, body} (or {error}). */
+function call(method, path, body) {
+  return new Promise((resolve) => {
+    send(method, path, body, (msg) => {
+      if (msg.type === "response") resolve({ status: msg.status, body: msg.body });
+      else if (msg.type === "error") resolve({ status: msg.status, error: msg.error || {} });
+      else if (msg.type === "disconnected") resolve({ status: 0, error: { message: "disconnected" } });
+      else return false;
+      return true;
+    });
+  });
+}
+
 function send(method, path, body, onMessage) {
   const id = "m" + conn.nextId++;
   conn.handlers.set(id, (msg) => { if (onMessage(msg)) conn.handlers.delete(id); });
@@ -197,6 +212,190 @@ function clearPanel(panel) {
 
 // ---------- running ----------
 
+// ---------- sign-in ----------
+
+let signedIn = false;
+
+async function checkSession() {
+  try {
+    const r = await fetch("/v1/session", { credentials: "same-origin" });
+    if (r.ok) { showApp(await r.json()); return true; }
+  } catch { /* offline: treat as not signed in for now */ }
+  showSignIn("");
+  return false;
+}
+
+async function signIn(key) {
+  const r = await fetch("/v1/session", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ api_key: key }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) { showSignIn((body.error && body.error.message) || "sign-in failed"); return false; }
+  showApp(body);
+  return true;
+}
+
+async function signOut() {
+  await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+  signedIn = false;
+  if (conn.ws) { const ws = conn.ws; conn.ws = null; ws.close(); }
+  showSignIn("");
+}
+
+function showSignIn(message) {
+  signedIn = false;
+  $("#app").hidden = true;
+  $("#signin").hidden = false;
+  $("#signout").hidden = true;
+  $("#user").textContent = "";
+  $("#signin-error").textContent = message;
+  setConnState("closed", "signed out");
+  $("#signin-key").focus();
+}
+
+function showApp(identity) {
+  const first = !signedIn;
+  signedIn = true;
+  $("#signin").hidden = true;
+  $("#app").hidden = false;
+  $("#signout").hidden = false;
+  $("#user").textContent = identity.user_id ? `signed in as ${identity.user_id}` : "";
+  if (first && !conn.ws) { connect(); refreshPresets(); }
+}
+
+// ---------- presets ----------
+
+const presets = { items: [], selected: -1, loaded: null, timer: null, seq: 0 };
+
+function refreshPresets() {
+  clearTimeout(presets.timer);
+  presets.timer = setTimeout(searchPresets, 150);   // debounced: one request per pause in typing
+}
+
+async function searchPresets() {
+  const q = $("#preset-search").value;
+  const seq = ++presets.seq;
+  const r = await call("GET", "/v1/presets?limit=50&query=" + encodeURIComponent(q), null);
+  if (seq !== presets.seq) return;   // a newer search is on its way
+  if (r.error) { $("#preset-status").textContent = r.error.message; return; }
+  presets.items = r.body.data;
+  presets.selected = presets.items.length ? 0 : -1;
+  $("#preset-status").textContent = presets.items.length ? "" : (q ? "No preset matches." : "No presets yet: Save… stores the prompt and parameters.");
+  renderPresets();
+}
+
+function renderPresets() {
+  const list = $("#preset-list");
+  list.textContent = "";
+  presets.items.forEach((p, i) => {
+    const li = document.createElement("li");
+    li.className = "preset-item";
+    li.setAttribute("role", "option");
+    li.setAttribute("aria-selected", String(i === presets.selected));
+    li.dataset.id = p.id;
+    const name = document.createElement("span");
+    name.className = "preset-name";
+    name.textContent = p.name;
+    const tags = document.createElement("span");
+    tags.className = "preset-tags";
+    tags.textContent = p.tags.join(" · ");
+    const del = document.createElement("button");
+    del.className = "delete"; del.type = "button"; del.textContent = "Delete"; del.title = "Delete this preset";
+    del.addEventListener("click", (e) => { e.stopPropagation(); deletePreset(p); });
+    li.append(name, del, tags);
+    li.addEventListener("click", () => { presets.selected = i; loadPreset(p); renderPresets(); });
+    list.append(li);
+  });
+}
+
+function loadPreset(p) {
+  $("#prompt").value = p.prompt;
+  const panel = panels[0], f = panel.form.elements, params = p.parameters || {};
+  for (const k of PARAMS) {
+    const v = k === "max_tokens" ? (params.max_tokens ?? params.max_completion_tokens) : params[k];
+    const d = { temperature: 1, top_p: 1, max_tokens: 256, presence_penalty: 0, frequency_penalty: 0 }[k];
+    f[k].value = v ?? d;
+    f[k + "-range"].value = v ?? d;
+  }
+  if (params.model) f.model.value = params.model;
+  f.seed.value = params.seed ?? "";
+  panel.stops = Array.isArray(params.stop) ? params.stop.slice() : (params.stop ? [params.stop] : []);
+  renderStops(panel);
+  presets.loaded = p;
+  $("#preset-name").textContent = p.name;
+  $("#preset-run").hidden = false;
+  $("#notice").textContent = `Loaded “${p.name}”.`;
+}
+
+async function deletePreset(p) {
+  if (!confirm(`Delete the preset “${p.name}”? This cannot be undone.`)) return;
+  const r = await call("DELETE", "/v1/presets/" + encodeURIComponent(p.id), null);
+  if (r.error) { $("#preset-status").textContent = r.error.message; return; }
+  if (presets.loaded && presets.loaded.id === p.id) unloadPreset();
+  $("#notice").textContent = `Deleted “${p.name}”.`;
+  searchPresets();
+}
+
+function unloadPreset() {
+  presets.loaded = null;
+  $("#preset-run").hidden = true;
+}
+
+function openSaveDialog() {
+  const d = $("#save-dialog");
+  $("#save-name").value = presets.loaded ? presets.loaded.name : "";
+  $("#save-description").value = presets.loaded ? presets.loaded.description : "";
+  $("#save-tags").value = presets.loaded ? presets.loaded.tags.join(", ") : "";
+  $("#save-error").textContent = "";
+  d.showModal();
+  $("#save-name").focus();
+}
+
+async function savePreset(e) {
+  e.preventDefault();
+  const params = readParams(panels[0]);
+  const body = {
+    name: $("#save-name").value,
+    description: $("#save-description").value,
+    tags: $("#save-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+    prompt: $("#prompt").value,
+    parameters: params,
+  };
+  const r = await call("POST", "/v1/presets", body);
+  if (r.error) {
+    $("#save-error").textContent = r.error.code === "conflict" ? `${r.error.message} — choose another name.` : r.error.message;
+    return;
+  }
+  $("#save-dialog").close();
+  loadPreset(r.body);
+  $("#notice").textContent = `Saved “${r.body.name}”.`;
+  searchPresets();
+}
+
+function onSearchKey(e) {
+  const n = presets.items.length;
+  if (e.key === "ArrowDown" && n) { e.preventDefault(); presets.selected = (presets.selected + 1) % n; renderPresets(); }
+  else if (e.key === "ArrowUp" && n) { e.preventDefault(); presets.selected = (presets.selected - 1 + n) % n; renderPresets(); }
+  else if (e.key === "Enter" && presets.selected >= 0) { e.preventDefault(); loadPreset(presets.items[presets.selected]); }
+}
+
+function runPreset() {
+  if (!presets.loaded) return;
+  const panel = panels[0];
+  if (panel.run) cancel(panel);
+  clearPanel(panel);
+  const requestId = randomId();
+  const body = Object.assign(readParams(panel), {
+    preset_id: presets.loaded.id, input_context: $("#input-context").value, request_id: requestId,
+  });
+  const run = { requestId, start: performance.now(), firstAt: 0, tokens: 0, envId: null };
+  panel.run = run;
+  panel.output.classList.add("streaming");
+  run.envId = send("POST", "/v1/completions", body, (msg) => onEvent(panel, run, msg));
+  updateButtons();
+}
+
 function activePanels() { return $("#compare-toggle").checked ? panels : panels.slice(0, 1); }
 
 function submit() {
@@ -297,8 +496,28 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#stop").addEventListener("click", stopAll);
   $("#compare-toggle").addEventListener("change", (e) => setCompare(e.target.checked));
   document.addEventListener("keydown", (e) => {
+    if (!signedIn) return;
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
-    else if (e.key === "Escape") { stopAll(); }
+    else if (e.key === "Escape" && !$("#save-dialog").open) { stopAll(); }
   });
-  connect();
+  $("#signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signIn($("#signin-key").value.trim()).then(() => { $("#signin-key").value = ""; });
+  });
+  $("#signout").addEventListener("click", signOut);
+  $("#preset-search").addEventListener("input", refreshPresets);
+  $("#preset-search").addEventListener("keydown", onSearchKey);
+  $("#save").addEventListener("click", openSaveDialog);
+  $("#save-form").addEventListener("submit", savePreset);
+  $("#save-cancel").addEventListener("click", () => $("#save-dialog").close());
+  $("#run-preset").addEventListener("click", runPreset);
+  $("#preset-unload").addEventListener("click", unloadPreset);
+  // A sign-in link carries the key in the fragment (never sent to the server); trade it, then forget it.
+  const m = location.hash.match(/^#key=([A-Za-z0-9_\-]+)$/);
+  if (m) {
+    history.replaceState(null, "", location.pathname + location.search);
+    signIn(m[1]);
+  } else {
+    checkSession();
+  }
 });

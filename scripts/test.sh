@@ -21,6 +21,17 @@ stage() {
 
 scripts/install-deps.sh --test || { echo "dependency installation failed"; echo "stages: 0 passed, 1 failed"; exit 1; }
 
+# A PostgreSQL of the tests' own (fsync off), stopped on exit. Tests fail, never skip, without it.
+PG_DIR=.data-test/postgres
+export DATABASE_URL
+if ! DATABASE_URL=$(scripts/pg.sh start "$PG_DIR" "${PLAYGROUND_TEST_PG_PORT:-5434}" --fast); then
+  echo "PostgreSQL did not start"; echo "stages: 0 passed, 1 failed"; exit 1
+fi
+trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
+# Every run starts from an empty database: migrations are tested from scratch each time.
+runuser -u postgres -- "$(ls -d /usr/lib/postgresql/15/bin)/psql" -q -d "$DATABASE_URL" \
+  -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null
+
 swift_tests() {
   swift build --build-tests 2>&1 | grep -vE "prohibited flag|^warning: 'main'" | tail -3
   swift test --skip-build 2>&1 | tee reports/swift-test.log | grep -E "error:|failed|Executed .* tests" | tail -15

@@ -13,6 +13,10 @@ enum Command {
                    --host 127.0.0.1 --port 8080 --loops <cores> --conformance-echo
                    --allowed-origins a,b --log-level info --slots 256 --max-queue 1024
                    --max-tokens-cap 2048 --model-ttft-ms 150 --model-token-ms 30
+                   --database-url URL (or DATABASE_URL) --auth keys|off
+      migrate      apply sql/NNN_*.sql in order (also done at start); needs DATABASE_URL
+      admin keys create --user U [--org O]   print a new API key once (only its hash is stored)
+      admin keys list [--user U] | revoke ID|PREFIX | check --key K
       model-server serve the built-in model over the OpenAI-compatible API, with fault knobs
                    --port 9090 --model-ttft-ms 150 --tokens-per-second 33 --model-jitter 0.2
                    --error-rate 0 --midstream-failure-rate 0 --stall-rate 0
@@ -37,6 +41,8 @@ enum Command {
             case "model-server": return try ServeCommand.run(args, modelServer: true)
             case "bench-ws": return try BenchWSCommand.run(args)
             case "bench": return try BenchCommand.run(args)
+            case "migrate": return try AdminCommand.migrate(args)
+            case "admin": return try AdminCommand.run(args)
             case "help", "--help", "-h":
                 print(usage)
                 return 0

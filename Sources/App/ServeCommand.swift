@@ -3,6 +3,7 @@ import Gateway
 import HTTP1
 import ModelProxy
 import NetCore
+import PresetStore
 import Runtime
 import Synchronization
 import WebSocket
@@ -32,6 +33,11 @@ struct NodeConfig {
     var publicDir: String
     var drainSeconds: Double
     var faults = FaultPlan()
+    var databaseURL: String?
+    var authEnabled: Bool
+    var sqlDir: String
+    var dbPoolSize: Int
+    var cookieSecure: Bool
 
     init(_ a: Arguments, modelServer: Bool = false) throws(ArgumentError) {
         host = a.string("host", default: "127.0.0.1")
@@ -58,8 +64,19 @@ struct NodeConfig {
             modelTokenMs = try a.double("model-token-ms", default: 30)
         }
         modelJitter = try a.double("model-jitter", default: 0.2)
-        publicDir = a.string("public-dir", default: NodeConfig.defaultPublicDir())
+        publicDir = a.string("public-dir", default: NodeConfig.projectDir("Public", marker: "index.html"))
         drainSeconds = try a.double("drain-seconds", default: 30)
+        databaseURL = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL")
+        let auth = a.string("auth", default: modelServer ? "off" : "keys")
+        guard auth == "keys" || auth == "off" else { throw ArgumentError(message: "--auth must be 'keys' or 'off'") }
+        authEnabled = auth == "keys"
+        if authEnabled && databaseURL == nil {
+            throw ArgumentError(message: "--auth keys needs a database: set DATABASE_URL or --database-url (or run with --auth off)")
+        }
+        sqlDir = a.string("sql-dir", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"))
+        dbPoolSize = try a.int("db-pool-size", default: 4)
+        cookieSecure = a.bool("cookie-secure")
+        guard (1...64).contains(dbPoolSize) else { throw ArgumentError(message: "--db-pool-size must be 1...64") }
         faults.errorRate = try a.double("error-rate", default: 0)
         faults.midstreamFailureRate = try a.double("midstream-failure-rate", default: 0)
         faults.stallRate = try a.double("stall-rate", default: 0)
@@ -78,10 +95,11 @@ struct NodeConfig {
         }
     }
 
-    /// Public/ next to the working directory, else next to the checkout the binary was built in.
-    static func defaultPublicDir() -> String {
+    /// A project folder (Public/, sql/) next to the working directory, else next to the checkout
+    /// the binary was built in.
+    static func projectDir(_ name: String, marker: String) -> String {
         var st = stat()
-        if stat("Public/index.html", &st) == 0 { return "Public" }
+        if stat("\(name)/\(marker)", &st) == 0 { return name }
         var buf = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buf, 4095)
         if n > 0 {
@@ -89,10 +107,10 @@ struct NodeConfig {
             for _ in 0..<4 {
                 guard let slash = path.lastIndex(of: "/") else { break }
                 path = String(path[..<slash])
-                if stat(path + "/Public/index.html", &st) == 0 { return path + "/Public" }
+                if stat(path + "/\(name)/\(marker)", &st) == 0 { return path + "/" + name }
             }
         }
-        return "Public"
+        return name
     }
 
     var summary: [String: String] {
@@ -102,7 +120,17 @@ struct NodeConfig {
          "max_outbound_bytes": "\(maxOutboundBytes)", "slots": "\(slots)", "max_queue": "\(maxQueue)",
          "max_tokens_cap": "\(maxTokensCap)", "model_ttft_ms": "\(modelTTFTMs)", "model_token_ms": "\(modelTokenMs)",
          "model_jitter": "\(modelJitter)", "public_dir": publicDir, "drain_seconds": "\(drainSeconds)",
-         "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)"]
+         "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)",
+         "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
+         "db_pool_size": "\(dbPoolSize)"]
+    }
+
+    /// postgresql://user:secret@host → postgresql://user:***@host
+    static func maskPassword(_ url: String) -> String {
+        guard let at = url.lastIndex(of: "@"), let scheme = url.range(ofSubstring: "://") else { return url }
+        let userinfo = url[scheme.upperBound..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + ":***" + String(url[at...])
     }
 
     var webSocket: WebSocketConfiguration {
@@ -142,11 +170,36 @@ enum ServeCommand {
                                             pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
                                             metrics: metrics, logger: logger, faults: config.faults)
         let policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
-        let api = APIRouter()
-        CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models).install(on: api)
+
+        // PostgreSQL: migrations at start, the pool, the identity cache fed by LISTEN.
+        var pool: PGPool?
+        var identities: IdentityStore?
+        if let url = config.databaseURL {
+            let p = PGPool(url: url, size: config.dbPoolSize, logger: logger)
+            p.start()
+            do {
+                let applied = try p.runBlocking { conn throws(PGError) in try Migrations.apply(conn, directory: config.sqlDir) }
+                if !applied.isEmpty { logger.info("migrations applied", ["files": applied.map(\.name).joined(separator: ",")]) }
+            } catch {
+                // A database that is down at start must not stop completions; presets degrade until it is back.
+                logger.error("migrations not applied", ["error": "\(error)"])
+            }
+            let store = IdentityStore(pool: p, logger: logger)
+            store.startListening()
+            pool = p
+            identities = store
+        }
+        let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
+        if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
+        let api = APIRouter(authenticator: authenticator)
+        let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
+        presets?.install(on: api)
+        CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
+                      presets: presets).install(on: api)
 
         let router = Router()
-        Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer)
+        Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
+                       identities: identities)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
@@ -172,6 +225,8 @@ enum ServeCommand {
         while scheduler.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
         logger.info("stopped", ["unfinished": "\(scheduler.inFlight)"])
         group.shutdown()
+        identities?.stopListening()
+        pool?.stop()
         return 0
     }
 }
@@ -181,4 +236,15 @@ final class DispatchSemaphoreLite: Sendable {
     private let done = Atomic<Bool>(false)
     func signal() { done.store(true, ordering: .releasing) }
     func wait() { while !done.load(ordering: .acquiring) { usleep(1000) } }
+}
+
+extension String {
+    func range(ofSubstring needle: String) -> Range<String.Index>? {
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
 }

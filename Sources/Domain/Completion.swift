@@ -17,6 +17,8 @@ public struct CompletionRequest: Sendable {
     public var flavor: CompletionFlavor
     public var presetID: String?
     public var inputContext: String?
+    /// Whose generation this is: request ids are scoped per user (attach, replay and cancel).
+    public var ownerID: String = ""
 
     public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
                 stream: Bool, flavor: CompletionFlavor) {
@@ -80,12 +82,29 @@ public struct CompletionRequestParser: Sendable {
         self.limits = limits
     }
 
-    public func parse(_ body: JSONValue?, flavor: CompletionFlavor, newID: () -> String) throws(APIError) -> CompletionRequest {
+    /// The preset_id a body names, if any (its preset must be loaded before `parse`).
+    public static func presetID(in body: JSONValue?) throws(APIError) -> String? {
+        guard let v = body?.objectValue?["preset_id"], !v.isNull else { return nil }
+        guard let s = v.stringValue, !s.isEmpty, s.utf8.count <= 64 else { throw .invalid("preset_id", "preset_id must be a preset's id") }
+        return s
+    }
+
+    /// Validates a body. With `preset`, its prompt takes the body's `input_context` and its
+    /// parameters are the base that the body's parameters override.
+    public func parse(_ body: JSONValue?, flavor: CompletionFlavor, preset: Preset? = nil, newID: () -> String) throws(APIError) -> CompletionRequest {
         guard let body else { throw APIError(.invalidRequest, "request body must be a JSON object") }
         guard let o = body.objectValue else { throw APIError(.invalidRequest, "request body must be a JSON object") }
         var prompt = ""
-        let hasPreset = o["preset_id"].map { !$0.isNull } ?? false
+        let hasPreset = preset != nil
+        if hasPreset && flavor == .chat { throw .invalid("preset_id", "presets run through /v1/completions") }
         switch flavor {
+        case .text where hasPreset:
+            var input: String?
+            if let v = o["input_context"], !v.isNull {
+                guard let s = v.stringValue else { throw .invalid("input_context", "input_context must be a string") }
+                input = s
+            }
+            prompt = preset!.render(input: input)
         case .text:
             if let v = o["prompt"], !v.isNull {
                 switch v {
@@ -106,7 +125,14 @@ public struct CompletionRequestParser: Sendable {
         guard prompt.utf8.count <= limits.maxPromptBytes else {
             throw .invalid(flavor == .chat ? "messages" : "prompt", "prompt is longer than \(limits.maxPromptBytes) bytes")
         }
-        let params = try policy.parameters(from: o)
+        var base: GenerationParameters?
+        if let preset {
+            do throws(APIError) { base = try policy.parameters(from: preset.parameters) } catch {
+                // A preset saved under older limits (say, a larger max_tokens cap) still runs, with defaults.
+                base = nil
+            }
+        }
+        let params = try policy.parameters(from: o, base: base)
         var stream = false
         if let v = o["stream"], !v.isNull {
             guard let b = v.boolValue else { throw .invalid("stream", "stream must be a boolean") }
@@ -122,14 +148,7 @@ public struct CompletionRequestParser: Sendable {
             supplied = true
         }
         var r = CompletionRequest(requestID: id, clientSuppliedID: supplied, prompt: prompt, parameters: params, stream: stream, flavor: flavor)
-        if hasPreset {
-            guard let p = o["preset_id"]?.stringValue, !p.isEmpty else { throw .invalid("preset_id", "preset_id must be a string") }
-            r.presetID = p
-        }
-        if let v = o["input_context"], !v.isNull {
-            guard let s = v.stringValue else { throw .invalid("input_context", "input_context must be a string") }
-            r.inputContext = s
-        }
+        r.presetID = preset?.id
         return r
     }
 

@@ -12,6 +12,8 @@ public struct APICall {
     /// The body: nil when there was none. A body that is not JSON is in `bodyError`.
     public var body: JSONValue?
     public var bodyError: JSONError?
+    /// Set by the router once the credential checked out (anonymous for public routes).
+    public var identity: Identity = .anonymous
 
     public init(method: String, path: String, body: JSONValue?, bodyError: JSONError? = nil) {
         self.method = method
@@ -51,22 +53,39 @@ public protocol APIReply: AnyObject {
 
 public typealias APIHandler = (APICall, APIReply) -> Void
 
-/// The API's routes, shared by REST and the WebSocket envelope: one handler per route.
+/// The API's routes, shared by REST and the WebSocket envelope: one handler per route. Every
+/// route needs an identity unless added as public; the router checks the credential first.
 public final class APIRouter: @unchecked Sendable {
     public private(set) var table = RouteTable<APIHandler>()
-    public init() {}
+    public let authenticator: Authenticator
+    private var publicRoutes: Set<String> = []
 
-    public func add(_ method: String, _ pattern: String, bodyLimit: Int = 1 << 20, _ handler: @escaping APIHandler) {
+    public init(authenticator: Authenticator) { self.authenticator = authenticator }
+
+    public func add(_ method: String, _ pattern: String, bodyLimit: Int = 1 << 20, isPublic: Bool = false, _ handler: @escaping APIHandler) {
         table.add(method, pattern, bodyLimit: bodyLimit, handler)
+        if isPublic { publicRoutes.insert(method + " " + pattern) }
     }
 
-    /// Routes a call; unknown routes get 404/405 in the API's error shape.
-    public func dispatch(_ call: APICall, _ reply: APIReply) {
+    /// Routes a call; unknown routes get 404/405 in the API's error shape; protected routes 401
+    /// without a valid credential.
+    public func dispatch(_ call: APICall, _ reply: APIReply, credential: Credential?) {
         switch table.match(method: call.method, path: Substring(call.path)) {
         case .found(let route, let params):
             var c = call
             c.pathParameters = params
-            route.handler(c, reply)
+            if publicRoutes.contains(route.method + " " + route.patternString) {
+                route.handler(c, reply)
+                return
+            }
+            authenticator.authenticate(credential, on: reply.loop) { result in
+                switch result {
+                case .failure(let e): reply.fail(e)
+                case .success(let identity):
+                    c.identity = identity
+                    route.handler(c, reply)
+                }
+            }
         case .methodNotAllowed(let allowed):
             reply.fail(APIError(.methodNotAllowed, "\(call.method) is not allowed on \(call.path); allowed: \(allowed.joined(separator: ", "))"))
         case .notFound:

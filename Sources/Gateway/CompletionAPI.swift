@@ -9,13 +9,15 @@ public final class CompletionAPI: @unchecked Sendable {
     let parser: CompletionRequestParser
     let metrics: Metrics
     let models: [String]
+    let presets: PresetAPI?
     let startedEpoch = Int(clinux_epochSeconds())
 
-    public init(scheduler: CompletionScheduler, parser: CompletionRequestParser, metrics: Metrics, models: [String]) {
+    public init(scheduler: CompletionScheduler, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?) {
         self.scheduler = scheduler
         self.parser = parser
         self.metrics = metrics
         self.models = models
+        self.presets = presets
     }
 
     public func install(on api: APIRouter) {
@@ -26,18 +28,38 @@ public final class CompletionAPI: @unchecked Sendable {
     }
 
     func complete(_ call: APICall, _ reply: APIReply, flavor: CompletionFlavor) {
-        let request: CompletionRequest
+        let presetID: String?
         do throws(APIError) {
             if let e = call.bodyError { throw APIError(.invalidRequest, "request body is not valid JSON: \(e)") }
-            request = try parser.parse(call.body, flavor: flavor, newID: { RequestIDs.next(flavor) })
-            if request.presetID != nil {
-                throw APIError.invalid("preset_id", "presets are not available on this node yet")
-            }
+            presetID = try CompletionRequestParser.presetID(in: call.body)
         } catch {
             metrics.completionsInvalid.add(1, ordering: .relaxed)
             reply.fail(error)
             return
         }
+        guard let presetID else { return start(call, reply, flavor: flavor, preset: nil) }
+        guard let presets else {
+            reply.fail(.invalid("preset_id", "presets are not available on this node"))
+            return
+        }
+        presets.load(id: presetID, for: call.identity, on: reply.loop) { [self] r in
+            switch r {
+            case .success(let preset): start(call, reply, flavor: flavor, preset: preset)
+            case .failure(let e): reply.fail(e)
+            }
+        }
+    }
+
+    func start(_ call: APICall, _ reply: APIReply, flavor: CompletionFlavor, preset: Preset?) {
+        var request: CompletionRequest
+        do throws(APIError) {
+            request = try parser.parse(call.body, flavor: flavor, preset: preset, newID: { RequestIDs.next(flavor) })
+        } catch {
+            metrics.completionsInvalid.add(1, ordering: .relaxed)
+            reply.fail(error)
+            return
+        }
+        request.ownerID = call.identity.userID
         let subscriber = reply.completionSubscriber(for: request)
         switch scheduler.submit(request, subscriber: subscriber) {
         case .failure(let e): reply.fail(e)
@@ -48,7 +70,7 @@ public final class CompletionAPI: @unchecked Sendable {
     func cancel(_ call: APICall, _ reply: APIReply) {
         let id = call.pathParameters["request_id"] ?? ""
         let status: String
-        switch scheduler.cancel(requestID: id) {
+        switch scheduler.cancel(requestID: id, owner: call.identity.userID) {
         case .notFound:
             reply.fail(APIError(.notFound, "no completion with request_id '\(id.prefix(128))'"))
             return

@@ -60,17 +60,19 @@ public final class CompletionScheduler: @unchecked Sendable {
         let loop = subscriber.loop
         enum Outcome { case start(CompletionJob), queued(CompletionJob), attach(CompletionJob), busy(Bool) }
         let outcome: Outcome = state.withLock { s in
-            if request.clientSuppliedID, let existing = s.jobs[request.requestID] { return .attach(existing) }
+            let key = CompletionScheduler.key(request.ownerID, request.requestID)
+            if request.clientSuppliedID, let existing = s.jobs[key] { return .attach(existing) }
+            // A generated id never repeats; a client id that is busy under another owner cannot be, as keys include the owner.
             if s.draining { return .busy(true) }
             let job = CompletionJob(request: request, loop: loop, scheduler: self)
             if s.running < configuration.slots {
                 s.running += 1
-                s.jobs[request.requestID] = job
+                s.jobs[key] = job
                 return .start(job)
             }
             if s.queuedCount < configuration.maxQueue {
                 s.queue.append(job)
-                s.jobs[request.requestID] = job
+                s.jobs[key] = job
                 return .queued(job)
             }
             return .busy(false)
@@ -112,11 +114,14 @@ public final class CompletionScheduler: @unchecked Sendable {
 
     public enum CancelOutcome { case cancelled, alreadyFinished, notFound }
 
-    /// Cancels by request_id from any thread.
-    public func cancel(requestID: String) -> CancelOutcome {
+    static func key(_ owner: String, _ id: String) -> String { owner + "\u{0}" + id }
+
+    /// Cancels one of `owner`'s completions by request_id, from any thread.
+    public func cancel(requestID: String, owner: String) -> CancelOutcome {
+        let key = CompletionScheduler.key(owner, requestID)
         let found: (CompletionJob, Bool, Bool)? = state.withLock { s in
-            guard let job = s.jobs[requestID] else { return nil }
-            if s.finishedIDs.contains(requestID) { return (job, true, false) }
+            guard let job = s.jobs[key] else { return nil }
+            if s.finishedIDs.contains(key) { return (job, true, false) }
             // A queued job leaves the queue now; its slot was never taken.
             if let i = s.queue[s.queueHead...].firstIndex(where: { $0 === job }) {
                 s.queue.remove(at: i)
@@ -170,14 +175,15 @@ public final class CompletionScheduler: @unchecked Sendable {
     /// Gives the job's slot to the next queued job and keeps the job for replay.
     private func release(_ job: CompletionJob, releaseSlot: Bool) {
         let now = monotonicNanos()
+        let jobKey = CompletionScheduler.key(job.request.ownerID, job.requestID)
         let next: CompletionJob? = state.withLock { s in
-            s.finished.append((job.requestID, now))
-            s.finishedIDs.insert(job.requestID)
+            s.finished.append((jobKey, now))
+            s.finishedIDs.insert(jobKey)
             // Forget finished jobs past retention (oldest first).
             while s.finishedHead < s.finished.count {
                 let (id, at) = s.finished[s.finishedHead]
                 guard now - at > configuration.retentionNanos || s.finished.count - s.finishedHead > configuration.maxRetained else { break }
-                if s.jobs[id]?.requestID == id, s.finishedIDs.contains(id) { s.jobs[id] = nil }
+                if s.finishedIDs.contains(id) { s.jobs[id] = nil }
                 s.finishedIDs.remove(id)
                 s.finishedHead += 1
             }

@@ -2,20 +2,30 @@ import Domain
 import HTTP1
 import JSON
 import NetCore
+import WebSocket
 
 /// Serves the API routes over REST: JSON responses, and SSE for `stream: true` completions.
 public enum HTTPTransport {
-    public static func mount(_ api: APIRouter, on router: Router) {
+    /// Mounts every API route. A request authenticated by the session cookie that changes state
+    /// must come from an allowed Origin when it names one (defence in depth beside SameSite=Strict).
+    public static func mount(_ api: APIRouter, on router: Router, origins: OriginPolicy) {
         for route in api.table.routes {
             let handler = route.handler
             router.add(route.method, route.patternString, bodyLimit: route.bodyLimit) { req, responder in
+                let credential = HTTPCredentials.from(req.headers)
+                if case .session? = credential, req.method != "GET",
+                   !origins.permits(origin: req.headers.first("origin"), host: req.headers.first("host")) {
+                    HTTPReply(responder).fail(APIError(.forbidden, "cross-origin request refused"))
+                    return
+                }
                 var call = APICall(method: req.method, path: String(req.path), body: nil)
                 call.pathParameters = req.pathParameters
                 call.query = APICall.splitTarget(req.head.target[...]).1
                 if !req.body.isEmpty {
                     do throws(JSONError) { call.body = try JSONParser.parse(req.body) } catch { call.bodyError = error }
                 }
-                handler(call, HTTPReply(responder))
+                _ = handler
+                api.dispatch(call, HTTPReply(responder), credential: credential)
             }
         }
     }

@@ -8,12 +8,24 @@ import WebSocket
 /// `{"id", "method", "path", "body"}` routed through the same API routes as REST; every reply
 /// carries the envelope's id. A bad message gets an error reply and the socket stays open.
 public enum WebSocketTransport {
+    /// The upgrade itself is authenticated (API key or session cookie) and Origin-checked; each
+    /// envelope is authenticated again, so a revoked key or ended session stops at once.
     public static func install(_ api: APIRouter, on router: Router, path: String = "/v1/ws",
                                configuration: WebSocketConfiguration, metrics: Metrics) {
         router.get(path) { req, responder in
-            WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
-                metrics.wsConnections.add(1, ordering: .relaxed)
-                return EnvelopeSession(ws: ws, api: api, metrics: metrics)
+            let credential = HTTPCredentials.from(req.headers)
+            api.authenticator.authenticate(credential, on: responder.loop) { result in
+                switch result {
+                case .failure(let e):
+                    var h = HTTPHeaders()
+                    h.add("Content-Type", "application/json")
+                    responder.send(status: e.status, headers: h, body: e.jsonBytes)
+                case .success:
+                    WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
+                        metrics.wsConnections.add(1, ordering: .relaxed)
+                        return EnvelopeSession(ws: ws, api: api, metrics: metrics, credential: credential)
+                    }
+                }
             }
         }
     }
@@ -23,13 +35,15 @@ final class EnvelopeSession: WebSocketDelegate {
     unowned let ws: WebSocket
     let api: APIRouter
     let metrics: Metrics
+    let credential: Credential?
     private var tracked: [(job: CompletionJob, subscriber: EnvelopeSubscriber)] = []
     var writer = JSONWriter(capacity: 256)
 
-    init(ws: WebSocket, api: APIRouter, metrics: Metrics) {
+    init(ws: WebSocket, api: APIRouter, metrics: Metrics, credential: Credential?) {
         self.ws = ws
         self.api = api
         self.metrics = metrics
+        self.credential = credential
     }
 
     func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) {
@@ -67,7 +81,7 @@ final class EnvelopeSession: WebSocketDelegate {
         let (path, query) = APICall.splitTarget(target[...])
         var call = APICall(method: method, path: path, body: o["body"].flatMap { $0.isNull ? nil : $0 })
         call.query = query
-        api.dispatch(call, EnvelopeReply(session: self, id: id))
+        api.dispatch(call, EnvelopeReply(session: self, id: id), credential: credential)
     }
 
     func webSocketClosed(_ ws: WebSocket, code: UInt16?) {
@@ -120,7 +134,11 @@ final class EnvelopeReply: APIReply {
         }
     }
 
-    func fail(_ error: APIError) { session.sendError(id: id, error) }
+    func fail(_ error: APIError) {
+        session.sendError(id: id, error)
+        // The credential behind this socket stopped being valid (revoked key, ended session).
+        if error.code == .unauthorized { session.ws.close(code: WSCloseCode.policyViolation, reason: "unauthorized") }
+    }
 
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
         EnvelopeSubscriber(session: session, id: id)

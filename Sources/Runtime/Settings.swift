@@ -58,6 +58,13 @@ public struct Arguments: Sendable {
         return v
     }
 
+    /// A plain environment variable (for conventional names such as DATABASE_URL).
+    public static func environment(_ name: String) -> String? {
+        guard let v = getenv(name) else { return nil }
+        let s = String(cString: v)
+        return s.isEmpty ? nil : s
+    }
+
     public func bool(_ flag: String) -> Bool {
         if switches.contains(flag) { return true }
         if let v = flags[flag] { return v == "1" || v == "true" || v == "yes" }

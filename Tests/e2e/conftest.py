@@ -13,6 +13,28 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("PLAYGROUND_BIN", os.path.join(ROOT, ".build", "release", "playground"))
 
 
+_keys = {}
+
+
+def make_key(user, org=None):
+    """A new API key for `user`, minted with the admin CLI against the test database."""
+    args = [BINARY, "admin", "keys", "create", "--user", user] + (["--org", org] if org else [])
+    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"admin keys create failed: {out.stderr}")
+    return out.stdout.strip()
+
+
+def key_for(user):
+    if user not in _keys:
+        _keys[user] = make_key(user)
+    return _keys[user]
+
+
+def auth(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
 class Node:
     def __init__(self, *flags, command="serve"):
         if not os.path.exists(BINARY):
@@ -29,6 +51,7 @@ class Node:
         self.host, self.port = m.group(1), int(m.group(2))
         self.url = f"http://{self.host}:{self.port}"
         self.ws_url = f"ws://{self.host}:{self.port}/v1/ws"
+        self.key = key_for("alice")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -42,6 +65,8 @@ class Node:
 
 def _node(*flags, command="serve"):
     os.makedirs(os.path.join(ROOT, "reports"), exist_ok=True)
+    if not os.environ.get("DATABASE_URL"):
+        raise RuntimeError("DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL")
     return Node(*flags, command=command)
 
 

@@ -5,11 +5,12 @@ import uuid
 
 import openai
 import pytest
+from conftest import auth
 
 
 @pytest.fixture
 def client(node):
-    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused-for-now", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=node.url + "/v1", api_key=node.key, max_retries=0, timeout=30)
 
 
 def test_models_list(client):
@@ -116,7 +117,7 @@ def test_temperature_visibly_changes_output(client):
 
 
 def test_cancel_streaming_completion(slow_node):
-    client = openai.OpenAI(base_url=slow_node.url + "/v1", api_key="x", max_retries=0, timeout=30)
+    client = openai.OpenAI(base_url=slow_node.url + "/v1", api_key=slow_node.key, max_retries=0, timeout=30)
     rid = "cancel-" + uuid.uuid4().hex
     stream = client.completions.create(model="builtin", prompt="The library", max_tokens=500, stream=True,
                                        extra_body={"request_id": rid})
@@ -127,7 +128,8 @@ def test_cancel_streaming_completion(slow_node):
             got.append(chunk.choices[0].text)
         if len(got) == 2 and not cancelled:
             cancelled = True
-            req = urllib.request.Request(f"{slow_node.url}/v1/completions/{rid}/cancel", method="POST", data=b"")
+            req = urllib.request.Request(f"{slow_node.url}/v1/completions/{rid}/cancel", method="POST", data=b"",
+                                         headers=auth(slow_node.key))
             body = json.loads(urllib.request.urlopen(req, timeout=5).read())
             assert body == {"request_id": rid, "status": "cancelled"}
         if chunk.choices[0].finish_reason:
@@ -137,7 +139,8 @@ def test_cancel_streaming_completion(slow_node):
 
 
 def test_cancel_unknown_request_is_404(node):
-    req = urllib.request.Request(f"{node.url}/v1/completions/nope-{uuid.uuid4().hex}/cancel", method="POST", data=b"")
+    req = urllib.request.Request(f"{node.url}/v1/completions/nope-{uuid.uuid4().hex}/cancel", method="POST", data=b"",
+                                 headers=auth(node.key))
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 404
@@ -146,7 +149,7 @@ def test_cancel_unknown_request_is_404(node):
 
 def test_body_over_one_mib_is_413(node):
     body = json.dumps({"model": "builtin", "prompt": "x" * (1 << 20)}).encode()
-    req = urllib.request.Request(f"{node.url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{node.url}/v1/completions", data=body, headers={"Content-Type": "application/json", **auth(node.key)})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 413
@@ -154,8 +157,31 @@ def test_body_over_one_mib_is_413(node):
 
 
 def test_malformed_json_body(node):
-    req = urllib.request.Request(f"{node.url}/v1/completions", data=b'{"prompt": "x",', headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{node.url}/v1/completions", data=b'{"prompt": "x",', headers={"Content-Type": "application/json", **auth(node.key)})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 400
     assert json.loads(e.value.read())["error"]["code"] == "invalid_request"
+
+
+def test_no_key_is_401(node):
+    client = openai.OpenAI(base_url=node.url + "/v1", api_key="pgk_not-a-real-key-0000000000000000", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        client.completions.create(model="builtin", prompt="x", max_tokens=2)
+    assert e.value.body["code"] == "unauthorized"
+    req = urllib.request.Request(f"{node.url}/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 401
+
+
+def test_identity_never_comes_from_the_body(node):
+    from conftest import key_for
+    client = openai.OpenAI(base_url=node.url + "/v1", api_key=key_for("bob"), max_retries=0)
+    rid = "owner-" + uuid.uuid4().hex
+    client.completions.create(model="builtin", prompt="x", max_tokens=2, extra_body={"request_id": rid, "user_id": "alice", "user": "alice"})
+    # alice cannot cancel or replay bob's request id: ids are scoped by the key's user, not by body fields.
+    req = urllib.request.Request(f"{node.url}/v1/completions/{rid}/cancel", method="POST", data=b"", headers=auth(node.key))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 404

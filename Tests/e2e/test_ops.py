@@ -21,7 +21,7 @@ def get(url):
 def test_health_ready_and_metrics(node):
     assert get(node.url + "/healthz") == (200, '{"status":"ok"}')
     assert get(node.url + "/readyz") == (200, '{"status":"ready"}')
-    client = openai.OpenAI(base_url=node.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=node.url + "/v1", api_key=node.key, max_retries=0)
     client.completions.create(model="builtin", prompt="The cat", max_tokens=4)
     status, text = get(node.url + "/metrics")
     assert status == 200
@@ -36,7 +36,7 @@ def test_health_ready_and_metrics(node):
 def test_json_logs_carry_request_id(make_node):
     n = make_node("--model-ttft-ms", "0", "--model-token-ms", "0", "--log-level", "info")
     rid = "log-" + uuid.uuid4().hex
-    client = openai.OpenAI(base_url=n.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=n.url + "/v1", api_key=n.key, max_retries=0)
     client.completions.create(model="builtin", prompt="The cat", max_tokens=3, extra_body={"request_id": rid})
     time.sleep(0.2)
     n.log.flush()
@@ -48,7 +48,7 @@ def test_json_logs_carry_request_id(make_node):
 
 def test_sigterm_drains_running_streams_then_exits_zero(make_node):
     n = make_node("--model-ttft-ms", "50", "--model-token-ms", "50", "--model-jitter", "0", "--drain-seconds", "10")
-    client = openai.OpenAI(base_url=n.url + "/v1", api_key="x", max_retries=0, timeout=30)
+    client = openai.OpenAI(base_url=n.url + "/v1", api_key=n.key, max_retries=0, timeout=30)
     result = {}
 
     def stream():
@@ -74,7 +74,7 @@ def test_sigterm_drains_running_streams_then_exits_zero(make_node):
 
 def test_model_server_serves_the_openai_api(make_node):
     m = make_node("--model-ttft-ms", "10", "--tokens-per-second", "500", command="model-server")
-    client = openai.OpenAI(base_url=m.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=m.url + "/v1", api_key=m.key, max_retries=0)
     r = client.completions.create(model="builtin", prompt="The river", max_tokens=6, seed=1)
     assert r.choices[0].text
     assert [x.id for x in client.models.list().data] == ["builtin"]
@@ -83,7 +83,7 @@ def test_model_server_serves_the_openai_api(make_node):
 
 def test_model_server_error_rate(make_node):
     m = make_node("--error-rate", "1", "--model-ttft-ms", "5", command="model-server")
-    client = openai.OpenAI(base_url=m.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=m.url + "/v1", api_key=m.key, max_retries=0)
     with pytest.raises(openai.InternalServerError) as e:
         client.completions.create(model="builtin", prompt="x", max_tokens=5)
     assert e.value.status_code == 503 and e.value.body["code"] == "model_unavailable"
@@ -91,7 +91,7 @@ def test_model_server_error_rate(make_node):
 
 def test_model_server_midstream_failure_is_an_error_not_a_silent_end(make_node):
     m = make_node("--midstream-failure-rate", "1", "--model-ttft-ms", "5", "--model-token-ms", "5", command="model-server")
-    client = openai.OpenAI(base_url=m.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=m.url + "/v1", api_key=m.key, max_retries=0)
     got = []
     with pytest.raises((openai.APIError, Exception)) as e:
         for c in client.completions.create(model="builtin", prompt="x", max_tokens=50, stream=True):
@@ -102,7 +102,7 @@ def test_model_server_midstream_failure_is_an_error_not_a_silent_end(make_node):
 
 def test_model_server_stall_keeps_the_connection_open(make_node):
     m = make_node("--stall-rate", "1", "--model-ttft-ms", "5", "--model-token-ms", "5", command="model-server")
-    client = openai.OpenAI(base_url=m.url + "/v1", api_key="x", max_retries=0, timeout=1.0)
+    client = openai.OpenAI(base_url=m.url + "/v1", api_key=m.key, max_retries=0, timeout=1.0)
     got = []
     with pytest.raises(openai.APITimeoutError):
         for c in client.completions.create(model="builtin", prompt="x", max_tokens=50, stream=True):

@@ -24,7 +24,8 @@ def browser():
 
 
 def open_page(browser, node):
-    browser.get(node.url + "/")
+    # The sign-in link the run command prints: the key rides in the fragment and becomes a cookie.
+    browser.get(node.url + "/#key=" + node.key)
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "conn").text == "connected")
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel select[name=model] option"))
 
@@ -138,3 +139,68 @@ def test_reconnects_and_reports_an_interrupted_generation(browser, make_node):
     err = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel .error:not([hidden])"))
     assert "interrupted" in err.text
     WebDriverWait(browser, 10).until(lambda d: "disconnected" in d.find_element(By.ID, "conn").text)
+
+
+def test_sign_in_link_sets_an_httponly_cookie_and_clears_the_fragment(browser, node):
+    browser.delete_all_cookies()
+    open_page(browser, node)
+    assert "#key=" not in browser.current_url
+    cookie = browser.get_cookie("pg_session")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert browser.execute_script("return document.cookie") == "", "HttpOnly: invisible to scripts"
+    browser.find_element(By.ID, "signout").click()
+    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.ID, "signin").is_displayed())
+    assert browser.get_cookie("pg_session") is None
+    # A bad key shows an error and stays on the sign-in form.
+    browser.find_element(By.ID, "signin-key").send_keys("pgk_this_is_not_a_valid_key_at_all", Keys.ENTER)
+    WebDriverWait(browser, 5).until(lambda d: "not valid" in d.find_element(By.ID, "signin-error").text)
+
+
+def test_presets_save_search_load_run_delete(browser, node):
+    import uuid
+    open_page(browser, node)
+    suffix = uuid.uuid4().hex[:6]
+    name = f"Summarize for a 2nd grader {suffix}"
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("Explain this simply: {{input}}")
+    panel = browser.find_element(By.CSS_SELECTOR, ".panel")
+    set_field(panel, "temperature", 0)
+    set_field(panel, "max_tokens", 12)
+    # Save.
+    browser.find_element(By.ID, "save").click()
+    browser.find_element(By.ID, "save-name").send_keys(name)
+    browser.find_element(By.ID, "save-tags").send_keys("school, kids")
+    browser.find_element(By.ID, "save-confirm").click()
+    WebDriverWait(browser, 5).until(lambda d: "Saved" in d.find_element(By.ID, "notice").text)
+    # Saving the same name again (other case) shows the conflict in the dialog.
+    browser.find_element(By.ID, "save").click()
+    field = browser.find_element(By.ID, "save-name")
+    field.clear()
+    field.send_keys(name.upper())
+    browser.find_element(By.ID, "save-confirm").click()
+    WebDriverWait(browser, 5).until(lambda d: "already have a preset" in d.find_element(By.ID, "save-error").text)
+    browser.find_element(By.ID, "save-cancel").click()
+    # Search with a misspelling, debounced as you type; keyboard selects and loads.
+    prompt.clear()
+    prompt.send_keys("something else")
+    search = browser.find_element(By.ID, "preset-search")
+    search.clear()
+    search.send_keys("sumarize " + suffix)
+    WebDriverWait(browser, 5).until(lambda d: any(name == e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
+    names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".preset-name")]
+    assert names[0] == name
+    search.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.ID, "prompt").get_attribute("value") == "Explain this simply: {{input}}")
+    assert panel.find_element(By.NAME, "temperature").get_attribute("value") == "0"
+    # Run it on new input.
+    browser.find_element(By.ID, "input-context").send_keys("The moon has no air")
+    browser.find_element(By.ID, "run-preset").click()
+    WebDriverWait(browser, 10).until(lambda d: "finish:" in d.find_element(By.CSS_SELECTOR, ".finish").text)
+    assert outputs(browser)[0].strip()
+    # Delete with confirmation.
+    items = browser.find_elements(By.CSS_SELECTOR, ".preset-item")
+    item = [e for e in items if e.find_element(By.CSS_SELECTOR, ".preset-name").text == name][0]
+    item.find_element(By.CSS_SELECTOR, ".delete").click()
+    browser.switch_to.alert.accept()
+    WebDriverWait(browser, 5).until(lambda d: not any(name == e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))

@@ -8,6 +8,13 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from conftest import auth
+
+
+def connect(node, **kw):
+    kw.setdefault("additional_headers", auth(node.key))
+    return websockets.connect(node.ws_url, **kw)
+
 
 async def recv_json(ws, timeout=10):
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
@@ -35,7 +42,7 @@ def run(coro):
 
 
 def metric(node, name):
-    text = urllib.request.urlopen(node.url + "/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(node.url + "/metrics", timeout=5).read().decode()  # /metrics needs no key
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -44,7 +51,7 @@ def metric(node, name):
 
 def test_envelope_reply_carries_the_id(node):
     async def go():
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             await ws.send(json.dumps({"id": "models-1", "method": "GET", "path": "/v1/models"}))
             m = await recv_json(ws)
             assert m["id"] == "models-1" and m["type"] == "response" and m["status"] == 200
@@ -57,7 +64,7 @@ def test_envelope_reply_carries_the_id(node):
 
 def test_completion_stream_shape(node):
     async def go():
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             await ws.send(completion("c1", max_tokens=8, seed=2))
             ev = (await collect(ws, ["c1"]))["c1"]
             assert ev[0]["type"] == "accepted" and ev[0]["model"] == "builtin" and ev[0]["request_id"]
@@ -74,7 +81,7 @@ def test_completion_stream_shape(node):
 
 def test_several_completions_at_once_on_one_socket(node):
     async def go():
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             ids = [f"p{i}" for i in range(5)]
             for i, id in enumerate(ids):
                 await ws.send(completion(id, max_tokens=20, seed=i, temperature=0.9))
@@ -84,7 +91,7 @@ def test_several_completions_at_once_on_one_socket(node):
                 assert events[id][-1]["type"] == "done"
             # They ran interleaved, not one after another.
             order = []
-            async with websockets.connect(node.ws_url) as ws2:
+            async with connect(node) as ws2:
                 for id in ("x", "y"):
                     await ws2.send(completion(id, max_tokens=30, seed=1, temperature=0.9))
                 while len([o for o in order if o[1] in ("done",)]) < 2:
@@ -97,7 +104,7 @@ def test_several_completions_at_once_on_one_socket(node):
 
 def test_cancel_mid_stream_frees_the_slot(slow_node):
     async def go():
-        async with websockets.connect(slow_node.ws_url) as ws:
+        async with connect(slow_node) as ws:
             rid = "ws-cancel-" + uuid.uuid4().hex
             await ws.send(completion("c", max_tokens=500, request_id=rid))
             deltas = 0
@@ -120,7 +127,7 @@ def test_cancel_mid_stream_frees_the_slot(slow_node):
 def test_disconnect_cancels_the_generation(slow_node):
     async def go():
         before = metric(slow_node, 'playground_completions_total{outcome="cancelled"}')
-        async with websockets.connect(slow_node.ws_url) as ws:
+        async with connect(slow_node) as ws:
             await ws.send(completion("gone", max_tokens=500))
             m = await recv_json(ws)
             assert m["type"] == "accepted"
@@ -144,7 +151,7 @@ def test_disconnect_cancels_the_generation(slow_node):
 ])
 def test_malformed_messages_get_an_error_and_the_socket_stays_open(node, raw, why):
     async def go():
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             await ws.send(raw)
             m = await recv_json(ws)
             assert m["type"] == "error" and m["error"]["code"] == "invalid_request"
@@ -157,7 +164,7 @@ def test_malformed_messages_get_an_error_and_the_socket_stays_open(node, raw, wh
 
 def test_binary_message_is_refused_politely(node):
     async def go():
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             await ws.send(b"\x00\x01")
             m = await recv_json(ws)
             assert m["type"] == "error" and "text" in m["error"]["message"]
@@ -167,10 +174,10 @@ def test_binary_message_is_refused_politely(node):
 def test_request_id_replays_a_finished_generation(node):
     async def go():
         rid = "replay-" + uuid.uuid4().hex
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             await ws.send(completion("a", max_tokens=15, temperature=1.0, request_id=rid))
             first = (await collect(ws, ["a"]))["a"]
-        async with websockets.connect(node.ws_url) as ws:
+        async with connect(node) as ws:
             # Different parameters, same id: the recorded generation comes back, nothing new starts.
             await ws.send(completion("b", max_tokens=3, temperature=0.1, request_id=rid))
             second = (await collect(ws, ["b"]))["b"]
@@ -184,7 +191,7 @@ def test_request_id_replays_a_finished_generation(node):
 def test_request_id_attaches_to_a_running_generation(slow_node):
     async def go():
         rid = "attach-" + uuid.uuid4().hex
-        async with websockets.connect(slow_node.ws_url) as a, websockets.connect(slow_node.ws_url) as b:
+        async with connect(slow_node) as a, connect(slow_node) as b:
             await a.send(completion("a", max_tokens=12, request_id=rid))
             n = 0
             while n < 3:
@@ -204,7 +211,7 @@ def test_request_id_attaches_to_a_running_generation(slow_node):
 
 def test_busy_when_the_queue_is_full(tiny_node):
     async def go():
-        async with websockets.connect(tiny_node.ws_url) as ws:
+        async with connect(tiny_node) as ws:
             for i in range(3):
                 await ws.send(completion(f"q{i}", max_tokens=40))
             third = None
@@ -227,7 +234,7 @@ def test_busy_when_the_queue_is_full(tiny_node):
 
 def test_message_over_one_mib_closes_1009(node):
     async def go():
-        async with websockets.connect(node.ws_url, max_size=None) as ws:
+        async with connect(node, max_size=None) as ws:
             await ws.send(completion("big", prompt="x" * (1 << 20)))
             with pytest.raises(ConnectionClosed) as e:
                 await recv_json(ws)
@@ -238,10 +245,23 @@ def test_message_over_one_mib_closes_1009(node):
 def test_foreign_origin_refused(node):
     async def go():
         with pytest.raises(InvalidStatus) as e:
-            async with websockets.connect(node.ws_url, origin="https://evil.example"):
+            async with connect(node, origin="https://evil.example"):
                 pass
         assert e.value.response.status_code == 403
-        async with websockets.connect(node.ws_url, origin=node.url) as ws:
+        async with connect(node, origin=node.url) as ws:
             await ws.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
             assert (await recv_json(ws))["status"] == 200
+    run(go())
+
+
+def test_upgrade_without_a_key_is_401(node):
+    async def go():
+        with pytest.raises(InvalidStatus) as e:
+            async with websockets.connect(node.ws_url):
+                pass
+        assert e.value.response.status_code == 401
+        with pytest.raises(InvalidStatus) as e:
+            async with websockets.connect(node.ws_url, additional_headers=auth("pgk_bogus_key_bogus_key_bogus_key")):
+                pass
+        assert e.value.response.status_code == 401
     run(go())

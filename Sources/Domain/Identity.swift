@@ -1,0 +1,22 @@
+/// Who is calling. Always comes from a credential (API key or session cookie), never a body field.
+public struct Identity: Sendable, Equatable {
+    public let userID: String
+    public let orgID: String?
+    /// The API key behind the credential (sessions are made from a key).
+    public let keyID: Int64
+
+    public init(userID: String, orgID: String?, keyID: Int64) {
+        self.userID = userID
+        self.orgID = orgID
+        self.keyID = keyID
+    }
+
+    /// The identity used when a node runs with `--auth off` (benchmarks, local experiments).
+    public static let anonymous = Identity(userID: "local", orgID: nil, keyID: 0)
+}
+
+/// What a request presents to prove who it is.
+public enum Credential: Sendable, Hashable {
+    case apiKey(String)
+    case session(String)
+}

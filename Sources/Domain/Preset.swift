@@ -1,0 +1,168 @@
+import JSON
+
+/// A saved prompt with its parameters, owned by one user.
+public struct Preset: Sendable {
+    public var id: String
+    public var userID: String
+    public var name: String
+    public var description: String
+    public var tags: [String]
+    public var prompt: String
+    /// The parameters as given (validated), so request parameters can override them field by field.
+    public var parameters: JSONObject
+    public var createdAt: String
+    public var updatedAt: String
+    public var version: Int
+
+    public init(id: String, userID: String, name: String, description: String, tags: [String], prompt: String,
+                parameters: JSONObject, createdAt: String, updatedAt: String, version: Int) {
+        self.id = id
+        self.userID = userID
+        self.name = name
+        self.description = description
+        self.tags = tags
+        self.prompt = prompt
+        self.parameters = parameters
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.version = version
+    }
+
+    /// The preset as the API shows it; `score` is the search match score when searching.
+    public func write(_ w: inout JSONWriter, score: Double? = nil) {
+        w.beginObject()
+        w.key("id"); w.string(id)
+        w.key("object"); w.string("preset")
+        w.key("name"); w.string(name)
+        w.key("description"); w.string(description)
+        w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray()
+        w.key("prompt"); w.string(prompt)
+        w.key("parameters"); w.value(.object(parameters))
+        w.key("created_at"); w.string(createdAt)
+        w.key("updated_at"); w.string(updatedAt)
+        w.key("version"); w.int(version)
+        if let score { w.key("score"); w.double((score * 1000).rounded() / 1000) }
+        w.endObject()
+    }
+
+    /// The prompt with the run's input: at every `{{input}}` if there is one, else after a blank line.
+    public func render(input: String?) -> String {
+        guard let input, !input.isEmpty else { return prompt.replacingAll("{{input}}", with: "") }
+        if prompt.contains("{{input}}") { return prompt.replacingAll("{{input}}", with: input) }
+        return prompt.isEmpty ? input : prompt + "\n\n" + input
+    }
+}
+
+/// Fields of a preset to create, or to change (nil = keep).
+public struct PresetFields: Sendable {
+    public var name: String?
+    public var description: String?
+    public var tags: [String]?
+    public var prompt: String?
+    public var parameters: JSONObject?
+    public init() {}
+}
+
+/// Checks preset bodies with the same rules (and the same parameter validator) as completions.
+public struct PresetValidator: Sendable {
+    public let policy: ParameterPolicy
+    public static let maxName = 120
+    public static let maxDescription = 2000
+    public static let maxPromptBytes = 32 * 1024
+    public static let maxTags = 16
+    public static let maxTagLength = 40
+    /// Parameter fields a preset stores.
+    static let parameterKeys = ["model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
+                                "presence_penalty", "frequency_penalty", "seed"]
+
+    public init(policy: ParameterPolicy) { self.policy = policy }
+
+    public func fields(from body: JSONObject, creating: Bool) throws(APIError) -> PresetFields {
+        var f = PresetFields()
+        if let v = body["name"], !v.isNull {
+            guard let s = v.stringValue else { throw .invalid("name", "name must be a string") }
+            let name = s.trimmingWhitespace()
+            guard !name.isEmpty else { throw .invalid("name", "name must not be empty") }
+            guard name.count <= PresetValidator.maxName else { throw .invalid("name", "name must be at most \(PresetValidator.maxName) characters") }
+            guard !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw .invalid("name", "name must not contain control characters")
+            }
+            f.name = name
+        } else if creating {
+            throw .invalid("name", "name is required")
+        }
+        if let v = body["description"], !v.isNull {
+            guard let s = v.stringValue else { throw .invalid("description", "description must be a string") }
+            guard s.count <= PresetValidator.maxDescription else {
+                throw .invalid("description", "description must be at most \(PresetValidator.maxDescription) characters")
+            }
+            f.description = s
+        }
+        if let v = body["tags"], !v.isNull {
+            guard let a = v.arrayValue else { throw .invalid("tags", "tags must be an array of strings") }
+            guard a.count <= PresetValidator.maxTags else { throw .invalid("tags", "at most \(PresetValidator.maxTags) tags") }
+            var tags: [String] = []
+            for t in a {
+                guard let s = t.stringValue?.trimmingWhitespace(), !s.isEmpty, s.count <= PresetValidator.maxTagLength else {
+                    throw .invalid("tags", "each tag must be a non-empty string of at most \(PresetValidator.maxTagLength) characters")
+                }
+                if !tags.contains(s) { tags.append(s) }
+            }
+            f.tags = tags
+        }
+        if let v = body["prompt"], !v.isNull {
+            guard let s = v.stringValue else { throw .invalid("prompt", "prompt must be a string") }
+            guard s.utf8.count <= PresetValidator.maxPromptBytes else {
+                throw .invalid("prompt", "prompt must be at most \(PresetValidator.maxPromptBytes) bytes")
+            }
+            f.prompt = s
+        } else if creating {
+            throw .invalid("prompt", "prompt is required")
+        }
+        if let v = body["parameters"], !v.isNull {
+            guard let o = v.objectValue else { throw .invalid("parameters", "parameters must be an object") }
+            do throws(APIError) {
+                _ = try policy.parameters(from: o)
+            } catch {
+                throw APIError(.invalidRequest, error.message, field: error.field.map { "parameters.\($0)" } ?? "parameters")
+            }
+            var kept = JSONObject()
+            for (k, x) in o.pairs where PresetValidator.parameterKeys.contains(k) && !x.isNull { kept[k] = x }
+            f.parameters = kept
+        }
+        return f
+    }
+}
+
+extension String {
+    public func replacingAll(_ needle: String, with replacement: String) -> String {
+        guard !needle.isEmpty else { return self }
+        var out = ""
+        var rest = self[...]
+        while let r = rest.range(ofLiteral: needle) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+        }
+        out += rest
+        return out
+    }
+
+    public func trimmingWhitespace() -> String {
+        var s = self[...]
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension Substring {
+    func range(ofLiteral needle: String) -> Range<Substring.Index>? {
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
+}

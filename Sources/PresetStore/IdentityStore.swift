@@ -1,0 +1,200 @@
+import Domain
+import NetCore
+import Runtime
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Resolves credentials to identities: API keys (hashed), browser sessions, and the admin CLI's
+/// key management. Positive answers are cached per node; the cache is only trusted while this node
+/// is LISTENing for revocations, so a revoked key or ended session stops working at once
+/// everywhere. If the database is down, a cached identity is still honoured (stale-if-error), so
+/// signed-in users keep generating.
+public final class IdentityStore: @unchecked Sendable {
+    let pool: PGPool
+    let logger: Logger
+    public static let sessionLifetimeSeconds = 7 * 24 * 3600
+
+    private struct Entry { let identity: Identity; let checkedAt: UInt64 }
+    private let cache = Mutex<[Credential: Entry]>([:])
+    /// True while the LISTEN connection is up (only then are cache hits trusted without the database).
+    private let listening = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private var listenerThread: pthread_t?
+    static let cacheTTLNanos: UInt64 = 300_000_000_000
+    static let staleTTLNanos: UInt64 = 3_600_000_000_000
+
+    public init(pool: PGPool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
+    }
+
+    public enum Failure: Error, Sendable { case invalid, unavailable }
+
+    /// Resolves a credential; `done` runs on `loop`.
+    public func authenticate(_ credential: Credential, on loop: EventLoop, done: @escaping (Result<Identity, Failure>) -> Void) {
+        let now = monotonicNanos()
+        if let e = cache.withLock({ $0[credential] }), listening.load(ordering: .acquiring), now - e.checkedAt < IdentityStore.cacheTTLNanos {
+            done(.success(e.identity))
+            return
+        }
+        switch credential {
+        case .apiKey(let k), .session(let k):
+            guard Credentials.looksValid(k) else { done(.failure(.invalid)); return }
+        }
+        pool.run(on: loop, { conn throws(PGError) -> Identity? in try IdentityStore.lookup(credential, conn) }) { [self] r in
+            switch r {
+            case .success(let id?):
+                cache.withLock { $0[credential] = Entry(identity: id, checkedAt: monotonicNanos()) }
+                done(.success(id))
+            case .success(nil):
+                cache.withLock { $0[credential] = nil }
+                done(.failure(.invalid))
+            case .failure(let e):
+                // Database down: a recently seen identity still works; anything else waits for it.
+                if e.kind != .query, let entry = cache.withLock({ $0[credential] }), monotonicNanos() - entry.checkedAt < IdentityStore.staleTTLNanos {
+                    done(.success(entry.identity))
+                } else {
+                    logger.warning("identity lookup failed", ["error": e.description])
+                    done(.failure(.unavailable))
+                }
+            }
+        }
+    }
+
+    static func lookup(_ credential: Credential, _ conn: PGConnection) throws(PGError) -> Identity? {
+        let rows: PGRows
+        switch credential {
+        case .apiKey(let k):
+            rows = try conn.query("SELECT id, user_id, org_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                                  [Credentials.bytea(Credentials.sha256(k))])
+        case .session(let t):
+            rows = try conn.query("""
+                SELECT k.id, k.user_id, k.org_id FROM sessions s JOIN api_keys k ON k.id = s.key_id
+                WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
+                """, [Credentials.bytea(Credentials.sha256(t))])
+        }
+        guard rows.count == 1, let id = rows.rows[0][0].flatMap(Int64.init), let user = rows.rows[0][1] else { return nil }
+        return Identity(userID: user, orgID: rows.rows[0][2], keyID: id)
+    }
+
+    /// Trades a valid API key for a new session token (the browser's cookie).
+    public func createSession(key: String, on loop: EventLoop, done: @escaping (Result<(String, Identity), Failure>) -> Void) {
+        guard Credentials.looksValid(key) else { done(.failure(.invalid)); return }
+        let token = Credentials.newSessionToken()
+        pool.run(on: loop, { conn throws(PGError) -> Identity? in
+            guard let id = try IdentityStore.lookup(.apiKey(key), conn) else { return nil }
+            try conn.query("INSERT INTO sessions (token_hash, key_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
+                           [Credentials.bytea(Credentials.sha256(token)), "\(id.keyID)", "\(IdentityStore.sessionLifetimeSeconds)"])
+            return id
+        }) { r in
+            switch r {
+            case .success(let id?): done(.success((token, id)))
+            case .success(nil): done(.failure(.invalid))
+            case .failure: done(.failure(.unavailable))
+            }
+        }
+    }
+
+    public func deleteSession(token: String, on loop: EventLoop, done: @escaping (Bool) -> Void) {
+        cache.withLock { $0[.session(token)] = nil }
+        guard Credentials.looksValid(token) else { done(true); return }
+        pool.run(on: loop, { conn throws(PGError) in
+            try conn.query("DELETE FROM sessions WHERE token_hash = $1", [Credentials.bytea(Credentials.sha256(token))])
+        }) { r in
+            if case .success = r { done(true) } else { done(false) }
+        }
+    }
+
+    // MARK: revocation feed
+
+    /// Starts the LISTEN thread that evicts revoked keys and ended sessions from the cache.
+    public func startListening() {
+        let ctx = Unmanaged.passRetained(self)
+        var t = pthread_t()
+        pthread_create(&t, nil, { arg in
+            let store = Unmanaged<IdentityStore>.fromOpaque(arg!).takeRetainedValue()
+            store.listenLoop()
+            return nil
+        }, ctx.toOpaque())
+        listenerThread = t
+    }
+
+    public func stopListening() {
+        stopping.store(true, ordering: .releasing)
+        if let t = listenerThread { pthread_join(t, nil) }
+    }
+
+    private func listenLoop() {
+        while !stopping.load(ordering: .acquiring) {
+            do throws(PGError) {
+                let conn = try PGConnection(url: pool.url)
+                try conn.query("LISTEN playground_auth")
+                // Anything cached before we listened may have been revoked meanwhile.
+                cache.withLock { $0.removeAll() }
+                listening.store(true, ordering: .releasing)
+                while !stopping.load(ordering: .acquiring) {
+                    var p = pollfd(fd: conn.socket, events: Int16(POLLIN), revents: 0)
+                    let r = poll(&p, 1, 250)
+                    if r < 0 && errno != EINTR { break }
+                    for (_, payload) in try conn.consumeNotifications() { evict(payload) }
+                    if !conn.isHealthy { break }
+                }
+            } catch {
+                logger.warning("revocation feed down; identity cache bypassed", ["error": error.message])
+            }
+            listening.store(false, ordering: .releasing)
+            if !stopping.load(ordering: .acquiring) { usleep(500_000) }
+        }
+    }
+
+    func evict(_ payload: String) {
+        if payload.hasPrefix("key:"), let id = Int64(payload.dropFirst(4)) {
+            cache.withLock { c in c = c.filter { $0.value.identity.keyID != id } }
+        } else if payload.hasPrefix("session:") {
+            let hash = String(payload.dropFirst(8))
+            cache.withLock { c in
+                c = c.filter { k, _ in
+                    if case .session(let t) = k { return Credentials.hex(Credentials.sha256(t)) != hash }
+                    return true
+                }
+            }
+        }
+    }
+
+    public var isListening: Bool { listening.load(ordering: .acquiring) }
+}
+
+/// The admin CLI's key management (blocking; never used on an event loop).
+public enum KeyAdmin {
+    public struct KeyInfo: Sendable {
+        public let id: Int64, prefix: String, userID: String, orgID: String?, createdAt: String, revokedAt: String?
+    }
+
+    public static func create(_ conn: PGConnection, user: String, org: String?) throws(PGError) -> (Int64, String) {
+        let key = Credentials.newKey()
+        let rows = try conn.query("INSERT INTO api_keys (key_hash, prefix, user_id, org_id) VALUES ($1, $2, $3, $4) RETURNING id",
+                                  [Credentials.bytea(Credentials.sha256(key)), String(key.prefix(12)), user, org])
+        return (Int64(rows.rows[0][0] ?? "0") ?? 0, key)
+    }
+
+    public static func list(_ conn: PGConnection, user: String?) throws(PGError) -> [KeyInfo] {
+        let rows = try conn.query("""
+            SELECT id, prefix, user_id, org_id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            FROM api_keys WHERE ($1::text IS NULL OR user_id = $1) ORDER BY id
+            """, [user])
+        return rows.rows.map { r in
+            KeyInfo(id: Int64(r[0] ?? "0") ?? 0, prefix: r[1] ?? "", userID: r[2] ?? "", orgID: r[3], createdAt: r[4] ?? "", revokedAt: r[5])
+        }
+    }
+
+    /// Revokes by id or by the key's prefix; returns how many keys were revoked.
+    public static func revoke(_ conn: PGConnection, idOrPrefix: String) throws(PGError) -> Int {
+        if let id = Int64(idOrPrefix) {
+            return try conn.query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", ["\(id)"]).affected
+        }
+        return try conn.query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL", [idOrPrefix]).affected
+    }
+}

@@ -1,0 +1,128 @@
+// The only file that touches libpq. A `PGConnection` is used by one thread at a time.
+internal import CLibpq
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A database failure. `description` is for logs; clients get a mapped APIError instead.
+public struct PGError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case connection, query, unavailable }
+    public let kind: Kind
+    public let sqlState: String?
+    public let message: String
+    public var description: String { "\(kind) \(sqlState ?? "-"): \(message)" }
+    public var isUniqueViolation: Bool { sqlState == "23505" }
+}
+
+/// Rows of a result, as text (libpq's text format), NULL as nil.
+public struct PGRows: Sendable {
+    public let columns: [String]
+    public let rows: [[String?]]
+    public let affected: Int
+    public var count: Int { rows.count }
+
+    public func value(_ row: Int, _ column: String) -> String? {
+        guard let c = columns.firstIndex(of: column) else { return nil }
+        return rows[row][c]
+    }
+}
+
+public final class PGConnection {
+    private var conn: OpaquePointer?
+    public let url: String
+
+    public init(url: String, connectTimeoutSeconds: Int = 3) throws(PGError) {
+        self.url = url
+        let sep = url.contains("?") ? "&" : "?"
+        let full = url.hasPrefix("postgres") ? url + sep + "connect_timeout=\(connectTimeoutSeconds)&application_name=playground" : url
+        conn = PQconnectdb(full)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let msg = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let c = conn { PQfinish(c) }
+            self.conn = nil
+            throw PGError(kind: .connection, sqlState: nil, message: msg.trimmingNewline())
+        }
+        // Notices ("already exists, skipping") are not errors and would go to stderr otherwise.
+        _ = try? query("SET client_min_messages = warning")
+    }
+
+    deinit { if let conn { PQfinish(conn) } }
+
+    public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    /// Runs one statement with bound parameters ($1, $2, …), text format. Never interpolates values.
+    @discardableResult
+    public func query(_ sql: String, _ params: [String?] = []) throws(PGError) -> PGRows {
+        guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
+        // Keep the C strings alive for the call.
+        let cStrings: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0) } ?? nil }
+        defer { for p in cStrings { free(p) } }
+        let result: OpaquePointer? = cStrings.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(1, params.count)) { p in
+                PQexecParams(conn, sql, Int32(params.count), nil, params.isEmpty ? nil : p, nil, nil, 0)
+            }
+        }
+        return try collect(result)
+    }
+
+    /// Runs a script of several statements (migrations). No parameters.
+    public func execute(_ script: String) throws(PGError) {
+        guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
+        _ = try collect(PQexec(conn, script))
+    }
+
+    private func collect(_ result: OpaquePointer?) throws(PGError) -> PGRows {
+        guard let result else {
+            throw PGError(kind: .connection, sqlState: nil, message: conn.map { String(cString: PQerrorMessage($0)) } ?? "no result")
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let msg = String(cString: PQresultErrorMessage(result)).trimmingNewline()
+            let lost = conn.map { PQstatus($0) != CONNECTION_OK } ?? true
+            throw PGError(kind: lost ? .connection : .query, sqlState: state, message: msg)
+        }
+        let nFields = Int(PQnfields(result)), nRows = Int(PQntuples(result))
+        var columns: [String] = []
+        for c in 0..<nFields { columns.append(String(cString: PQfname(result, Int32(c)))) }
+        var rows: [[String?]] = []
+        rows.reserveCapacity(nRows)
+        for r in 0..<nRows {
+            var row: [String?] = []
+            row.reserveCapacity(nFields)
+            for c in 0..<nFields {
+                if PQgetisnull(result, Int32(r), Int32(c)) == 1 { row.append(nil) } else {
+                    row.append(String(cString: PQgetvalue(result, Int32(r), Int32(c))))
+                }
+            }
+            rows.append(row)
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PGRows(columns: columns, rows: rows, affected: affected)
+    }
+
+    /// The socket, for LISTEN: poll it, then `consumeNotifications`.
+    public var socket: Int32 { conn.map { PQsocket($0) } ?? -1 }
+
+    /// Reads what arrived and returns NOTIFY payloads (channel, payload).
+    public func consumeNotifications() throws(PGError) -> [(String, String)] {
+        guard let conn, PQconsumeInput(conn) == 1 else {
+            throw PGError(kind: .connection, sqlState: nil, message: conn.map { String(cString: PQerrorMessage($0)) } ?? "not connected")
+        }
+        var out: [(String, String)] = []
+        while let n = PQnotifies(conn) {
+            out.append((String(cString: n.pointee.relname), String(cString: n.pointee.extra)))
+            PQfreemem(n)
+        }
+        return out
+    }
+}
+
+extension String {
+    func trimmingNewline() -> String {
+        var s = self
+        while s.last == "\n" || s.last == " " { s.removeLast() }
+        return s
+    }
+}
