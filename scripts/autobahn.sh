@@ -11,7 +11,7 @@ OUT=reports/autobahn
 rm -rf "$OUT"; mkdir -p "$OUT"
 LOG=$OUT/server.log
 PORT_FILE=$OUT/port
-"$BIN" serve --host 127.0.0.1 --port 0 --conformance-echo --log-level warning >"$PORT_FILE" 2>"$LOG" &
+"$BIN" serve --host 127.0.0.1 --port 0 --conformance-echo --log-level warning --auth off >"$PORT_FILE" 2>"$LOG" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$PORT_FILE" 2>/dev/null && break; sleep 0.05; done

@@ -31,7 +31,7 @@ enum BenchCommand {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
         server.arguments = ["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0",
-                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"]
+                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning", "--auth", "off"]
         let out = Pipe()
         server.standardOutput = out
         try server.run()

@@ -67,7 +67,7 @@ enum BenchWSCommand {
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: selfExecutable())
                 p.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(plan.port)", "--loops", "\(plan.serverLoops)",
-                               "--conformance-echo", "--log-level", "warning"]
+                               "--conformance-echo", "--log-level", "warning", "--auth", "off"]
                 let out = Pipe()
                 p.standardOutput = out
                 try p.run()

@@ -148,6 +148,8 @@ public final class PGPool: @unchecked Sendable {
         do throws(PGError) {
             let c = try PGConnection(url: url)
             try c.query("SET statement_timeout = '5s'")
+            // Preset search: a word matches when at least 40% of its trigrams line up ("frnch" ≈ "french").
+            try c.query("SET pg_trgm.word_similarity_threshold = 0.4")
             markHealthy(true)
             return c
         } catch {

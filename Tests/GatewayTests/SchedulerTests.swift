@@ -89,16 +89,16 @@ final class SchedulerTests: XCTestCase {
         let (a, _) = try await submit(s, request("ra", maxTokens: 500), on: loop)
         let (b, _) = try await submit(s, request("rb", maxTokens: 500), on: loop)
         let (c, _) = try await submit(s, request("rc", maxTokens: 5), on: loop)
-        XCTAssertEqual(s.cancel(requestID: "rb"), .cancelled, "queued")
+        XCTAssertEqual(s.cancel(requestID: "rb", owner: ""), .cancelled, "queued")
         await waitUntil { b.finished }
         XCTAssertEqual(b.last, "done:cancelled")
-        XCTAssertEqual(s.cancel(requestID: "ra"), .cancelled, "running")
+        XCTAssertEqual(s.cancel(requestID: "ra", owner: ""), .cancelled, "running")
         await waitUntil { a.finished }
         XCTAssertEqual(a.last, "done:cancelled")
         await waitUntil { c.finished }
         XCTAssertTrue(c.last == "done:length" || c.last == "done:stop", "the queued job got the freed slot")
-        XCTAssertEqual(s.cancel(requestID: "ra"), .alreadyFinished)
-        XCTAssertEqual(s.cancel(requestID: "nope"), .notFound)
+        XCTAssertEqual(s.cancel(requestID: "ra", owner: ""), .alreadyFinished)
+        XCTAssertEqual(s.cancel(requestID: "nope", owner: ""), .notFound)
         XCTAssertEqual(s.inFlight, 0)
     }
 
@@ -124,6 +124,22 @@ final class SchedulerTests: XCTestCase {
         await waitUntil { s.inFlight == 0 }
         XCTAssertEqual(s.inFlight, 0)
         XCTAssertEqual(s.metrics.completionsCancelled.load(ordering: .relaxed), 1)
+    }
+
+    func testRequestIDsAreScopedByOwner() async throws {
+        let s = scheduler(slots: 4, queue: 4, tokenMs: 50)
+        var alice = request("same", maxTokens: 500)
+        alice.ownerID = "alice"
+        var bob = request("same", maxTokens: 5)
+        bob.ownerID = "bob"
+        let (a, _) = try await submit(s, alice, on: group.loops[0])
+        let (b, _) = try await submit(s, bob, on: group.loops[0])
+        XCTAssertEqual(s.inFlight, 2, "bob's request with alice's id starts its own generation")
+        XCTAssertEqual(s.cancel(requestID: "same", owner: "mallory"), .notFound)
+        XCTAssertEqual(s.cancel(requestID: "same", owner: "alice"), .cancelled)
+        await waitUntil { a.finished && b.finished }
+        XCTAssertEqual(a.last, "done:cancelled")
+        XCTAssertNotEqual(b.last, "done:cancelled")
     }
 
     func testDrainingRefusesNewWork() async throws {
