@@ -512,12 +512,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#save-cancel").addEventListener("click", () => $("#save-dialog").close());
   $("#run-preset").addEventListener("click", runPreset);
   $("#preset-unload").addEventListener("click", unloadPreset);
-  // A sign-in link carries the key in the fragment (never sent to the server); trade it, then forget it.
-  const m = location.hash.match(/^#key=([A-Za-z0-9_\-]+)$/);
-  if (m) {
-    history.replaceState(null, "", location.pathname + location.search);
-    signIn(m[1]);
-  } else {
-    checkSession();
-  }
+  if (!signInFromLink()) checkSession();
+  window.addEventListener("hashchange", signInFromLink);
 });
+
+/** A sign-in link carries the key in the fragment (never sent to the server): trade it, then forget it. */
+function signInFromLink() {
+  const m = location.hash.match(/^#key=([A-Za-z0-9_\-]+)$/);
+  if (!m) return false;
+  history.replaceState(null, "", location.pathname + location.search);
+  signIn(m[1]);
+  return true;
+}

@@ -23,6 +23,7 @@ enum Command {
       bench        completions benchmark: WebSocket at a fixed rate and flat out, and SSE
                    --rate 1000 --duration 8 --connections 64 --window 8 --phases rate,max,sse
       bench-ws     WebSocket load generator (see docs/BENCHMARKS.md)
+      bench-presets  preset search latency on a seeded database (scripts/bench-presets.sh)
       help         this text
 
     Every flag can also be set as an environment variable: --port → PLAYGROUND_PORT.
@@ -42,6 +43,7 @@ enum Command {
             case "bench-ws": return try BenchWSCommand.run(args)
             case "bench": return try BenchCommand.run(args)
             case "migrate": return try AdminCommand.migrate(args)
+            case "bench-presets": return try BenchPresetsCommand.run(args)
             case "admin": return try AdminCommand.run(args)
             case "help", "--help", "-h":
                 print(usage)

@@ -7,10 +7,10 @@ import Glibc
 #endif
 
 /// Resolves credentials to identities: API keys (hashed), browser sessions, and the admin CLI's
-/// key management. Positive answers are cached per node; the cache is only trusted while this node
-/// is LISTENing for revocations, so a revoked key or ended session stops working at once
-/// everywhere. If the database is down, a cached identity is still honoured (stale-if-error), so
-/// signed-in users keep generating.
+/// key management. Answers come from the database; the last good answer per credential is kept so
+/// that, while the database is down, signed-in users keep generating (stale-if-error, up to an
+/// hour). Revocations reach the cache through LISTEN/NOTIFY, so a revoked key is not honoured even
+/// from the cache during an outage.
 public final class IdentityStore: @unchecked Sendable {
     let pool: PGPool
     let logger: Logger
@@ -22,7 +22,6 @@ public final class IdentityStore: @unchecked Sendable {
     private let listening = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private var listenerThread: pthread_t?
-    static let cacheTTLNanos: UInt64 = 300_000_000_000
     static let staleTTLNanos: UInt64 = 3_600_000_000_000
 
     public init(pool: PGPool, logger: Logger) {
@@ -32,13 +31,10 @@ public final class IdentityStore: @unchecked Sendable {
 
     public enum Failure: Error, Sendable { case invalid, unavailable }
 
-    /// Resolves a credential; `done` runs on `loop`.
+    /// Resolves a credential; `done` runs on `loop`. Every call asks the database (one indexed
+    /// lookup), so a key revoked a moment ago is refused on the very next request; the cache only
+    /// answers while the database cannot.
     public func authenticate(_ credential: Credential, on loop: EventLoop, done: @escaping (Result<Identity, Failure>) -> Void) {
-        let now = monotonicNanos()
-        if let e = cache.withLock({ $0[credential] }), listening.load(ordering: .acquiring), now - e.checkedAt < IdentityStore.cacheTTLNanos {
-            done(.success(e.identity))
-            return
-        }
         switch credential {
         case .apiKey(let k), .session(let k):
             guard Credentials.looksValid(k) else { done(.failure(.invalid)); return }

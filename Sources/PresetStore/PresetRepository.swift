@@ -112,21 +112,20 @@ public enum PresetRepository {
     /// Newest first for an empty query; otherwise substring matches and near misses over name and
     /// tags, best first by trigram word similarity. Keyset pagination: the cursor names the last
     /// row's sort key, so rows added meanwhile never shift a page (no duplicates, no gaps).
-    public static func search(_ conn: PGConnection, user: Identity, query: String, limit: Int, cursor: String?) throws(PGError) -> Result<Page, SearchError> {
-        let q = query.trimmingWhitespace().lowercased()
+    /// The search statement and its bound parameters; nil for a cursor this query did not issue.
+    public static func searchStatement(user: Identity, query q: String, limit: Int, cursor: String?) -> (String, [String?])? {
         let decoded = cursor.map(SearchCursor.decode)
-        if let d = decoded, d == nil { return .failure(.badCursor) }
+        if let d = decoded, d == nil { return nil }
         let c = decoded ?? nil
-        let rows: PGRows
         if q.isEmpty {
-            if let c, c.kind != "t" { return .failure(.badCursor) }
-            rows = try conn.query("""
+            if let c, c.kind != "t" { return nil }
+            return ("""
                 SELECT \(columns), NULL FROM presets
                 WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
-                ORDER BY created_at DESC, id DESC LIMIT $4
+                ORDER BY created_at DESC, presets.id DESC LIMIT $4
                 """, [user.userID, c?.key, c?.id, "\(limit + 1)"])
         } else {
-            if let c, c.kind != "s" { return .failure(.badCursor) }
+            if let c, c.kind != "s" { return nil }
             // Every word of the query must match the preset (as a substring, or nearly: trigram word
             // similarity); the score is the words' mean similarity, plus 1 per exact substring.
             // Words are bound parameters; LIKE patterns have their own %, _ and \ escaped, so they are
@@ -145,7 +144,7 @@ public enum PresetRepository {
                 conditions.append("(search_text LIKE \(lp) ESCAPE '\\' OR \(wp) <% search_text)")
                 scores.append("word_similarity(\(wp), search_text) + CASE WHEN search_text LIKE \(lp) ESCAPE '\\' THEN 1 ELSE 0 END")
             }
-            rows = try conn.query("""
+            return ("""
                 SELECT * FROM (
                     SELECT \(columns), ((\(scores.joined(separator: " + "))) / \(words.count))::real AS score
                     FROM presets
@@ -155,13 +154,18 @@ public enum PresetRepository {
                 ORDER BY score DESC, id::uuid DESC LIMIT $4
                 """, params)
         }
-        var items = rows.rows.prefix(limit).map { r in (preset(r), r[10].flatMap(Double.init)) }
+    }
+
+    public static func search(_ conn: PGConnection, user: Identity, query: String, limit: Int, cursor: String?) throws(PGError) -> Result<Page, SearchError> {
+        let q = query.trimmingWhitespace().lowercased()
+        guard let (sql, params) = searchStatement(user: user, query: q, limit: limit, cursor: cursor) else { return .failure(.badCursor) }
+        let rows = try conn.query(sql, params)
+        let items = rows.rows.prefix(limit).map { r in (preset(r), r[10].flatMap(Double.init)) }
         var next: String?
         if rows.count > limit, let last = rows.rows.prefix(limit).last {
             next = q.isEmpty ? SearchCursor(kind: "t", key: last[7] ?? "", id: last[0] ?? "").encoded
                              : SearchCursor(kind: "s", key: last[10] ?? "0", id: last[0] ?? "").encoded
         }
-        if items.isEmpty { items = [] }
         return .success(Page(items: items, nextCursor: next))
     }
 }

@@ -25,6 +25,7 @@ def browser():
 
 def open_page(browser, node):
     # The sign-in link the run command prints: the key rides in the fragment and becomes a cookie.
+    browser.get("about:blank")
     browser.get(node.url + "/#key=" + node.key)
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "conn").text == "connected")
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel select[name=model] option"))
