@@ -50,6 +50,7 @@ let package = Package(
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
+        .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
         .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
