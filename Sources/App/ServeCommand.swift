@@ -127,7 +127,7 @@ struct NodeConfig {
 
     /// postgresql://user:secret@host → postgresql://user:***@host
     static func maskPassword(_ url: String) -> String {
-        guard let at = url.lastIndex(of: "@"), let scheme = url.range(ofSubstring: "://") else { return url }
+        guard let at = url.lastIndex(of: "@"), let scheme = url.range(ofLiteral: "://") else { return url }
         let userinfo = url[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + ":***" + String(url[at...])
@@ -238,13 +238,3 @@ final class DispatchSemaphoreLite: Sendable {
     func wait() { while !done.load(ordering: .acquiring) { usleep(1000) } }
 }
 
-extension String {
-    func range(ofSubstring needle: String) -> Range<String.Index>? {
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
-}

@@ -156,8 +156,9 @@ extension String {
     }
 }
 
-extension Substring {
-    func range(ofLiteral needle: String) -> Range<Substring.Index>? {
+extension StringProtocol {
+    /// The first occurrence of `needle`, compared character by character.
+    public func range(ofLiteral needle: String) -> Range<Index>? {
         var i = startIndex
         while i < endIndex {
             if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }

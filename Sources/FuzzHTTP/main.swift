@@ -4,6 +4,7 @@
 import HTTP1
 import NetCore
 import Glibc
+import Runtime
 #if FUZZING
 import CFuzz
 #endif
@@ -61,16 +62,7 @@ exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzTestOneInput(data, si
 // Without -DFUZZING: replay files (e.g. the seed corpus) through the same checks.
 import Glibc
 for path in CommandLine.arguments.dropFirst() {
-    guard let f = fopen(path, "rb") else { continue }
-    var bytes: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&buf, 1, 4096, f)
-        if n <= 0 { break }
-        bytes += buf[0..<n]
-    }
-    fclose(f)
-    fuzzOne(bytes)
+    if let bytes = Files.read(path) { fuzzOne(bytes) }
 }
 print("replayed \(CommandLine.arguments.count - 1) inputs")
 #endif

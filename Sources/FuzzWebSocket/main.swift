@@ -2,6 +2,7 @@
 // Invariants: no crash, and the actions taken do not depend on how the bytes are split.
 import WebSocket
 import Glibc
+import Runtime
 #if FUZZING
 import CFuzz
 #endif
@@ -67,16 +68,7 @@ var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsa
 exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzTestOneInput(data, size) })
 #else
 for path in CommandLine.arguments.dropFirst() {
-    guard let f = fopen(path, "rb") else { continue }
-    var bytes: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&buf, 1, 4096, f)
-        if n <= 0 { break }
-        bytes += buf[0..<n]
-    }
-    fclose(f)
-    fuzzOne(bytes)
+    if let bytes = Files.read(path) { fuzzOne(bytes) }
 }
 print("replayed \(CommandLine.arguments.count - 1) inputs")
 #endif

@@ -52,18 +52,23 @@ enum CompletionEncoding {
         w.endObject()
     }
 
-    /// One OpenAI stream chunk for a delta (or the final chunk when `finish` is set).
-    static func streamChunk(request: CompletionRequest, created: Int, text: String?, finish: FinishReason?,
-                            usage: Usage?, timings: Timings?, first: Bool, _ w: inout JSONWriter) {
+    /// `{"id", "object", "created", "model", "choices": [{"index": 0` — what every OpenAI shape starts with.
+    static func openChoice(_ request: CompletionRequest, object: String, created: Int, _ w: inout JSONWriter) {
         w.beginObject()
         w.key("id"); w.string(request.requestID)
-        w.key("object"); w.string(request.flavor == .chat ? "chat.completion.chunk" : "text_completion")
+        w.key("object"); w.string(object)
         w.key("created"); w.int(created)
         w.key("model"); w.string(request.parameters.model)
         w.key("choices")
         w.beginArray()
         w.beginObject()
         w.key("index"); w.int(0)
+    }
+
+    /// One OpenAI stream chunk for a delta (or the final chunk when `finish` is set).
+    static func streamChunk(request: CompletionRequest, created: Int, text: String?, finish: FinishReason?,
+                            usage: Usage?, timings: Timings?, first: Bool, _ w: inout JSONWriter) {
+        openChoice(request, object: request.flavor == .chat ? "chat.completion.chunk" : "text_completion", created: created, &w)
         if request.flavor == .chat {
             w.key("delta")
             w.beginObject()
@@ -86,15 +91,7 @@ enum CompletionEncoding {
     /// The whole (non-streamed) OpenAI response.
     static func fullResponse(request: CompletionRequest, created: Int, text: String, finish: FinishReason,
                              usage: Usage, timings: Timings, _ w: inout JSONWriter) {
-        w.beginObject()
-        w.key("id"); w.string(request.requestID)
-        w.key("object"); w.string(request.flavor == .chat ? "chat.completion" : "text_completion")
-        w.key("created"); w.int(created)
-        w.key("model"); w.string(request.parameters.model)
-        w.key("choices")
-        w.beginArray()
-        w.beginObject()
-        w.key("index"); w.int(0)
+        openChoice(request, object: request.flavor == .chat ? "chat.completion" : "text_completion", created: created, &w)
         if request.flavor == .chat {
             w.key("message")
             w.beginObject()

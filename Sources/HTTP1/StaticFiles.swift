@@ -1,3 +1,4 @@
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,25 +30,12 @@ public final class StaticFiles: @unchecked Sendable {
             guard stat(full, &st) == 0 else { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 load(directory: full, prefix: prefix + "/" + name)
-            } else if let bytes = StaticFiles.read(full) {
+            } else if let bytes = Files.read(full) {
                 var h: UInt64 = 0xcbf2_9ce4_8422_2325
                 for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
                 files[prefix + "/" + name] = File(body: bytes, contentType: StaticFiles.type(of: name), etag: "\"\(String(h, radix: 16))\"")
             }
         }
-    }
-
-    static func read(_ path: String) -> [UInt8]? {
-        guard let f = fopen(path, "rb") else { return nil }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return out
     }
 
     static func type(of name: String) -> String {
