@@ -30,7 +30,7 @@ fi
 trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
 # Every run starts from an empty database: migrations are tested from scratch each time.
 runuser -u postgres -- "$(ls -d /usr/lib/postgresql/15/bin)/psql" -q -d "$DATABASE_URL" \
-  -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null
+  -c "SET client_min_messages = warning" -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
 
 swift_tests() {
   swift build --build-tests 2>&1 | grep -vE "prohibited flag|^warning: 'main'" | tail -3
@@ -41,7 +41,13 @@ release_build() { swift build -c release 2>&1 | grep -v "prohibited flag" | tail
 
 stage "swift test (unit, corpus, live sockets)" swift_tests
 stage "release build" release_build
-e2e() { (cd Tests/e2e && python3 -m pytest -q -p no:cacheprovider .) 2>&1 | tail -15; return "${PIPESTATUS[0]}"; }
+e2e() {
+  (cd Tests/e2e && python3 -m pytest -q -p no:cacheprovider .) > reports/e2e.log 2>&1
+  local rc=$?
+  if ((rc)); then grep -E "^(E  |FAILED|ERROR)" reports/e2e.log | head -60; fi
+  tail -1 reports/e2e.log
+  return $rc
+}
 stage "end to end: openai SDK, websockets, headless Chromium" e2e
 stage "autobahn testsuite (groups 1-7, 9, 10)" scripts/autobahn.sh .build/release/playground
 stage "fuzzing (${FUZZ_SECONDS}s per target)" scripts/fuzz.sh "$FUZZ_SECONDS"

@@ -70,22 +70,28 @@ public final class APIRouter: @unchecked Sendable {
     /// Routes a call; unknown routes get 404/405 in the API's error shape; protected routes 401
     /// without a valid credential.
     public func dispatch(_ call: APICall, _ reply: APIReply, credential: Credential?) {
+        if case .found(let r, _) = table.match(method: call.method, path: Substring(call.path)),
+           !publicRoutes.contains(r.method + " " + r.patternString) {
+            authenticator.authenticate(credential, on: reply.loop) { [self] result in route(call, reply, identity: result) }
+        } else {
+            route(call, reply, identity: .success(.anonymous))
+        }
+    }
+
+    /// Routes a call whose credential was already checked (the WebSocket checks each message in
+    /// order, before routing, so replies keep the order of requests).
+    public func route(_ call: APICall, _ reply: APIReply, identity: Result<Identity, APIError>) {
         switch table.match(method: call.method, path: Substring(call.path)) {
         case .found(let route, let params):
             var c = call
             c.pathParameters = params
-            if publicRoutes.contains(route.method + " " + route.patternString) {
-                route.handler(c, reply)
-                return
-            }
-            authenticator.authenticate(credential, on: reply.loop) { result in
-                switch result {
-                case .failure(let e): reply.fail(e)
-                case .success(let identity):
-                    c.identity = identity
-                    route.handler(c, reply)
+            if !publicRoutes.contains(route.method + " " + route.patternString) {
+                switch identity {
+                case .failure(let e): reply.fail(e); return
+                case .success(let id): c.identity = id
                 }
             }
+            route.handler(c, reply)
         case .methodNotAllowed(let allowed):
             reply.fail(APIError(.methodNotAllowed, "\(call.method) is not allowed on \(call.path); allowed: \(allowed.joined(separator: ", "))"))
         case .notFound:

@@ -81,7 +81,23 @@ final class EnvelopeSession: WebSocketDelegate {
         let (path, query) = APICall.splitTarget(target[...])
         var call = APICall(method: method, path: path, body: o["body"].flatMap { $0.isNull ? nil : $0 })
         call.query = query
-        api.dispatch(call, EnvelopeReply(session: self, id: id), credential: credential)
+        waiting.append((call, EnvelopeReply(session: self, id: id)))
+        if !checking { checkNext() }
+    }
+
+    /// Requests wait here while the one before them has its credential checked, so they reach the
+    /// router (and take queue places and slots) in the order the client sent them.
+    private var waiting: [(APICall, EnvelopeReply)] = []
+    private var checking = false
+
+    private func checkNext() {
+        guard !waiting.isEmpty, ws.isOpen else { checking = false; return }
+        checking = true
+        let (call, reply) = waiting.removeFirst()
+        api.authenticator.authenticate(credential, on: ws.loop) { [self] result in
+            api.route(call, reply, identity: result)
+            checkNext()
+        }
     }
 
     func webSocketClosed(_ ws: WebSocket, code: UInt16?) {
