@@ -27,11 +27,27 @@ enum BenchCommand {
         let clients = try a.int("clients", default: 1)
         let phases = a.string("phases", default: "rate,max,sse").split(separator: ",").map(String.init)
         let serverLoops = try a.int("server-loops", default: CPU.count)
+        // --with-auth: the real path, one PostgreSQL key lookup per request (needs DATABASE_URL).
+        let withAuth = a.bool("with-auth")
+        var key = ""
+        if withAuth {
+            guard Arguments.environment("DATABASE_URL") != nil else { throw ArgumentError(message: "--with-auth needs DATABASE_URL") }
+            let mint = Process()
+            mint.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
+            mint.arguments = ["admin", "keys", "create", "--user", "bench"]
+            let o = Pipe()
+            mint.standardOutput = o
+            mint.standardError = FileHandle.nullDevice
+            try mint.run()
+            key = BenchSupport.readLine(o.fileHandleForReading) ?? ""
+            mint.waitUntilExit()
+            guard key.hasPrefix("pgk_") else { throw ArgumentError(message: "could not mint a key (run `playground migrate` first?)") }
+        }
 
         let server = Process()
         server.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
         server.arguments = ["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0",
-                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning", "--auth", "off"]
+                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"] + (withAuth ? [] : ["--auth", "off"])
         let out = Pipe()
         server.standardOutput = out
         try server.run()
@@ -43,7 +59,7 @@ enum BenchCommand {
         let pid = server.processIdentifier
         usleep(200_000)
         printLine("bench: node pid \(pid), \(serverLoops) loops, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
-                  + "\(clients) client process(es)")
+                  + "\(clients) client process(es); auth \(withAuth ? "on (PostgreSQL lookup per request)" : "off")")
         printLine("bench: server RSS at start \(String(format: "%.1f", Double(ProcessLimits.residentBytes(pid: pid)) / 1e6)) MB")
         var failed = false
         for phase in phases {
@@ -61,7 +77,7 @@ enum BenchCommand {
                 p.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
                 p.arguments = ["bench", "--child", "--mode", mode, "--port", "\(port)", "--connections", "\(BenchWSCommand.share(conns, i, clients))",
                                "--window", "\(win)", "--rate", "\(BenchWSCommand.share(r, i, clients))", "--duration", "\(duration)",
-                               "--max-tokens", "\(maxTokens)", "--source", "127.0.0.\(2 + i)"]
+                               "--max-tokens", "\(maxTokens)", "--source", "127.0.0.\(2 + i)", "--key", key]
                 let o = Pipe()
                 p.standardOutput = o
                 try p.run()
@@ -132,6 +148,7 @@ final class BenchCompletionChild: @unchecked Sendable {
     let window: Int
     let rate: Int
     let body: String
+    let key: String
     var result = BenchResult()
     var measuring = false
     var running = true
@@ -144,7 +161,8 @@ final class BenchCompletionChild: @unchecked Sendable {
     var credit = 0.0
     var lastTick: UInt64 = 0
 
-    init(loop: EventLoop, mode: String, window: Int, rate: Int, maxTokens: Int) {
+    init(loop: EventLoop, mode: String, window: Int, rate: Int, maxTokens: Int, key: String) {
+        self.key = key
         self.loop = loop
         self.mode = mode
         self.window = window
@@ -164,7 +182,7 @@ final class BenchCompletionChild: @unchecked Sendable {
         group.start()
         let child = BenchCompletionChild(loop: group.loops[0], mode: a.string("mode", default: "ws-max"),
                                          window: try a.int("window", default: 8), rate: try a.int("rate", default: 1000),
-                                         maxTokens: try a.int("max-tokens", default: 16))
+                                         maxTokens: try a.int("max-tokens", default: 16), key: a.string("key", default: ""))
         let box = UncheckedBox(child)
         let ready = DispatchSemaphore(value: 0)
         group.loops[0].execute { box.value.open(connections, target: target, source: source, ready: ready) }
@@ -205,7 +223,9 @@ final class BenchCompletionChild: @unchecked Sendable {
         cfg.maxOutboundBytes = 64 << 20
         cfg.maxMessageBytes = 1 << 20
         for _ in 0..<n {
-            WebSocketClient.connect(to: target, from: source, path: "/v1/ws", configuration: cfg, loop: loop) { [self] r in
+            var headers = HTTPHeaders()
+            if !key.isEmpty { headers.add("Authorization", "Bearer \(key)") }
+            WebSocketClient.connect(to: target, from: source, path: "/v1/ws", headers: headers, configuration: cfg, loop: loop) { [self] r in
                 if case .success(let ws) = r {
                     ws.delegate = BenchEnvelopeDelegate(child: self)
                     sockets.append(ws)
@@ -298,7 +318,8 @@ final class SSEBenchConnection: ConnectionHandler {
     init(child: BenchCompletionChild, target: SocketAddress, source: SocketAddress, connected: @escaping () -> Void) {
         self.child = child
         let body = child.body + ",\"stream\":true}"
-        request = Array("POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let auth = child.key.isEmpty ? "" : "Authorization: Bearer \(child.key)\r\n"
+        request = Array("POST /v1/completions HTTP/1.1\r\nHost: bench\r\n\(auth)Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
         connection = try? Connection.connect(to: target, from: source, loop: child.loop) { [self] c, err in
             if err == nil { c.handler = self }
             connected()

@@ -31,32 +31,125 @@ public final class IdentityStore: @unchecked Sendable {
 
     public enum Failure: Error, Sendable { case invalid, unavailable }
 
-    /// Resolves a credential; `done` runs on `loop`. Every call asks the database (one indexed
-    /// lookup), so a key revoked a moment ago is refused on the very next request; the cache only
-    /// answers while the database cannot.
+    /// Resolves a credential; `done` runs on `loop`. Every call asks the database, so a key revoked
+    /// a moment ago is refused on the very next request; the cache only answers while the database
+    /// cannot. Lookups that arrive while one is running are answered together by the next query
+    /// (`key_hash = ANY(…)`), so under load the database sees one query per batch, not per request.
     public func authenticate(_ credential: Credential, on loop: EventLoop, done: @escaping (Result<Identity, Failure>) -> Void) {
         switch credential {
         case .apiKey(let k), .session(let k):
             guard Credentials.looksValid(k) else { done(.failure(.invalid)); return }
         }
-        pool.run(on: loop, { conn throws(PGError) -> Identity? in try IdentityStore.lookup(credential, conn) }) { [self] r in
-            switch r {
-            case .success(let id?):
-                cache.withLock { $0[credential] = Entry(identity: id, checkedAt: monotonicNanos()) }
-                done(.success(id))
-            case .success(nil):
-                cache.withLock { $0[credential] = nil }
-                done(.failure(.invalid))
-            case .failure(let e):
-                // Database down: a recently seen identity still works; anything else waits for it.
-                if e.kind != .query, let entry = cache.withLock({ $0[credential] }), monotonicNanos() - entry.checkedAt < IdentityStore.staleTTLNanos {
-                    done(.success(entry.identity))
-                } else {
-                    logger.warning("identity lookup failed", ["error": e.description])
-                    done(.failure(.unavailable))
+        let start: Bool = batch.withLock { b in
+            b.items.append(PendingLookup(credential: credential, loop: loop, done: done))
+            if b.running { return false }
+            b.running = true
+            return true
+        }
+        if start { runBatches() }
+    }
+
+    private struct PendingLookup: @unchecked Sendable {
+        let credential: Credential
+        let loop: EventLoop
+        let done: (Result<Identity, Failure>) -> Void
+    }
+    private struct Batch { var items: [PendingLookup] = []; var running = false }
+    private let batch = Mutex(Batch())
+    static let maxBatch = 256
+
+    /// Takes what is pending and answers it with one query per credential kind, until nothing is left.
+    private func runBatches() {
+        pool.submit({ [self] conn in
+            while true {
+                let items: [PendingLookup] = batch.withLock { b in
+                    let n = min(b.items.count, IdentityStore.maxBatch)
+                    let taken = Array(b.items.prefix(n))
+                    b.items.removeFirst(n)
+                    if taken.isEmpty { b.running = false }
+                    return taken
+                }
+                if items.isEmpty { return }
+                do throws(PGError) {
+                    let found = try IdentityStore.lookupMany(Set(items.map(\.credential)), conn)
+                    let now = monotonicNanos()
+                    cache.withLock { c in
+                        for i in items {
+                            if let id = found[i.credential] { c[i.credential] = Entry(identity: id, checkedAt: now) } else { c[i.credential] = nil }
+                        }
+                    }
+                    for i in items {
+                        let r: Result<Identity, Failure> = found[i.credential].map { .success($0) } ?? .failure(.invalid)
+                        let done = UncheckedBox(i.done)
+                        i.loop.execute { done.value(r) }
+                    }
+                } catch {
+                    fallBack(items, error)
+                    if error.kind == .connection {
+                        // This connection is broken: let the pool reconnect; the rest waits for the next batch.
+                        let again = batch.withLock { b in b.running = !b.items.isEmpty; return b.running }
+                        if again { runBatches() }
+                        return
+                    }
+                }
+            }
+        }, unavailable: { [self] error in
+            let items: [PendingLookup] = batch.withLock { b in
+                let all = b.items
+                b.items.removeAll()
+                b.running = false
+                return all
+            }
+            fallBack(items, error)
+        })
+    }
+
+    /// The database could not answer: a recently seen identity still works; anything else waits.
+    private func fallBack(_ items: [PendingLookup], _ error: PGError) {
+        logger.warning("identity lookup failed", ["error": error.description, "requests": "\(items.count)"])
+        let now = monotonicNanos()
+        for i in items {
+            let stale = cache.withLock { $0[i.credential] }.flatMap { now - $0.checkedAt < IdentityStore.staleTTLNanos ? $0.identity : nil }
+            let r: Result<Identity, Failure> = stale.map { .success($0) } ?? .failure(.unavailable)
+            let done = UncheckedBox(i.done)
+            i.loop.execute { done.value(r) }
+        }
+    }
+
+    /// One query for all API keys and one for all sessions in the set.
+    static func lookupMany(_ credentials: Set<Credential>, _ conn: PGConnection) throws(PGError) -> [Credential: Identity] {
+        var keys: [String: Credential] = [:], sessions: [String: Credential] = [:]
+        for c in credentials {
+            switch c {
+            case .apiKey(let k): keys[Credentials.hex(Credentials.sha256(k))] = c
+            case .session(let t): sessions[Credentials.hex(Credentials.sha256(t))] = c
+            }
+        }
+        var out: [Credential: Identity] = [:]
+        if !keys.isEmpty {
+            let rows = try conn.query("""
+                SELECT encode(key_hash, 'hex'), id, user_id, org_id FROM api_keys
+                WHERE key_hash = ANY (SELECT decode(h, 'hex') FROM unnest($1::text[]) h) AND revoked_at IS NULL
+                """, ["{" + keys.keys.joined(separator: ",") + "}"])
+            for r in rows.rows {
+                if let h = r[0], let c = keys[h], let id = r[1].flatMap(Int64.init), let user = r[2] {
+                    out[c] = Identity(userID: user, orgID: r[3], keyID: id)
                 }
             }
         }
+        if !sessions.isEmpty {
+            let rows = try conn.query("""
+                SELECT encode(s.token_hash, 'hex'), k.id, k.user_id, k.org_id FROM sessions s JOIN api_keys k ON k.id = s.key_id
+                WHERE s.token_hash = ANY (SELECT decode(h, 'hex') FROM unnest($1::text[]) h)
+                  AND s.expires_at > now() AND k.revoked_at IS NULL
+                """, ["{" + sessions.keys.joined(separator: ",") + "}"])
+            for r in rows.rows {
+                if let h = r[0], let c = sessions[h], let id = r[1].flatMap(Int64.init), let user = r[2] {
+                    out[c] = Identity(userID: user, orgID: r[3], keyID: id)
+                }
+            }
+        }
+        return out
     }
 
     static func lookup(_ credential: Credential, _ conn: PGConnection) throws(PGError) -> Identity? {

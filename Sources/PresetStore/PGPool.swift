@@ -73,6 +73,12 @@ public final class PGPool: @unchecked Sendable {
         enqueue(work)
     }
 
+    /// Runs `body` on a pool thread, or `unavailable` at once if no connection can take it.
+    /// For callers that fan results out themselves (batched identity lookups).
+    public func submit(_ body: @escaping (PGConnection) -> Void, unavailable: @escaping (PGError) -> Void) {
+        enqueue(Work(body: body, onUnavailable: unavailable))
+    }
+
     /// Blocking variant for CLI commands (never call it on an event loop).
     public func runBlocking<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws(PGError) -> T) throws(PGError) -> T {
         let box = Mutex<Result<T, PGError>?>(nil)

@@ -275,3 +275,23 @@ def test_admin_keys_list_shows_no_secret():
     for line in out.stdout.splitlines()[1:]:
         prefix = line.split("\t")[1]
         assert len(prefix) <= 13, "only a short prefix of a key is ever shown"
+
+
+def test_concurrent_identity_lookups_answer_each_credential(node):
+    """Lookups are batched into one query: each request must still get its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+    users = [f"batch-{uuid.uuid4().hex[:6]}" for _ in range(4)]
+    keys = {u: make_key(u) for u in users}
+    bad = ["pgk_invalid_" + uuid.uuid4().hex for _ in range(4)]
+
+    def who(key):
+        req = urllib.request.Request(node.url + "/v1/session", headers=auth(key))
+        try:
+            return json.loads(urllib.request.urlopen(req, timeout=10).read())["user_id"]
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    jobs = [(u, k) for u, k in keys.items()] * 15 + [(401, b) for b in bad] * 10
+    with ThreadPoolExecutor(32) as ex:
+        results = list(ex.map(lambda j: (j[0], who(j[1])), jobs))
+    assert all(expected == got for expected, got in results), [r for r in results if r[0] != r[1]][:5]
