@@ -8,15 +8,20 @@ public final class NGramModel: Sendable {
     let vocabulary: [String]
     let index: [String: Int32]
     let lowerIndex: [String: [Int32]]
-    /// Continuations by context: key is the context's token ids packed 21 bits each.
-    let contexts: [[UInt64: Context]]  // [order-1] for orders 2, 3, 4
+    /// Continuations by context, for orders 2, 3 and 4 (`contexts[order - 2]`): the key packs the
+    /// context's token ids 21 bits each; the value is a span of the flat arrays below. Flat storage
+    /// keeps the per-token path free of allocations and reference counting.
+    let contexts: [[UInt64: Context]]
+    /// Continuation token ids, sorted ascending within each context's span (binary-searched).
+    let flatTokens: [Int32]
+    let flatCounts: [Float]
     let unigramTotal: Float
     let unigramCounts: [Float]
     let sentenceStarts: Context
 
     struct Context: Sendable {
-        let tokens: [Int32]
-        let counts: [Float]
+        let start: Int32
+        let count: Int32
         let total: Float
     }
 
@@ -46,9 +51,13 @@ public final class NGramModel: Sendable {
                 history.append(t)
             }
         }
+        var flatTokens: [Int32] = [], flatCounts: [Float] = []
         func context(_ d: [Int32: Int]) -> Context {
             let sorted = d.sorted { $0.key < $1.key }
-            return Context(tokens: sorted.map(\.key), counts: sorted.map { Float($0.value) }, total: Float(d.values.reduce(0, +)))
+            let c = Context(start: Int32(flatTokens.count), count: Int32(sorted.count), total: Float(d.values.reduce(0, +)))
+            flatTokens.append(contentsOf: sorted.map(\.key))
+            flatCounts.append(contentsOf: sorted.map { Float($0.value) })
+            return c
         }
         vocabulary = vocab
         self.index = index
@@ -56,11 +65,14 @@ public final class NGramModel: Sendable {
         for (i, w) in vocab.enumerated() { lower[w.lowercased(), default: []].append(Int32(i)) }
         lowerIndex = lower
         contexts = tables.map { $0.mapValues(context) }
+        let startContext = context(starts)
+        self.flatTokens = flatTokens
+        self.flatCounts = flatCounts
         var counts = [Float](repeating: 0, count: vocab.count)
         for (t, c) in uni { counts[Int(t)] = Float(c) }
         unigramCounts = counts
         unigramTotal = Float(uni.values.reduce(0, +))
-        sentenceStarts = context(starts)
+        sentenceStarts = startContext
     }
 
     static func key<C: Collection>(_ ids: C) -> UInt64 where C.Element == Int32 {
@@ -68,6 +80,12 @@ public final class NGramModel: Sendable {
         for i in ids { k = k << 21 | UInt64(UInt32(bitPattern: i) & 0x1F_FFFF) }
         return k
     }
+
+    // The same packing without building an array: the per-token path must not allocate.
+    @inline(__always) static func bits(_ a: Int32) -> UInt64 { UInt64(UInt32(bitPattern: a) & 0x1F_FFFF) }
+    @inline(__always) static func key(_ a: Int32) -> UInt64 { 1 << 21 | bits(a) }
+    @inline(__always) static func key(_ a: Int32, _ b: Int32) -> UInt64 { (2 << 21 | bits(a)) << 21 | bits(b) }
+    @inline(__always) static func key(_ a: Int32, _ b: Int32, _ c: Int32) -> UInt64 { ((3 << 21 | bits(a)) << 21 | bits(b)) << 21 | bits(c) }
 
     public var vocabularySize: Int { vocabulary.count }
 
@@ -84,37 +102,53 @@ public final class NGramModel: Sendable {
     static let unigramWeight: Float = 0.05
 
     /// Candidate next tokens with interpolated probabilities (not normalised over the vocabulary:
-    /// only tokens seen after some suffix of the history are candidates).
+    /// only tokens seen after some suffix of the history are candidates). Allocation-free once
+    /// `out` has grown; context look-ups are three hash probes, continuation look-ups binary searches.
     func candidates(history h: (Int32, Int32, Int32), into out: inout [(token: Int32, p: Float)]) {
         out.removeAll(keepingCapacity: true)
-        if h.2 == NGramModel.endOfText && h.1 == NGramModel.endOfText {
-            for (k, t) in sentenceStarts.tokens.enumerated() { out.append((t, sentenceStarts.counts[k] / sentenceStarts.total)) }
-            return
-        }
-        var found: [Context?] = [nil, nil, nil]
-        found[0] = contexts[0][NGramModel.key([h.2])]
-        found[1] = contexts[1][NGramModel.key([h.1, h.2])]
-        found[2] = contexts[2][NGramModel.key([h.0, h.1, h.2])]
-        var weightSum = NGramModel.unigramWeight
-        for o in 0..<3 where found[o] != nil { weightSum += NGramModel.weights[o] }
-        // Candidates come from the longest contexts that exist; shorter ones add mass to them.
-        for o in stride(from: 2, through: 0, by: -1) {
-            guard let c = found[o] else { continue }
-            for t in c.tokens where !out.contains(where: { $0.token == t }) { out.append((t, 0)) }
-            if out.count >= 2 { break }
-        }
-        if out.isEmpty {
-            for (k, t) in sentenceStarts.tokens.enumerated() { out.append((t, sentenceStarts.counts[k] / sentenceStarts.total)) }
-            return
-        }
-        for k in out.indices {
-            let t = out[k].token
-            var p = NGramModel.unigramWeight * unigramCounts[Int(t)] / unigramTotal
-            for o in 0..<3 {
-                guard let c = found[o], let i = c.tokens.firstIndex(of: t) else { continue }
-                p += NGramModel.weights[o] * c.counts[i] / c.total
+        flatTokens.withUnsafeBufferPointer { tokens in
+            flatCounts.withUnsafeBufferPointer { counts in
+                if h.2 == NGramModel.endOfText && h.1 == NGramModel.endOfText {
+                    let c = sentenceStarts
+                    for k in Int(c.start)..<Int(c.start + c.count) { out.append((tokens[k], counts[k] / c.total)) }
+                    return
+                }
+                let c1 = contexts[0][NGramModel.key(h.2)]
+                let c2 = contexts[1][NGramModel.key(h.1, h.2)]
+                let c3 = contexts[2][NGramModel.key(h.0, h.1, h.2)]
+                var weightSum = NGramModel.unigramWeight
+                if c1 != nil { weightSum += NGramModel.weights[0] }
+                if c2 != nil { weightSum += NGramModel.weights[1] }
+                if c3 != nil { weightSum += NGramModel.weights[2] }
+                // Candidates come from the longest context that offers at least two; shorter ones add mass.
+                for order in stride(from: 2, through: 0, by: -1) {
+                    guard let c = order == 2 ? c3 : (order == 1 ? c2 : c1) else { continue }
+                    for k in Int(c.start)..<Int(c.start + c.count) where !out.contains(where: { $0.token == tokens[k] }) {
+                        out.append((tokens[k], 0))
+                    }
+                    if out.count >= 2 { break }
+                }
+                if out.isEmpty {
+                    let c = sentenceStarts
+                    for k in Int(c.start)..<Int(c.start + c.count) { out.append((tokens[k], counts[k] / c.total)) }
+                    return
+                }
+                @inline(__always) func mass(_ c: Context?, _ w: Float, _ t: Int32) -> Float {
+                    guard let c else { return 0 }
+                    var lo = Int(c.start), hi = Int(c.start + c.count)
+                    while lo < hi {
+                        let mid = (lo + hi) >> 1
+                        if tokens[mid] < t { lo = mid + 1 } else { hi = mid }
+                    }
+                    return lo < Int(c.start + c.count) && tokens[lo] == t ? w * counts[lo] / c.total : 0
+                }
+                for k in out.indices {
+                    let t = out[k].token
+                    var p = NGramModel.unigramWeight * unigramCounts[Int(t)] / unigramTotal
+                    p += mass(c1, NGramModel.weights[0], t) + mass(c2, NGramModel.weights[1], t) + mass(c3, NGramModel.weights[2], t)
+                    out[k].p = p / weightSum
+                }
             }
-            out[k].p = p / weightSum
         }
     }
 }
