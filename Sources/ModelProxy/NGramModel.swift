@@ -123,8 +123,12 @@ public final class NGramModel: Sendable {
                 // Candidates come from the longest context that offers at least two; shorter ones add mass.
                 for order in stride(from: 2, through: 0, by: -1) {
                     guard let c = order == 2 ? c3 : (order == 1 ? c2 : c1) else { continue }
-                    for k in Int(c.start)..<Int(c.start + c.count) where !out.contains(where: { $0.token == tokens[k] }) {
-                        out.append((tokens[k], 0))
+                    let span = Int(c.start)..<Int(c.start + c.count)
+                    if out.isEmpty {
+                        // Tokens within one context are distinct: no duplicate check needed.
+                        for k in span { out.append((tokens[k], 0)) }
+                    } else {
+                        for k in span where !out.contains(where: { $0.token == tokens[k] }) { out.append((tokens[k], 0)) }
                     }
                     if out.count >= 2 { break }
                 }
