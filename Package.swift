@@ -44,8 +44,9 @@ let package = Package(
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).
-        .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "NetCore", "CFuzz", "Runtime"]),
-        .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "CFuzz", "Runtime"]),
+        .target(name: "FuzzSupport", dependencies: ["CFuzz", "Runtime"]),
+        .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "NetCore", "FuzzSupport"]),
+        .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),

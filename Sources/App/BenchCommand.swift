@@ -32,31 +32,21 @@ enum BenchCommand {
         var key = ""
         if withAuth {
             guard Arguments.environment("DATABASE_URL") != nil else { throw ArgumentError(message: "--with-auth needs DATABASE_URL") }
-            let mint = Process()
-            mint.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
-            mint.arguments = ["admin", "keys", "create", "--user", "bench"]
-            let o = Pipe()
-            mint.standardOutput = o
-            mint.standardError = FileHandle.nullDevice
-            try mint.run()
-            key = BenchSupport.readLine(o.fileHandleForReading) ?? ""
-            mint.waitUntilExit()
+            let mint = try BenchSupport.spawn(["admin", "keys", "create", "--user", "bench"], quiet: true)
+            key = BenchSupport.readLine(mint.output) ?? ""
+            mint.process.waitUntilExit()
             guard key.hasPrefix("pgk_") else { throw ArgumentError(message: "could not mint a key (run `playground migrate` first?)") }
         }
 
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
-        server.arguments = ["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0",
-                            "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"] + (withAuth ? [] : ["--auth", "off"])
-        let out = Pipe()
-        server.standardOutput = out
-        try server.run()
-        defer { server.terminate(); server.waitUntilExit() }
-        guard BenchSupport.readLine(out.fileHandleForReading)?.hasPrefix("listening on") == true else {
+        let server = try BenchSupport.spawn(["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0",
+                                             "--model-token-ms", "0", "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"]
+                                            + (withAuth ? [] : ["--auth", "off"]))
+        defer { server.process.terminate(); server.process.waitUntilExit() }
+        guard BenchSupport.readLine(server.output)?.hasPrefix("listening on") == true else {
             printLine("bench: the node did not start")
             return 1
         }
-        let pid = server.processIdentifier
+        let pid = server.process.processIdentifier
         usleep(200_000)
         printLine("bench: node pid \(pid), \(serverLoops) loops, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
                   + "\(clients) client process(es); auth \(withAuth ? "on (PostgreSQL lookup per request)" : "off")")
@@ -73,15 +63,11 @@ enum BenchCommand {
             let cpu0 = BenchSupport.cpuSeconds(pid)
             var children: [(Process, FileHandle)] = []
             for i in 0..<clients {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: BenchSupport.selfExecutable())
-                p.arguments = ["bench", "--child", "--mode", mode, "--port", "\(port)", "--connections", "\(BenchWSCommand.share(conns, i, clients))",
-                               "--window", "\(win)", "--rate", "\(BenchWSCommand.share(r, i, clients))", "--duration", "\(duration)",
-                               "--max-tokens", "\(maxTokens)", "--source", "127.0.0.\(2 + i)", "--key", key]
-                let o = Pipe()
-                p.standardOutput = o
-                try p.run()
-                children.append((p, o.fileHandleForReading))
+                let c = try BenchSupport.spawn(["bench", "--child", "--mode", mode, "--port", "\(port)",
+                                                "--connections", "\(BenchWSCommand.share(conns, i, clients))", "--window", "\(win)",
+                                                "--rate", "\(BenchWSCommand.share(r, i, clients))", "--duration", "\(duration)",
+                                                "--max-tokens", "\(maxTokens)", "--source", "127.0.0.\(2 + i)", "--key", key])
+                children.append((c.process, c.output))
             }
             var total = BenchResult()
             for (p, o) in children {
@@ -377,6 +363,25 @@ final class SSEBenchConnection: ConnectionHandler {
 
 /// Helpers shared by the load generators.
 enum BenchSupport {
+    struct Child {
+        let process: Process
+        let output: FileHandle
+        let input: FileHandle
+    }
+
+    /// Starts this binary with `args`, its stdout and stdin piped to us.
+    static func spawn(_ args: [String], quiet: Bool = false) throws -> Child {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: selfExecutable())
+        p.arguments = args
+        let out = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardInput = inp
+        if quiet { p.standardError = FileHandle.nullDevice }
+        try p.run()
+        return Child(process: p, output: out.fileHandleForReading, input: inp.fileHandleForWriting)
+    }
+
     static func selfExecutable() -> String { BenchWSCommand.selfExecutable() }
     static func readLine(_ h: FileHandle) -> String? { BenchWSCommand.readLine(h) }
     static func cpuSeconds(_ pid: Int32) -> Double { BenchWSCommand.cpuSeconds(pid) }

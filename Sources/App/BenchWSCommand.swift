@@ -64,17 +64,12 @@ enum BenchWSCommand {
         defer { for s in servers where s.isRunning { s.terminate(); s.waitUntilExit() } }
         if plan.target == nil {
             for _ in 0..<plan.servers {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: selfExecutable())
-                p.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(plan.port)", "--loops", "\(plan.serverLoops)",
-                               "--conformance-echo", "--log-level", "warning", "--auth", "off"]
-                let out = Pipe()
-                p.standardOutput = out
-                try p.run()
-                servers.append(p)
-                pids.append(p.processIdentifier)
+                let c = try BenchSupport.spawn(["serve", "--host", "127.0.0.1", "--port", "\(plan.port)", "--loops", "\(plan.serverLoops)",
+                                                "--conformance-echo", "--log-level", "warning", "--auth", "off"])
+                servers.append(c.process)
+                pids.append(c.process.processIdentifier)
                 // Wait for "listening on".
-                let line = readLine(out.fileHandleForReading)
+                let line = readLine(c.output)
                 guard line?.hasPrefix("listening on") == true else {
                     printLine("bench-ws: server did not start: \(line ?? "EOF")")
                     return 1
@@ -93,16 +88,11 @@ enum BenchWSCommand {
         let connectStart = monotonicNanos()
         for i in 0..<plan.clients {
             let idle = share(plan.idle, i, plan.clients), active = share(plan.active, i, plan.clients)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: selfExecutable())
-            p.arguments = ["bench-ws", "--child", "--target", target, "--source", "127.0.0.\(2 + i % 250)",
-                           "--idle", "\(idle)", "--active", "\(active)", "--window", "\(plan.window)",
-                           "--payload", "\(plan.payload)", "--duration", "\(plan.durationSeconds)", "--warmup", "\(plan.warmupSeconds)"]
-            let out = Pipe(), inp = Pipe()
-            p.standardOutput = out
-            p.standardInput = inp
-            try p.run()
-            children.append((p, out.fileHandleForReading, inp.fileHandleForWriting))
+            let c = try BenchSupport.spawn(["bench-ws", "--child", "--target", target, "--source", "127.0.0.\(2 + i % 250)",
+                                            "--idle", "\(idle)", "--active", "\(active)", "--window", "\(plan.window)",
+                                            "--payload", "\(plan.payload)", "--duration", "\(plan.durationSeconds)",
+                                            "--warmup", "\(plan.warmupSeconds)"])
+            children.append((c.process, c.output, c.input))
         }
         var connected = 0, failed = 0
         for (_, out, _) in children {

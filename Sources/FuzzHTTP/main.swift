@@ -3,11 +3,7 @@
 // parsed, bodies, error status) does not depend on how the bytes are split across reads.
 import HTTP1
 import NetCore
-import Glibc
-import Runtime
-#if FUZZING
-import CFuzz
-#endif
+import FuzzSupport
 
 struct Verdict: Equatable {
     var bodies: [[UInt8]] = []
@@ -47,22 +43,4 @@ func fuzzOne(_ data: [UInt8]) {
     precondition(whole == split, "verdict depends on read boundaries")
 }
 
-#if FUZZING
-// Swift's main runs libFuzzer's driver; the C symbol below also satisfies libFuzzer's own main,
-// which the sanitizer runtime links in but never runs.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzzOne(size == 0 || data == nil ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
-var argc = CommandLine.argc
-var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzTestOneInput(data, size) })
-#else
-// Without -DFUZZING: replay files (e.g. the seed corpus) through the same checks.
-import Glibc
-for path in CommandLine.arguments.dropFirst() {
-    if let bytes = Files.read(path) { fuzzOne(bytes) }
-}
-print("replayed \(CommandLine.arguments.count - 1) inputs")
-#endif
+fuzzMain(fuzzOne)

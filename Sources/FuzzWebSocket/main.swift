@@ -1,11 +1,7 @@
 // libFuzzer target for the WebSocket frame parser and connection state machine (server role).
 // Invariants: no crash, and the actions taken do not depend on how the bytes are split.
 import WebSocket
-import Glibc
-import Runtime
-#if FUZZING
-import CFuzz
-#endif
+import FuzzSupport
 
 enum Act: Equatable {
     case message(UInt8, [UInt8])
@@ -55,20 +51,4 @@ func fuzzOne(_ data: [UInt8]) {
     precondition(run(body, piece: max(1, body.count)) == run(body, piece: piece), "actions depend on read boundaries")
 }
 
-#if FUZZING
-// Swift's main runs libFuzzer's driver; the C symbol below also satisfies libFuzzer's own main,
-// which the sanitizer runtime links in but never runs.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzzOne(size == 0 || data == nil ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
-var argc = CommandLine.argc
-var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzTestOneInput(data, size) })
-#else
-for path in CommandLine.arguments.dropFirst() {
-    if let bytes = Files.read(path) { fuzzOne(bytes) }
-}
-print("replayed \(CommandLine.arguments.count - 1) inputs")
-#endif
+fuzzMain(fuzzOne)
