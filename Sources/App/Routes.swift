@@ -11,7 +11,7 @@ import WebSocket
 /// The node's routes: the API over REST and the WebSocket envelope, sign-in, ops, the page.
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, scheduler: CompletionScheduler,
-                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?) {
+                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry) {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         router.get("/readyz") { _, r in
             if scheduler.isDraining {
@@ -26,7 +26,7 @@ enum Routes {
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator).install(on: router) }
         if !modelServer {
-            WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics)
+            WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics, registry: sessions)
             let files = StaticFiles(directory: config.publicDir)
             router.fallback = { req, r in
                 if !files.serve(req, r) {

@@ -198,8 +198,9 @@ enum ServeCommand {
                       presets: presets).install(on: api)
 
         let router = Router()
+        let sessions = SessionRegistry()
         Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
-                       identities: identities)
+                       identities: identities, sessions: sessions)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
@@ -223,6 +224,9 @@ enum ServeCommand {
         closed.wait()
         let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
         while scheduler.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        // Tell WebSocket clients to go elsewhere (close 1001) and give the frames a moment to leave.
+        sessions.closeAll(reason: "node shutting down")
+        if sessions.count > 0 { usleep(200_000) }
         logger.info("stopped", ["unfinished": "\(scheduler.inFlight)"])
         group.shutdown()
         identities?.stopListening()

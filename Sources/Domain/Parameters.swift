@@ -94,7 +94,7 @@ public struct ParameterPolicy: Sendable {
             p.frequencyPenalty = try number(v, "frequency_penalty", -2...2, "between -2 and 2")
         }
         if let v = present(body, "seed") {
-            guard let n = v.intValue else { throw .invalid("seed", "seed must be an integer") }
+            guard let n = v.intValue else { throw .invalid("seed", "seed must be an integer between -2^53 and 2^53") }
             p.seed = UInt64(bitPattern: Int64(n))
         }
         if let v = present(body, "n") {

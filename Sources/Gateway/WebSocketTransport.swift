@@ -2,7 +2,28 @@ import Domain
 import HTTP1
 import JSON
 import NetCore
+import Synchronization
 import WebSocket
+
+/// The open envelope sessions, so a draining node can say goodbye (close 1001) to each.
+public final class SessionRegistry: @unchecked Sendable {
+    private struct Weak: @unchecked Sendable { weak var session: EnvelopeSession? }
+    private let sessions = Mutex<[ObjectIdentifier: Weak]>([:])
+    public init() {}
+
+    func add(_ s: EnvelopeSession) { sessions.withLock { $0[ObjectIdentifier(s)] = Weak(session: s) } }
+    func remove(_ s: EnvelopeSession) { _ = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(s)) } }
+    public var count: Int { sessions.withLock { $0.count } }
+
+    /// Sends close 1001 ("going away") on every open session, each on its own loop.
+    public func closeAll(reason: String) {
+        for w in sessions.withLock({ Array($0.values) }) {
+            guard let s = w.session else { continue }
+            let box = UncheckedBox(s)
+            s.ws.loop.execute { box.value.ws.close(code: WSCloseCode.goingAway, reason: reason) }
+        }
+    }
+}
 
 /// `GET /v1/ws`: one WebSocket carries many requests. Each client message is an envelope
 /// `{"id", "method", "path", "body"}` routed through the same API routes as REST; every reply
@@ -11,7 +32,7 @@ public enum WebSocketTransport {
     /// The upgrade itself is authenticated (API key or session cookie) and Origin-checked; each
     /// envelope is authenticated again, so a revoked key or ended session stops at once.
     public static func install(_ api: APIRouter, on router: Router, path: String = "/v1/ws",
-                               configuration: WebSocketConfiguration, metrics: Metrics) {
+                               configuration: WebSocketConfiguration, metrics: Metrics, registry: SessionRegistry) {
         router.get(path) { req, responder in
             let credential = HTTPCredentials.from(req.headers)
             api.authenticator.authenticate(credential, on: responder.loop) { result in
@@ -23,7 +44,10 @@ public enum WebSocketTransport {
                 case .success:
                     WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
                         metrics.wsConnections.add(1, ordering: .relaxed)
-                        return EnvelopeSession(ws: ws, api: api, metrics: metrics, credential: credential)
+                        let session = EnvelopeSession(ws: ws, api: api, metrics: metrics, credential: credential)
+                        session.registry = registry
+                        registry.add(session)
+                        return session
                     }
                 }
             }
@@ -36,6 +60,7 @@ final class EnvelopeSession: WebSocketDelegate {
     let api: APIRouter
     let metrics: Metrics
     let credential: Credential?
+    weak var registry: SessionRegistry?
     private var tracked: [(job: CompletionJob, subscriber: EnvelopeSubscriber)] = []
     var writer = JSONWriter(capacity: 256)
 
@@ -102,6 +127,7 @@ final class EnvelopeSession: WebSocketDelegate {
 
     func webSocketClosed(_ ws: WebSocket, code: UInt16?) {
         metrics.wsConnections.subtract(1, ordering: .relaxed)
+        registry?.remove(self)
         let t = tracked
         tracked.removeAll()
         for (job, sub) in t { job.scheduler.detach(sub, from: job) }

@@ -108,3 +108,22 @@ def test_model_server_stall_keeps_the_connection_open(make_node):
         for c in client.completions.create(model="builtin", prompt="x", max_tokens=50, stream=True):
             got.append(c)
     assert 1 <= len(got) <= 3
+
+
+def test_sigterm_says_goodbye_to_websockets(make_node):
+    import asyncio
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+    from conftest import auth
+    n = make_node("--drain-seconds", "5")
+
+    async def go():
+        async with websockets.connect(n.ws_url, additional_headers=auth(n.key)) as ws:
+            await ws.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
+            assert json.loads(await ws.recv())["status"] == 200
+            n.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as e:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert e.value.rcvd is not None and e.value.rcvd.code == 1001
+    asyncio.run(go())
+    assert n.proc.wait(10) == 0
