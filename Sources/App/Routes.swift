@@ -23,7 +23,8 @@ enum Routes {
         router.get("/metrics") { _, r in
             r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         }
-        HTTPTransport.mount(api, on: router, origins: config.webSocket.origins)
+        HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
+                            sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator).install(on: router) }
         if !modelServer {
             WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics, registry: sessions)

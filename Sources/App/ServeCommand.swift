@@ -38,6 +38,7 @@ struct NodeConfig {
     var sqlDir: String
     var dbPoolSize: Int
     var cookieSecure: Bool
+    var sseKeepaliveMs: Int
 
     init(_ a: Arguments, modelServer: Bool = false) throws(ArgumentError) {
         host = a.string("host", default: "127.0.0.1")
@@ -76,6 +77,7 @@ struct NodeConfig {
         sqlDir = a.string("sql-dir", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"))
         dbPoolSize = try a.int("db-pool-size", default: 4)
         cookieSecure = a.bool("cookie-secure")
+        sseKeepaliveMs = try a.int("sse-keepalive-ms", default: 15_000)
         guard (1...64).contains(dbPoolSize) else { throw ArgumentError(message: "--db-pool-size must be 1...64") }
         faults.errorRate = try a.double("error-rate", default: 0)
         faults.midstreamFailureRate = try a.double("midstream-failure-rate", default: 0)

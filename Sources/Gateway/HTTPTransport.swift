@@ -8,14 +8,16 @@ import WebSocket
 public enum HTTPTransport {
     /// Mounts every API route. A request authenticated by the session cookie that changes state
     /// must come from an allowed Origin when it names one (defence in depth beside SameSite=Strict).
-    public static func mount(_ api: APIRouter, on router: Router, origins: OriginPolicy) {
+    /// `sseKeepaliveNanos`: while a stream waits for its first token, an SSE comment goes out this
+    /// often so proxies and load balancers keep the connection.
+    public static func mount(_ api: APIRouter, on router: Router, origins: OriginPolicy, sseKeepaliveNanos: UInt64 = 15_000_000_000) {
         for route in api.table.routes {
             let handler = route.handler
             router.add(route.method, route.patternString, bodyLimit: route.bodyLimit) { req, responder in
                 let credential = HTTPCredentials.from(req.headers)
                 if case .session? = credential, req.method != "GET",
                    !origins.permits(origin: req.headers.first("origin"), host: req.headers.first("host")) {
-                    HTTPReply(responder).fail(APIError(.forbidden, "cross-origin request refused"))
+                    HTTPReply(responder, keepalive: sseKeepaliveNanos).fail(APIError(.forbidden, "cross-origin request refused"))
                     return
                 }
                 var call = APICall(method: req.method, path: String(req.path), body: nil)
@@ -25,7 +27,7 @@ public enum HTTPTransport {
                     do throws(JSONError) { call.body = try JSONParser.parse(req.body) } catch { call.bodyError = error }
                 }
                 _ = handler
-                api.dispatch(call, HTTPReply(responder), credential: credential)
+                api.dispatch(call, HTTPReply(responder, keepalive: sseKeepaliveNanos), credential: credential)
             }
         }
     }
@@ -35,7 +37,12 @@ final class HTTPReply: APIReply {
     let responder: HTTPResponder
     var loop: EventLoop { responder.loop }
 
-    init(_ r: HTTPResponder) { responder = r }
+    let keepaliveNanos: UInt64
+
+    init(_ r: HTTPResponder, keepalive: UInt64) {
+        responder = r
+        keepaliveNanos = keepalive
+    }
 
     func respond(status: Int, json: [UInt8]) {
         var h = HTTPHeaders()
@@ -51,7 +58,7 @@ final class HTTPReply: APIReply {
     }
 
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
-        request.stream ? SSESubscriber(responder, request) : BufferedSubscriber(self, request)
+        request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos) : BufferedSubscriber(self, request)
     }
 
     func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
@@ -72,10 +79,23 @@ final class SSESubscriber: CompletionSubscriber {
     private var created = 0
     private var first = true
     private var frame: [UInt8] = []
+    private let keepaliveNanos: UInt64
+    private var keepaliveTimer: TimerHandle?
 
-    init(_ r: HTTPResponder, _ request: CompletionRequest) {
+    init(_ r: HTTPResponder, _ request: CompletionRequest, keepalive: UInt64) {
         responder = r
         self.request = request
+        keepaliveNanos = keepalive
+    }
+
+    /// SSE comments while the first token is awaited (a long TTFT, a queue).
+    private func armKeepalive() {
+        guard keepaliveNanos > 0 else { return }
+        keepaliveTimer = responder.loop.schedule(afterNanos: keepaliveNanos) { [weak self] in
+            guard let self, self.responder.state == .streaming else { return }
+            self.responder.writeChunk(":keepalive\n\n")
+            self.armKeepalive()
+        }
     }
 
     func receive(_ event: CompletionEvent, from job: CompletionJob) {
@@ -88,6 +108,7 @@ final class SSESubscriber: CompletionSubscriber {
             h.add("X-Accel-Buffering", "no")
             h.add("X-Request-Id", request.requestID)
             responder.startStream(headers: h)
+            armKeepalive()
             if request.flavor == .chat {
                 writer.reset()
                 CompletionEncoding.streamChunk(request: request, created: created, text: "", finish: nil, usage: nil, timings: nil, first: true, &writer)
@@ -95,11 +116,13 @@ final class SSESubscriber: CompletionSubscriber {
                 send(writer.bytes)
             }
         case .delta(_, let text):
+            if let t = keepaliveTimer { t.cancel(); keepaliveTimer = nil }
             writer.reset()
             CompletionEncoding.streamChunk(request: request, created: created, text: text, finish: nil, usage: nil, timings: nil, first: first, &writer)
             first = false
             send(writer.bytes)
         case .done(let reason, let usage, let timings):
+            keepaliveTimer?.cancel()
             writer.reset()
             CompletionEncoding.streamChunk(request: request, created: created, text: request.flavor == .chat ? nil : "", finish: reason,
                                            usage: usage, timings: timings, first: first, &writer)
@@ -107,6 +130,7 @@ final class SSESubscriber: CompletionSubscriber {
             responder.writeChunk("data: [DONE]\n\n")
             responder.end()
         case .failed(let error, _):
+            keepaliveTimer?.cancel()
             send(error.jsonBytes)
             responder.writeChunk("data: [DONE]\n\n")
             responder.end()

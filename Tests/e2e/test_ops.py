@@ -127,3 +127,22 @@ def test_sigterm_says_goodbye_to_websockets(make_node):
             assert e.value.rcvd is not None and e.value.rcvd.code == 1001
     asyncio.run(go())
     assert n.proc.wait(10) == 0
+
+
+def test_sse_keepalive_comments_during_a_long_ttft(make_node):
+    import socket
+    m = make_node("--model-ttft-ms", "1200", "--model-jitter", "0", "--sse-keepalive-ms", "300", command="model-server")
+    body = json.dumps({"model": "builtin", "prompt": "The sea", "max_tokens": 2, "stream": True}).encode()
+    s = socket.create_connection((m.host, m.port), timeout=5)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+              + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    text = data.decode()
+    assert text.count(":keepalive") >= 2, text[:400]
+    assert text.index(":keepalive") < text.index('"text"'), "keepalives come before the first token"
+    assert "data: [DONE]" in text
