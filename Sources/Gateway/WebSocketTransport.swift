@@ -120,6 +120,8 @@ final class EnvelopeSession: WebSocketDelegate {
         checking = true
         let (call, reply) = waiting.removeFirst()
         api.authenticator.authenticate(credential, on: ws.loop) { [self] result in
+            // The socket may have closed while the credential was checked: nothing to start then.
+            guard ws.isOpen else { waiting.removeAll(); checking = false; return }
             api.route(call, reply, identity: result)
             checkNext()
         }
