@@ -119,8 +119,9 @@ def test_temperature_visibly_changes_output(client):
 def test_cancel_streaming_completion(slow_node):
     client = openai.OpenAI(base_url=slow_node.url + "/v1", api_key=slow_node.key, max_retries=0, timeout=30)
     rid = "cancel-" + uuid.uuid4().hex
+    # seed 3: an answer of 161 tokens, so the stream is surely running when the cancel lands.
     stream = client.completions.create(model="builtin", prompt="The library", max_tokens=500, stream=True,
-                                       extra_body={"request_id": rid})
+                                       temperature=0.9, seed=3, extra_body={"request_id": rid})
     got = []
     cancelled = False
     for chunk in stream:

@@ -48,6 +48,8 @@ def test_stream_grows_and_stop_ends_it(browser, slow_node):
     prompt.send_keys("The orchestra tuned their instruments")
     panel = browser.find_element(By.CSS_SELECTOR, ".panel")
     set_field(panel, "max_tokens", 400)
+    set_field(panel, "temperature", 0.9)
+    set_field(panel, "seed", 2)  # a seed whose answer is long (242 tokens): it cannot end before Stop
     browser.find_element(By.ID, "submit").click()
     # The output grows across at least three observations.
     seen = []
@@ -117,6 +119,7 @@ def test_compare_mode_streams_two_columns(browser, slow_node):
     assert temps[0] != temps[1], "the two columns start with different parameters"
     for p in panels:
         set_field(p, "max_tokens", 60)
+        set_field(p, "seed", 2)
     browser.find_element(By.ID, "submit").click()
     # Both columns grow while the other is still running: they stream at the same time.
     WebDriverWait(browser, 10).until(lambda d: all(len(t) > 0 for t in outputs(d)))
@@ -129,12 +132,14 @@ def test_compare_mode_streams_two_columns(browser, slow_node):
 
 
 def test_reconnects_and_reports_an_interrupted_generation(browser, make_node):
-    n = make_node("--model-ttft-ms", "50", "--model-token-ms", "50")
+    # Slow tokens, so the generation is surely still running when the node dies.
+    n = make_node("--model-ttft-ms", "50", "--model-token-ms", "400", "--model-jitter", "0")
     open_page(browser, n)
     panel = browser.find_element(By.CSS_SELECTOR, ".panel")
     set_field(panel, "max_tokens", 500)
     browser.find_element(By.ID, "submit").click()
     WebDriverWait(browser, 10).until(lambda d: len(outputs(d)[0]) > 0)
+    assert browser.find_element(By.ID, "stop").get_attribute("disabled") is None, "still generating"
     n.proc.kill()
     n.proc.wait()
     err = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel .error:not([hidden])"))

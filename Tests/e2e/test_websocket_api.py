@@ -33,7 +33,10 @@ async def collect(ws, ids, timeout=20):
 
 
 def completion(id, **body):
-    body.setdefault("prompt", "The sea was calm")
+    body.setdefault("prompt", "The sea was calm in the morning, and")
+    # A seed whose answer is long (144 tokens at 0.9), so streams do not end before a test acts on them.
+    body.setdefault("seed", 2)
+    body.setdefault("temperature", 0.9)
     return json.dumps({"id": id, "method": "POST", "path": "/v1/completions", "body": body})
 
 
