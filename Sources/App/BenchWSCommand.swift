@@ -221,6 +221,8 @@ final class BenchChild: @unchecked Sendable {
     var failed = 0
     var inFlightConnects = 0
     var nextToOpen = 0
+    /// Source ports are assigned, not searched for: 20000, 20001, … on this child's own 127.0.0.x.
+    var nextPort = 20_000
     var sockets: [WebSocket] = []
     var measuring = false
     var running = false
@@ -286,7 +288,9 @@ final class BenchChild: @unchecked Sendable {
             var cfg = WebSocketConfiguration()
             cfg.pingIntervalNanos = 0
             cfg.maxOutboundBytes = 16 << 20
-            WebSocketClient.connect(to: target, from: source, path: "/_conformance/echo", configuration: cfg, loop: loop) { [self] r in
+            let from = (try? SocketAddress(host: source.host, port: nextPort)) ?? source
+            nextPort += 1
+            WebSocketClient.connect(to: target, from: from, path: "/_conformance/echo", configuration: cfg, loop: loop) { [self] r in
                 inFlightConnects -= 1
                 switch r {
                 case .success(let ws):

@@ -64,14 +64,21 @@ public final class Connection: Pollable {
     }
 
     /// Opens a client connection (used by the load generator and tests). `source` binds a local
-    /// address first so many clients can spread over 127.0.0.x; the port is chosen at connect time.
+    /// address first so many clients can spread over 127.0.0.x; with port 0 the port is chosen at
+    /// connect time.
     public static func connect(to address: SocketAddress, from source: SocketAddress? = nil, loop: EventLoop,
                                maxOutboundBytes: Int = 1 << 20,
                                _ done: @escaping (Connection, SystemError?) -> Void) throws(SystemError) -> Connection {
         let fd = try Posix.tcpSocket()
         do {
             if let source {
-                try Posix.setOption(fd, Int32(IPPROTO_IP), IP_BIND_ADDRESS_NO_PORT, 1)
+                if source.port == 0 {
+                    // Let connect() choose the port (per destination), not bind().
+                    try Posix.setOption(fd, Int32(IPPROTO_IP), IP_BIND_ADDRESS_NO_PORT, 1)
+                } else {
+                    // An explicit port skips the kernel's port search (much faster for many connects).
+                    try Posix.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+                }
                 try Posix.bind(fd, source)
             }
             try? Posix.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
