@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
         // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
         // sessions and presets.
-        .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "Domain", "JSON", "NetCore", "Runtime"]),
+        .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.

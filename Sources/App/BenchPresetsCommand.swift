@@ -13,6 +13,7 @@ enum BenchPresetsCommand {
     static let queries = ["sumarize", "translate french", "email", "", "notes", "poem", "sql querys", "lesson plan", "grader"]
 
     static func run(_ a: Arguments) throws -> Int32 {
+        if a.bool("compare-pools") { return try comparePools(a) }
         let users = try a.int("users", default: 100_000)
         let total = try a.int("queries", default: 3000)
         let pool = PGPool(url: a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? "", size: 1,
@@ -65,6 +66,97 @@ enum BenchPresetsCommand {
             for r in plan.rows { printLine("  " + (r[0] ?? "")) }
         }
         return 0
+    }
+}
+
+extension BenchPresetsCommand {
+    /// Thread pool vs libpq's non-blocking API on the loop, same searches, same number of
+    /// connections (4), from one event loop keeping C queries in flight for a few seconds each.
+    static func comparePools(_ a: Arguments) throws -> Int32 {
+        let users = try a.int("users", default: 100_000)
+        let seconds = try a.double("seconds", default: 3)
+        let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? ""
+        let group = try EventLoopGroup(count: 1, namePrefix: "cmp")
+        group.start()
+        defer { group.shutdown() }
+        let loop = group.loops[0]
+        let pool = PGPool(url: url, size: 4, logger: Logger(label: "bench", level: .warning))
+        pool.start()
+        defer { pool.stop() }
+        let conns = try (0..<4).map { _ throws -> LoopPGConnection in try LoopPGConnection(url: url, loop: loop) }
+        let box = UncheckedBox(conns)
+        _ = try awaitOnLoop(loop) { for c in box.value { try? c.start() } }
+
+        printLine("thread pool (4 connections, 4 threads) vs non-blocking libpq on the loop (4 connections), preset searches, \(seconds) s each:")
+        printLine("mode            in flight   queries/s   p50 ms   p99 ms   CPU µs/query")
+        for concurrency in [1, 8, 32] {
+            for mode in ["threads", "loop"] {
+                let stats = Mutex<(n: Int, lat: [Int], stop: Bool)>((0, [], false))
+                let finished = DispatchSemaphore(value: 0)
+                let cpu0 = processCPUSeconds()
+                let start = monotonicNanos()
+                var rng = SeededRandom(seed: UInt64(concurrency))
+                let statements: [(String, [String?])] = (0..<4096).compactMap { _ in
+                    let user = Identity(userID: String(format: "user%06d", Int(rng.next() % UInt64(users))), orgID: nil, keyID: 0)
+                    return PresetRepository.searchStatement(user: user, query: queries[Int(rng.next() % UInt64(queries.count))], limit: 20, cursor: nil)
+                }
+                let work = UncheckedBox(statements)
+                loop.execute {
+                    var next = 0
+                    var rr = 0
+                    var running = concurrency
+                    func launch() {
+                        if stats.withLock({ $0.stop }) {
+                            running -= 1
+                            if running == 0 { finished.signal() }
+                            return
+                        }
+                        let (sql, params) = work.value[next % work.value.count]
+                        next += 1
+                        let t0 = monotonicNanos()
+                        let done: (Result<PGRows, PGError>) -> Void = { _ in
+                            let us = Int((monotonicNanos() - t0) / 1000)
+                            stats.withLock { $0.n += 1; $0.lat.append(us) }
+                            launch()
+                        }
+                        if mode == "threads" {
+                            pool.run(on: loop, { conn throws(PGError) in try conn.query(sql, params) }, done: done)
+                        } else {
+                            // The least-loaded connection, so one slow query does not hold up a queue behind it.
+                            let c = box.value.min { $0.load < $1.load }!
+                            c.query(sql, params, done: done)
+                            rr += 1
+                        }
+                    }
+                    for _ in 0..<concurrency { launch() }
+                }
+                usleep(UInt32(seconds * 1e6))
+                stats.withLock { $0.stop = true }
+                finished.wait()
+                let elapsed = Double(monotonicNanos() - start) / 1e9
+                let cpu = processCPUSeconds() - cpu0
+                let (n, lat, _) = stats.withLock { $0 }
+                let sorted = lat.sorted()
+                printLine(String(format: "%@%9d %11.0f %8.2f %8.2f %14.1f", mode.padding(16), concurrency, Double(n) / elapsed,
+                                 Double(sorted[sorted.count / 2]) / 1000, Double(sorted[sorted.count * 99 / 100]) / 1000,
+                                 cpu / Double(max(n, 1)) * 1e6))
+            }
+        }
+        return 0
+    }
+
+    static func awaitOnLoop(_ loop: EventLoop, _ body: @escaping @Sendable () -> Void) throws -> Bool {
+        let s = DispatchSemaphore(value: 0)
+        loop.execute { body(); s.signal() }
+        s.wait()
+        return true
+    }
+
+    /// utime + stime of this process (the node side: loop and pool threads), in seconds.
+    static func processCPUSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
     }
 }
 

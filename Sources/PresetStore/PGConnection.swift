@@ -48,6 +48,16 @@ public final class PGConnection {
 
     deinit { if let conn { PQfinish(conn) } }
 
+    /// The raw handle, for the loop-driven variant in AsyncPG.swift (same module, same rules).
+    var handle: OpaquePointer? { conn }
+
+    /// Gives the handle away (the caller now owns and finishes it).
+    func detachHandle() -> OpaquePointer? {
+        let c = conn
+        conn = nil
+        return c
+    }
+
     public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
     /// Runs one statement with bound parameters ($1, $2, …), text format. Never interpolates values.
@@ -72,6 +82,11 @@ public final class PGConnection {
     }
 
     private func collect(_ result: OpaquePointer?) throws(PGError) -> PGRows {
+        try PGConnection.rows(from: result, conn: conn)
+    }
+
+    /// Converts (and frees) one libpq result.
+    static func rows(from result: OpaquePointer?, conn: OpaquePointer?) throws(PGError) -> PGRows {
         guard let result else {
             throw PGError(kind: .connection, sqlState: nil, message: conn.map { String(cString: PQerrorMessage($0)) } ?? "no result")
         }
