@@ -56,7 +56,10 @@ public enum WebSocketTransport {
 }
 
 final class EnvelopeSession: WebSocketDelegate {
-    unowned let ws: WebSocket
+    // Strong: the session can outlive the socket (a job or a credential check may still hold it),
+    // and must then find a closed socket, not a freed one. The cycle with `ws.delegate` is broken
+    // when the socket closes.
+    let ws: WebSocket
     let api: APIRouter
     let metrics: Metrics
     let credential: Credential?
