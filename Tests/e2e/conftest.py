@@ -63,6 +63,11 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        # A node that crashed at any point fails the run, even if every request before it passed.
+        with open(self.log.name, errors="replace") as f:
+            crash = [l for l in f if "Fatal error" in l or "Program crashed" in l]
+        if crash:
+            raise AssertionError(f"node crashed ({self.log.name}): {crash[:2]}")
 
 
 def _node(*flags, command="serve"):
