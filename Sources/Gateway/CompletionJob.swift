@@ -1,3 +1,4 @@
+import CLinux
 import Domain
 import ModelProxy
 import NetCore
@@ -228,5 +229,5 @@ public final class CompletionJob: @unchecked Sendable {
     }
 }
 
-import CLinux
+/// Wall-clock seconds (for the `created` field clients see).
 @inline(__always) func clinux_epochSeconds() -> UInt64 { clinux_realtime_ns() / 1_000_000_000 }
