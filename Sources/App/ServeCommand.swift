@@ -206,7 +206,7 @@ enum ServeCommand {
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
-        let server = HTTPServer(router: router, configuration: http, logger: logger)
+        let server = HTTPServer(router: router, configuration: http)
         let address = try server.start(group: group, host: config.host, port: config.port)
         group.start()
         logger.info(modelServer ? "model server started" : "node started", config.summary.merging([

@@ -70,22 +70,28 @@ public final class APIRouter: @unchecked Sendable {
     /// Routes a call; unknown routes get 404/405 in the API's error shape; protected routes 401
     /// without a valid credential.
     public func dispatch(_ call: APICall, _ reply: APIReply, credential: Credential?) {
-        if case .found(let r, _) = table.match(method: call.method, path: Substring(call.path)),
-           !publicRoutes.contains(r.method + " " + r.patternString) {
-            authenticator.authenticate(credential, on: reply.loop) { [self] result in route(call, reply, identity: result) }
+        let match = table.match(method: call.method, path: Substring(call.path))
+        if case .found(let r, _) = match, !isPublic(r) {
+            authenticator.authenticate(credential, on: reply.loop) { [self] result in route(call, reply, identity: result, match: match) }
         } else {
-            route(call, reply, identity: .success(.anonymous))
+            route(call, reply, identity: .success(.anonymous), match: match)
         }
     }
+
+    private func isPublic(_ r: RouteTable<APIHandler>.Route) -> Bool { publicRoutes.contains(r.method + " " + r.patternString) }
 
     /// Routes a call whose credential was already checked (the WebSocket checks each message in
     /// order, before routing, so replies keep the order of requests).
     public func route(_ call: APICall, _ reply: APIReply, identity: Result<Identity, APIError>) {
-        switch table.match(method: call.method, path: Substring(call.path)) {
+        route(call, reply, identity: identity, match: table.match(method: call.method, path: Substring(call.path)))
+    }
+
+    private func route(_ call: APICall, _ reply: APIReply, identity: Result<Identity, APIError>, match: RouteTable<APIHandler>.Match) {
+        switch match {
         case .found(let route, let params):
             var c = call
             c.pathParameters = params
-            if !publicRoutes.contains(route.method + " " + route.patternString) {
+            if !isPublic(route) {
                 switch identity {
                 case .failure(let e): reply.fail(e); return
                 case .success(let id): c.identity = id

@@ -13,8 +13,6 @@ public final class HTTPResponder {
     private var chunkScratch: [UInt8] = []
     /// Called once if the client goes away before the response ends.
     public var onClose: (() -> Void)?
-    /// Called when queued output drained after `notifyOnDrain` (back-pressure).
-    public var onDrain: (() -> Void)?
 
     public enum State { case idle, streaming, finished }
 
@@ -101,17 +99,13 @@ public final class HTTPResponder {
         owner.connection.close()
     }
 
-    public func notifyOnDrain() { owner?.connection.notifyOnDrain() }
-
     func connectionDidClose() {
         state = .finished
         let cb = onClose
         onClose = nil
-        onDrain = nil
         cb?()
     }
 
-    func connectionDidDrain() { onDrain?() }
 }
 
 /// Server-Sent Events over a chunked response (WHATWG HTML §9.2). Each event is written as soon

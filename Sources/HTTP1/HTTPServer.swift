@@ -18,22 +18,20 @@ public struct HTTPServerConfiguration: Sendable {
 public final class HTTPServer: @unchecked Sendable {
     public let router: Router
     public let configuration: HTTPServerConfiguration
-    public let logger: Logger
     private var tcp: TCPServer?
 
-    public init(router: Router, configuration: HTTPServerConfiguration = HTTPServerConfiguration(), logger: Logger) {
+    public init(router: Router, configuration: HTTPServerConfiguration = HTTPServerConfiguration()) {
         self.router = router
         self.configuration = configuration
-        self.logger = logger
     }
 
     public func start(group: EventLoopGroup, host: String, port: Int) throws(SystemError) -> SocketAddress {
-        let router = router, config = configuration, logger = logger
+        let router = router, config = configuration
         let dates = UncheckedBox(group.loops.map { _ in DateCache() })
         let loopIndex = UncheckedBox(Dictionary(uniqueKeysWithValues: group.loops.enumerated().map { (ObjectIdentifier($1), $0) }))
         let server = try TCPServer(group: group, host: host, port: port, maxOutboundBytes: config.maxOutboundBytes) { conn in
             let dc = dates.value[loopIndex.value[ObjectIdentifier(conn.loop)]!]
-            HTTPServerConnection.attach(conn, router: router, configuration: config, dateCache: dc, logger: logger)
+            HTTPServerConnection.attach(conn, router: router, configuration: config, dateCache: dc)
         }
         tcp = server
         return server.boundAddress
@@ -50,12 +48,10 @@ final class HTTPServerConnection: ConnectionHandler {
     let router: Router
     let configuration: HTTPServerConfiguration
     let dateCache: DateCache
-    let logger: Logger
     private var parser: HTTPRequestParser
     private var inbound = ByteBuffer()
     private var currentHead: HTTPRequestHead?
-    private var currentRoute: Router.Route?
-    private var currentParams: [String: String] = [:]
+    private var currentMatch: Router.Match?
     /// The responder of the request being answered; later pipelined requests wait for it.
     private var active: HTTPResponder?
     private var upgraded = false
@@ -63,18 +59,17 @@ final class HTTPServerConnection: ConnectionHandler {
     private var requestStarted: UInt64 = 0
     private var lastActivity: UInt64 = 0
 
-    static func attach(_ c: Connection, router: Router, configuration: HTTPServerConfiguration, dateCache: DateCache, logger: Logger) {
-        let h = HTTPServerConnection(c, router: router, configuration: configuration, dateCache: dateCache, logger: logger)
+    static func attach(_ c: Connection, router: Router, configuration: HTTPServerConfiguration, dateCache: DateCache) {
+        let h = HTTPServerConnection(c, router: router, configuration: configuration, dateCache: dateCache)
         c.handler = h
         h.armTimer()
     }
 
-    private init(_ c: Connection, router: Router, configuration: HTTPServerConfiguration, dateCache: DateCache, logger: Logger) {
+    private init(_ c: Connection, router: Router, configuration: HTTPServerConfiguration, dateCache: DateCache) {
         connection = c
         self.router = router
         self.configuration = configuration
         self.dateCache = dateCache
-        self.logger = logger
         parser = HTTPRequestParser(limits: configuration.limits, bodyLimit: router.defaultBodyLimit)
         lastActivity = c.loop.now
     }
@@ -132,22 +127,18 @@ final class HTTPServerConnection: ConnectionHandler {
                 return
             case .success(.head(let head)):
                 currentHead = head
-                switch router.match(method: head.method, path: head.path) {
-                case .found(let route, let params):
-                    currentRoute = route
-                    currentParams = params
-                    parser.bodyLimit = route.bodyLimit
-                default:
-                    currentRoute = nil
-                    // Unrouted requests still have their body read (bounded) to keep framing.
-                }
+                // Matched once: the route's body cap applies while the body is read, and the
+                // same match is dispatched when the body is complete.
+                currentMatch = router.match(method: head.method, path: head.path)
+                if case .found(let route, _) = currentMatch { parser.bodyLimit = route.bodyLimit }
                 if parser.isReadingBody, head.headers.first("expect")?.lowercased() == "100-continue" {
                     connection.write("HTTP/1.1 100 Continue\r\n\r\n")
                 }
             case .success(.end(let body)):
-                guard let head = currentHead else { return }
+                guard let head = currentHead, let match = currentMatch else { return }
                 currentHead = nil
-                dispatch(head: head, body: body)
+                currentMatch = nil
+                dispatch(head: head, body: body, match: match)
             }
         }
         if active != nil && inbound.readableBytes > configuration.maxPipelineBufferBytes {
@@ -155,11 +146,11 @@ final class HTTPServerConnection: ConnectionHandler {
         }
     }
 
-    private func dispatch(head: HTTPRequestHead, body: [UInt8]) {
+    private func dispatch(head: HTTPRequestHead, body: [UInt8], match: Router.Match) {
         let responder = HTTPResponder(owner: self, head: head)
         active = responder
         var request = HTTPRequest(head: head, body: body)
-        switch router.match(method: head.method, path: head.path) {
+        switch match {
         case .found(let route, let params):
             request.pathParameters = params
             route.handler(request, responder)
@@ -236,7 +227,4 @@ final class HTTPServerConnection: ConnectionHandler {
         active = nil
     }
 
-    func connectionWritable(_ c: Connection) {
-        active?.connectionDidDrain()
-    }
 }

@@ -37,7 +37,6 @@ public struct JSONWriter {
     }
 
     public mutating func string(_ s: String) { separator(); JSONWriter.appendEscaped(s, to: &bytes); needsComma = true }
-    public mutating func string(_ s: Substring) { string(String(s)) }
     public mutating func int(_ v: Int) { separator(); JSONWriter.appendInt(v, to: &bytes); needsComma = true }
     public mutating func bool(_ v: Bool) { separator(); bytes.append(contentsOf: (v ? "true" : "false").utf8); needsComma = true }
     public mutating func null() { separator(); bytes.append(contentsOf: "null".utf8); needsComma = true }

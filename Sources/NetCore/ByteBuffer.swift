@@ -63,11 +63,6 @@ public struct ByteBuffer: Sendable {
         try storage.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[readerIndex...])) }
     }
 
-    public mutating func withReadableMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
-        let start = readerIndex
-        return try storage.withUnsafeMutableBytes { try body(UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
-    }
-
     private mutating func compactIfWorthIt(incoming: Int) {
         if readerIndex > 0 && (readerIndex >= storage.count / 2 || storage.count + incoming > storage.capacity) {
             storage.removeFirst(readerIndex)

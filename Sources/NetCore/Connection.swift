@@ -11,12 +11,6 @@ public protocol ConnectionHandler: AnyObject {
     func connectionRead(_ connection: Connection, _ bytes: UnsafeMutableRawBufferPointer)
     /// The peer closed its side or the connection failed. No more reads follow.
     func connectionClosed(_ connection: Connection, error: SystemError?)
-    /// The outbound buffer drained below the low-water mark after being above it.
-    func connectionWritable(_ connection: Connection)
-}
-
-extension ConnectionHandler {
-    public func connectionWritable(_ connection: Connection) {}
 }
 
 /// A non-blocking TCP socket on one loop with a bounded outbound buffer.
@@ -44,7 +38,6 @@ public final class Connection: Pollable {
     public private(set) var isOpen = true
     public private(set) var isConnecting = false
     private var connectCallback: ((Connection, SystemError?) -> Void)?
-    private var notifyWhenDrained = false
 
     public var pendingOutboundBytes: Int { outbound.readableBytes }
 
@@ -160,10 +153,6 @@ public final class Connection: Pollable {
             }
         }
         setWantWrite(false)
-        if notifyWhenDrained {
-            notifyWhenDrained = false
-            handler?.connectionWritable(self)
-        }
         if closeAfterFlush { finishClose() }
     }
 
@@ -173,11 +162,6 @@ public final class Connection: Pollable {
             abort(error: error)
             return nil
         }
-    }
-
-    /// Asks for a `connectionWritable` callback once the queue is empty (back-pressure for producers).
-    public func notifyOnDrain() {
-        if outbound.isEmpty { handler?.connectionWritable(self) } else { notifyWhenDrained = true }
     }
 
     private func setWantWrite(_ on: Bool) {

@@ -278,7 +278,6 @@ struct TimerHeap {
         return top
     }
 
-    var count: Int { items.count }
 
     @inline(__always) private func less(_ a: TimerHandle, _ b: TimerHandle) -> Bool {
         a.deadline < b.deadline || (a.deadline == b.deadline && a.sequence < b.sequence)

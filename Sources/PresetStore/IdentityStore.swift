@@ -18,8 +18,6 @@ public final class IdentityStore: @unchecked Sendable {
 
     private struct Entry { let identity: Identity; let checkedAt: UInt64 }
     private let cache = Mutex<[Credential: Entry]>([:])
-    /// True while the LISTEN connection is up (only then are cache hits trusted without the database).
-    private let listening = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private var listenerThread: pthread_t?
     static let staleTTLNanos: UInt64 = 3_600_000_000_000
@@ -222,7 +220,6 @@ public final class IdentityStore: @unchecked Sendable {
                 try conn.query("LISTEN playground_auth")
                 // Anything cached before we listened may have been revoked meanwhile.
                 cache.withLock { $0.removeAll() }
-                listening.store(true, ordering: .releasing)
                 while !stopping.load(ordering: .acquiring) {
                     var p = pollfd(fd: conn.socket, events: Int16(POLLIN), revents: 0)
                     let r = poll(&p, 1, 250)
@@ -233,7 +230,6 @@ public final class IdentityStore: @unchecked Sendable {
             } catch {
                 logger.warning("revocation feed down; identity cache bypassed", ["error": error.message])
             }
-            listening.store(false, ordering: .releasing)
             if !stopping.load(ordering: .acquiring) { usleep(500_000) }
         }
     }
@@ -252,7 +248,6 @@ public final class IdentityStore: @unchecked Sendable {
         }
     }
 
-    public var isListening: Bool { listening.load(ordering: .acquiring) }
 }
 
 /// The admin CLI's key management (blocking; never used on an event loop).

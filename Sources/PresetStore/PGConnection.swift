@@ -20,11 +20,6 @@ public struct PGRows: Sendable {
     public let rows: [[String?]]
     public let affected: Int
     public var count: Int { rows.count }
-
-    public func value(_ row: Int, _ column: String) -> String? {
-        guard let c = columns.firstIndex(of: column) else { return nil }
-        return rows[row][c]
-    }
 }
 
 public final class PGConnection {

@@ -1,13 +1,4 @@
 import CLinux
 
-/// Monotonic time in nanoseconds. Injected where timeouts are decided so tests can drive time.
-public protocol Clock: Sendable {
-    func nowNanos() -> UInt64
-}
-
-public struct MonotonicClock: Clock {
-    public init() {}
-    @inline(__always) public func nowNanos() -> UInt64 { clinux_monotonic_ns() }
-}
-
+/// Monotonic time in nanoseconds.
 @inline(__always) public func monotonicNanos() -> UInt64 { clinux_monotonic_ns() }

@@ -19,7 +19,7 @@ public final class TestServer: @unchecked Sendable {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         ConformanceRoutes.install(on: router, webSocket: webSocket)
         extraRoutes(router)
-        server = HTTPServer(router: router, configuration: http, logger: Logger(label: "test", level: .error))
+        server = HTTPServer(router: router, configuration: http)
         port = try server.start(group: group, host: "127.0.0.1", port: 0).port
         group.start()
     }

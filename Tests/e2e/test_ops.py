@@ -146,3 +146,27 @@ def test_sse_keepalive_comments_during_a_long_ttft(make_node):
     assert text.count(":keepalive") >= 2, text[:400]
     assert text.index(":keepalive") < text.index('"text"'), "keepalives come before the first token"
     assert "data: [DONE]" in text
+
+
+@pytest.mark.parametrize("args,env,says", [
+    (["serve", "--port", "70000"], {}, "--port"),
+    (["serve", "--temperature-of-the-sun", "1", "--loops", "0"], {}, "--loops"),
+    (["serve", "--log-level", "chatty"], {}, "log-level"),
+    (["serve", "--port", "0"], {"DATABASE_URL": ""}, "DATABASE_URL"),
+    (["serve", "--port", "0", "--auth", "maybe"], {}, "--auth"),
+    (["model-server", "--error-rate", "1.5"], {}, "error-rate"),
+    (["admin", "keys", "create"], {}, "--user"),
+    (["admin", "keys", "revoke"], {}, "revoke"),
+    (["admin", "nothing"], {}, "usage"),
+    (["frobnicate"], {}, "unknown command"),
+])
+def test_bad_command_lines_fail_clearly(args, env, says):
+    import os
+    import subprocess
+    from conftest import BINARY, ROOT
+    e = dict(os.environ, **env)
+    if env.get("DATABASE_URL") == "":
+        del e["DATABASE_URL"]
+    out = subprocess.run([BINARY, *args], capture_output=True, text=True, cwd=ROOT, env=e, timeout=20)
+    assert out.returncode == 2, (out.returncode, out.stderr[-300:])
+    assert says in out.stderr, out.stderr[-300:]

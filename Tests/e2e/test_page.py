@@ -37,15 +37,20 @@ def set_field(panel, name, value):
     el.send_keys(str(value))
 
 
+def type_prompt(browser, text):
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys(text)
+    return prompt
+
+
 def outputs(browser):
     return [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".panel:not([hidden]) .output")]
 
 
 def test_stream_grows_and_stop_ends_it(browser, slow_node):
     open_page(browser, slow_node)
-    prompt = browser.find_element(By.ID, "prompt")
-    prompt.clear()
-    prompt.send_keys("The orchestra tuned their instruments")
+    type_prompt(browser, "The orchestra tuned their instruments")
     panel = browser.find_element(By.CSS_SELECTOR, ".panel")
     set_field(panel, "max_tokens", 400)
     set_field(panel, "temperature", 0.9)
@@ -167,9 +172,7 @@ def test_presets_save_search_load_run_delete(browser, node):
     open_page(browser, node)
     suffix = uuid.uuid4().hex[:6]
     name = f"Summarize for a 2nd grader {suffix}"
-    prompt = browser.find_element(By.ID, "prompt")
-    prompt.clear()
-    prompt.send_keys("Explain this simply: {{input}}")
+    prompt = type_prompt(browser, "Explain this simply: {{input}}")
     panel = browser.find_element(By.CSS_SELECTOR, ".panel")
     set_field(panel, "temperature", 0)
     set_field(panel, "max_tokens", 12)
