@@ -102,9 +102,12 @@ public struct CompletionRequestParser: Sendable {
             var input: String?
             if let v = o["input_context"], !v.isNull {
                 guard let s = v.stringValue else { throw .invalid("input_context", "input_context must be a string") }
+                guard s.utf8.count <= limits.maxPromptBytes else {
+                    throw .invalid("input_context", "input_context is longer than \(limits.maxPromptBytes) bytes")
+                }
                 input = s
             }
-            prompt = preset!.render(input: input)
+            prompt = try preset!.render(input: input, maxBytes: limits.maxPromptBytes)
         case .text:
             if let v = o["prompt"], !v.isNull {
                 switch v {

@@ -10,13 +10,43 @@ final class PresetTests: XCTestCase {
                createdAt: "", updatedAt: "", version: 1)
     }
 
-    func testRenderInput() {
-        XCTAssertEqual(preset("Summarize: {{input}} please").render(input: "X"), "Summarize: X please")
-        XCTAssertEqual(preset("{{input}} and {{input}}").render(input: "Y"), "Y and Y")
-        XCTAssertEqual(preset("Summarize:").render(input: "Z"), "Summarize:\n\nZ")
-        XCTAssertEqual(preset("Summarize: {{input}}").render(input: nil), "Summarize: ")
-        XCTAssertEqual(preset("").render(input: "only"), "only")
-        XCTAssertEqual(preset("{{input}}").render(input: "{{input}}"), "{{input}}", "input is not re-expanded")
+    func testRenderInput() throws {
+        XCTAssertEqual(try preset("Summarize: {{input}} please").render(input: "X"), "Summarize: X please")
+        XCTAssertEqual(try preset("{{input}} and {{input}}").render(input: "Y"), "Y and Y")
+        XCTAssertEqual(try preset("Summarize:").render(input: "Z"), "Summarize:\n\nZ")
+        XCTAssertEqual(try preset("Summarize: {{input}}").render(input: nil), "Summarize: ")
+        XCTAssertEqual(try preset("").render(input: "only"), "only")
+        XCTAssertEqual(try preset("{{input}}").render(input: "{{input}}"), "{{input}}", "input is not re-expanded")
+        XCTAssertEqual(try preset("é{{input}}ü{{input}}").render(input: "😀"), "é😀ü😀", "multi-byte text around placeholders")
+        XCTAssertEqual(try preset("{{{input}}}").render(input: "x"), "{x}")
+    }
+
+    /// The size is known before the string is built: a prompt of thousands of placeholders with a
+    /// large input is refused by arithmetic, naming input_context, and the limit is exact.
+    func testRenderRefusesOversizedExpansionBeforeBuildingIt() throws {
+        let bomb = preset(String(repeating: "{{input}}", count: 3_600))
+        let input = String(repeating: "a", count: 1 << 20)
+        XCTAssertThrowsError(try bomb.render(input: input, maxBytes: 256 * 1024)) { e in
+            XCTAssertEqual((e as? APIError)?.field, "input_context")
+        }
+        let two = preset("A{{input}}B{{input}}C")  // 3 bytes + 2 × input
+        XCTAssertEqual(try two.render(input: "xyz", maxBytes: 9), "AxyzBxyzC")
+        XCTAssertThrowsError(try two.render(input: "xyz", maxBytes: 8))
+        XCTAssertThrowsError(try preset("P").render(input: "abc", maxBytes: 5), "P + blank line + input = 6 bytes")
+        XCTAssertEqual(try preset("P").render(input: "abc", maxBytes: 6), "P\n\nabc")
+    }
+
+    func testParserBoundsInputContext() throws {
+        let parser = CompletionRequestParser(policy: validator.policy)
+        let p = preset("Summarize: {{input}}")
+        let big = String(repeating: "b", count: 256 * 1024 + 1)
+        for body in [#"{"input_context":"\#(big)"}"#, #"{"input_context":7}"#] {
+            XCTAssertThrowsError(try parser.parse(try JSONParser.parse(body), flavor: .text, preset: p, newID: { "id" })) { e in
+                XCTAssertEqual((e as? APIError)?.field, "input_context")
+            }
+        }
+        let ok = try parser.parse(try JSONParser.parse(#"{"input_context":"the text"}"#), flavor: .text, preset: p, newID: { "id" })
+        XCTAssertEqual(ok.prompt, "Summarize: the text")
     }
 
     func fields(_ json: String, creating: Bool = true) throws(APIError) -> PresetFields {
