@@ -56,6 +56,7 @@ final class HTTPServerConnection: ConnectionHandler {
     private var active: HTTPResponder?
     private var upgraded = false
     private var timer: TimerHandle?
+    private var timerDeadline: UInt64 = 0
     private var requestStarted: UInt64 = 0
     private var lastActivity: UInt64 = 0
 
@@ -80,7 +81,20 @@ final class HTTPServerConnection: ConnectionHandler {
     /// timer fires it checks which deadline (request read or idle) actually passed.
     private func armTimer() {
         let t = nextDeadline()
+        timerDeadline = t
         timer = connection.loop.schedule(atNanos: t) { [weak self] in self?.timerFired() }
+    }
+
+    /// A request's first byte arrived: its read deadline counts from now. The timer armed while
+    /// idle points at the (longer) idle deadline, so it is pulled in here; otherwise a client
+    /// dripping a byte a second would get the idle timeout instead of the request timeout.
+    private func requestBegan() {
+        requestStarted = connection.loop.now
+        let deadline = requestStarted &+ configuration.requestReadTimeoutNanos
+        guard active == nil, timer == nil || timerDeadline > deadline else { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        timer = connection.loop.schedule(atNanos: deadline) { [weak self] in self?.timerFired() }
     }
 
     private func nextDeadline() -> UInt64 {
@@ -110,7 +124,7 @@ final class HTTPServerConnection: ConnectionHandler {
     // MARK: reading
 
     func connectionRead(_ c: Connection, _ bytes: UnsafeMutableRawBufferPointer) {
-        if parser.isIdle && inbound.isEmpty { requestStarted = c.loop.now }
+        if parser.isIdle && inbound.isEmpty { requestBegan() }
         lastActivity = c.loop.now
         inbound.append(UnsafeRawBufferPointer(bytes))
         processInbound()
@@ -118,7 +132,7 @@ final class HTTPServerConnection: ConnectionHandler {
 
     private func processInbound() {
         while active == nil, !upgraded, connection.isOpen {
-            if parser.isIdle && !inbound.isEmpty { requestStarted = connection.loop.now }
+            if parser.isIdle && !inbound.isEmpty { requestBegan() }
             switch parser.next(&inbound) {
             case .failure(let e):
                 fail(e)

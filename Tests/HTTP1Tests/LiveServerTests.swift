@@ -122,6 +122,40 @@ final class LiveServerTests: XCTestCase {
         XCTAssertEqual(ResponseParser.parseAll(bytes).0.first?.status, 408)
     }
 
+    /// A server whose idle timeout is far longer than its request timeout: the request deadline
+    /// must count from the request's first byte, not wait for the idle deadline armed at accept.
+    static let patientServer: TestServer = {
+        var http = HTTPServerConfiguration()
+        http.requestReadTimeoutNanos = 500_000_000
+        http.idleTimeoutNanos = 30_000_000_000
+        return try! TestServer(http: http)
+    }()
+
+    func testSlowHeadGets408AtRequestTimeoutNotIdleTimeout() throws {
+        for pipelined in [false, true] {
+            let client = try BlockingClient(port: Self.patientServer.port, timeoutMs: 10_000)
+            if pipelined {
+                // After a keep-alive answer the timer points at the idle deadline again.
+                try client.send("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                _ = client.read(atLeast: 40)
+            }
+            usleep(300_000)  // idle before the request starts
+            let start = monotonicNanos()
+            try client.send("GET /healthz HTTP/1.1\r\n")
+            var closed = false
+            for _ in 0..<60 where !closed {  // one header byte every 100 ms, for up to 6 s
+                usleep(100_000)
+                closed = (try? client.send("X")) == nil
+            }
+            let (bytes, _) = client.readAll()
+            let waited = Double(monotonicNanos() - start) / 1e9
+            let statuses = ResponseParser.parseAll(bytes).0.map(\.status)
+            XCTAssertEqual(statuses.last, 408, "pipelined: \(pipelined)")
+            XCTAssertGreaterThan(waited, 0.45, "measured from the first byte")
+            XCTAssertLessThan(waited, 5, "the request timeout (0.5 s), not the idle timeout (30 s); pipelined: \(pipelined)")
+        }
+    }
+
     func testIdleKeepAliveTimeout() throws {
         let client = try BlockingClient(port: port, timeoutMs: 3000)
         try client.send("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
