@@ -145,6 +145,7 @@ public struct PresetValidator: Sendable {
             guard s.count <= PresetValidator.maxDescription else {
                 throw .invalid("description", "description must be at most \(PresetValidator.maxDescription) characters")
             }
+            try PresetValidator.refuseNUL(s, "description")
             f.description = s
         }
         if let v = body["tags"], !v.isNull {
@@ -155,6 +156,9 @@ public struct PresetValidator: Sendable {
                 guard let s = t.stringValue?.trimmingWhitespace(), !s.isEmpty, s.count <= PresetValidator.maxTagLength else {
                     throw .invalid("tags", "each tag must be a non-empty string of at most \(PresetValidator.maxTagLength) characters")
                 }
+                guard !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                    throw .invalid("tags", "tags must not contain control characters")
+                }
                 if !tags.contains(s) { tags.append(s) }
             }
             f.tags = tags
@@ -164,6 +168,7 @@ public struct PresetValidator: Sendable {
             guard s.utf8.count <= PresetValidator.maxPromptBytes else {
                 throw .invalid("prompt", "prompt must be at most \(PresetValidator.maxPromptBytes) bytes")
             }
+            try PresetValidator.refuseNUL(s, "prompt")
             f.prompt = s
         } else if creating {
             throw .invalid("prompt", "prompt is required")
@@ -176,10 +181,35 @@ public struct PresetValidator: Sendable {
                 throw APIError(.invalidRequest, error.message, field: error.field.map { "parameters.\($0)" } ?? "parameters")
             }
             var kept = JSONObject()
-            for (k, x) in o.pairs where PresetValidator.parameterKeys.contains(k) && !x.isNull { kept[k] = x }
+            for (k, x) in o.pairs where PresetValidator.parameterKeys.contains(k) && !x.isNull {
+                try PresetValidator.refuseNUL(in: x, "parameters.\(k)")
+                kept[k] = x
+            }
             f.parameters = kept
         }
         return f
+    }
+}
+
+extension PresetValidator {
+    /// PostgreSQL text and jsonb cannot hold U+0000: a preset carrying one would be cut short or
+    /// refused by the database, so it is refused here, naming the field. (Completions, which store
+    /// nothing, keep NULs.)
+    static func refuseNUL(_ s: String, _ field: String) throws(APIError) {
+        if s.utf8.contains(0) { throw .invalid(field, "\(field) must not contain NUL (U+0000) characters") }
+    }
+
+    static func refuseNUL(in v: JSONValue, _ field: String) throws(APIError) {
+        switch v {
+        case .string(let s): try refuseNUL(s, field)
+        case .array(let a): for x in a { try refuseNUL(in: x, field) }
+        case .object(let o):
+            for (k, x) in o.pairs {
+                try refuseNUL(k, field)
+                try refuseNUL(in: x, field)
+            }
+        default: break
+        }
     }
 }
 

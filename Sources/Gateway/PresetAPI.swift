@@ -24,8 +24,13 @@ public final class PresetAPI: @unchecked Sendable {
         api.add("DELETE", "/v1/presets/{id}") { [self] c, r in delete(c, r) }
     }
 
-    static func degraded(_ e: PGError) -> APIError {
-        APIError(.presetsDegraded, "presets are temporarily unavailable; completions still work", retryAfterMs: 2000)
+    /// What a client sees for a database failure: only an unreachable database is
+    /// `presets_degraded` with a retry hint; data the database refused is the request's fault
+    /// (400, retrying cannot help); any other database error is ours (500, no retry hint).
+    static func storeFailure(_ e: PGError) -> APIError {
+        if e.isDataError { return APIError(.invalidRequest, "the preset store cannot hold this text (for example a NUL character)") }
+        if e.isUnavailable { return APIError(.presetsDegraded, "presets are temporarily unavailable; completions still work", retryAfterMs: 2000) }
+        return APIError(.internalError, "the preset store could not answer this request")
     }
 
     static func notFound(_ id: String) -> APIError { APIError(.notFound, "no preset with id '\(id.prefix(64))'") }
@@ -46,7 +51,7 @@ public final class PresetAPI: @unchecked Sendable {
             switch r {
             case .success(let p?): done(.success(p))
             case .success(nil): done(.failure(PresetAPI.notFound(id)))
-            case .failure(let e): done(.failure(PresetAPI.degraded(e)))
+            case .failure(let e): done(.failure(PresetAPI.storeFailure(e)))
             }
         }
     }
@@ -63,7 +68,7 @@ public final class PresetAPI: @unchecked Sendable {
             case .success(.success(let p)): respond(reply, status: 201, p)
             case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
             case .success(.failure): reply.fail(APIError(.internalError, "could not save the preset"))
-            case .failure(let e): logger.warning("preset create failed", ["error": e.description]); reply.fail(PresetAPI.degraded(e))
+            case .failure(let e): logger.warning("preset create failed", ["error": e.description]); reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }
@@ -90,8 +95,9 @@ public final class PresetAPI: @unchecked Sendable {
             switch r {
             case .success(.success(let p)): respond(reply, p)
             case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
+            case .success(.failure(.database(let e))): reply.fail(PresetAPI.storeFailure(e))
             case .success(.failure): reply.fail(PresetAPI.notFound(id))
-            case .failure(let e): reply.fail(PresetAPI.degraded(e))
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }
@@ -106,7 +112,7 @@ public final class PresetAPI: @unchecked Sendable {
                 w.beginObject(); w.key("id"); w.string(id); w.key("deleted"); w.bool(true); w.endObject()
                 reply.respond(status: 200, json: w.bytes)
             case .success(false): reply.fail(PresetAPI.notFound(id))
-            case .failure(let e): reply.fail(PresetAPI.degraded(e))
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }
@@ -123,6 +129,10 @@ public final class PresetAPI: @unchecked Sendable {
         }
         guard query.count <= 200 else {
             reply.fail(.invalid("query", "query must be at most 200 characters"))
+            return
+        }
+        guard !query.utf8.contains(0) else {
+            reply.fail(.invalid("query", "query must not contain NUL (U+0000) characters"))
             return
         }
         let cursor = call.query["cursor"].flatMap { $0.isEmpty ? nil : $0 }
@@ -148,7 +158,7 @@ public final class PresetAPI: @unchecked Sendable {
                 reply.fail(.invalid("cursor", "cursor is not one this server issued for this query"))
             case .success(.failure(.database(let e))), .failure(let e):
                 logger.warning("preset search failed", ["error": e.description])
-                reply.fail(PresetAPI.degraded(e))
+                reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }

@@ -6,12 +6,19 @@ import Glibc
 
 /// A database failure. `description` is for logs; clients get a mapped APIError instead.
 public struct PGError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case connection, query, unavailable }
+    /// `connection`/`unavailable`: the database could not be reached (retry later). `query`: it
+    /// answered with an error. `invalidInput`: a value was refused before it was sent.
+    public enum Kind: Sendable { case connection, query, unavailable, invalidInput }
     public let kind: Kind
     public let sqlState: String?
     public let message: String
     public var description: String { "\(kind) \(sqlState ?? "-"): \(message)" }
     public var isUniqueViolation: Bool { sqlState == "23505" }
+    /// The data was at fault, not the database (SQLSTATE class 22, or refused before sending):
+    /// the same request would fail again, so it must not be answered with a retry hint.
+    public var isDataError: Bool { kind == .invalidInput || (kind == .query && sqlState?.hasPrefix("22") == true) }
+    /// Whether the database was unreachable, as opposed to answering with an error.
+    public var isUnavailable: Bool { kind == .connection || kind == .unavailable }
 }
 
 /// Rows of a result, as text (libpq's text format), NULL as nil.
@@ -59,6 +66,10 @@ public final class PGConnection {
     @discardableResult
     public func query(_ sql: String, _ params: [String?] = []) throws(PGError) -> PGRows {
         guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
+        // Parameters travel as C strings: a NUL would silently cut the value short.
+        if let i = params.firstIndex(where: { $0?.utf8.contains(0) == true }) {
+            throw PGError(kind: .invalidInput, sqlState: "22021", message: "parameter $\(i + 1) contains a NUL byte")
+        }
         // Keep the C strings alive for the call.
         let cStrings: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0) } ?? nil }
         defer { for p in cStrings { free(p) } }

@@ -64,6 +64,14 @@ final class PresetTests: XCTestCase {
                               (#"{"name":"n","prompt":"p","tags":[""]}"#, "tags"), (#"{"name":5,"prompt":"p"}"#, "name")] {
             XCTAssertThrowsError(try fields(json), json) { e in XCTAssertEqual((e as? APIError)?.field, field, json) }
         }
+        // PostgreSQL text cannot hold U+0000: every stored text field refuses it, naming the field.
+        for (json, field) in [(#"{"name":"a\u0000b","prompt":"p"}"#, "name"), (#"{"name":"n","prompt":"a\u0000b"}"#, "prompt"),
+                              (#"{"name":"n","prompt":"p","description":"x\u0000"}"#, "description"),
+                              (#"{"name":"n","prompt":"p","tags":["t\u0000"]}"#, "tags"),
+                              (#"{"name":"n","prompt":"p","parameters":{"stop":["ok","a\u0000"]}}"#, "parameters.stop")] {
+            XCTAssertThrowsError(try fields(json), json) { e in XCTAssertEqual((e as? APIError)?.field, field, json) }
+        }
+        XCTAssertThrowsError(try fields(#"{"prompt":"a\u0000b"}"#, creating: false), "PATCH too")
         let long = String(repeating: "é", count: 120)
         XCTAssertEqual(try fields(#"{"name":"\#(long)","prompt":"p"}"#).name?.count, 120, "characters, not bytes")
         XCTAssertThrowsError(try fields(#"{"name":"\#(long)x","prompt":"p"}"#))

@@ -1,5 +1,6 @@
 import Domain
 import PresetStore
+import Foundation
 import XCTest
 
 final class CredentialTests: XCTestCase {
@@ -33,5 +34,35 @@ final class CredentialTests: XCTestCase {
         XCTAssertTrue(params.contains("o'brien"))
         XCTAssertNil(PresetRepository.searchStatement(user: user, query: "x", limit: 20, cursor: "not-a-cursor"))
         XCTAssertNil(PresetRepository.searchStatement(user: user, query: "", limit: 20, cursor: "dHwxfDI"), "garbage cursor")
+    }
+}
+
+/// Against the PostgreSQL the test script starts (DATABASE_URL): fails, never skips, without it.
+final class LivePGTests: XCTestCase {
+    func connect() throws -> PGConnection {
+        guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty else {
+            XCTFail("DATABASE_URL is not set: run through scripts/test.sh, which starts PostgreSQL")
+            throw XCTSkip("unreachable: XCTFail above already failed the test")
+        }
+        return try PGConnection(url: url)
+    }
+
+    /// Parameters travel as C strings: a NUL is refused before sending, never silently cut short.
+    func testNULParameterIsRefusedNotTruncated() throws {
+        let conn = try connect()
+        XCTAssertEqual(try conn.query("SELECT $1::text", ["before"]).rows.first?.first, "before")
+        XCTAssertThrowsError(try conn.query("SELECT $1::text", ["before\u{0}after"])) { e in
+            let e = e as! PGError
+            XCTAssertEqual(e.kind, .invalidInput)
+            XCTAssertTrue(e.isDataError)
+            XCTAssertFalse(e.isUnavailable, "not a reason to say the store is degraded")
+        }
+        // jsonb refuses an escaped NUL with SQLSTATE 22P05: a data error, not an outage.
+        XCTAssertThrowsError(try conn.query("SELECT $1::jsonb", [#"{"stop":["a\u0000b"]}"#])) { e in
+            let e = e as! PGError
+            XCTAssertEqual(e.sqlState, "22P05")
+            XCTAssertTrue(e.isDataError)
+        }
+        XCTAssertTrue(conn.isHealthy, "the connection survives both")
     }
 }
