@@ -25,7 +25,8 @@ enum Routes {
         }
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
-        if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator).install(on: router) }
+        if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator,
+                                                     origins: config.webSocket.origins).install(on: router) }
         if !modelServer {
             WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics, registry: sessions)
             let files = StaticFiles(directory: config.publicDir)

@@ -15,6 +15,7 @@ public enum ErrorCode: String, Sendable {
     case generationInterrupted = "generation_interrupted"
     case presetsDegraded = "presets_degraded"
     case payloadTooLarge = "payload_too_large"
+    case unsupportedMediaType = "unsupported_media_type"
     case internalError = "internal_error"
 
     public var httpStatus: Int {
@@ -26,6 +27,7 @@ public enum ErrorCode: String, Sendable {
         case .methodNotAllowed: return 405
         case .conflict: return 409
         case .payloadTooLarge: return 413
+        case .unsupportedMediaType: return 415
         case .rateLimitExceeded, .concurrentGenerationsLimitExceeded: return 429
         case .serverBusy, .modelUnavailable, .presetsDegraded, .generationInterrupted: return 503
         case .internalError: return 500
@@ -35,7 +37,7 @@ public enum ErrorCode: String, Sendable {
     /// The `type` field OpenAI SDKs read alongside the code.
     var openAIType: String {
         switch self {
-        case .invalidRequest, .payloadTooLarge, .notFound, .conflict, .methodNotAllowed: return "invalid_request_error"
+        case .invalidRequest, .payloadTooLarge, .unsupportedMediaType, .notFound, .conflict, .methodNotAllowed: return "invalid_request_error"
         case .unauthorized, .forbidden: return "authentication_error"
         case .rateLimitExceeded, .concurrentGenerationsLimitExceeded: return "rate_limit_error"
         default: return "server_error"

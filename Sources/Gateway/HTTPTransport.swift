@@ -104,7 +104,7 @@ final class SSESubscriber: CompletionSubscriber {
             created = c
             var h = HTTPHeaders()
             h.add("Content-Type", "text/event-stream")
-            h.add("Cache-Control", "no-cache")
+            h.add("Cache-Control", "no-store")
             h.add("X-Accel-Buffering", "no")
             h.add("X-Request-Id", request.requestID)
             responder.startStream(headers: h)

@@ -10,11 +10,34 @@ public struct SessionRoutes {
     let store: IdentityStore
     let secure: Bool
     let authenticator: Authenticator
+    let origins: OriginPolicy
 
-    public init(store: IdentityStore, secure: Bool, authenticator: Authenticator) {
+    public init(store: IdentityStore, secure: Bool, authenticator: Authenticator, origins: OriginPolicy) {
         self.store = store
         self.secure = secure
         self.authenticator = authenticator
+        self.origins = origins
+    }
+
+    /// Signing in and out change which account a browser acts as, so both are refused from a
+    /// foreign page (login CSRF: a form on another site signing the victim in as the attacker;
+    /// cross-site sign-out), whatever credential they carry. Browsers send Origin on every
+    /// cross-origin POST and DELETE; a body must be JSON, which a plain form cannot send.
+    func refusal(_ req: HTTPRequest) -> APIError? {
+        if !origins.permits(origin: req.headers.first("origin"), host: req.headers.first("host"))
+            || req.headers.first("sec-fetch-site")?.lowercased() == "cross-site" {
+            return APIError(.forbidden, "cross-origin sign-in and sign-out are refused")
+        }
+        if !req.body.isEmpty && !SessionRoutes.isJSON(req.headers.first("content-type")) {
+            return APIError(.unsupportedMediaType, "send the body as application/json")
+        }
+        return nil
+    }
+
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let ct = contentType else { return false }
+        let media = ct.split(separator: ";", maxSplits: 1).first.map { String($0).trimmingWhitespace().lowercased() } ?? ""
+        return media == "application/json"
     }
 
     func cookie(_ value: String, maxAge: Int) -> String {
@@ -38,6 +61,7 @@ public struct SessionRoutes {
 
     public func install(on router: Router) {
         router.post("/v1/session", bodyLimit: 4096) { req, r in
+            if let e = refusal(req) { return fail(r, e) }
             var key: String?
             if case .apiKey(let k)? = HTTPCredentials.from(req.headers) { key = k }
             if key == nil, !req.body.isEmpty {
@@ -52,7 +76,6 @@ public struct SessionRoutes {
                 case .success((let token, let id)):
                     var h = HTTPHeaders()
                     h.add("Set-Cookie", cookie(token, maxAge: IdentityStore.sessionLifetimeSeconds))
-                    h.add("Cache-Control", "no-store")
                     r.send(status: 200, contentType: "application/json", body: SessionRoutes.identityJSON(id), headers: h)
                 case .failure(.invalid): fail(r, APIError(.unauthorized, "that API key is not valid"))
                 case .failure(.unavailable): fail(r, APIError(.serverBusy, "the account store is unavailable; retry shortly", retryAfterMs: 1000))
@@ -68,6 +91,7 @@ public struct SessionRoutes {
             }
         }
         router.add("DELETE", "/v1/session") { req, r in
+            if let e = refusal(req) { return fail(r, e) }
             var h = HTTPHeaders()
             h.add("Set-Cookie", cookie("", maxAge: 0))
             guard let token = HTTPCredentials.cookie(HTTPCredentials.sessionCookie, in: req.headers) else {

@@ -117,7 +117,7 @@ public struct SSEWriter {
         self.responder = responder
         var h = extraHeaders
         h.replace("Content-Type", "text/event-stream")
-        h.replace("Cache-Control", "no-cache")
+        h.replace("Cache-Control", "no-store")
         h.add("X-Accel-Buffering", "no")
         responder.startStream(headers: h)
     }

@@ -15,6 +15,12 @@ public enum HTTPResponseEncoder {
             s += "\r\n"
         }
         if headers.first("date") == nil { s += "Date: \(date)\r\n" }
+        // Safe defaults on every answer: API answers (JSON, SSE, errors) carry user data and must
+        // not be cached or sniffed as another type; a handler that wants caching says so itself.
+        if status >= 200 {
+            if headers.first("cache-control") == nil { s += "Cache-Control: no-store\r\n" }
+            if headers.first("x-content-type-options") == nil { s += "X-Content-Type-Options: nosniff\r\n" }
+        }
         if let contentLength { s += "Content-Length: \(contentLength)\r\n" }
         if chunked { s += "Transfer-Encoding: chunked\r\n" }
         if !keepAlive && headers.first("connection") == nil { s += "Connection: close\r\n" }

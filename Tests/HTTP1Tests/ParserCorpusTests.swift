@@ -124,7 +124,14 @@ final class EncoderAndRouterTests: XCTestCase {
         var h = HTTPHeaders()
         h.add("Content-Type", "text/plain")
         let s = String(decoding: HTTPResponseEncoder.head(status: 404, headers: h, contentLength: 3, chunked: false, keepAlive: false, date: "D"), as: UTF8.self)
-        XCTAssertEqual(s, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nDate: D\r\nContent-Length: 3\r\nConnection: close\r\n\r\n")
+        XCTAssertEqual(s, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nDate: D\r\nCache-Control: no-store\r\n"
+                       + "X-Content-Type-Options: nosniff\r\nContent-Length: 3\r\nConnection: close\r\n\r\n")
+        // A handler's own caching policy wins; informational answers get no defaults.
+        h.add("Cache-Control", "no-cache")
+        let cached = String(decoding: HTTPResponseEncoder.head(status: 200, headers: h, contentLength: 0, chunked: false, keepAlive: true, date: "D"), as: UTF8.self)
+        XCTAssertEqual(cached.components(separatedBy: "Cache-Control").count, 2)
+        let info = String(decoding: HTTPResponseEncoder.head(status: 101, headers: HTTPHeaders(), contentLength: nil, chunked: false, keepAlive: true, date: "D"), as: UTF8.self)
+        XCTAssertFalse(info.contains("Cache-Control"))
     }
 
     func testHTTPDate() {

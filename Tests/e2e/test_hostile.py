@@ -100,3 +100,76 @@ def test_completions_keep_nul(node, user):
     status, body, _ = api(node, "POST", "/v1/completions",
                           {"prompt": "The cat\u0000 sat", "max_tokens": 2, "stop": ["\u0000"]}, key=user)
     assert status == 200, body
+
+
+def raw_session(node, method, headers, body=b""):
+    """A request to /v1/session with exactly these headers (urllib would add its own)."""
+    s = socket.create_connection((node.host, node.port), timeout=5)
+    head = f"{method} /v1/session HTTP/1.1\r\nHost: {node.host}:{node.port}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+    s.sendall((head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data.decode(errors="replace")
+
+
+# 4. Login CSRF and cross-site sign-out.
+def test_cross_site_sign_in_and_sign_out_are_refused(node):
+    attacker = make_key("attacker-" + uuid.uuid4().hex[:6])
+    evil = "https://evil.example"
+    body = json.dumps({"api_key": attacker}).encode()
+    # A form on another site: text/plain body, foreign Origin.
+    status, text = raw_session(node, "POST", {"Origin": evil, "Content-Type": "text/plain"}, body)
+    assert status == 403 and "Set-Cookie" not in text, text
+    status, text = raw_session(node, "POST", {"Origin": evil, "Content-Type": "application/json"}, body)
+    assert status == 403 and "Set-Cookie" not in text, text
+    status, text = raw_session(node, "POST", {"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}, body)
+    assert status == 403, text
+    # Same origin but not JSON (a form post): refused too.
+    status, text = raw_session(node, "POST", {"Origin": f"http://{node.host}:{node.port}", "Content-Type": "text/plain"}, body)
+    assert status == 415 and '"unsupported_media_type"' in text and "Set-Cookie" not in text, text
+    # The page's own sign-in works and yields a cookie.
+    status, text = raw_session(node, "POST", {"Origin": f"http://{node.host}:{node.port}", "Content-Type": "application/json"},
+                               json.dumps({"api_key": node.key}).encode())
+    assert status == 200 and "Set-Cookie: pg_session=" in text, text
+    cookie = text.split("Set-Cookie: ", 1)[1].split(";", 1)[0]
+    # Cross-site sign-out with the victim's cookie: refused, and the session still works.
+    status, text = raw_session(node, "DELETE", {"Origin": evil, "Cookie": cookie})
+    assert status == 403, text
+    status, text = raw_session(node, "GET", {"Cookie": cookie})
+    assert status == 200, text
+    status, text = raw_session(node, "DELETE", {"Origin": f"http://{node.host}:{node.port}", "Cookie": cookie})
+    assert status == 200 and "Max-Age=0" in text, text
+    status, text = raw_session(node, "GET", {"Cookie": cookie})
+    assert status == 401, text
+
+
+# 5. Every API answer says not to cache it and not to sniff it.
+def test_api_answers_carry_no_store_and_nosniff(node, user):
+    answers = []
+    answers.append(api(node, "GET", "/v1/models", key=user)[2])
+    answers.append(api(node, "POST", "/v1/presets", {"name": "h-" + uuid.uuid4().hex[:6], "prompt": "p"}, key=user)[2])
+    answers.append(api(node, "GET", "/v1/presets?query=x", key=user)[2])
+    answers.append(api(node, "POST", "/v1/completions", {"prompt": "The cat", "max_tokens": 2}, key=user)[2])
+    answers.append(api(node, "POST", "/v1/completions", {"prompt": 5}, key=user)[2])
+    answers.append(api(node, "GET", "/v1/presets", key=False)[2])
+    answers.append(api(node, "GET", "/v1/session", key=user)[2])
+    answers.append(api(node, "GET", "/v1/nothing-here", key=user)[2])
+    req = urllib.request.Request(node.url + "/v1/completions", method="POST",
+                                 data=json.dumps({"prompt": "The cat", "max_tokens": 2, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {user}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        answers.append(r.headers)
+        r.read()
+    for h in answers:
+        assert h.get("Cache-Control") == "no-store", dict(h)
+        assert h.get("X-Content-Type-Options") == "nosniff", dict(h)
+    # A framing error answered by the HTTP layer itself, too.
+    s = socket.create_connection((node.host, node.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+    data = s.recv(65536).decode()
+    s.close()
+    assert data.startswith("HTTP/1.1 400") and "Cache-Control: no-store" in data and "X-Content-Type-Options: nosniff" in data
