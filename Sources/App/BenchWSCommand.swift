@@ -65,7 +65,7 @@ enum BenchWSCommand {
         if plan.target == nil {
             for _ in 0..<plan.servers {
                 let c = try BenchSupport.spawn(["serve", "--host", "127.0.0.1", "--port", "\(plan.port)", "--loops", "\(plan.serverLoops)",
-                                                "--conformance-echo", "--log-level", "warning", "--auth", "off"])
+                                                "--conformance-echo", "--log-level", "warning", "--auth", "off", "--share-port"])
                 servers.append(c.process)
                 pids.append(c.process.processIdentifier)
                 // Wait for "listening on".

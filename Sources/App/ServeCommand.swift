@@ -39,6 +39,7 @@ struct NodeConfig {
     var dbPoolSize: Int
     var cookieSecure: Bool
     var sseKeepaliveMs: Int
+    var sharePort: Bool
 
     init(_ a: Arguments, modelServer: Bool = false) throws(ArgumentError) {
         host = a.string("host", default: "127.0.0.1")
@@ -78,6 +79,7 @@ struct NodeConfig {
         dbPoolSize = try a.int("db-pool-size", default: 4)
         cookieSecure = a.bool("cookie-secure")
         sseKeepaliveMs = try a.int("sse-keepalive-ms", default: 15_000)
+        sharePort = a.bool("share-port")
         guard (1...64).contains(dbPoolSize) else { throw ArgumentError(message: "--db-pool-size must be 1...64") }
         faults.errorRate = try a.double("error-rate", default: 0)
         faults.midstreamFailureRate = try a.double("midstream-failure-rate", default: 0)
@@ -124,7 +126,7 @@ struct NodeConfig {
          "model_jitter": "\(modelJitter)", "public_dir": publicDir, "drain_seconds": "\(drainSeconds)",
          "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)",
          "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
-         "db_pool_size": "\(dbPoolSize)"]
+         "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)"]
     }
 
     /// postgresql://user:secret@host → postgresql://user:***@host
@@ -206,6 +208,7 @@ enum ServeCommand {
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
+        http.sharePort = config.sharePort
         let server = HTTPServer(router: router, configuration: http)
         let address = try server.start(group: group, host: config.host, port: config.port)
         group.start()

@@ -11,6 +11,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxOutboundBytes = 4 << 20
     /// Bytes of later pipelined requests buffered while one is being answered.
     public var maxPipelineBufferBytes = 64 * 1024
+    /// Join a port another process already listens on (SO_REUSEPORT), splitting its traffic.
+    public var sharePort = false
     public init() {}
 }
 
@@ -29,7 +31,8 @@ public final class HTTPServer: @unchecked Sendable {
         let router = router, config = configuration
         let dates = UncheckedBox(group.loops.map { _ in DateCache() })
         let loopIndex = UncheckedBox(Dictionary(uniqueKeysWithValues: group.loops.enumerated().map { (ObjectIdentifier($1), $0) }))
-        let server = try TCPServer(group: group, host: host, port: port, maxOutboundBytes: config.maxOutboundBytes) { conn in
+        let server = try TCPServer(group: group, host: host, port: port, maxOutboundBytes: config.maxOutboundBytes,
+                                   sharePort: config.sharePort) { conn in
             let dc = dates.value[loopIndex.value[ObjectIdentifier(conn.loop)]!]
             HTTPServerConnection.attach(conn, router: router, configuration: config, dateCache: dc)
         }

@@ -57,12 +57,16 @@ public final class TCPServer: @unchecked Sendable {
     public private(set) var boundAddress: SocketAddress
     private var listeners: [Listener] = []
 
-    /// `onAccept` runs on the accepting connection's loop.
+    /// `onAccept` runs on the accepting connection's loop. Unless `sharePort`, a port that any
+    /// other socket already listens on is refused (EADDRINUSE): our own listeners use SO_REUSEPORT
+    /// to spread connections over loops, and without this check a second node started on the same
+    /// port would silently split the traffic with the first.
     public init(group: EventLoopGroup, host: String, port: Int, backlog: Int32 = 4096,
-                maxOutboundBytes: Int = 1 << 20,
+                maxOutboundBytes: Int = 1 << 20, sharePort: Bool = false,
                 onAccept: @escaping @Sendable (Connection) -> Void) throws(SystemError) {
         self.group = group
         var address = try SocketAddress(host: host, port: port)
+        if !sharePort && port != 0 { try TCPServer.checkPortFree(address) }
         var fds: [Int32] = []
         do {
             for _ in group.loops {
@@ -87,6 +91,18 @@ public final class TCPServer: @unchecked Sendable {
             loop.execute {
                 try? loop.register(fd: fd, box.value, events: EPOLLIN.rawValue)
             }
+        }
+    }
+
+    /// Binds a probe without SO_REUSEPORT: it fails while any socket listens on the address, with
+    /// or without SO_REUSEPORT (SO_REUSEADDR still lets us past connections in TIME_WAIT).
+    static func checkPortFree(_ address: SocketAddress) throws(SystemError) {
+        let probe = try Posix.tcpSocket()
+        defer { Posix.close(probe) }
+        try Posix.setOption(probe, SOL_SOCKET, SO_REUSEADDR, 1)
+        do throws(SystemError) { try Posix.bind(probe, address) } catch {
+            if error.errno == EADDRINUSE { throw SystemError("listen on \(address): the port is in use by another process (pass --share-port to share it on purpose)", error.errno) }
+            throw error
         }
     }
 

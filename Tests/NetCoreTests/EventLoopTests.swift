@@ -103,3 +103,25 @@ final class ByteBufferTests: XCTestCase {
 final class Counter: Sendable {
     let value = Atomic<Int>(0)
 }
+
+/// A listener refuses a port another socket already listens on, unless told to share it.
+final class ListenerTests: XCTestCase {
+    func testPortInUseIsRefusedUnlessShared() async throws {
+        let group = try EventLoopGroup(count: 2)
+        group.start()
+        defer { group.shutdown() }
+        let first = try TCPServer(group: group, host: "127.0.0.1", port: 0) { $0.close() }
+        let port = first.boundAddress.port
+        XCTAssertThrowsError(try TCPServer(group: group, host: "127.0.0.1", port: port) { $0.close() }) { e in
+            XCTAssertEqual((e as? SystemError)?.errno, EADDRINUSE)
+            XCTAssertTrue("\(e)".contains("--share-port"), "the error says how to share on purpose")
+        }
+        let shared = try TCPServer(group: group, host: "127.0.0.1", port: port, sharePort: true) { $0.close() }
+        XCTAssertEqual(shared.boundAddress.port, port)
+        await shared.close()
+        await first.close()
+        // Once both are gone the port is free again.
+        let again = try TCPServer(group: group, host: "127.0.0.1", port: port) { $0.close() }
+        await again.close()
+    }
+}
