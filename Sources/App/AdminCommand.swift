@@ -3,6 +3,24 @@ import Runtime
 
 /// `playground migrate` and `playground admin keys create|list|revoke|check`.
 enum AdminCommand {
+    static let migrateSpec = CommandSpec("migrate", summary: "Applies sql/NNN_*.sql in order (a node also does this at start).", flags: [
+        .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
+        .option("sql-dir", "DIR", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"), "migrations"),
+    ])
+
+    static let spec = CommandSpec("admin", summary: """
+        Manages API keys:
+          admin keys create --user U [--org O]   prints a new key once (only its hash is stored)
+          admin keys list [--user U]             every key, revoked ones too
+          admin keys revoke ID|PREFIX            revokes at once, on every node
+          admin keys check --key K               exit 0 if the key is valid, 1 if not
+        """, usage: "keys create|list|revoke|check", maxPositionals: 3, flags: [
+        .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
+        .option("user", "U", "the key's user (create), or only this user's keys (list)"),
+        .option("org", "O", "the key's organisation (create)"),
+        .option("key", "K", "the key to check (check)"),
+    ])
+
     static func connection(_ a: Arguments) throws -> PGConnection {
         guard let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") else {
             throw ArgumentError(message: "set DATABASE_URL or --database-url")
@@ -14,7 +32,7 @@ enum AdminCommand {
 
     static func migrate(_ a: Arguments) throws -> Int32 {
         let conn = try connection(a)
-        let dir = a.string("sql-dir", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"))
+        let dir = a.string("sql-dir")
         let applied = try Migrations.apply(conn, directory: dir)
         printLine(applied.isEmpty ? "migrations: up to date" : "migrations applied: " + applied.map(\.name).joined(separator: ", "))
         return 0
@@ -24,6 +42,11 @@ enum AdminCommand {
         let words = a.positional
         guard words.count >= 2, words[0] == "keys" else {
             throw ArgumentError(message: "usage: playground admin keys create --user U [--org O] | list [--user U] | revoke ID|PREFIX | check --key K")
+        }
+        let arity = words[1] == "revoke" ? 3 : 2
+        guard words.count == arity else {
+            throw ArgumentError(message: words.count > arity ? "admin keys \(words[1]): unexpected argument '\(words[arity])'"
+                                                               : "usage: playground admin keys revoke ID|PREFIX")
         }
         let conn = try connection(a)
         switch words[1] {

@@ -15,18 +15,38 @@ import WebSocket
 enum BenchCommand {
     static let prompt = "The train left the city"
 
+    static let spec = CommandSpec("bench", summary: """
+        Completions end to end against a node it starts with the built-in model at zero pace: WebSocket at a
+        fixed rate (added TTFT), WebSocket flat out, and SSE. Prints one line of figures per phase.
+        """, flags: [
+        .option("port", "N", default: "18950", "port of the node it starts"),
+        .option("rate", "N", default: "1000", "completions/s in the open-loop phase"),
+        .option("duration", "S", default: "8", "seconds per phase"),
+        .option("max-tokens", "N", default: "16", "tokens per completion"),
+        .option("connections", "N", default: "64", "client connections"),
+        .option("window", "N", default: "8", "completions in flight per connection (closed loop)"),
+        .option("clients", "N", default: "1", "client processes"),
+        .option("phases", "LIST", default: "rate,max,sse", "which phases, in order"),
+        .option("server-loops", "N", default: "\(CPU.count)", "the node's event loops"),
+        .toggle("with-auth", "authenticate every request against PostgreSQL (needs DATABASE_URL)"),
+        .toggle("child", "internal: run as a client process"),
+        .option("mode", "MODE", default: "ws-max", "internal (child): ws-rate, ws-max or sse"),
+        .option("source", "ADDR", default: "127.0.0.2", "internal (child): source address"),
+        .option("key", "KEY", default: "", "internal (child): API key"),
+    ])
+
     static func run(_ a: Arguments) throws -> Int32 {
         if a.bool("child") { return try BenchCompletionChild.run(a) }
         ProcessLimits.ignoreSIGPIPE()
-        let port = try a.int("port", default: 18_950)
-        let rate = try a.int("rate", default: 1000)
-        let duration = try a.double("duration", default: 8)
-        let maxTokens = try a.int("max-tokens", default: 16)
-        let connections = try a.int("connections", default: 64)
-        let window = try a.int("window", default: 8)
-        let clients = try a.int("clients", default: 1)
-        let phases = a.string("phases", default: "rate,max,sse").split(separator: ",").map(String.init)
-        let serverLoops = try a.int("server-loops", default: CPU.count)
+        let port = try a.int("port")
+        let rate = try a.int("rate")
+        let duration = try a.double("duration")
+        let maxTokens = try a.int("max-tokens")
+        let connections = try a.int("connections")
+        let window = try a.int("window")
+        let clients = try a.int("clients")
+        let phases = a.string("phases").split(separator: ",").map(String.init)
+        let serverLoops = try a.int("server-loops")
         // --with-auth: the real path, one PostgreSQL key lookup per request (needs DATABASE_URL).
         let withAuth = a.bool("with-auth")
         var key = ""
@@ -159,16 +179,16 @@ final class BenchCompletionChild: @unchecked Sendable {
     static func run(_ a: Arguments) throws -> Int32 {
         ProcessLimits.ignoreSIGPIPE()
         ProcessLimits.raiseOpenFileLimit()
-        let port = try a.int("port", default: 18_950)
+        let port = try a.int("port")
         let target = try SocketAddress(host: "127.0.0.1", port: port)
-        let source = try SocketAddress(host: a.string("source", default: "127.0.0.2"), port: 0)
-        let connections = try a.int("connections", default: 16)
-        let duration = try a.double("duration", default: 5)
+        let source = try SocketAddress(host: a.string("source"), port: 0)
+        let connections = try a.int("connections")
+        let duration = try a.double("duration")
         let group = try EventLoopGroup(count: 1, namePrefix: "bench")
         group.start()
-        let child = BenchCompletionChild(loop: group.loops[0], mode: a.string("mode", default: "ws-max"),
-                                         window: try a.int("window", default: 8), rate: try a.int("rate", default: 1000),
-                                         maxTokens: try a.int("max-tokens", default: 16), key: a.string("key", default: ""))
+        let child = BenchCompletionChild(loop: group.loops[0], mode: a.string("mode"),
+                                         window: try a.int("window"), rate: try a.int("rate"),
+                                         maxTokens: try a.int("max-tokens"), key: a.string("key"))
         let box = UncheckedBox(child)
         let ready = DispatchSemaphore(value: 0)
         group.loops[0].execute { box.value.open(connections, target: target, source: source, ready: ready) }

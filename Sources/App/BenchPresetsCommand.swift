@@ -12,10 +12,18 @@ import Runtime
 enum BenchPresetsCommand {
     static let queries = ["sumarize", "translate french", "email", "", "notes", "poem", "sql querys", "lesson plan", "grader"]
 
+    static let spec = CommandSpec("bench-presets", summary: "Preset search latency on a seeded database (scripts/bench-presets.sh seeds it).", flags: [
+        .option("database-url", "URL", "the seeded PostgreSQL (or DATABASE_URL)"),
+        .option("users", "N", default: "100000", "users the seed spread presets over"),
+        .option("queries", "N", default: "3000", "searches to time"),
+        .option("seconds", "S", default: "3", "duration of each side of --compare-pools"),
+        .toggle("compare-pools", "thread pool vs non-blocking libpq on the loop, same searches"),
+    ])
+
     static func run(_ a: Arguments) throws -> Int32 {
         if a.bool("compare-pools") { return try comparePools(a) }
-        let users = try a.int("users", default: 100_000)
-        let total = try a.int("queries", default: 3000)
+        let users = try a.int("users")
+        let total = try a.int("queries")
         let pool = PGPool(url: a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? "", size: 1,
                           logger: Logger(label: "bench", level: .warning))
         pool.start()
@@ -73,8 +81,8 @@ extension BenchPresetsCommand {
     /// Thread pool vs libpq's non-blocking API on the loop, same searches, same number of
     /// connections (4), from one event loop keeping C queries in flight for a few seconds each.
     static func comparePools(_ a: Arguments) throws -> Int32 {
-        let users = try a.int("users", default: 100_000)
-        let seconds = try a.double("seconds", default: 3)
+        let users = try a.int("users")
+        let seconds = try a.double("seconds")
         let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? ""
         let group = try EventLoopGroup(count: 1, namePrefix: "cmp")
         group.start()

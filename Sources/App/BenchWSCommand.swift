@@ -26,25 +26,46 @@ enum BenchWSCommand {
         var serverPIDs: [Int32]
 
         init(_ a: Arguments) throws(ArgumentError) {
-            idle = try a.int("idle", default: 1000)
-            active = try a.int("active", default: 64)
-            window = try a.int("window", default: 16)
-            payload = max(16, try a.int("payload", default: 16))
-            durationSeconds = try a.double("duration", default: 10)
-            warmupSeconds = try a.double("warmup", default: 2)
-            servers = try a.int("servers", default: 1)
-            serverLoops = try a.int("server-loops", default: CPU.count)
-            port = try a.int("port", default: 18_900)
+            idle = try a.int("idle")
+            active = try a.int("active")
+            window = try a.int("window")
+            payload = max(16, try a.int("payload"))
+            durationSeconds = try a.double("duration")
+            warmupSeconds = try a.double("warmup")
+            servers = try a.int("servers")
+            serverLoops = try a.int("server-loops")
+            port = try a.int("port")
             target = a.optionalString("target")
-            serverPIDs = a.string("server-pids", default: "").split(separator: ",").compactMap { Int32($0) }
+            serverPIDs = a.string("server-pids").split(separator: ",").compactMap { Int32($0) }
             let total = idle + active
-            clients = try a.int("clients", default: max(1, (total + 15_999) / 16_000))
+            if a.optionalString("clients") != nil { clients = try a.int("clients") } else { clients = max(1, (total + 15_999) / 16_000) }
             guard clients <= 200, total / clients < 19_500 else {
                 throw ArgumentError(message: "too many connections per client process (\(total / max(clients, 1))); raise --clients")
             }
             guard idle >= 0, active >= 0, window >= 1, servers >= 1 else { throw ArgumentError(message: "bad counts") }
         }
     }
+
+    static let spec = CommandSpec("bench-ws", summary: """
+        WebSocket load generator: starts the node(s) under test (or uses --target), opens idle and active
+        connections from client processes, measures RSS per connection, then echoes frames and reports
+        frames/s and round-trip percentiles.
+        """, flags: [
+        .option("idle", "N", default: "1000", "idle connections"),
+        .option("active", "N", default: "64", "connections echoing frames"),
+        .option("window", "N", default: "16", "frames in flight per active connection"),
+        .option("payload", "BYTES", default: "16", "frame payload (at least 16)"),
+        .option("duration", "S", default: "10", "measured seconds"),
+        .option("warmup", "S", default: "2", "seconds before measuring"),
+        .option("clients", "N", "client processes (default: one per 16,000 connections)"),
+        .option("servers", "N", default: "1", "node processes sharing the port"),
+        .option("server-loops", "N", default: "\(CPU.count)", "event loops per node"),
+        .option("port", "N", default: "18900", "port of the nodes it starts"),
+        .option("target", "HOST:PORT", "an already running node instead"),
+        .option("server-pids", "P,P", "with --target: the nodes' pids, for RSS figures"),
+        .toggle("child", "internal: run as a client process"),
+        .option("source", "ADDR", default: "127.0.0.2", "internal (child): source address"),
+    ])
 
     static func run(_ args: Arguments) throws -> Int32 {
         if args.bool("child") { return try BenchChild.run(args) }
@@ -244,15 +265,16 @@ final class BenchChild: @unchecked Sendable {
     static func run(_ a: Arguments) throws -> Int32 {
         ProcessLimits.ignoreSIGPIPE()
         ProcessLimits.raiseOpenFileLimit()
-        let t = a.string("target", default: "127.0.0.1:8080").split(separator: ":")
-        let target = try SocketAddress(host: String(t[0]), port: Int(t[1]) ?? 8080)
-        let source = try SocketAddress(host: a.string("source", default: "127.0.0.2"), port: 0)
+        let t = a.string("target").split(separator: ":")
+        guard t.count == 2, let port = Int(t[1]) else { throw ArgumentError(message: "--target must be HOST:PORT") }
+        let target = try SocketAddress(host: String(t[0]), port: port)
+        let source = try SocketAddress(host: a.string("source"), port: 0)
         let group = try EventLoopGroup(count: 1, namePrefix: "bench")
         group.start()
         let child = BenchChild(loop: group.loops[0], target: target, source: source,
-                               idle: try a.int("idle", default: 0), active: try a.int("active", default: 0),
-                               window: try a.int("window", default: 16), payload: try a.int("payload", default: 16))
-        let duration = try a.double("duration", default: 10), warmup = try a.double("warmup", default: 2)
+                               idle: try a.int("idle"), active: try a.int("active"),
+                               window: try a.int("window"), payload: try a.int("payload"))
+        let duration = try a.double("duration"), warmup = try a.double("warmup")
         let box = UncheckedBox(child)
         group.loops[0].execute { box.value.openMore() }
         child.allConnected.wait()

@@ -6,45 +6,37 @@ import Glibc
 /// The composition root: parses the subcommand and wires the modules together.
 enum Command {
     static let usage = """
-    usage: playground <command> [flags]
+    usage: playground <command> [flags]      (playground <command> --help lists its flags)
 
     commands:
-      serve        run a node (HTTP/1.1 + WebSocket) until SIGTERM/SIGINT
-                   --host 127.0.0.1 --port 8080 --loops <cores> --conformance-echo
-                   --allowed-origins a,b --log-level info --slots 256 --max-queue 1024
-                   --max-tokens-cap 2048 --model-ttft-ms 150 --model-token-ms 30
-                   --database-url URL (or DATABASE_URL) --auth keys|off
-      migrate      apply sql/NNN_*.sql in order (also done at start); needs DATABASE_URL
-      admin keys create --user U [--org O]   print a new API key once (only its hash is stored)
-      admin keys list [--user U] | revoke ID|PREFIX | check --key K
-      model-server serve the built-in model over the OpenAI-compatible API, with fault knobs
-                   --port 9090 --model-ttft-ms 150 --tokens-per-second 33 --model-jitter 0.2
-                   --error-rate 0 --midstream-failure-rate 0 --stall-rate 0
-      bench        completions benchmark: WebSocket at a fixed rate and flat out, and SSE
-                   --rate 1000 --duration 8 --connections 64 --window 8 --phases rate,max,sse
-      bench-ws     WebSocket load generator (see docs/BENCHMARKS.md)
+      serve          run a node (HTTP/1.1 + WebSocket, the page, the API) until SIGTERM/SIGINT
+      migrate        apply sql/NNN_*.sql in order (also done at start); needs DATABASE_URL
+      admin keys     create --user U [--org O] | list [--user U] | revoke ID|PREFIX | check --key K
+      model-server   serve the built-in model over the OpenAI-compatible API, with fault knobs
+      bench          completions benchmark: WebSocket at a fixed rate and flat out, and SSE
+      bench-ws       WebSocket load generator (see docs/BENCHMARKS.md)
       bench-presets  preset search latency on a seeded database (scripts/bench-presets.sh)
-      help         this text
+      help           this text
 
     Every flag can also be set as an environment variable: --port → PLAYGROUND_PORT.
+
     """
 
     static func run(_ argv: [String]) -> Int32 {
         guard let sub = argv.first else {
-            print(usage)
+            printError(usage)
             return 2
         }
         let rest = Array(argv.dropFirst())
         do {
-            let args = try Arguments(rest)
             switch sub {
-            case "serve": return try ServeCommand.run(args)
-            case "model-server": return try ServeCommand.run(args, modelServer: true)
-            case "bench-ws": return try BenchWSCommand.run(args)
-            case "bench": return try BenchCommand.run(args)
-            case "migrate": return try AdminCommand.migrate(args)
-            case "bench-presets": return try BenchPresetsCommand.run(args)
-            case "admin": return try AdminCommand.run(args)
+            case "serve": return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(modelServer: false)))
+            case "model-server": return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(modelServer: true)), modelServer: true)
+            case "bench-ws": return try BenchWSCommand.run(Arguments(rest, spec: BenchWSCommand.spec))
+            case "bench": return try BenchCommand.run(Arguments(rest, spec: BenchCommand.spec))
+            case "migrate": return try AdminCommand.migrate(Arguments(rest, spec: AdminCommand.migrateSpec))
+            case "bench-presets": return try BenchPresetsCommand.run(Arguments(rest, spec: BenchPresetsCommand.spec))
+            case "admin": return try AdminCommand.run(Arguments(rest, spec: AdminCommand.spec))
             case "help", "--help", "-h":
                 print(usage)
                 return 0
@@ -53,6 +45,10 @@ enum Command {
                 return 2
             }
         } catch let e as ArgumentError {
+            if let help = e.help {
+                print(help, terminator: "")
+                return 0
+            }
             printError("error: \(e.message)")
             return 2
         } catch {

@@ -41,57 +41,103 @@ struct NodeConfig {
     var sseKeepaliveMs: Int
     var sharePort: Bool
 
-    init(_ a: Arguments, modelServer: Bool = false) throws(ArgumentError) {
-        host = a.string("host", default: "127.0.0.1")
-        port = try a.int("port", default: modelServer ? 9090 : 8080)
-        loops = try a.int("loops", default: CPU.count)
+    /// Every flag of `serve` (and `model-server`, which differs in two defaults).
+    static func spec(modelServer: Bool) -> CommandSpec {
+        CommandSpec(modelServer ? "model-server" : "serve",
+                    summary: modelServer
+                        ? "Serves the built-in model over the OpenAI-compatible API, with fault knobs: the stand-in for model regions."
+                        : "Runs a node (HTTP/1.1, WebSocket, the page, the API) until SIGTERM/SIGINT, then drains.",
+                    flags: [
+            .option("host", "ADDR", default: "127.0.0.1", "address to listen on"),
+            .option("port", "N", default: modelServer ? "9090" : "8080", "port to listen on (0 picks a free one)"),
+            .toggle("share-port", "join a port another process already listens on (SO_REUSEPORT), splitting its traffic"),
+            .option("loops", "N", default: "\(CPU.count)", "event-loop threads"),
+            .option("log-level", "LEVEL", default: "info", "debug, info, warning or error"),
+            .option("allowed-origins", "A,B", default: "", "extra browser origins allowed (the node's own always is)"),
+            .option("request-timeout-ms", "MS", default: "10000", "from a request's first byte to its complete head and body"),
+            .option("idle-timeout-ms", "MS", default: "60000", "idle keep-alive connections are closed after this"),
+            .option("ping-interval-ms", "MS", default: "30000", "WebSocket ping interval (0: none)"),
+            .option("pong-timeout-ms", "MS", default: "10000", "a WebSocket peer silent this long after a ping is dropped"),
+            .option("max-outbound-bytes", "N", default: "\(1 << 20)", "unread output a WebSocket may queue before it is dropped"),
+            .option("slots", "N", default: "256", "generations at once"),
+            .option("max-queue", "N", default: "1024", "completions that may wait for a slot"),
+            .option("max-tokens-cap", "N", default: "2048", "the largest max_tokens accepted"),
+            .option("model-ttft-ms", "MS", default: "150", "the built-in model's time to first token"),
+            .option("model-token-ms", "MS", default: "30", "the built-in model's time per token"),
+            .option("tokens-per-second", "N", "the built-in model's pace as tokens/s (instead of --model-token-ms)"),
+            .option("model-jitter", "F", default: "0.2", "± this fraction of random variation on each delay"),
+            .option("error-rate", "F", default: "0", "fraction of completions refused before the first token"),
+            .option("midstream-failure-rate", "F", default: "0", "fraction of streams dropped after a few tokens"),
+            .option("stall-rate", "F", default: "0", "fraction of streams that stop sending tokens"),
+            .option("public-dir", "DIR", default: NodeConfig.projectDir("Public", marker: "index.html"), "the page's files"),
+            .option("drain-seconds", "S", default: "30", "how long SIGTERM waits for running streams"),
+            .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
+            .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
+            .option("auth", "MODE", default: modelServer ? "off" : "keys", "keys: API keys and sessions; off: everyone is one local user"),
+            .option("sql-dir", "DIR", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"), "migrations"),
+            .option("db-pool-size", "N", default: "4", "PostgreSQL connections (one thread each)"),
+            .toggle("cookie-secure", "mark the session cookie Secure (behind HTTPS)"),
+            .toggle("conformance-echo", "test-only routes used by the conformance tests"),
+        ])
+    }
+
+    init(_ a: Arguments) throws(ArgumentError) {
+        host = a.string("host")
+        port = try a.int("port")
+        loops = try a.int("loops")
         conformanceEcho = a.bool("conformance-echo")
-        allowedOrigins = a.string("allowed-origins", default: "").split(separator: ",").map { String($0) }
-        let lvl = a.string("log-level", default: "info")
+        allowedOrigins = a.string("allowed-origins").split(separator: ",").map { String($0) }
+        let lvl = a.string("log-level")
         guard let l = LogLevel(name: lvl) else { throw ArgumentError(message: "--log-level: unknown level '\(lvl)'") }
         logLevel = l
-        requestReadTimeoutMs = try a.int("request-timeout-ms", default: 10_000)
-        idleTimeoutMs = try a.int("idle-timeout-ms", default: 60_000)
-        pingIntervalMs = try a.int("ping-interval-ms", default: 30_000)
-        pongTimeoutMs = try a.int("pong-timeout-ms", default: 10_000)
-        maxOutboundBytes = try a.int("max-outbound-bytes", default: 1 << 20)
-        slots = try a.int("slots", default: 256)
-        maxQueue = try a.int("max-queue", default: 1024)
-        maxTokensCap = try a.int("max-tokens-cap", default: 2048)
-        modelTTFTMs = try a.double("model-ttft-ms", default: 150)
+        requestReadTimeoutMs = try a.int("request-timeout-ms")
+        idleTimeoutMs = try a.int("idle-timeout-ms")
+        pingIntervalMs = try a.int("ping-interval-ms")
+        pongTimeoutMs = try a.int("pong-timeout-ms")
+        maxOutboundBytes = try a.int("max-outbound-bytes")
+        slots = try a.int("slots")
+        maxQueue = try a.int("max-queue")
+        maxTokensCap = try a.int("max-tokens-cap")
+        modelTTFTMs = try a.double("model-ttft-ms")
         if let tps = a.optionalString("tokens-per-second") {
-            guard let v = Double(tps), v > 0 else { throw ArgumentError(message: "--tokens-per-second must be a positive number") }
+            guard let v = Double(tps), v > 0, v.isFinite else { throw ArgumentError(message: "--tokens-per-second must be a positive number") }
             modelTokenMs = 1000 / v
         } else {
-            modelTokenMs = try a.double("model-token-ms", default: 30)
+            modelTokenMs = try a.double("model-token-ms")
         }
-        modelJitter = try a.double("model-jitter", default: 0.2)
-        publicDir = a.string("public-dir", default: NodeConfig.projectDir("Public", marker: "index.html"))
-        drainSeconds = try a.double("drain-seconds", default: 30)
+        modelJitter = try a.double("model-jitter")
+        publicDir = a.string("public-dir")
+        drainSeconds = try a.double("drain-seconds")
         databaseURL = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL")
-        let auth = a.string("auth", default: modelServer ? "off" : "keys")
+        let auth = a.string("auth")
         guard auth == "keys" || auth == "off" else { throw ArgumentError(message: "--auth must be 'keys' or 'off'") }
         authEnabled = auth == "keys"
         if authEnabled && databaseURL == nil {
             throw ArgumentError(message: "--auth keys needs a database: set DATABASE_URL or --database-url (or run with --auth off)")
         }
-        sqlDir = a.string("sql-dir", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"))
-        dbPoolSize = try a.int("db-pool-size", default: 4)
+        sqlDir = a.string("sql-dir")
+        dbPoolSize = try a.int("db-pool-size")
         cookieSecure = a.bool("cookie-secure")
-        sseKeepaliveMs = try a.int("sse-keepalive-ms", default: 15_000)
+        sseKeepaliveMs = try a.int("sse-keepalive-ms")
         sharePort = a.bool("share-port")
+        faults.errorRate = try a.double("error-rate")
+        faults.midstreamFailureRate = try a.double("midstream-failure-rate")
+        faults.stallRate = try a.double("stall-rate")
         guard (1...64).contains(dbPoolSize) else { throw ArgumentError(message: "--db-pool-size must be 1...64") }
-        faults.errorRate = try a.double("error-rate", default: 0)
-        faults.midstreamFailureRate = try a.double("midstream-failure-rate", default: 0)
-        faults.stallRate = try a.double("stall-rate", default: 0)
         guard (0...65535).contains(port) else { throw ArgumentError(message: "--port must be 0...65535") }
         guard loops >= 1 && loops <= 256 else { throw ArgumentError(message: "--loops must be 1...256") }
-        guard requestReadTimeoutMs > 0, idleTimeoutMs > 0, pongTimeoutMs > 0, pingIntervalMs >= 0 else {
-            throw ArgumentError(message: "timeouts must be positive")
+        // Bounded so that conversions to nanoseconds cannot overflow.
+        let day = 86_400_000
+        for (n, v, low) in [("request-timeout-ms", requestReadTimeoutMs, 1), ("idle-timeout-ms", idleTimeoutMs, 1),
+                            ("pong-timeout-ms", pongTimeoutMs, 1), ("ping-interval-ms", pingIntervalMs, 0),
+                            ("sse-keepalive-ms", sseKeepaliveMs, 0)] {
+            guard (low...day).contains(v) else { throw ArgumentError(message: "--\(n) must be \(low)...\(day) (milliseconds)") }
         }
+        guard (0...86_400).contains(drainSeconds) else { throw ArgumentError(message: "--drain-seconds must be 0...86400") }
+        guard (1024...(1 << 30)).contains(maxOutboundBytes) else { throw ArgumentError(message: "--max-outbound-bytes must be 1024...1073741824") }
         guard slots >= 1, maxQueue >= 0 else { throw ArgumentError(message: "--slots must be ≥ 1 and --max-queue ≥ 0") }
         guard (1...1_000_000).contains(maxTokensCap) else { throw ArgumentError(message: "--max-tokens-cap must be 1...1000000") }
-        guard modelTTFTMs >= 0, modelTokenMs >= 0, (0...1).contains(modelJitter) else {
+        guard (0...Double(day)).contains(modelTTFTMs), (0...Double(day)).contains(modelTokenMs), (0...1).contains(modelJitter) else {
             throw ArgumentError(message: "model pace must be ≥ 0 and jitter within 0...1")
         }
         for (n, v) in [("error-rate", faults.errorRate), ("midstream-failure-rate", faults.midstreamFailureRate), ("stall-rate", faults.stallRate)] {
@@ -153,7 +199,7 @@ enum ServeCommand {
     static let models = ["builtin"]
 
     static func run(_ args: Arguments, modelServer: Bool = false) throws -> Int32 {
-        let config = try NodeConfig(args, modelServer: modelServer)
+        let config = try NodeConfig(args)
         let logger = Logger(label: modelServer ? "model-server" : "playground", level: config.logLevel)
         ProcessLimits.ignoreSIGPIPE()
         let fdLimit = ProcessLimits.raiseOpenFileLimit()

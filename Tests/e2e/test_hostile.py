@@ -173,3 +173,64 @@ def test_api_answers_carry_no_store_and_nosniff(node, user):
     data = s.recv(65536).decode()
     s.close()
     assert data.startswith("HTTP/1.1 400") and "Cache-Control: no-store" in data and "X-Content-Type-Options: nosniff" in data
+
+
+# 9. Strict command lines: an unknown flag or a missing value exits 2 naming it, without doing
+#    anything; --help on every command prints its flags with defaults and exits 0.
+COMMANDS = [["serve"], ["model-server"], ["migrate"], ["admin", "keys", "list"], ["bench"], ["bench-ws"], ["bench-presets"]]
+
+
+def run_cli(args, timeout=15):
+    import subprocess
+    from conftest import BINARY, ROOT
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_every_command_is_strict_and_has_help(command):
+    out = run_cli(command + ["--bogus"])
+    assert out.returncode == 2 and "--bogus" in out.stderr, (out.returncode, out.stdout[-300:], out.stderr[-300:])
+    out = run_cli(command + ["--bogus=1"])
+    assert out.returncode == 2 and "--bogus" in out.stderr, out.stderr
+    out = run_cli(command + ["-x"])
+    assert out.returncode == 2 and "-x" in out.stderr, out.stderr
+    out = run_cli(command + ["--help"])
+    assert out.returncode == 0, (out.returncode, out.stderr[-300:])
+    assert out.stdout.startswith("usage: playground " + command[0]) and "--help" in out.stdout, out.stdout[:300]
+    assert "listening on" not in out.stdout and "bench:" not in out.stdout, "--help did nothing else"
+    # Every flag listed has a description; options say their defaults where they have one.
+    flags = [l for l in out.stdout.splitlines() if l.startswith("  --")]
+    assert len(flags) >= 2, out.stdout
+    out2 = run_cli(command + ["-h"])
+    assert out2.returncode == 0 and out2.stdout == out.stdout
+
+
+@pytest.mark.parametrize("args,says", [
+    (["serve", "--port"], "--port needs a value"),
+    (["serve", "--port", "--loops", "2"], "--port needs a value"),
+    (["serve", "--cookie-secure=maybe"], "--cookie-secure"),
+    (["serve", "stray"], "stray"),
+    (["bench", "--rate"], "--rate needs a value"),
+    (["bench-ws", "--idle"], "--idle needs a value"),
+    (["admin", "keys", "create", "--user"], "--user needs a value"),
+    (["admin", "keys", "list", "extra"], "extra"),
+    (["migrate", "--sql-dir"], "--sql-dir needs a value"),
+])
+def test_missing_values_and_stray_words_exit_2(args, says):
+    out = run_cli(args)
+    assert out.returncode == 2 and says in out.stderr, (out.returncode, out.stderr[-300:])
+
+
+def test_serve_help_shows_defaults():
+    out = run_cli(["serve", "--help"])
+    assert "--port N" in out.stdout and "(default: 8080)" in out.stdout and "PLAYGROUND_HOST" in out.stdout
+    assert "--share-port" in out.stdout
+    out = run_cli(["model-server", "--help"])
+    assert "(default: 9090)" in out.stdout
+
+
+# 6. A second node on a port in use refuses to start, unless told to share it.
+def test_second_node_on_a_used_port_refuses_to_start(node):
+    out = run_cli(["serve", "--host", "127.0.0.1", "--port", str(node.port), "--auth", "off"])
+    assert out.returncode == 1 and "in use" in out.stderr and "--share-port" in out.stderr, (out.returncode, out.stderr[-400:])
+    assert "listening on" not in out.stdout
