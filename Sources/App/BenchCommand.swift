@@ -303,15 +303,16 @@ final class BenchCompletionChild: @unchecked Sendable {
 }
 
 final class BenchEnvelopeDelegate: WebSocketDelegate {
-    unowned let child: BenchCompletionChild
+    weak var child: BenchCompletionChild?
     init(child: BenchCompletionChild) { self.child = child }
-    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) { child.received(ws, data) }
+    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) { child?.received(ws, data) }
     func webSocketClosed(_ ws: WebSocket, code: UInt16?) {}
 }
 
 /// One keep-alive HTTP connection posting `stream: true` completions one after another.
 final class SSEBenchConnection: ConnectionHandler {
-    unowned let child: BenchCompletionChild
+    // Strong: teardown may deliver a close after the child let go of its connections.
+    let child: BenchCompletionChild
     var connection: Connection?
     var buffer: [UInt8] = []
     var sentAt: UInt64 = 0
@@ -389,18 +390,56 @@ enum BenchSupport {
         let input: FileHandle
     }
 
-    /// Starts this binary with `args`, its stdout and stdin piped to us.
+    /// Starts this binary with `args`, its stdout and stdin piped to us. The child dies with us
+    /// (parent-death signal), and a stop signal to us stops and reaps every child first.
     static func spawn(_ args: [String], quiet: Bool = false) throws -> Child {
+        stopChildrenOnSignal
         let p = Process()
         p.executableURL = URL(fileURLWithPath: selfExecutable())
         p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env[ParentDeath.variable] = "\(getpid())"
+        p.environment = env
         let out = Pipe(), inp = Pipe()
         p.standardOutput = out
         p.standardInput = inp
         if quiet { p.standardError = FileHandle.nullDevice }
         try p.run()
+        children.withLock { $0.append(p.processIdentifier) }
         return Child(process: p, output: out.fileHandleForReading, input: inp.fileHandleForWriting)
     }
+
+    private static let children = Mutex<[Int32]>([])
+
+    /// SIGTERM/SIGINT: terminate every child, reap each (SIGKILL after 3 s), then exit 128+signal.
+    private static let stopChildrenOnSignal: Void = {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                // Half-finished figures from the main thread would mislead: nothing more is printed.
+                let devNull = open("/dev/null", O_WRONLY)
+                if devNull >= 0 { dup2(devNull, 1) }
+                let pids = children.withLock { $0 }
+                for pid in pids { kill(pid, SIGTERM) }
+                let deadline = monotonicNanos() + 3_000_000_000
+                for pid in pids {
+                    // 0: still running; pid: reaped now; -1 (ECHILD): Foundation reaped it already.
+                    var status: Int32 = 0
+                    while waitpid(pid, &status, WNOHANG) == 0 {
+                        if monotonicNanos() > deadline { kill(pid, SIGKILL) }
+                        usleep(10_000)
+                    }
+                }
+                printError("bench: stopped by signal \(sig); \(pids.count) child process(es) stopped")
+                exit(128 + sig)
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }()
+    // Written once, under the lazy initialiser of `stopChildrenOnSignal`.
+    nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
 
     static func selfExecutable() -> String { BenchWSCommand.selfExecutable() }
     static func readLine(_ h: FileHandle) -> String? { BenchWSCommand.readLine(h) }

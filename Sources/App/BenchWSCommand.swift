@@ -364,9 +364,9 @@ final class BenchChild: @unchecked Sendable {
 }
 
 final class BenchEcho: WebSocketDelegate {
-    unowned let child: BenchChild
+    weak var child: BenchChild?
     init(child: BenchChild) { self.child = child }
-    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) { child.received(ws, data) }
+    func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) { child?.received(ws, data) }
     func webSocketClosed(_ ws: WebSocket, code: UInt16?) {}
 }
 

@@ -201,14 +201,10 @@ enum ServeCommand {
     static func run(_ args: Arguments, modelServer: Bool = false) throws -> Int32 {
         let config = try NodeConfig(args)
         let logger = Logger(label: modelServer ? "model-server" : "playground", level: config.logLevel)
+        // Before any thread starts: a stop signal during start-up ends the process at once.
+        let stopSignals = StopSignals()
         ProcessLimits.ignoreSIGPIPE()
         let fdLimit = ProcessLimits.raiseOpenFileLimit()
-        // Block the stop signals before threads start so only sigwait below sees them.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let group = try EventLoopGroup(count: config.loops)
         let metrics = Metrics()
@@ -265,8 +261,7 @@ enum ServeCommand {
         // A machine-readable line for scripts that start a node on port 0.
         printLine("listening on http://\(address)")
 
-        var sig: Int32 = 0
-        sigwait(&signals, &sig)
+        let sig = stopSignals.wait()
         // Drain: refuse new completions, stop accepting, let running streams finish.
         logger.info("draining", ["signal": "\(sig)", "in_flight": "\(scheduler.inFlight)"])
         scheduler.beginDraining()

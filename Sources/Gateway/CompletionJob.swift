@@ -46,7 +46,9 @@ extension CompletionSubscriber {
 public final class CompletionJob: @unchecked Sendable {
     public let request: CompletionRequest
     public let loop: EventLoop
-    unowned let scheduler: CompletionScheduler
+    // Strong: a job handed to another loop or kept by a subscriber must never find its scheduler
+    // freed; the scheduler outlives its jobs (it drops them from its registry after retention).
+    let scheduler: CompletionScheduler
     let createdNanos: UInt64
     let createdEpoch: Int
 

@@ -22,7 +22,10 @@ public protocol ConnectionHandler: AnyObject {
 /// `maxOutboundBytes` pile up is too slow and is disconnected.
 public final class Connection: Pollable {
     public let fd: Int32
-    public unowned let loop: EventLoop
+    // Strong: a connection (or a closure holding one) may outlive its loop's group in teardown;
+    // the cycle with the loop's registration table ends when the connection deregisters or the
+    // loop stops.
+    public let loop: EventLoop
     public var handler: ConnectionHandler?
     public var maxOutboundBytes: Int
     /// Opaque slot for the protocol layer's per-connection state (e.g. request counters).

@@ -198,6 +198,8 @@ public final class EventLoop: @unchecked Sendable {
             runDueTimers()
             runAfterTickWork()
         }
+        // Registered objects hold the loop strongly: let them go with it.
+        registrations.removeAll()
     }
 
     private func runAfterTickWork() {

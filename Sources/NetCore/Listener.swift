@@ -9,7 +9,7 @@ import Glibc
 /// that share the port) without a hand-off between threads.
 final class Listener: Pollable {
     let fd: Int32
-    unowned let loop: EventLoop
+    let loop: EventLoop
     let maxOutboundBytes: Int
     let onAccept: (Connection) -> Void
     private var pausedUntilFDs = false

@@ -234,3 +234,60 @@ def test_second_node_on_a_used_port_refuses_to_start(node):
     out = run_cli(["serve", "--host", "127.0.0.1", "--port", str(node.port), "--auth", "off"])
     assert out.returncode == 1 and "in use" in out.stderr and "--share-port" in out.stderr, (out.returncode, out.stderr[-400:])
     assert "listening on" not in out.stdout
+
+
+# 7. A benchmark's node and client processes die with it, however it is stopped.
+def descendants(pid):
+    import subprocess
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children = {}
+    for line in out.split("\n"):
+        if line.strip():
+            p, pp = map(int, line.split())
+            children.setdefault(pp, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_bench_children_die_with_it(how):
+    import signal
+    import subprocess
+    from conftest import BINARY, ROOT
+    port = 18900 + {"SIGTERM": 71, "SIGINT": 72, "SIGKILL": 73}[how]
+    proc = subprocess.Popen([BINARY, "bench", "--phases", "max", "--duration", "60", "--port", str(port),
+                             "--connections", "4", "--server-loops", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 20
+        kids = []
+        while time.monotonic() < deadline and len(kids) < 2:  # the node and one client process
+            time.sleep(0.2)
+            kids = descendants(proc.pid)
+        assert len(kids) >= 2, f"bench did not start its node and client: {kids}"
+        proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(k) for k in kids):
+            time.sleep(0.1)
+        assert not [k for k in kids if alive(k)], f"left running after {how}"
+        if how != "SIGKILL":
+            assert proc.returncode == 128 + getattr(signal, how), proc.returncode
+            assert b"Fatal error" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for k in descendants(proc.pid):
+            os.kill(k, 9)

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <time.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -33,4 +34,6 @@ static inline uint64_t clinux_realtime_ns(void) {
     struct timespec ts; clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+/// prctl is variadic: Swift cannot call it directly.
+static inline int clinux_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0ul, 0ul, 0ul); }
 #endif
