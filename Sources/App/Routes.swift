@@ -11,7 +11,7 @@ import WebSocket
 /// The node's routes: the API over REST and the WebSocket envelope, sign-in, ops, the page.
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, scheduler: CompletionScheduler,
-                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry) {
+                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry) throws {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         router.get("/readyz") { _, r in
             if scheduler.isDraining {
@@ -29,7 +29,7 @@ enum Routes {
                                                      origins: config.webSocket.origins).install(on: router) }
         if !modelServer {
             WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics, registry: sessions)
-            let files = StaticFiles(directory: config.publicDir)
+            let files = try StaticFiles(directory: config.publicDir)
             router.fallback = { req, r in
                 if !files.serve(req, r) {
                     r.sendError(status: 404, code: "not_found", message: "no route for \(req.method) \(req.path)")

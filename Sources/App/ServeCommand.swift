@@ -245,7 +245,7 @@ enum ServeCommand {
 
         let router = Router()
         let sessions = SessionRegistry()
-        Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
+        try Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
                        identities: identities, sessions: sessions)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000

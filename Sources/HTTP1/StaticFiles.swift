@@ -4,7 +4,11 @@ import Glibc
 #endif
 
 /// Serves a directory of static files (the playground page) from memory. Files are read once at
-/// start; only names that exist there are served, so no request path can reach outside it.
+/// start; only names found there are served, so no request path can reach outside it. Loading is
+/// bounded and never leaves the folder: a symbolic link is served only when it points at a regular
+/// file inside the folder; links to folders are not followed (no loops), FIFOs and devices are
+/// skipped (reading one could block start-up), and the number of files, their bytes and the depth
+/// are capped: past a cap the node refuses to start rather than serve half a page.
 public final class StaticFiles: @unchecked Sendable {
     struct File {
         let body: [UInt8]
@@ -12,30 +16,92 @@ public final class StaticFiles: @unchecked Sendable {
         let etag: String
     }
 
-    private var files: [String: File] = [:]
-    public var count: Int { files.count }
-
-    public init(directory: String) {
-        load(directory: directory, prefix: "")
+    public struct Limits: Sendable {
+        public var maxFiles = 2_000
+        public var maxTotalBytes = 64 << 20
+        public var maxFileBytes = 16 << 20
+        public var maxDepth = 16
+        public init() {}
     }
 
-    private func load(directory: String, prefix: String) {
+    public struct LoadError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    private var files: [String: File] = [:]
+    private var totalBytes = 0
+    private let limits: Limits
+    private let root: String
+    public var count: Int { files.count }
+    public func contains(_ path: String) -> Bool { files[path] != nil }
+
+    public init(directory: String, limits: Limits = Limits()) throws(LoadError) {
+        self.limits = limits
+        guard let real = StaticFiles.realPath(directory) else { throw LoadError(description: "public folder \(directory) does not exist") }
+        root = real
+        try load(directory: real, prefix: "", depth: 0)
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    private func load(directory: String, prefix: String, depth: Int) throws(LoadError) {
+        guard depth <= limits.maxDepth else { throw LoadError(description: "public folder nested deeper than \(limits.maxDepth) levels at \(directory)") }
         guard let dir = opendir(directory) else { return }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             if name.hasPrefix(".") { continue }
-            let full = directory + "/" + name
+            var full = directory + "/" + name
             var st = stat()
-            guard stat(full, &st) == 0 else { continue }
-            if (st.st_mode & S_IFMT) == S_IFDIR {
-                load(directory: full, prefix: prefix + "/" + name)
-            } else if let bytes = Files.read(full) {
+            guard lstat(full, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                // Followed only to a regular file inside the folder.
+                guard let target = StaticFiles.realPath(full), target.hasPrefix(root + "/"), stat(target, &st) == 0,
+                      (st.st_mode & S_IFMT) == S_IFREG else { continue }
+                full = target
+            }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                try load(directory: full, prefix: prefix + "/" + name, depth: depth + 1)
+            case S_IFREG:
+                guard files.count < limits.maxFiles else { throw LoadError(description: "public folder has more than \(limits.maxFiles) files") }
+                guard Int(st.st_size) <= limits.maxFileBytes else {
+                    throw LoadError(description: "public file \(full) is larger than \(limits.maxFileBytes) bytes")
+                }
+                guard let bytes = StaticFiles.readRegular(full, max: limits.maxFileBytes) else { continue }
+                totalBytes += bytes.count
+                guard totalBytes <= limits.maxTotalBytes else {
+                    throw LoadError(description: "public folder holds more than \(limits.maxTotalBytes) bytes")
+                }
                 var h: UInt64 = 0xcbf2_9ce4_8422_2325
                 for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
                 files[prefix + "/" + name] = File(body: bytes, contentType: StaticFiles.type(of: name), etag: "\"\(String(h, radix: 16))\"")
+            default:
+                continue  // FIFOs, sockets, devices
             }
         }
+    }
+
+    /// Reads a regular file, at most `max` bytes; nil if it is not one (checked on the open file,
+    /// so a swap between the check and the read cannot slip a FIFO or a link in).
+    static func readRegular(_ path: String, max: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while out.count <= max {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return out.count <= max ? out : nil
     }
 
     static func type(of name: String) -> String {

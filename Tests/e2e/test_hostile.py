@@ -291,3 +291,55 @@ def test_bench_children_die_with_it(how):
             proc.kill()
         for k in descendants(proc.pid):
             os.kill(k, 9)
+
+
+# 8. The public folder: links are not followed out of it, loops do not hang start-up, and a
+#    node can be stopped at any moment of start-up.
+def test_public_dir_links_are_not_followed(make_node, tmp_path):
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "index.html").write_text("<h1>ok</h1>")
+    os.symlink("/etc", public / "etc")
+    os.symlink(".", public / "a")
+    os.symlink(".", public / "b")
+    os.symlink("/etc/hostname", public / "hostname")
+    os.mkfifo(public / "fifo")
+    start = time.monotonic()
+    n = make_node("--public-dir", str(public))
+    assert time.monotonic() - start < 10
+    assert urllib.request.urlopen(n.url + "/", timeout=5).read() == b"<h1>ok</h1>"
+    for path in ["/etc/shadow", "/etc/passwd", "/hostname", "/a/index.html", "/a/b/a/index.html", "/fifo"]:
+        try:
+            urllib.request.urlopen(n.url + path, timeout=5)
+            raise AssertionError(f"{path} was served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, path
+    with open(f"/proc/{n.proc.pid}/status") as f:
+        rss = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0] / 1024
+    assert rss < 200, f"peak RSS {rss:.0f} MB"
+
+
+def test_sigterm_during_start_up_stops_the_node_at_once():
+    import signal
+    import subprocess
+    from conftest import BINARY, ROOT
+    # A "database" that accepts the connection and never answers: start-up waits on it.
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    url = f"postgresql://postgres@127.0.0.1:{mute.getsockname()[1]}/playground"
+    proc = subprocess.Popen([BINARY, "serve", "--port", "0", "--database-url", url], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None, "still starting"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.monotonic() - start < 1.0, "stopped without waiting for start-up to finish"
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert b"listening on" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        mute.close()
