@@ -231,7 +231,6 @@ enum ServeCommand {
                 logger.error("migrations not applied", ["error": "\(error)"])
             }
             let store = IdentityStore(pool: p, logger: logger)
-            store.startListening()
             pool = p
             identities = store
         }
@@ -245,6 +244,18 @@ enum ServeCommand {
 
         let router = Router()
         let sessions = SessionRegistry()
+        if let identities {
+            // A revoked key or ended session closes its open sockets (1008) at once; a revoked
+            // key also stops every generation it started, on any transport.
+            identities.onRevocation = { [logger] r in
+                sessions.apply(r)
+                if case .key(let id) = r {
+                    let n = scheduler.cancelAll(keyID: id)
+                    logger.info("api key revoked", ["key_id": "\(id)", "generations_stopped": "\(n)"])
+                }
+            }
+            identities.startListening()
+        }
         try Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
                        identities: identities, sessions: sessions)
         var http = HTTPServerConfiguration()

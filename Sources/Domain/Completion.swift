@@ -19,6 +19,8 @@ public struct CompletionRequest: Sendable {
     public var inputContext: String?
     /// Whose generation this is: request ids are scoped per user (attach, replay and cancel).
     public var ownerID: String = ""
+    /// The API key behind the request (0 with `--auth off`): a revoked key stops its generations.
+    public var keyID: Int64 = 0
 
     public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
                 stream: Bool, flavor: CompletionFlavor) {

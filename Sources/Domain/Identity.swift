@@ -15,6 +15,16 @@ public struct Identity: Sendable, Equatable {
     public static let anonymous = Identity(userID: "local", orgID: nil, keyID: 0)
 }
 
+/// A credential stopped being valid, as the account store announces it (LISTEN/NOTIFY).
+public enum Revocation: Sendable, Equatable {
+    /// An API key was revoked: it, and every session made from it, is dead.
+    case key(id: Int64)
+    /// A session ended (signed out); the token's SHA-256 in hex.
+    case session(tokenHashHex: String)
+    /// Announcements may have been missed (the feed reconnected): check every open credential again.
+    case recheckAll
+}
+
 /// What a request presents to prove who it is.
 public enum Credential: Sendable, Hashable {
     case apiKey(String)

@@ -60,6 +60,7 @@ public final class CompletionAPI: @unchecked Sendable {
             return
         }
         request.ownerID = call.identity.userID
+        request.keyID = call.identity.keyID
         let subscriber = reply.completionSubscriber(for: request)
         switch scheduler.submit(request, subscriber: subscriber) {
         case .failure(let e): reply.fail(e)

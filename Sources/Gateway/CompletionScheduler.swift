@@ -136,6 +136,29 @@ public final class CompletionScheduler: @unchecked Sendable {
         return .cancelled
     }
 
+    /// Cancels every running or queued completion made with API key `keyID` (the key was revoked);
+    /// returns how many. From any thread.
+    @discardableResult
+    public func cancelAll(keyID: Int64) -> Int {
+        let hit: [(CompletionJob, Bool)] = state.withLock { s in
+            var out: [(CompletionJob, Bool)] = []
+            for (key, job) in s.jobs where job.request.keyID == keyID && !s.finishedIDs.contains(key) {
+                var queued = false
+                if let i = s.queue[s.queueHead...].firstIndex(where: { $0 === job }) {
+                    s.queue.remove(at: i)
+                    queued = true
+                }
+                out.append((job, queued))
+            }
+            return out
+        }
+        for (job, queued) in hit {
+            if queued { metrics.queueLength.subtract(1, ordering: .relaxed) }
+            if job.loop.inEventLoop { job.cancel() } else { job.loop.execute { job.cancel() } }
+        }
+        return hit.count
+    }
+
     /// Cancels a job whose last listener left (job loop only); a queued one leaves the queue.
     func cancelFromLoop(_ job: CompletionJob) {
         let wasQueued: Bool = state.withLock { s in

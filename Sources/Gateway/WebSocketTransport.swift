@@ -2,6 +2,7 @@ import Domain
 import HTTP1
 import JSON
 import NetCore
+import PresetStore
 import Synchronization
 import WebSocket
 
@@ -14,6 +15,27 @@ public final class SessionRegistry: @unchecked Sendable {
     func add(_ s: EnvelopeSession) { sessions.withLock { $0[ObjectIdentifier(s)] = Weak(session: s) } }
     func remove(_ s: EnvelopeSession) { _ = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(s)) } }
     public var count: Int { sessions.withLock { $0.count } }
+
+    /// A credential was revoked: every open socket it (or, for a key, any session made from it)
+    /// authenticated is closed at once with 1008, which also stops the generations only it was
+    /// listening to. `.recheckAll` checks every socket's credential again and closes the refused.
+    public func apply(_ revocation: Revocation) {
+        let open = sessions.withLock { Array($0.values) }.compactMap(\.session)
+        for s in open {
+            switch revocation {
+            case .key(let id):
+                guard s.identity.keyID == id else { continue }
+            case .session(let hash):
+                guard case .session(let token)? = s.credential, Credentials.hex(Credentials.sha256(token)) == hash else { continue }
+            case .recheckAll:
+                break
+            }
+            let box = UncheckedBox(s)
+            s.ws.loop.execute {
+                if revocation == .recheckAll { box.value.recheckCredential() } else { box.value.revoked() }
+            }
+        }
+    }
 
     /// Sends close 1001 ("going away") on every open session, each on its own loop.
     public func closeAll(reason: String) {
@@ -41,10 +63,10 @@ public enum WebSocketTransport {
                     var h = HTTPHeaders()
                     h.add("Content-Type", "application/json")
                     responder.send(status: e.status, headers: h, body: e.jsonBytes)
-                case .success:
+                case .success(let identity):
                     WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
                         metrics.wsConnections.add(1, ordering: .relaxed)
-                        let session = EnvelopeSession(ws: ws, api: api, metrics: metrics, credential: credential)
+                        let session = EnvelopeSession(ws: ws, api: api, metrics: metrics, credential: credential, identity: identity)
                         session.registry = registry
                         registry.add(session)
                         return session
@@ -63,15 +85,34 @@ final class EnvelopeSession: WebSocketDelegate {
     let api: APIRouter
     let metrics: Metrics
     let credential: Credential?
+    /// Who the upgrade authenticated (each envelope is checked again).
+    let identity: Identity
     weak var registry: SessionRegistry?
     private var tracked: [(job: CompletionJob, subscriber: EnvelopeSubscriber)] = []
     var writer = JSONWriter(capacity: 256)
 
-    init(ws: WebSocket, api: APIRouter, metrics: Metrics, credential: Credential?) {
+    init(ws: WebSocket, api: APIRouter, metrics: Metrics, credential: Credential?, identity: Identity) {
         self.ws = ws
         self.api = api
         self.metrics = metrics
         self.credential = credential
+        self.identity = identity
+    }
+
+    /// The credential behind this socket is no longer valid: say so and close (loop thread).
+    func revoked() {
+        guard ws.isOpen else { return }
+        sendError(id: .null, APIError(.unauthorized, "the API key or session behind this connection was revoked"))
+        ws.close(code: WSCloseCode.policyViolation, reason: "credential revoked")
+    }
+
+    /// Checks the credential again; closes the socket if it was refused (loop thread). An
+    /// unavailable store leaves it open: the next envelope is checked anyway.
+    func recheckCredential() {
+        guard ws.isOpen else { return }
+        api.authenticator.authenticate(credential, on: ws.loop) { [self] result in
+            if case .failure(let e) = result, e.code == .unauthorized { revoked() }
+        }
     }
 
     func webSocket(_ ws: WebSocket, received opcode: WSOpcode, _ data: UnsafeRawBufferPointer) {

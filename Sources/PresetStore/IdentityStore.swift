@@ -20,6 +20,10 @@ public final class IdentityStore: @unchecked Sendable {
     private let cache = Mutex<[Credential: Entry]>([:])
     private let stopping = Atomic<Bool>(false)
     private var listenerThread: pthread_t?
+    /// Told of every revocation the feed announces (on the feed's thread), after the cache forgot
+    /// it; and `.recheckAll` whenever the feed (re)connects, since announcements may have been
+    /// missed while it was down. Set before `startListening`.
+    public var onRevocation: (@Sendable (Revocation) -> Void)?
     static let staleTTLNanos: UInt64 = 3_600_000_000_000
 
     public init(pool: PGPool, logger: Logger) {
@@ -220,6 +224,7 @@ public final class IdentityStore: @unchecked Sendable {
                 try conn.query("LISTEN playground_auth")
                 // Anything cached before we listened may have been revoked meanwhile.
                 cache.withLock { $0.removeAll() }
+                onRevocation?(.recheckAll)
                 while !stopping.load(ordering: .acquiring) {
                     var p = pollfd(fd: conn.socket, events: Int16(POLLIN), revents: 0)
                     let r = poll(&p, 1, 250)
@@ -237,6 +242,7 @@ public final class IdentityStore: @unchecked Sendable {
     func evict(_ payload: String) {
         if payload.hasPrefix("key:"), let id = Int64(payload.dropFirst(4)) {
             cache.withLock { c in c = c.filter { $0.value.identity.keyID != id } }
+            onRevocation?(.key(id: id))
         } else if payload.hasPrefix("session:") {
             let hash = String(payload.dropFirst(8))
             cache.withLock { c in
@@ -245,6 +251,7 @@ public final class IdentityStore: @unchecked Sendable {
                     return true
                 }
             }
+            onRevocation?(.session(tokenHashHex: hash))
         }
     }
 

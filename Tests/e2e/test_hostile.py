@@ -343,3 +343,78 @@ def test_sigterm_during_start_up_stops_the_node_at_once():
         if proc.poll() is None:
             proc.kill()
         mute.close()
+
+
+# 10. Revoking a key closes its open sockets (1008) at once, idle or streaming, and stops every
+#     generation it started, REST streams included. Signing out closes that session's sockets.
+def test_revocation_closes_open_sockets_and_stops_generations(slow_node):
+    import asyncio
+    import subprocess
+    import threading
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+    from conftest import BINARY, ROOT
+    node = slow_node
+    key = make_key("revoked-live-" + uuid.uuid4().hex[:6])
+    other = make_key("bystander-" + uuid.uuid4().hex[:6])
+    sse = {}
+
+    def stream():  # a REST stream with the same key, running while the key is revoked
+        req = urllib.request.Request(node.url + "/v1/completions", method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+            data=json.dumps({"prompt": "The sea", "max_tokens": 400, "stream": True}).encode())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            sse["text"] = r.read().decode()
+        sse["ended"] = time.monotonic()
+
+    async def go():
+        hdr = lambda k: {"Authorization": f"Bearer {k}"}
+        async with websockets.connect(node.ws_url, additional_headers=hdr(key)) as idle, \
+                websockets.connect(node.ws_url, additional_headers=hdr(key)) as busy, \
+                websockets.connect(node.ws_url, additional_headers=hdr(other)) as bystander:
+            await busy.send(json.dumps({"id": "g", "method": "POST", "path": "/v1/completions",
+                                        "body": {"prompt": "The sea", "max_tokens": 400}}))
+            assert json.loads(await asyncio.wait_for(busy.recv(), 5))["type"] == "accepted"
+            t = threading.Thread(target=stream)
+            t.start()
+            await asyncio.sleep(0.5)
+            out = subprocess.run([BINARY, "admin", "keys", "revoke", key[:12]], capture_output=True, text=True, cwd=ROOT)
+            assert out.returncode == 0, out.stderr
+            revoked_at = time.monotonic()
+            for ws in (idle, busy):  # neither sends anything: the node closes them by itself
+                with pytest.raises(ConnectionClosed) as e:
+                    while True:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                        assert m["type"] in ("delta", "error", "done"), m
+                assert e.value.rcvd is not None and e.value.rcvd.code == 1008
+            assert time.monotonic() - revoked_at < 2
+            t.join(10)
+            assert "ended" in sse and sse["ended"] - revoked_at < 2, "the REST stream of the revoked key stopped"
+            assert '"finish_reason":"cancelled"' in sse["text"].replace(" ", ""), sse["text"][-300:]
+            # Another user's socket is untouched.
+            await bystander.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
+            assert json.loads(await asyncio.wait_for(bystander.recv(), 5))["status"] == 200
+    asyncio.run(go())
+
+
+def test_sign_out_closes_that_sessions_sockets(node):
+    import asyncio
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+    status, text = raw_session(node, "POST", {"Content-Type": "application/json"}, json.dumps({"api_key": node.key}).encode())
+    cookie = text.split("Set-Cookie: ", 1)[1].split(";", 1)[0]
+    origin = f"http://{node.host}:{node.port}"
+
+    async def go():
+        async with websockets.connect(node.ws_url, additional_headers={"Cookie": cookie}, origin=origin) as ws, \
+                websockets.connect(node.ws_url, additional_headers={"Authorization": f"Bearer {node.key}"}) as by_key:
+            await ws.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["status"] == 200
+            assert raw_session(node, "DELETE", {"Cookie": cookie, "Origin": origin})[0] == 200
+            with pytest.raises(ConnectionClosed) as e:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert e.value.rcvd.code == 1008
+            await by_key.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
+            assert json.loads(await asyncio.wait_for(by_key.recv(), 5))["status"] == 200, "the key itself still works"
+    asyncio.run(go())
