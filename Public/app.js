@@ -400,6 +400,12 @@ function activePanels() { return $("#compare-toggle").checked ? panels : panels.
 
 function submit() {
   const prompt = $("#prompt").value;
+  if (!prompt.trim()) {
+    // Nothing to complete: say so where the user looks, instead of generating from nothing.
+    for (const panel of activePanels()) { clearPanel(panel); showError(panel, { message: "write a prompt first" }); }
+    $("#prompt").focus();
+    return;
+  }
   for (const panel of activePanels()) {
     if (panel.run) cancel(panel);
     clearPanel(panel);

@@ -100,6 +100,16 @@ public struct BuiltinGeneration: Sendable {
     /// temperature, then nucleus (top_p) sampling with the seeded generator.
     private mutating func sample() -> Int32 {
         model.candidates(history: history, into: &scratch)
+        if generated == 0 {
+            // An answer has at least one token: the end of text is not a candidate for the first
+            // one (a penalty only made it rare). If it was the only candidate, start a sentence.
+            scratch.removeAll { $0.token == NGramModel.endOfText }
+            if scratch.isEmpty {
+                let eot = NGramModel.endOfText
+                model.candidates(history: (eot, eot, eot), into: &scratch)
+                scratch.removeAll { $0.token == eot }
+            }
+        }
         logits.removeAll(keepingCapacity: true)
         for c in scratch {
             var l = Double(c.p).log()
@@ -107,7 +117,7 @@ public struct BuiltinGeneration: Sendable {
             if let n = counts[c.token] {
                 l -= parameters.presencePenalty + parameters.frequencyPenalty * Double(n)
             }
-            if c.token == NGramModel.endOfText && generated < 3 { l -= 5 }  // no empty answers
+            if c.token == NGramModel.endOfText && generated < 3 { l -= 5 }  // no two-word answers either, mostly
             logits.append(l)
         }
         if parameters.temperature == 0 || scratch.count == 1 {

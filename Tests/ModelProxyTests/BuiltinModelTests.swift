@@ -106,3 +106,23 @@ final class StopFilterTests: XCTestCase {
         XCTAssertTrue(r.stopped)
     }
 }
+
+/// An answer always has at least one token unless a stop sequence or max_tokens ends it: over
+/// many seeds, temperatures and prompts (including ones the model has never seen, and a prompt
+/// ending a sentence), the first step is never an empty finish.
+final class BuiltinModelNeverSilentTests: XCTestCase {
+    func testFirstStepIsAlwaysAToken() {
+        let model = BuiltinModelTests.model
+        var empty: [String] = []
+        for prompt in ["Say hello", "Say hello.", "", "zzqx wvut", "The end.", "Hello!\n"] {
+            for t in [0.0, 0.7, 1.0, 2.0] {
+                let p = GenerationParameters(model: "builtin", temperature: t, topP: 1, maxTokens: 256)
+                for seed in UInt64(0)..<(t == 0 ? 2 : 4_000) {
+                    var g = BuiltinGeneration(model: model, prompt: prompt, parameters: p, seed: seed)
+                    if case .finished = g.next() { empty.append("\(prompt.debugDescription) t=\(t) seed=\(seed)") }
+                }
+            }
+        }
+        XCTAssertEqual(empty.count, 0, "empty answers: \(empty.prefix(5))")
+    }
+}

@@ -418,3 +418,19 @@ def test_sign_out_closes_that_sessions_sockets(node):
             await by_key.send(json.dumps({"id": 1, "method": "GET", "path": "/v1/models"}))
             assert json.loads(await asyncio.wait_for(by_key.recv(), 5))["status"] == 200, "the key itself still works"
     asyncio.run(go())
+
+
+# 11. The built-in model never answers with nothing (it did for 0.2–0.4 % of "Say hello").
+def test_builtin_model_always_answers_something(make_node):
+    import openai
+    n = make_node("--model-ttft-ms", "0", "--model-token-ms", "0")
+    client = openai.OpenAI(base_url=n.url + "/v1", api_key=n.key, max_retries=0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def empty(i):
+        r = client.chat.completions.create(model="builtin", messages=[{"role": "user", "content": "Say hello"}],
+                                           max_tokens=2, temperature=1.0 if i % 2 else 2.0)
+        return r.usage.completion_tokens == 0 or not r.choices[0].message.content
+    with ThreadPoolExecutor(8) as pool:
+        count = sum(pool.map(empty, range(2000)))
+    assert count == 0, f"{count} of 2000 answers were empty"

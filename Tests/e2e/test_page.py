@@ -23,12 +23,14 @@ def browser():
     d.quit()
 
 
-def open_page(browser, node):
+def open_page(browser, node, prompt="The sea was calm in the morning, and"):
     # The sign-in link the run command prints: the key rides in the fragment and becomes a cookie.
     browser.get("about:blank")
     browser.get(node.url + "/#key=" + node.key)
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "conn").text == "connected")
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".panel select[name=model] option"))
+    if prompt:  # the box starts empty: type what a person would
+        browser.find_element(By.ID, "prompt").send_keys(prompt)
 
 
 def set_field(panel, name, value):
@@ -77,10 +79,16 @@ def test_stream_grows_and_stop_ends_it(browser, slow_node):
 
 
 def test_ctrl_enter_submits_and_runs_to_the_end(browser, node):
-    open_page(browser, node)
+    open_page(browser, node, prompt=None)
     panel = browser.find_element(By.CSS_SELECTOR, ".panel")
     set_field(panel, "max_tokens", 10)
     prompt = browser.find_element(By.ID, "prompt")
+    # The box starts empty, its example shown as a placeholder that typing does not append to.
+    assert prompt.get_attribute("value") == "" and "The sea was calm" in prompt.get_attribute("placeholder")
+    prompt.send_keys(Keys.CONTROL, Keys.ENTER)
+    WebDriverWait(browser, 5).until(lambda d: "write a prompt first" in d.find_element(By.CSS_SELECTOR, ".error").text)
+    prompt.send_keys("The orchestra")
+    assert prompt.get_attribute("value") == "The orchestra"
     prompt.send_keys(Keys.CONTROL, Keys.ENTER)
     WebDriverWait(browser, 10).until(lambda d: "finish:" in d.find_element(By.CSS_SELECTOR, ".finish").text)
     assert browser.find_element(By.CSS_SELECTOR, ".finish").text in ("finish: length", "finish: stop")
