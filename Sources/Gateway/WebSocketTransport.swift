@@ -120,36 +120,23 @@ final class EnvelopeSession: WebSocketDelegate {
             sendError(id: .null, APIError(.invalidRequest, "messages must be JSON text frames"))
             return
         }
-        let message: JSONValue
-        do throws(JSONError) {
-            message = try JSONParser.parse(Array(data))
-        } catch {
-            sendError(id: .null, APIError(.invalidRequest, "message is not valid JSON: \(error)"))
+        let envelope: Envelope
+        switch Envelope.decode(Array(data)) {
+        case .failure(let f):
+            sendError(id: f.id, f.error)
             return
+        case .success(let e): envelope = e
         }
-        guard let o = message.objectValue else {
-            sendError(id: .null, APIError(.invalidRequest, "message must be a JSON object {id, method, path, body}"))
-            return
-        }
-        let id = o["id"] ?? .null
-        switch id {
-        case .string(let s) where !s.isEmpty && s.utf8.count <= 128: break
-        case .number: break
-        default:
-            sendError(id: .null, APIError(.invalidRequest, "id must be a non-empty string of at most 128 bytes, or a number", field: "id"))
-            return
-        }
-        guard let method = o["method"]?.stringValue, ["GET", "POST", "PATCH", "DELETE", "PUT"].contains(method) else {
-            sendError(id: id, APIError(.invalidRequest, "method must be GET, POST, PATCH, PUT or DELETE", field: "method"))
-            return
-        }
-        guard let target = o["path"]?.stringValue, target.hasPrefix("/"), target.utf8.count <= 8192 else {
-            sendError(id: id, APIError(.invalidRequest, "path must be a string starting with '/'", field: "path"))
-            return
-        }
-        let (path, query) = APICall.splitTarget(target[...])
-        var call = APICall(method: method, path: path, body: o["body"].flatMap { $0.isNull ? nil : $0 })
+        let (path, query) = APICall.splitTarget(envelope.target[...])
+        var call = APICall(method: envelope.method, path: path, body: envelope.body)
         call.query = query
+        let id = envelope.id
+        // Requests queue here while the one before them is authenticated: bounded, so a client
+        // cannot pile up megabytes of bodies while the account store is slow.
+        guard waiting.count < EnvelopeSession.maxWaiting else {
+            sendError(id: id, APIError(.serverBusy, "too many requests waiting on this connection", retryAfterMs: 100))
+            return
+        }
         waiting.append((call, EnvelopeReply(session: self, id: id)))
         if !checking { checkNext() }
     }
@@ -157,6 +144,7 @@ final class EnvelopeSession: WebSocketDelegate {
     /// Requests wait here while the one before them has its credential checked, so they reach the
     /// router (and take queue places and slots) in the order the client sent them.
     private var waiting: [(APICall, EnvelopeReply)] = []
+    static let maxWaiting = 64
     private var checking = false
 
     private func checkNext() {

@@ -53,6 +53,9 @@ public struct JSONParser {
         if depth > JSONParser.maxDepth { throw error("nesting deeper than \(JSONParser.maxDepth)") }
         i += 1
         var o = JSONObject()
+        // A later duplicate key replaces the earlier value. Small objects find duplicates by a
+        // scan; past a few keys an index does, so a 1 MB object of 100k keys costs O(n), not O(n²).
+        var index: [String: Int]?
         skipWhitespace()
         if i < p.count, p[i] == UInt8(ascii: "}") { i += 1; return .object(o) }
         while true {
@@ -63,7 +66,18 @@ public struct JSONParser {
             guard i < p.count, p[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
             i += 1
             skipWhitespace()
-            o[k] = try value(depth: depth)
+            let v = try value(depth: depth)
+            if index == nil && o.count >= 8 {
+                var built: [String: Int] = [:]
+                for (n, pair) in o.pairs.enumerated() { built[pair.key] = n }
+                index = built
+            }
+            if let at = index?[k] ?? (index == nil ? o.pairs.firstIndex(where: { $0.key == k }) : nil) {
+                o.replaceValue(at: at, with: v)
+            } else {
+                index?[k] = o.count
+                o.appendNew(k, v)
+            }
             skipWhitespace()
             guard i < p.count else { throw error("unexpected end of input") }
             if p[i] == UInt8(ascii: ",") { i += 1; continue }

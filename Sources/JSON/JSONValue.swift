@@ -55,6 +55,10 @@ public struct JSONObject: Equatable, Sendable {
         }
     }
 
+    /// For the parser, which knows `key` is not present yet.
+    mutating func appendNew(_ key: String, _ value: JSONValue) { pairs.append((key, value)) }
+    mutating func replaceValue(at i: Int, with value: JSONValue) { pairs[i].value = value }
+
     public var keys: [String] { pairs.map(\.key) }
     public var count: Int { pairs.count }
 

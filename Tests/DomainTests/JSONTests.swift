@@ -13,6 +13,25 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(try JSONParser.parse(w.bytes), v)
     }
 
+    /// A later duplicate key replaces the earlier value, in the earlier key's place, whether the
+    /// object is small (scanned) or large (indexed).
+    func testDuplicateKeysSmallAndLarge() throws {
+        let small = try JSONParser.parse(#"{"a":1,"b":2,"a":3}"#).objectValue!
+        XCTAssertEqual(small.keys, ["a", "b"])
+        XCTAssertEqual(small["a"]?.intValue, 3)
+        let many = (0..<5_000).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
+        let large = try JSONParser.parse("{" + many + #","k7":-1,"k4999":-2,"new":1}"#).objectValue!
+        XCTAssertEqual(large.count, 5_001)
+        XCTAssertEqual(large["k7"]?.intValue, -1)
+        XCTAssertEqual(large["k4999"]?.intValue, -2)
+        XCTAssertEqual(large.keys[7], "k7")
+        XCTAssertEqual(large.keys.last, "new")
+        let edge = try JSONParser.parse(#"{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"a":2,"i":1,"i":3}"#).objectValue!
+        XCTAssertEqual(edge.keys, ["a", "b", "c", "d", "e", "f", "g", "h", "i"])
+        XCTAssertEqual(edge["a"]?.intValue, 2)
+        XCTAssertEqual(edge["i"]?.intValue, 3)
+    }
+
     func testEscapesAndSurrogates() throws {
         XCTAssertEqual(try JSONParser.parse(#""\ud83d\ude00""#).stringValue, "😀")
         XCTAssertEqual(try JSONParser.parse(#""\ud83d""#).stringValue, "\u{FFFD}", "lone surrogate is replaced")
