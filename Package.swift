@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "FuzzSupport", dependencies: ["CFuzz", "Runtime"]),
         .executableTarget(name: "FuzzHTTP", dependencies: ["HTTP1", "NetCore", "FuzzSupport"]),
         .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "FuzzSupport"]),
+        .executableTarget(name: "FuzzJSON", dependencies: ["JSON", "FuzzSupport"]),
+        .executableTarget(name: "FuzzEnvelope", dependencies: ["Domain", "JSON", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (HTTP parser, WebSocket frame parser + state machine) with
-# AddressSanitizer and runs each for a bounded time over a copy of the committed seed corpus.
+# Builds the libFuzzer targets (HTTP parser, WebSocket frame parser + state machine, JSON parser,
+# WebSocket envelope → request decoding) with AddressSanitizer and runs each for a bounded time
+# over a copy of the committed seed corpus.
 #   scripts/fuzz.sh [seconds-per-target]     (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 export SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0
-swift build --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
-  --product FuzzHTTP 2>&1 | grep -v "prohibited flag" | tail -1
-swift build --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
-  --product FuzzWebSocket 2>&1 | grep -v "prohibited flag" | tail -1
+# One scratch path: modules the targets share compile once.
+for product in FuzzHTTP FuzzWebSocket FuzzJSON FuzzEnvelope; do
+  swift build --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
+    --product $product 2>&1 | grep -v "prohibited flag" | tail -1
+done
 mkdir -p reports/fuzz
 status=0
-for pair in FuzzHTTP:http FuzzWebSocket:websocket; do
+for pair in FuzzHTTP:http FuzzWebSocket:websocket FuzzJSON:json FuzzEnvelope:envelope; do
   target=${pair%%:*}; seeds=${pair##*:}
   work=$(mktemp -d)
   cp Tests/fuzz-corpus/$seeds/* "$work/"

@@ -434,3 +434,49 @@ def test_builtin_model_always_answers_something(make_node):
     with ThreadPoolExecutor(8) as pool:
         count = sum(pool.map(empty, range(2000)))
     assert count == 0, f"{count} of 2000 answers were empty"
+
+
+# 12. The same hostile inputs through the WebSocket envelope, plus bodies whose parsing cost a
+#     client controls (a million-byte object of 90k keys took a loop 30 s before).
+def test_hostile_envelopes_get_clear_errors_and_the_socket_survives(node, user):
+    import asyncio
+    import websockets
+
+    async def go():
+        async with websockets.connect(node.ws_url, additional_headers={"Authorization": f"Bearer {user}"},
+                                      max_size=4 << 20) as ws:
+            async def ask(msg, timeout=5):
+                await ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                    if m["type"] in ("response", "error", "done"):
+                        return m
+            m = await ask({"id": "p", "method": "POST", "path": "/v1/presets", "body": {"name": "ws-nul", "prompt": "a\u0000b"}})
+            assert m["type"] == "error" and m["status"] == 400 and m["error"]["field"] == "prompt", m
+            m = await ask({"id": "b", "method": "POST", "path": "/v1/presets", "body": {"name": "ws-bomb", "prompt": "{{input}}" * 3600}})
+            assert m["status"] == 201, m
+            pid = m["body"]["id"]
+            m = await ask({"id": "r", "method": "POST", "path": "/v1/completions", "body": {"preset_id": pid, "input_context": "y" * 200_000}})
+            assert m["type"] == "error" and m["error"]["field"] == "input_context", m
+            m = await ask({"id": "q", "method": "GET", "path": "/v1/presets?query=%00"})
+            assert m["type"] == "error" and m["error"]["field"] == "query", m
+            for bad, field in [('{"id":{"x":1},"method":"GET","path":"/"}', "id"), ('{"id":1,"method":"TRACE","path":"/"}', "method"),
+                               ('{"id":1,"method":"GET","path":"v1"}', "path")]:
+                m = await ask(bad)
+                assert m["type"] == "error" and m["error"]["field"] == field, m
+            start = time.monotonic()
+            many = "{" + ",".join(f'"k{i}":0' for i in range(90000)) + ',"prompt":"x","max_tokens":1}'
+            m = await ask('{"id":"many","method":"POST","path":"/v1/completions","body":' + many + "}", timeout=20)
+            assert m["type"] == "done", m
+            assert time.monotonic() - start < 5, "90k keys parse in linear time"
+            m = await ask({"id": "ok", "method": "GET", "path": "/v1/models"})
+            assert m["status"] == 200, "the socket is still usable"
+    asyncio.run(go())
+
+
+def test_a_body_of_many_keys_does_not_freeze_the_node(node, user):
+    body = "{" + ",".join(f'"k{i}":0' for i in range(90000)) + ',"prompt":"x","max_tokens":1}'
+    start = time.monotonic()
+    status, resp, _ = api(node, "POST", "/v1/completions", raw=body.encode(), key=user, timeout=60)
+    assert status == 200, resp
+    assert time.monotonic() - start < 5
