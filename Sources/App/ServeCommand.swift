@@ -190,6 +190,8 @@ struct NodeConfig {
         c.pongTimeoutNanos = UInt64(pongTimeoutMs) * 1_000_000
         c.maxOutboundBytes = maxOutboundBytes
         c.maxMessageBytes = 1 << 20
+        // A message, like an HTTP request, must arrive whole within the request timeout.
+        c.messageTimeoutNanos = UInt64(requestReadTimeoutMs) * 1_000_000
         return c
     }
 }

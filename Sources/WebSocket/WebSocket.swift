@@ -18,6 +18,9 @@ public struct WebSocketConfiguration: Sendable {
     public var pingIntervalNanos: UInt64 = 30_000_000_000
     /// Time for the peer to show life (pong or any frame) after our ping.
     public var pongTimeoutNanos: UInt64 = 10_000_000_000
+    /// From the first byte of a message (however fragmented) to its last: a peer dripping a message
+    /// would otherwise hold its buffer forever while pings keep the socket alive.
+    public var messageTimeoutNanos: UInt64 = 10_000_000_000
     /// Time for the peer to answer our close frame before the socket is dropped.
     public var closeTimeoutNanos: UInt64 = 5_000_000_000
     public var origins = OriginPolicy()
@@ -42,6 +45,8 @@ public final class WebSocket: ConnectionHandler {
     private var lastHeard: UInt64
     private var pingSentAt: UInt64?
     private var closeSentAt: UInt64?
+    /// When the message being received started, while one is incomplete.
+    private var messageStartedAt: UInt64?
     private var closedNotified = false
     private var maskState: UInt64
 
@@ -121,7 +126,15 @@ public final class WebSocket: ConnectionHandler {
             if let action = machine.handle(event) { perform(action) }
             return connection.isOpen && machine.state != .closed
         }
-        if let err { failConnection(err) }
+        if let err { failConnection(err); return }
+        if parser.isMidFrame || machine.isAssemblingMessage {
+            if messageStartedAt == nil {
+                messageStartedAt = c.loop.now
+                if connection.isOpen && machine.state == .open { armTimer() }
+            }
+        } else {
+            messageStartedAt = nil
+        }
     }
 
     private func perform(_ action: WSConnectionStateMachine.Action) {
@@ -178,7 +191,7 @@ public final class WebSocket: ConnectionHandler {
     // MARK: keepalive
 
     private func armTimer() {
-        guard config.pingIntervalNanos > 0 || closeSentAt != nil else { return }
+        guard config.pingIntervalNanos > 0 || closeSentAt != nil || messageStartedAt != nil else { return }
         timer?.cancel()
         timer = connection.loop.schedule(atNanos: nextDeadline()) { [weak self] in self?.timerFired() }
     }
@@ -190,8 +203,12 @@ public final class WebSocket: ConnectionHandler {
 
     private func nextDeadline() -> UInt64 {
         if let c = closeSentAt { return c &+ config.closeTimeoutNanos }
-        if let p = pingSentAt { return p &+ config.pongTimeoutNanos }
-        return lastHeard &+ config.pingIntervalNanos
+        var deadline = UInt64.max
+        if let p = pingSentAt { deadline = p &+ config.pongTimeoutNanos } else if config.pingIntervalNanos > 0 {
+            deadline = lastHeard &+ config.pingIntervalNanos
+        }
+        if let m = messageStartedAt { deadline = min(deadline, m &+ config.messageTimeoutNanos) }
+        return deadline
     }
 
     private func timerFired() {
@@ -204,12 +221,17 @@ public final class WebSocket: ConnectionHandler {
             connection.abort(error: nil)
             return
         }
+        if let m = messageStartedAt, now >= m &+ config.messageTimeoutNanos {
+            messageStartedAt = nil
+            failConnection(WSProtocolError(WSCloseCode.policyViolation, "message not completed in time"))
+            return
+        }
         if let p = pingSentAt, now >= p &+ config.pongTimeoutNanos {
             notifyClosed(code: 1006)
             connection.abort(error: nil)
             return
         }
-        if pingSentAt == nil, closeSentAt == nil, now >= lastHeard &+ config.pingIntervalNanos {
+        if config.pingIntervalNanos > 0, pingSentAt == nil, closeSentAt == nil, now >= lastHeard &+ config.pingIntervalNanos {
             pingSentAt = now
             writeFrame(.ping, UnsafeRawBufferPointer(start: nil, count: 0))
         }

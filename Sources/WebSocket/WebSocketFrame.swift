@@ -64,6 +64,8 @@ public struct WSFrameParser: Sendable {
     private var maskOffset = 0
     private var masked = false
     private var failed: WSProtocolError?
+    /// Part of a frame (header or payload) has arrived and the rest has not.
+    public var isMidFrame: Bool { headerCount > 0 || inPayload }
 
     public init(expectMasked: Bool) { self.expectMasked = expectMasked }
 

@@ -21,6 +21,8 @@ public struct WSConnectionStateMachine {
     public let maxMessageBytes: Int
     public private(set) var state: State = .open
     private var messageOpcode: WSOpcode?
+    /// Some fragments of a message have arrived, not its last.
+    public var isAssemblingMessage: Bool { messageOpcode != nil }
     private var message: [UInt8] = []
     private var utf8 = UTF8Validator()
     private var frame: WSFrameHeader?

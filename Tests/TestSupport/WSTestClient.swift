@@ -32,6 +32,14 @@ public final class WSTestClient {
 
     public func sendFrame(_ opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv: UInt8 = 0, masked: Bool = true,
                           declaredLength: Int? = nil) throws {
+        try socket.send(WSTestClient.encode(opcode, payload, fin: fin, rsv: rsv, masked: masked, declaredLength: declaredLength))
+    }
+
+    public func sendRaw(_ bytes: [UInt8]) throws { try socket.send(bytes) }
+
+    /// A client frame's bytes (masked unless told otherwise).
+    public static func encode(_ opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv: UInt8 = 0, masked: Bool = true,
+                              declaredLength: Int? = nil) -> [UInt8] {
         var f: [UInt8] = [(fin ? 0x80 : 0) | (rsv << 4) | opcode]
         let n = declaredLength ?? payload.count
         let m: UInt8 = masked ? 0x80 : 0
@@ -46,7 +54,7 @@ public final class WSTestClient {
         } else {
             f += payload
         }
-        try socket.send(f)
+        return f
     }
 
     public func sendText(_ s: String) throws { try sendFrame(1, Array(s.utf8)) }

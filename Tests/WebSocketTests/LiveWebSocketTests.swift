@@ -5,6 +5,7 @@ import Synchronization
 import TestSupport
 import WebSocket
 import XCTest
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,6 +38,11 @@ final class LiveWebSocketTests: XCTestCase {
         return try! TestServer { router in
             router.get("/ws-small") { req, r in
                 WebSocketServer.upgrade(req, r, configuration: small) { _ in EchoDelegateForTests() }
+            }
+            var patient = WebSocketConfiguration()
+            patient.messageTimeoutNanos = 500_000_000
+            router.get("/ws-drip") { req, r in
+                WebSocketServer.upgrade(req, r, configuration: patient) { _ in EchoDelegateForTests() }
             }
             router.get("/ws-flood") { req, r in
                 WebSocketServer.upgrade(req, r, configuration: small) { _ in FloodDelegate(LiveWebSocketTests.floodClosed) }
@@ -135,6 +141,41 @@ final class LiveWebSocketTests: XCTestCase {
         let start = monotonicNanos()
         XCTAssertTrue(c.serverClosedTCP())
         XCTAssertLessThan(Double(monotonicNanos() - start) / 1e9, 2.0)
+    }
+
+    /// A message dripped in fragments (or a frame dripped byte by byte) must complete within the
+    /// message timeout, measured from its first byte; complete messages reset it.
+    func testDrippedMessageIsClosed1008AtTheMessageTimeout() throws {
+        for byteWise in [false, true] {
+            let c = try WSTestClient(port: port, path: "/ws-drip", timeoutMs: 5000)
+            try c.sendText("whole")
+            XCTAssertEqual(c.readFrame().map { String(decoding: $0.payload, as: UTF8.self) }, "whole")
+            usleep(700_000)  // idle time between messages does not count
+            let start = monotonicNanos()
+            let client = UncheckedBox(c)  // the dripper only writes; this thread only reads
+            let dripper = Thread {
+                let c = client.value
+                if byteWise {
+                    // One 100-byte frame, header first, then a byte at a time.
+                    let frame = WSTestClient.encode(1, [UInt8](repeating: 97, count: 100))
+                    for b in frame.prefix(90) {
+                        guard (try? c.sendRaw([b])) != nil else { break }
+                        usleep(50_000)
+                    }
+                } else {
+                    _ = try? c.sendFrame(1, Array("a".utf8), fin: false)
+                    for _ in 0..<30 {
+                        usleep(100_000)
+                        guard (try? c.sendFrame(0, Array("b".utf8), fin: false)) != nil else { break }
+                    }
+                }
+            }
+            dripper.start()
+            XCTAssertEqual(c.readCloseCode(), 1008, "byteWise: \(byteWise)")
+            let waited = Double(monotonicNanos() - start) / 1e9
+            XCTAssertGreaterThan(waited, 0.45)
+            XCTAssertLessThan(waited, 2.5, "byteWise: \(byteWise)")
+        }
     }
 
     func testPongKeepsConnectionAlive() throws {
