@@ -149,3 +149,29 @@ final class SchedulerTests: XCTestCase {
         XCTAssertFalse(ok)
     }
 }
+
+extension SchedulerTests {
+    /// A revoked key stops its running and queued generations, and only its own.
+    func testCancelAllByKeyStopsOnlyThatKeysGenerations() async throws {
+        let s = scheduler(slots: 2, queue: 4, tokenMs: 20)
+        func keyed(_ id: String, _ key: Int64) -> CompletionRequest {
+            var r = request(id, maxTokens: 200)
+            r.keyID = key
+            return r
+        }
+        let (a, _) = try await submit(s, keyed("a", 7), on: group.loops[0])   // running
+        let (b, _) = try await submit(s, keyed("b", 8), on: group.loops[1])   // running, another key
+        let (c, _) = try await submit(s, keyed("c", 7), on: group.loops[1])   // queued
+        XCTAssertEqual(s.inFlight, 3)
+        XCTAssertEqual(s.cancelAll(keyID: 7), 2)
+        await waitUntil { a.finished && c.finished }
+        XCTAssertEqual(a.last, "done:cancelled")
+        XCTAssertEqual(c.last, "done:cancelled")
+        XCTAssertFalse(b.finished, "another key's generation goes on")
+        XCTAssertEqual(s.cancelAll(keyID: 7), 0, "nothing left to stop")
+        XCTAssertEqual(s.cancelAll(keyID: 8), 1)
+        await waitUntil { b.finished }
+        await waitUntil { s.inFlight == 0 }
+        XCTAssertEqual(s.inFlight, 0)
+    }
+}
