@@ -1,0 +1,160 @@
+/// What one user may do: requests in any 60 s, and generations at once.
+public struct Quota: Sendable, Equatable {
+    public var requestsPerMinute: Int
+    public var concurrency: Int
+    public init(requestsPerMinute: Int, concurrency: Int) {
+        self.requestsPerMinute = requestsPerMinute
+        self.concurrency = concurrency
+    }
+    public static let standard = Quota(requestsPerMinute: 60, concurrency: 2)
+}
+
+/// An admitted request: its fencing counter travels with the job; the rest feeds the
+/// `x-ratelimit-*` headers.
+public struct AdmissionGrant: Sendable, Equatable {
+    public let fence: Int64
+    public let limit: Int
+    public let remaining: Int
+    /// Until the oldest request in the window leaves it (a slot frees up), milliseconds.
+    public let resetMs: Int
+    public init(fence: Int64, limit: Int, remaining: Int, resetMs: Int) {
+        self.fence = fence
+        self.limit = limit
+        self.remaining = remaining
+        self.resetMs = resetMs
+    }
+}
+
+public enum AdmissionRefusal: Sendable, Equatable {
+    case rateLimited(limit: Int, retryAfterMs: Int)
+    case tooManyConcurrent(limit: Int, retryAfterMs: Int)
+
+    public var error: APIError {
+        switch self {
+        case .rateLimited(let limit, let ms):
+            return APIError(.rateLimitExceeded, "at most \(limit) requests per minute; retry in \(max(1, (ms + 999) / 1000)) s", retryAfterMs: ms)
+        case .tooManyConcurrent(let limit, let ms):
+            return APIError(.concurrentGenerationsLimitExceeded,
+                            "at most \(limit) generations at once; wait for one to finish or stop one", retryAfterMs: ms)
+        }
+    }
+}
+
+public enum AdmissionOutcome: Sendable, Equatable {
+    case admitted(AdmissionGrant)
+    case refused(AdmissionRefusal)
+    /// The shared store cannot answer (and no fallback applies).
+    case unavailable(retryAfterMs: Int)
+}
+
+/// Per-user admission, as it must behave wherever it runs: in memory here, and in Redis as
+/// `lua/admit.lua`, `lua/renew.lua`, `lua/release.lua`, which follow these rules step for step.
+///
+/// 1. Idempotency: a request id already admitted gets the same grant and is not counted again.
+/// 2. Concurrency first (expired holders dropped first), so a request refused for concurrency
+///    uses no quota.
+/// 3. Exact sliding window: at most N admissions in any `window`; a refused attempt is never
+///    recorded, so a client that keeps knocking is admitted as soon as the oldest leaves.
+/// Pure: time comes in as `now` (nanoseconds), so every edge is testable.
+public struct AdmissionLedger: Sendable {
+    public let windowNanos: UInt64
+    public let leaseTTLNanos: UInt64
+    private struct User {
+        var window: [(id: String, at: UInt64)] = []   // oldest first, from `head`
+        var head = 0
+        var count: Int { window.count - head }
+        var leases: [String: UInt64] = [:]           // request id → expiry
+        var admitted: [String: AdmissionGrant] = [:] // request ids in the window, for idempotency
+    }
+    private var users: [String: User] = [:]
+    private var fence: Int64 = 0
+
+    public init(windowNanos: UInt64 = 60_000_000_000, leaseTTLNanos: UInt64 = 30_000_000_000) {
+        self.windowNanos = windowNanos
+        self.leaseTTLNanos = leaseTTLNanos
+    }
+
+    public mutating func admit(user: String, requestID: String, quota: Quota, now: UInt64) -> AdmissionOutcome {
+        var u = users[user] ?? User()
+        prune(&u, now: now)
+        defer { users[user] = u.count == 0 && u.leases.isEmpty ? nil : u }
+        if let g = u.admitted[requestID] { return .admitted(g) }
+        // Expired holders are dropped first (only when they could matter: at the limit).
+        if u.leases.count >= quota.concurrency { u.leases = u.leases.filter { $0.value > now } }
+        if u.leases.count >= quota.concurrency {
+            let soonest = u.leases.values.min().map { $0 > now ? Int(($0 - now) / 1_000_000) : 0 } ?? 1000
+            return .refused(.tooManyConcurrent(limit: quota.concurrency, retryAfterMs: max(1, min(soonest, 1000))))
+        }
+        if u.count >= quota.requestsPerMinute {
+            // The window frees a place when its oldest admissions leave it.
+            let k = u.head + u.count - quota.requestsPerMinute
+            let leaves = u.window[k].at &+ windowNanos
+            return .refused(.rateLimited(limit: quota.requestsPerMinute, retryAfterMs: max(1, Int((leaves - now + 999_999) / 1_000_000))))
+        }
+        fence += 1
+        u.window.append((requestID, now))
+        u.leases[requestID] = now &+ leaseTTLNanos
+        let reset = Int((u.window[u.head].at &+ windowNanos - now) / 1_000_000)
+        let g = AdmissionGrant(fence: fence, limit: quota.requestsPerMinute, remaining: quota.requestsPerMinute - u.count, resetMs: reset)
+        u.admitted[requestID] = g
+        return .admitted(g)
+    }
+
+    /// Extends a live lease; an expired or released one is never brought back (false).
+    public mutating func renew(user: String, requestID: String, now: UInt64) -> Bool {
+        guard var u = users[user], let expiry = u.leases[requestID], expiry > now else { return false }
+        u.leases[requestID] = now &+ leaseTTLNanos
+        users[user] = u
+        return true
+    }
+
+    /// Frees the lease; idempotent.
+    public mutating func release(user: String, requestID: String) {
+        guard var u = users[user] else { return }
+        u.leases[requestID] = nil
+        users[user] = u.count == 0 && u.leases.isEmpty ? nil : u
+    }
+
+    public func leasesHeld(user: String, now: UInt64) -> Int {
+        users[user]?.leases.values.filter { $0 > now }.count ?? 0
+    }
+
+    /// Users with any state (bounded by activity in the last window or lease TTL).
+    public var trackedUsers: Int { users.count }
+
+    /// Forgets what has expired everywhere (call now and then: idle users are dropped).
+    public mutating func sweep(now: UInt64) {
+        for key in Array(users.keys) {
+            var u = users[key]!
+            prune(&u, now: now)
+            u.leases = u.leases.filter { $0.value > now }
+            users[key] = u.count == 0 && u.leases.isEmpty ? nil : u
+        }
+    }
+
+    /// Drops window entries that left it: O(what left), the array compacted only when mostly dead.
+    private func prune(_ u: inout User, now: UInt64) {
+        while u.head < u.window.count, u.window[u.head].at &+ windowNanos <= now {
+            u.admitted[u.window[u.head].id] = nil
+            u.head += 1
+        }
+        if u.head == u.window.count {
+            u.window.removeAll(keepingCapacity: u.window.count < 1024)
+            u.head = 0
+        } else if u.head > 1024 && u.head * 2 > u.window.count {
+            u.window.removeFirst(u.head)
+            u.head = 0
+        }
+    }
+}
+
+/// Admission as the completion flow sees it (a port): in memory on one node, or in Redis for a
+/// fleet. `done` may be called on any thread.
+public protocol Admission: AnyObject, Sendable {
+    func admit(user: String, requestID: String, done: @escaping @Sendable (AdmissionOutcome) -> Void)
+    /// Keeps a running generation's lease alive (every TTL/3).
+    func renew(user: String, requestID: String)
+    /// Frees the lease; idempotent; called on every way a generation ends.
+    func release(user: String, requestID: String)
+    var leaseTTLNanos: UInt64 { get }
+}
