@@ -59,7 +59,8 @@ enum BenchCommand {
         }
 
         let server = try BenchSupport.spawn(["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0",
-                                             "--model-token-ms", "0", "--slots", "100000", "--max-queue", "100000", "--log-level", "warning"]
+                                             "--model-token-ms", "0", "--slots", "100000", "--max-queue", "100000", "--log-level", "warning",
+                                             "--rate-limit-rpm", "0", "--max-concurrent", "0"]
                                             + (withAuth ? [] : ["--auth", "off"]))
         defer { server.process.terminate(); server.process.waitUntilExit() }
         guard BenchSupport.readLine(server.output)?.hasPrefix("listening on") == true else {

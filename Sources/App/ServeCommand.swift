@@ -40,6 +40,9 @@ struct NodeConfig {
     var cookieSecure: Bool
     var sseKeepaliveMs: Int
     var sharePort: Bool
+    var rateLimitRPM: Int
+    var maxConcurrent: Int
+    var leaseTTLMs: Int
 
     /// Every flag of `serve` (and `model-server`, which differs in two defaults).
     static func spec(modelServer: Bool) -> CommandSpec {
@@ -59,6 +62,9 @@ struct NodeConfig {
             .option("ping-interval-ms", "MS", default: "30000", "WebSocket ping interval (0: none)"),
             .option("pong-timeout-ms", "MS", default: "10000", "a WebSocket peer silent this long after a ping is dropped"),
             .option("max-outbound-bytes", "N", default: "\(1 << 20)", "unread output a WebSocket may queue before it is dropped"),
+            .option("rate-limit-rpm", "N", default: modelServer ? "0" : "60", "completions one user may start in any 60 s (0: no limit)"),
+            .option("max-concurrent", "N", default: modelServer ? "0" : "2", "generations one user may run at once (0: no limit; both 0: limits off)"),
+            .option("lease-ttl-ms", "MS", default: "30000", "a generation's concurrency lease, renewed every third of it"),
             .option("slots", "N", default: "256", "generations at once"),
             .option("max-queue", "N", default: "1024", "completions that may wait for a slot"),
             .option("max-tokens-cap", "N", default: "2048", "the largest max_tokens accepted"),
@@ -120,6 +126,11 @@ struct NodeConfig {
         cookieSecure = a.bool("cookie-secure")
         sseKeepaliveMs = try a.int("sse-keepalive-ms")
         sharePort = a.bool("share-port")
+        rateLimitRPM = try a.int("rate-limit-rpm")
+        maxConcurrent = try a.int("max-concurrent")
+        leaseTTLMs = try a.int("lease-ttl-ms")
+        guard rateLimitRPM >= 0, maxConcurrent >= 0 else { throw ArgumentError(message: "--rate-limit-rpm and --max-concurrent must be ≥ 0") }
+        guard (1000...3_600_000).contains(leaseTTLMs) else { throw ArgumentError(message: "--lease-ttl-ms must be 1000...3600000") }
         faults.errorRate = try a.double("error-rate")
         faults.midstreamFailureRate = try a.double("midstream-failure-rate")
         faults.stallRate = try a.double("stall-rate")
@@ -172,7 +183,8 @@ struct NodeConfig {
          "model_jitter": "\(modelJitter)", "public_dir": publicDir, "drain_seconds": "\(drainSeconds)",
          "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)",
          "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
-         "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)"]
+         "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)", "rate_limit_rpm": "\(rateLimitRPM)",
+         "max_concurrent": "\(maxConcurrent)", "lease_ttl_ms": "\(leaseTTLMs)"]
     }
 
     /// postgresql://user:secret@host → postgresql://user:***@host
@@ -181,6 +193,12 @@ struct NodeConfig {
         let userinfo = url[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + ":***" + String(url[at...])
+    }
+
+    /// Per-user limits, or nil when both are 0 (benchmarks).
+    var quota: Quota? {
+        guard rateLimitRPM > 0 || maxConcurrent > 0 else { return nil }
+        return Quota(requestsPerMinute: rateLimitRPM == 0 ? .max : rateLimitRPM, concurrency: maxConcurrent == 0 ? .max : maxConcurrent)
     }
 
     var webSocket: WebSocketConfiguration {
@@ -241,8 +259,12 @@ enum ServeCommand {
         let api = APIRouter(authenticator: authenticator)
         let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
         presets?.install(on: api)
+        let admission: Admission? = config.quota.map { q in
+            LocalAdmission(quota: { _ in q }, leaseTTLNanos: UInt64(config.leaseTTLMs) * 1_000_000)
+        }
+        scheduler.admission = admission
         CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
-                      presets: presets).install(on: api)
+                      presets: presets, admission: admission).install(on: api)
 
         let router = Router()
         let sessions = SessionRegistry()

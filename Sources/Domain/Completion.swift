@@ -21,6 +21,8 @@ public struct CompletionRequest: Sendable {
     public var ownerID: String = ""
     /// The API key behind the request (0 with `--auth off`): a revoked key stops its generations.
     public var keyID: Int64 = 0
+    /// The admission's fencing counter (0: not admitted through limits, e.g. limits off).
+    public var fence: Int64 = 0
 
     public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
                 stream: Bool, flavor: CompletionFlavor) {

@@ -49,6 +49,12 @@ public protocol APIReply: AnyObject {
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber
     /// Remembers a running completion so it can be detached if the client goes away.
     func track(_ job: CompletionJob, subscriber: CompletionSubscriber)
+    /// The caller's request-rate standing, for transports that can show it (REST headers).
+    func rateLimit(limit: Int, remaining: Int, resetMs: Int)
+}
+
+extension APIReply {
+    public func rateLimit(limit: Int, remaining: Int, resetMs: Int) {}
 }
 
 public typealias APIHandler = (APICall, APIReply) -> Void

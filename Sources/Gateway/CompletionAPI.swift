@@ -10,14 +10,18 @@ public final class CompletionAPI: @unchecked Sendable {
     let metrics: Metrics
     let models: [String]
     let presets: PresetAPI?
+    /// Per-user limits (nil: none, e.g. benchmarks).
+    let admission: Admission?
     let startedEpoch = Int(clinux_epochSeconds())
 
-    public init(scheduler: CompletionScheduler, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?) {
+    public init(scheduler: CompletionScheduler, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?,
+                admission: Admission? = nil) {
         self.scheduler = scheduler
         self.parser = parser
         self.metrics = metrics
         self.models = models
         self.presets = presets
+        self.admission = admission
     }
 
     public func install(on api: APIRouter) {
@@ -61,9 +65,44 @@ public final class CompletionAPI: @unchecked Sendable {
         }
         request.ownerID = call.identity.userID
         request.keyID = call.identity.keyID
+        guard let admission else { return submit(request, reply) }
+        // Every completion counts, whatever its transport: admitted (a lease is held until it
+        // ends), or refused before any work with how long to wait.
+        let box = UncheckedBox((self, reply, request))
+        admission.admit(user: request.ownerID, requestID: request.requestID) { outcome in
+            let loop = box.value.1.loop
+            let go: @Sendable () -> Void = {
+                let (api, reply, request) = box.value
+                api.admitted(outcome, request, reply)
+            }
+            if loop.inEventLoop { go() } else { loop.execute(go) }
+        }
+    }
+
+    private func admitted(_ outcome: AdmissionOutcome, _ request: CompletionRequest, _ reply: APIReply) {
+        switch outcome {
+        case .admitted(let grant):
+            var request = request
+            request.fence = grant.fence
+            reply.rateLimit(limit: grant.limit, remaining: grant.remaining, resetMs: grant.resetMs)
+            submit(request, reply)
+        case .refused(let refusal):
+            metrics.completionsLimited.add(1, ordering: .relaxed)
+            if case .rateLimited(let limit, let ms) = refusal { reply.rateLimit(limit: limit, remaining: 0, resetMs: ms) }
+            reply.fail(refusal.error)
+        case .unavailable(let ms):
+            metrics.completionsBusy.add(1, ordering: .relaxed)
+            reply.fail(APIError(.serverBusy, "limits cannot be checked right now; retry shortly", retryAfterMs: ms))
+        }
+    }
+
+    private func submit(_ request: CompletionRequest, _ reply: APIReply) {
         let subscriber = reply.completionSubscriber(for: request)
         switch scheduler.submit(request, subscriber: subscriber) {
-        case .failure(let e): reply.fail(e)
+        case .failure(let e):
+            // Never started: its lease goes back at once.
+            if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+            reply.fail(e)
         case .success(let job): reply.track(job, subscriber: subscriber)
         }
     }

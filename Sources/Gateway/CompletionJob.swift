@@ -62,6 +62,7 @@ public final class CompletionJob: @unchecked Sendable {
     private var subscribers: [CompletionSubscriber] = []
     private var generation: BuiltinGeneration?
     private var timer: TimerHandle?
+    private var leaseTimer: TimerHandle?
     private var jitterRandom: SeededRandom
     /// Injected fault for this job: fail after this many tokens (midstream) or stall.
     private var faultAfterTokens: Int?
@@ -107,6 +108,22 @@ public final class CompletionJob: @unchecked Sendable {
     }
 
     // MARK: lifecycle (loop thread)
+
+    /// Calls `renew` every `every` nanoseconds until the job ends (any thread).
+    func renewLease(every: UInt64, _ renew: @escaping @Sendable () -> Void) {
+        let box = UncheckedBox(self)
+        let arm: @Sendable () -> Void = { box.value.armLeaseTimer(every, renew) }
+        if loop.inEventLoop { arm() } else { loop.execute(arm) }
+    }
+
+    private func armLeaseTimer(_ every: UInt64, _ renew: @escaping @Sendable () -> Void) {
+        guard state != .finished else { return }
+        leaseTimer = loop.schedule(afterNanos: every) { [weak self] in
+            guard let self, self.state != .finished else { return }
+            renew()
+            self.armLeaseTimer(every, renew)
+        }
+    }
 
     func start() {
         guard state == .queued else { return }
@@ -201,6 +218,8 @@ public final class CompletionJob: @unchecked Sendable {
         state = .finished
         timer?.cancel()
         timer = nil
+        leaseTimer?.cancel()
+        leaseTimer = nil
         let event = CompletionEvent.failed(error, tokensSoFar: pieces.count)
         final = event
         generation = nil
@@ -215,6 +234,8 @@ public final class CompletionJob: @unchecked Sendable {
         state = .finished
         timer?.cancel()
         timer = nil
+        leaseTimer?.cancel()
+        leaseTimer = nil
         let end = monotonicNanos()
         let usage = Usage(promptTokens: generation?.promptTokens ?? 0, completionTokens: generation?.completionTokens ?? 0)
         let ms: (UInt64) -> Double = { Double($0) / 1e6 }

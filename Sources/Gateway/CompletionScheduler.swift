@@ -28,6 +28,8 @@ public final class CompletionScheduler: @unchecked Sendable {
     public let metrics: Metrics
     public let faults: FaultPlan
     let logger: Logger
+    /// Where admitted requests hold their leases: renewed while they run, released however they end.
+    public var admission: Admission?
 
     private struct State {
         var running = 0
@@ -84,11 +86,13 @@ public final class CompletionScheduler: @unchecked Sendable {
                                      retryAfterMs: draining ? 100 : 1000))
         case .start(let job):
             metrics.activeGenerations.add(1, ordering: .relaxed)
+            keepLease(of: job)
             job.attach(subscriber)
             job.start()
             return .success(job)
         case .queued(let job):
             metrics.queueLength.add(1, ordering: .relaxed)
+            keepLease(of: job)
             job.attach(subscriber)
             return .success(job)
         case .attach(let job):
@@ -195,8 +199,16 @@ public final class CompletionScheduler: @unchecked Sendable {
         release(job, releaseSlot: releaseSlot)
     }
 
+    /// Renews an admitted job's lease every TTL/3 on the job's loop until the job ends.
+    private func keepLease(of job: CompletionJob) {
+        guard let admission, job.request.fence != 0 else { return }
+        let every = max(admission.leaseTTLNanos / 3, 1_000_000)
+        job.renewLease(every: every) { [weak admission] in admission?.renew(user: job.request.ownerID, requestID: job.requestID) }
+    }
+
     /// Gives the job's slot to the next queued job and keeps the job for replay.
     private func release(_ job: CompletionJob, releaseSlot: Bool) {
+        if job.request.fence != 0 { admission?.release(user: job.request.ownerID, requestID: job.requestID) }
         let now = monotonicNanos()
         let jobKey = CompletionScheduler.key(job.request.ownerID, job.requestID)
         let next: CompletionJob? = state.withLock { s in

@@ -38,27 +38,35 @@ final class HTTPReply: APIReply {
     var loop: EventLoop { responder.loop }
 
     let keepaliveNanos: UInt64
+    /// Sent with whatever answer follows (OpenAI's x-ratelimit-* headers).
+    private(set) var extraHeaders = HTTPHeaders()
 
     init(_ r: HTTPResponder, keepalive: UInt64) {
         responder = r
         keepaliveNanos = keepalive
     }
 
+    func rateLimit(limit: Int, remaining: Int, resetMs: Int) {
+        extraHeaders.replace("x-ratelimit-limit-requests", "\(limit)")
+        extraHeaders.replace("x-ratelimit-remaining-requests", "\(max(0, remaining))")
+        extraHeaders.replace("x-ratelimit-reset-requests", "\(max(0, resetMs))ms")
+    }
+
     func respond(status: Int, json: [UInt8]) {
-        var h = HTTPHeaders()
+        var h = extraHeaders
         h.add("Content-Type", "application/json")
         responder.send(status: status, headers: h, body: json)
     }
 
     func fail(_ error: APIError) {
-        var h = HTTPHeaders()
+        var h = extraHeaders
         h.add("Content-Type", "application/json")
         if let ms = error.retryAfterMs { h.add("Retry-After", "\(max(1, (ms + 999) / 1000))") }
         responder.send(status: error.status, headers: h, body: error.jsonBytes)
     }
 
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
-        request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos) : BufferedSubscriber(self, request)
+        request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos, headers: extraHeaders) : BufferedSubscriber(self, request)
     }
 
     func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
@@ -81,11 +89,13 @@ final class SSESubscriber: CompletionSubscriber {
     private var frame: [UInt8] = []
     private let keepaliveNanos: UInt64
     private var keepaliveTimer: TimerHandle?
+    private let headers: HTTPHeaders
 
-    init(_ r: HTTPResponder, _ request: CompletionRequest, keepalive: UInt64) {
+    init(_ r: HTTPResponder, _ request: CompletionRequest, keepalive: UInt64, headers: HTTPHeaders) {
         responder = r
         self.request = request
         keepaliveNanos = keepalive
+        self.headers = headers
     }
 
     /// SSE comments while the first token is awaited (a long TTFT, a queue).
@@ -102,7 +112,7 @@ final class SSESubscriber: CompletionSubscriber {
         switch event {
         case .accepted(_, _, let c):
             created = c
-            var h = HTTPHeaders()
+            var h = headers
             h.add("Content-Type", "text/event-stream")
             h.add("Cache-Control", "no-store")
             h.add("X-Accel-Buffering", "no")

@@ -47,6 +47,7 @@ public final class Metrics: Sendable {
     public let completionsError = Atomic<Int>(0)
     public let completionsBusy = Atomic<Int>(0)
     public let completionsInvalid = Atomic<Int>(0)
+    public let completionsLimited = Atomic<Int>(0)
     public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
     public let total = Histogram(bounds: [5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000])
 
@@ -65,6 +66,7 @@ public final class Metrics: Sendable {
             ("stop", completionsDone.load(ordering: .relaxed)), ("length", completionsLength.load(ordering: .relaxed)),
             ("cancelled", completionsCancelled.load(ordering: .relaxed)), ("error", completionsError.load(ordering: .relaxed)),
             ("busy", completionsBusy.load(ordering: .relaxed)), ("invalid", completionsInvalid.load(ordering: .relaxed)),
+            ("limited", completionsLimited.load(ordering: .relaxed)),
         ]
         for (outcome, v) in outcomes { out += "playground_completions_total{outcome=\"\(outcome)\"} \(v)\n" }
         ttft.render("playground_ttft_ms", help: "Time to first token, milliseconds.", into: &out)

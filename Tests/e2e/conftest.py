@@ -42,8 +42,10 @@ class Node:
         if not os.path.exists(BINARY):
             raise RuntimeError(f"{BINARY} is missing: build it with `swift build -c release`")
         self.log = open(os.path.join(ROOT, "reports", f"e2e-node-{os.getpid()}-{time.time_ns()}.log"), "w")
+        # Generous per-user limits unless a test sets its own (later flags win): the suite shares users.
+        limits = [] if command != "serve" else ["--rate-limit-rpm", "100000", "--max-concurrent", "10000"]
         self.proc = subprocess.Popen(
-            [BINARY, command, "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *flags],
+            [BINARY, command, "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *limits, *flags],
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on http://([\d.]+):(\d+)", line or "")
