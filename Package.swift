@@ -14,6 +14,7 @@ let package = Package(
         .target(name: "CLinux", path: "Sources/CLinux"),
         .target(name: "CFuzz", path: "Sources/CFuzz"),
         .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
@@ -33,6 +34,9 @@ let package = Package(
         // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
         // sessions and presets.
         .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
+        // Redis on the event loop (hiredis through its adapter hooks), scripts, and the fleet's
+        // coordination on it: admission (limits) now; the job queue and token relay join here.
+        .target(name: "RedisCoordination", dependencies: ["CHiredis", "CCrypto", "Domain", "NetCore", "Runtime"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.

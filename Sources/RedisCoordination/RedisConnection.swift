@@ -1,0 +1,363 @@
+// The only file that touches hiredis's async API. A `RedisConnection` lives on one event loop:
+// hiredis parses RESP and queues callbacks; the loop owns the socket's readiness, every timeout
+// (hiredis 0.14 has none) and reconnection.
+internal import CHiredis
+import CLinux
+import NetCore
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A reply, copied out of hiredis (its reply is valid only inside the callback).
+public enum RedisReply: Sendable, Equatable {
+    case status(String)
+    case error(String)
+    case integer(Int64)
+    case bulk([UInt8])
+    case array([RedisReply])
+    case null
+
+    public var string: String? {
+        switch self {
+        case .bulk(let b): return String(decoding: b, as: UTF8.self)
+        case .status(let s): return s
+        case .integer(let i): return String(i)
+        default: return nil
+        }
+    }
+    public var integer: Int64? {
+        switch self {
+        case .integer(let i): return i
+        case .bulk, .status: return string.flatMap { Int64($0) }
+        default: return nil
+        }
+    }
+    public var array: [RedisReply]? { if case .array(let a) = self { return a }; return nil }
+    public var isError: Bool { if case .error = self { return true }; return false }
+
+    static func copy(_ r: UnsafePointer<redisReply>) -> RedisReply {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_STATUS: return .status(String(cString: reply.str))
+        case REDIS_REPLY_ERROR: return .error(String(cString: reply.str))
+        case REDIS_REPLY_INTEGER: return .integer(Int64(reply.integer))
+        case REDIS_REPLY_STRING:
+            return .bulk(reply.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: reply.str, count: Int(reply.len))))
+        case REDIS_REPLY_ARRAY:
+            var out: [RedisReply] = []
+            out.reserveCapacity(Int(reply.elements))
+            for i in 0..<Int(reply.elements) {
+                if let e = reply.element[i] { out.append(copy(e)) } else { out.append(.null) }
+            }
+            return .array(out)
+        default: return .null
+        }
+    }
+}
+
+public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Not connected (down, reconnecting): fail fast.
+    case unavailable
+    /// No answer within the command's timeout; the connection is dropped and remade.
+    case timeout
+    /// The connection broke while the command was pending.
+    case disconnected
+    public var description: String {
+        switch self {
+        case .unavailable: return "redis unavailable"
+        case .timeout: return "redis command timed out"
+        case .disconnected: return "redis connection lost"
+        }
+    }
+}
+
+/// `redis://[:password@]host:port[/db]`
+public struct RedisEndpoint: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port = 6379
+    public var db = 0
+    public var password: String?
+
+    public init(host: String = "127.0.0.1", port: Int = 6379, db: Int = 0, password: String? = nil) {
+        self.host = host
+        self.port = port
+        self.db = db
+        self.password = password
+    }
+
+    public init?(url: String) {
+        guard url.hasPrefix("redis://") else { return nil }
+        var rest = Substring(url.dropFirst(8))
+        if let at = rest.lastIndex(of: "@") {
+            let auth = rest[..<at]
+            password = String(auth.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).last ?? "")
+            if password?.isEmpty == true { password = nil }
+            rest = rest[rest.index(after: at)...]
+        }
+        if let slash = rest.firstIndex(of: "/") {
+            let d = rest[rest.index(after: slash)...]
+            if !d.isEmpty { guard let n = Int(d), n >= 0 else { return nil }; db = n }
+            rest = rest[..<slash]
+        }
+        if let colon = rest.lastIndex(of: ":") {
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else { return nil }
+            port = p
+            rest = rest[..<colon]
+        }
+        if !rest.isEmpty { host = String(rest) }
+    }
+
+    public var masked: String { "redis://\(password == nil ? "" : ":***@")\(host):\(port)/\(db)" }
+}
+
+/// One pipelined connection to Redis on one loop. Commands are written at once and answered in
+/// order; each has a deadline the loop enforces. While it is down, commands fail at once with
+/// `.unavailable` and it reconnects with backoff (50 ms doubling to 2 s). Loop-confined.
+public final class RedisConnection: Pollable {
+    public let loop: EventLoop
+    public let endpoint: RedisEndpoint
+    let connectTimeoutNanos: UInt64
+    let logger: Logger
+    private var context: UnsafeMutablePointer<redisAsyncContext>?
+    private var registeredFD: Int32 = -1
+    private var wantRead = false, wantWrite = false
+    public private(set) var isReady = false
+    private var closed = false
+    private var backoffNanos: UInt64 = 50_000_000
+    private var connectTimer: TimerHandle?
+    /// Pending commands in order; the head is the oldest (its deadline comes first).
+    private var pending: [Pending] = []
+    private var pendingHead = 0
+    private var deadlineTimer: TimerHandle?
+    /// Called on the loop each time the connection becomes ready (after AUTH/SELECT).
+    public var onReady: (() -> Void)?
+
+    final class Pending {
+        let deadline: UInt64
+        var done: ((Result<RedisReply, RedisError>) -> Void)?
+        init(deadline: UInt64, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
+            self.deadline = deadline
+            self.done = done
+        }
+        func complete(_ r: Result<RedisReply, RedisError>) {
+            let d = done
+            done = nil
+            d?(r)
+        }
+    }
+
+    public init(endpoint: RedisEndpoint, loop: EventLoop, connectTimeoutNanos: UInt64 = 1_000_000_000, logger: Logger) {
+        self.endpoint = endpoint
+        self.loop = loop
+        self.connectTimeoutNanos = connectTimeoutNanos
+        self.logger = logger
+    }
+
+    /// Starts connecting (loop thread).
+    public func start() { connect() }
+
+    /// Closes for good (loop thread): pending commands fail with `.disconnected`.
+    public func close() {
+        closed = true
+        connectTimer?.cancel()
+        if let c = context { redisAsyncDisconnect(c) }
+        failAll(.disconnected)
+    }
+
+    /// Sends one command. `done` runs on the loop, exactly once: the reply (a Redis error is a
+    /// `.error` reply, not a failure), or why there is none.
+    public func send(_ args: [String], timeoutNanos: UInt64, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
+        guard isReady, let c = context else { return done(.failure(.unavailable)) }
+        let p = Pending(deadline: loop.now &+ timeoutNanos, done: done)
+        guard RedisConnection.write(c, args, p) else { return done(.failure(.disconnected)) }
+        pending.append(p)
+        armDeadline()
+    }
+
+    /// Writes a command into hiredis's output buffer; the callback owns a retained `Pending`.
+    private static func write(_ c: UnsafeMutablePointer<redisAsyncContext>, _ args: [String], _ p: Pending) -> Bool {
+        var lengths = args.map { $0.utf8.count }
+        let cstrs = args.map { strdup($0) }
+        defer { for s in cstrs { free(s) } }
+        let priv = Unmanaged.passRetained(p).toOpaque()
+        var argv: [UnsafePointer<CChar>?] = cstrs.map { UnsafePointer($0) }
+        let rc = argv.withUnsafeMutableBufferPointer { buf in
+                redisAsyncCommandArgv(c, { _, reply, priv in
+                    let p = Unmanaged<Pending>.fromOpaque(priv!).takeRetainedValue()
+                    if let r = reply?.assumingMemoryBound(to: redisReply.self) {
+                        p.complete(.success(RedisReply.copy(r)))
+                    } else {
+                        p.complete(.failure(.disconnected))  // the link died or the context was freed
+                    }
+                }, priv, Int32(args.count), buf.baseAddress, &lengths)
+        }
+        if rc != REDIS_OK {
+            Unmanaged<Pending>.fromOpaque(priv).release()
+            return false
+        }
+        return true
+    }
+
+    // MARK: connecting
+
+    private func connect() {
+        guard !closed, context == nil else { return }
+        guard let c = redisAsyncConnect(endpoint.host, Int32(endpoint.port)) else { return scheduleReconnect() }
+        if chiredis_err(c) != 0 {
+            logger.debug("redis connect failed", ["error": String(cString: chiredis_errstr(c))])
+            redisAsyncFree(c)
+            return scheduleReconnect()
+        }
+        context = c
+        // Hooks first, then the callbacks (hiredis may call addWrite at once for the connect).
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        chiredis_set_data(c, me)
+        chiredis_attach(c, me, { RedisConnection.from($0)?.setInterest(read: true) },
+                        { RedisConnection.from($0)?.setInterest(read: false) },
+                        { RedisConnection.from($0)?.setInterest(write: true) },
+                        { RedisConnection.from($0)?.setInterest(write: false) },
+                        { RedisConnection.from($0)?.cleanup() })
+        redisAsyncSetConnectCallback(c) { ac, status in
+            guard let ac, let me = chiredis_data(ac) else { return }
+            Unmanaged<RedisConnection>.fromOpaque(me).takeUnretainedValue().connected(status == REDIS_OK)
+        }
+        redisAsyncSetDisconnectCallback(c) { ac, status in
+            guard let ac, let me = chiredis_data(ac) else { return }
+            Unmanaged<RedisConnection>.fromOpaque(me).takeUnretainedValue().disconnected()
+        }
+        connectTimer = loop.schedule(afterNanos: connectTimeoutNanos) { [weak self] in
+            guard let self, !self.isReady, let c = self.context else { return }
+            self.logger.debug("redis connect timed out", [:])
+            redisAsyncDisconnect(c)
+        }
+    }
+
+    static func from(_ p: UnsafeMutableRawPointer?) -> RedisConnection? {
+        p.map { Unmanaged<RedisConnection>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    private func connected(_ ok: Bool) {
+        connectTimer?.cancel()
+        guard ok else { return }  // hiredis calls the disconnect path next
+        // AUTH and SELECT go first on the wire; commands wait for them (isReady stays false).
+        var setup: [[String]] = []
+        if let pw = endpoint.password { setup.append(["AUTH", pw]) }
+        if endpoint.db != 0 { setup.append(["SELECT", "\(endpoint.db)"]) }
+        setup.append(["PING"])
+        var left = setup.count
+        var failed = false
+        for cmd in setup {
+            let p = Pending(deadline: loop.now &+ connectTimeoutNanos) { [weak self] r in
+                guard let self else { return }
+                left -= 1
+                if case .success(let reply) = r, !reply.isError {} else if !failed {
+                    failed = true
+                    self.logger.warning("redis setup failed", ["command": cmd[0], "reply": "\(r)"])
+                }
+                if left == 0 && !failed {
+                    self.isReady = true
+                    self.backoffNanos = 50_000_000
+                    self.logger.info("redis connected", ["endpoint": self.endpoint.masked])
+                    self.onReady?()
+                } else if left == 0, let c = self.context {
+                    redisAsyncDisconnect(c)
+                }
+            }
+            guard let c = context, RedisConnection.write(c, cmd, p) else { return }
+            pending.append(p)
+        }
+        armDeadline()
+    }
+
+    private func disconnected() {
+        // hiredis frees the context after this returns; pending callbacks already got NULL replies.
+        let wasReady = isReady
+        isReady = false
+        context = nil
+        connectTimer?.cancel()
+        failAll(.disconnected)
+        if wasReady { logger.warning("redis connection lost; reconnecting", ["endpoint": endpoint.masked]) }
+        scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        guard !closed else { return }
+        let delay = backoffNanos
+        backoffNanos = min(backoffNanos * 2, 2_000_000_000)
+        _ = loop.schedule(afterNanos: delay) { [weak self] in self?.connect() }
+    }
+
+    // MARK: deadlines
+
+    private func armDeadline() {
+        while pendingHead < pending.count, pending[pendingHead].done == nil { pendingHead += 1 }
+        if pendingHead > 256 && pendingHead * 2 > pending.count {
+            pending.removeFirst(pendingHead)
+            pendingHead = 0
+        }
+        guard deadlineTimer == nil, pendingHead < pending.count else { return }
+        deadlineTimer = loop.schedule(atNanos: pending[pendingHead].deadline) { [weak self] in
+            guard let self else { return }
+            self.deadlineTimer = nil
+            self.checkDeadlines()
+        }
+    }
+
+    /// Replies come in order, so only the oldest pending command can be overdue first. An overdue
+    /// command fails with `.timeout` and the connection is remade: a Redis that stopped answering
+    /// must not hold later commands hostage.
+    private func checkDeadlines() {
+        let now = monotonicNanos()
+        while pendingHead < pending.count, pending[pendingHead].done == nil { pendingHead += 1 }
+        if pendingHead < pending.count, pending[pendingHead].deadline <= now {
+            logger.warning("redis command timed out; reconnecting", ["endpoint": endpoint.masked])
+            failAll(.timeout)
+            if let c = context { redisAsyncDisconnect(c) }
+            return
+        }
+        armDeadline()
+    }
+
+    private func failAll(_ e: RedisError) {
+        let all = pending[pendingHead...]
+        pending.removeAll()
+        pendingHead = 0
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+        for p in all { p.complete(.failure(e)) }
+    }
+
+    // MARK: the hooks (hiredis asks; the loop does)
+
+    private func setInterest(read: Bool? = nil, write: Bool? = nil) {
+        guard let c = context else { return }
+        if let read { wantRead = read }
+        if let write { wantWrite = write }
+        let fd = chiredis_fd(c)
+        var ev: UInt32 = 0
+        if wantRead { ev |= EPOLLIN.rawValue }
+        if wantWrite { ev |= EPOLLOUT.rawValue }
+        if registeredFD != fd {
+            if registeredFD >= 0 { loop.deregister(fd: registeredFD) }
+            try? loop.register(fd: fd, self, events: ev)
+            registeredFD = fd
+        } else {
+            try? loop.modify(fd: fd, events: ev)
+        }
+    }
+
+    private func cleanup() {
+        if registeredFD >= 0 { loop.deregister(fd: registeredFD) }
+        registeredFD = -1
+        wantRead = false
+        wantWrite = false
+    }
+
+    public func handleEvents(_ events: UInt32) {
+        guard let c = context else { return }
+        if events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { redisAsyncHandleRead(c) }
+        // The read may have freed the context (a disconnect).
+        if events & EPOLLOUT.rawValue != 0, let c = context { redisAsyncHandleWrite(c) }
+    }
+}
