@@ -58,6 +58,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
         .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
+        .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
         .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),

@@ -27,7 +27,14 @@ export DATABASE_URL
 if ! DATABASE_URL=$(scripts/pg.sh start "$PG_DIR" "${PLAYGROUND_TEST_PG_PORT:-5434}" --fast); then
   echo "PostgreSQL did not start"; echo "stages: 0 passed, 1 failed"; exit 1
 fi
-trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
+# And a Redis of their own (no persistence, DEBUG allowed), emptied first.
+REDIS_DIR=.data-test/redis
+export REDIS_URL
+if ! REDIS_URL=$(scripts/redis.sh start "$REDIS_DIR" "${PLAYGROUND_TEST_REDIS_PORT:-6390}" --ephemeral); then
+  scripts/pg.sh stop "$PG_DIR"; echo "Redis did not start"; echo "stages: 0 passed, 1 failed"; exit 1
+fi
+trap 'scripts/pg.sh stop "$PG_DIR"; scripts/redis.sh stop "$REDIS_DIR"' EXIT
+redis-cli -p "${PLAYGROUND_TEST_REDIS_PORT:-6390}" FLUSHALL >/dev/null
 # Every run starts from an empty database: migrations are tested from scratch each time.
 runuser -u postgres -- "$(ls -d /usr/lib/postgresql/15/bin)/psql" -q -d "$DATABASE_URL" \
   -c "SET client_min_messages = warning" -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null

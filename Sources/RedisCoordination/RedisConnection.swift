@@ -161,7 +161,7 @@ public final class RedisConnection: Pollable {
     public func close() {
         closed = true
         connectTimer?.cancel()
-        if let c = context { redisAsyncDisconnect(c) }
+        drop()
         failAll(.disconnected)
     }
 
@@ -172,7 +172,7 @@ public final class RedisConnection: Pollable {
         let p = Pending(deadline: loop.now &+ timeoutNanos, done: done)
         guard RedisConnection.write(c, args, p) else { return done(.failure(.disconnected)) }
         pending.append(p)
-        armDeadline()
+        armDeadline(p.deadline)
     }
 
     /// Writes a command into hiredis's output buffer; the callback owns a retained `Pending`.
@@ -228,8 +228,9 @@ public final class RedisConnection: Pollable {
         }
         connectTimer = loop.schedule(afterNanos: connectTimeoutNanos) { [weak self] in
             guard let self, !self.isReady, let c = self.context else { return }
+            _ = c
             self.logger.debug("redis connect timed out", [:])
-            redisAsyncDisconnect(c)
+            self.drop()
         }
     }
 
@@ -239,7 +240,14 @@ public final class RedisConnection: Pollable {
 
     private func connected(_ ok: Bool) {
         connectTimer?.cancel()
-        guard ok else { return }  // hiredis calls the disconnect path next
+        guard ok else {
+            // hiredis frees the context after this returns and, since it never connected, does
+            // not call the disconnect callback: forget it here and try again later.
+            context = nil
+            failAll(.disconnected)
+            scheduleReconnect()
+            return
+        }
         // AUTH and SELECT go first on the wire; commands wait for them (isReady stays false).
         var setup: [[String]] = []
         if let pw = endpoint.password { setup.append(["AUTH", pw]) }
@@ -281,6 +289,19 @@ public final class RedisConnection: Pollable {
         scheduleReconnect()
     }
 
+    /// Frees the context now (never from inside a hiredis callback): a Redis that stopped
+    /// answering would hold a graceful disconnect forever. Then reconnects.
+    private func drop() {
+        guard let c = context else { return }
+        isReady = false
+        redisAsyncFree(c)  // calls `disconnected` if the link was up
+        if context != nil {
+            context = nil
+            failAll(.disconnected)
+            scheduleReconnect()
+        }
+    }
+
     private func scheduleReconnect() {
         guard !closed else { return }
         let delay = backoffNanos
@@ -290,30 +311,37 @@ public final class RedisConnection: Pollable {
 
     // MARK: deadlines
 
-    private func armDeadline() {
+    private var deadlineArmedAt: UInt64 = .max
+
+    /// One timer for all pending commands, at the earliest deadline.
+    private func armDeadline(_ at: UInt64? = nil) {
         while pendingHead < pending.count, pending[pendingHead].done == nil { pendingHead += 1 }
         if pendingHead > 256 && pendingHead * 2 > pending.count {
             pending.removeFirst(pendingHead)
             pendingHead = 0
         }
-        guard deadlineTimer == nil, pendingHead < pending.count else { return }
-        deadlineTimer = loop.schedule(atNanos: pending[pendingHead].deadline) { [weak self] in
+        guard pendingHead < pending.count else { return }
+        let next = at ?? pending[pendingHead...].lazy.filter { $0.done != nil }.map(\.deadline).min() ?? .max
+        guard next < deadlineArmedAt else { return }
+        deadlineTimer?.cancel()
+        deadlineArmedAt = next
+        deadlineTimer = loop.schedule(atNanos: next) { [weak self] in
             guard let self else { return }
             self.deadlineTimer = nil
+            self.deadlineArmedAt = .max
             self.checkDeadlines()
         }
     }
 
-    /// Replies come in order, so only the oldest pending command can be overdue first. An overdue
-    /// command fails with `.timeout` and the connection is remade: a Redis that stopped answering
-    /// must not hold later commands hostage.
+    /// Any overdue command fails with `.timeout`, and so does everything behind it, and the
+    /// connection is remade: replies come in order, so a Redis that stopped answering one command
+    /// holds every later one hostage.
     private func checkDeadlines() {
         let now = monotonicNanos()
-        while pendingHead < pending.count, pending[pendingHead].done == nil { pendingHead += 1 }
-        if pendingHead < pending.count, pending[pendingHead].deadline <= now {
+        if pending[pendingHead...].contains(where: { $0.done != nil && $0.deadline <= now }) {
             logger.warning("redis command timed out; reconnecting", ["endpoint": endpoint.masked])
             failAll(.timeout)
-            if let c = context { redisAsyncDisconnect(c) }
+            drop()
             return
         }
         armDeadline()
@@ -325,6 +353,7 @@ public final class RedisConnection: Pollable {
         pendingHead = 0
         deadlineTimer?.cancel()
         deadlineTimer = nil
+        deadlineArmedAt = .max
         for p in all { p.complete(.failure(e)) }
     }
 

@@ -1,0 +1,69 @@
+-- admit.lua: one atomic admission decision for one user (the rules of Domain/AdmissionLedger).
+-- Every key shares the user's hash tag {u:<user>}, so the script also runs on Redis Cluster.
+--
+-- KEYS[1] {u:U}:win    ZSET  request ids admitted, scored by admission time (ms, Redis TIME)
+-- KEYS[2] {u:U}:lease  ZSET  request ids holding a concurrency lease, scored by expiry (ms)
+-- KEYS[3] {u:U}:adm    HASH  request id -> "fence:limit:remaining:reset_ms" (idempotency)
+-- KEYS[4] {u:U}:quota  HASH  admin override: rpm, concurrency (absent: defaults)
+-- KEYS[5] {u:U}:fence  STRING fencing counter (INCR)
+-- ARGV[1] request id   ARGV[2] default rpm   ARGV[3] default concurrency
+-- ARGV[4] lease TTL ms ARGV[5] window ms
+--
+-- Reply: {1, fence, limit, remaining, reset_ms}  admitted (again, for a known request id)
+--        {2, limit, retry_after_ms}               refused: the window is full
+--        {3, limit, retry_after_ms}               refused: too many generations at once
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = ARGV[1]
+local rpm = tonumber(ARGV[2])
+local conc = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+
+local q = redis.call('HMGET', KEYS[4], 'rpm', 'concurrency')
+if q[1] then rpm = tonumber(q[1]) end
+if q[2] then conc = tonumber(q[2]) end
+
+-- Forget admissions that left the window (and their idempotency records).
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+for i = 1, #gone, 1000 do
+  redis.call('HDEL', KEYS[3], unpack(gone, i, math.min(i + 999, #gone)))
+end
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window) end
+
+-- 1. Idempotency: a request id already admitted gets the same answer, counted once.
+local prev = redis.call('HGET', KEYS[3], id)
+if prev then
+  local f, l, r, s = string.match(prev, '^(%d+):(%d+):(-?%d+):(%d+)$')
+  return {1, tonumber(f), tonumber(l), tonumber(r), tonumber(s)}
+end
+
+-- 2. Concurrency, after dropping expired holders: refused here, no quota is used.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= conc then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local retry = math.max(1, math.min(1000, tonumber(first[2]) - now))
+  return {3, conc, retry}
+end
+
+-- 3. Exact sliding window: at most rpm admissions in any window; a refusal is not recorded.
+local count = redis.call('ZCARD', KEYS[1])
+if count >= rpm then
+  local k = count - rpm
+  local e = redis.call('ZRANGE', KEYS[1], k, k, 'WITHSCORES')
+  return {2, rpm, math.max(1, tonumber(e[2]) + window - now)}
+end
+
+local fence = redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('ZADD', KEYS[2], now + ttl, id)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = tonumber(oldest[2]) + window - now
+local remaining = rpm - count - 1
+redis.call('HSET', KEYS[3], id, fence .. ':' .. rpm .. ':' .. remaining .. ':' .. reset)
+-- Everything expires once the user is idle.
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[3], window)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[5], 86400000)
+return {1, fence, rpm, remaining, reset}
