@@ -44,7 +44,7 @@ let package = Package(
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).

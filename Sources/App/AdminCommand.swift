@@ -1,5 +1,10 @@
+import Domain
 import PresetStore
+import RedisCoordination
 import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `playground migrate` and `playground admin keys create|list|revoke|check`.
 enum AdminCommand {
@@ -9,13 +14,21 @@ enum AdminCommand {
     ])
 
     static let spec = CommandSpec("admin", summary: """
-        Manages API keys:
+        Manages API keys (PostgreSQL) and quota overrides (Redis):
           admin keys create --user U [--org O]   prints a new key once (only its hash is stored)
           admin keys list [--user U]             every key, revoked ones too
           admin keys revoke ID|PREFIX            revokes at once, on every node
           admin keys check --key K               exit 0 if the key is valid, 1 if not
-        """, usage: "keys create|list|revoke|check", maxPositionals: 3, flags: [
+          admin quota set --user U [--rpm N] [--concurrency N] [--ttl 1h]
+                                                 overrides U's limits on every node from the next request
+          admin quota get --user U | clear --user U | list
+          admin status                           live nodes and leases in use
+        """, usage: "keys|quota|status …", maxPositionals: 3, flags: [
         .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
+        .option("redis-url", "URL", "Redis (or REDIS_URL)"),
+        .option("rpm", "N", "quota set: requests per minute"),
+        .option("concurrency", "N", "quota set: generations at once"),
+        .option("ttl", "DURATION", "quota set: the override ends after this (30s, 10m, 1h, 2d); default: never"),
         .option("user", "U", "the key's user (create), or only this user's keys (list)"),
         .option("org", "O", "the key's organisation (create)"),
         .option("key", "K", "the key to check (check)"),
@@ -39,6 +52,11 @@ enum AdminCommand {
     }
 
     static func run(_ a: Arguments) throws -> Int32 {
+        switch a.positional.first {
+        case "quota": return try QuotaAdmin.run(a)
+        case "status": return try QuotaAdmin.status(a)
+        default: break
+        }
         let words = a.positional
         guard words.count >= 2, words[0] == "keys" else {
             throw ArgumentError(message: "usage: playground admin keys create --user U [--org O] | list [--user U] | revoke ID|PREFIX | check --key K")
@@ -87,4 +105,134 @@ enum IdentityStoreCheck {
         return try conn.query("SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                               [Credentials.bytea(Credentials.sha256(key))]).count == 1
     }
+}
+
+/// `admin quota …` and `admin status`: overrides live in Redis at {u:<user>}:quota, read by
+/// admit.lua on the user's next request on every node.
+enum QuotaAdmin {
+    static func redis(_ a: Arguments) throws -> BlockingRedis {
+        guard let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") else {
+            throw ArgumentError(message: "set REDIS_URL or --redis-url")
+        }
+        guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://host:port[/db]") }
+        do { return try BlockingRedis(endpoint: e) } catch {
+            throw OperationalError(description: "cannot reach Redis at \(e.masked)")
+        }
+    }
+
+    static func user(_ a: Arguments) throws -> String {
+        guard let u = a.optionalString("user"), !u.isEmpty, u.utf8.count <= 200 else { throw ArgumentError(message: "--user is required") }
+        return u
+    }
+
+    /// 30s, 10m, 1h, 2d (or plain seconds) → milliseconds.
+    static func duration(_ s: String) -> Int? {
+        let units: [Character: Int] = ["s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000]
+        if let u = s.last, let mult = units[u], let n = Int(s.dropLast()), n > 0, n <= 366 * 86_400_000 / mult { return n * mult }
+        if let n = Int(s), n > 0, n <= 366 * 86_400 { return n * 1000 }
+        return nil
+    }
+
+    static func positive(_ a: Arguments, _ name: String) throws -> Int? {
+        guard let s = a.optionalString(name) else { return nil }
+        guard let n = Int(s), (1...1_000_000_000).contains(n) else { throw ArgumentError(message: "--\(name) must be a whole number ≥ 1") }
+        return n
+    }
+
+    static func run(_ a: Arguments) throws -> Int32 {
+        let words = a.positional
+        guard words.count == 2 else { throw ArgumentError(message: "usage: playground admin quota set|get|clear|list") }
+        switch words[1] {
+        case "set":
+            let u = try user(a)
+            let rpm = try positive(a, "rpm"), conc = try positive(a, "concurrency")
+            guard rpm != nil || conc != nil else { throw ArgumentError(message: "quota set needs --rpm and/or --concurrency") }
+            var ttlMs: Int?
+            if let t = a.optionalString("ttl") {
+                guard let ms = duration(t) else { throw ArgumentError(message: "--ttl must be a duration such as 30s, 10m, 1h or 2d") }
+                ttlMs = ms
+            }
+            let r = try redis(a)
+            defer { r.close() }
+            var fields: [String] = []
+            if let rpm { fields += ["rpm", "\(rpm)"] }
+            if let conc { fields += ["concurrency", "\(conc)"] }
+            let key = AdmissionKeys.quota(u)
+            _ = try r.call(["HSET", key] + fields)
+            _ = try r.call(ttlMs.map { ["PEXPIRE", key, "\($0)"] } ?? ["PERSIST", key])
+            printLine(try describe(r, u))
+        case "get":
+            let u = try user(a)
+            let r = try redis(a)
+            defer { r.close() }
+            printLine(try describe(r, u))
+        case "clear":
+            let u = try user(a)
+            let r = try redis(a)
+            defer { r.close() }
+            let n = try r.call(["DEL", AdmissionKeys.quota(u)]).integer ?? 0
+            printLine(n > 0 ? "\(u): override cleared; the node defaults apply" : "\(u): no override")
+        case "list":
+            let r = try redis(a)
+            defer { r.close() }
+            let keys = try r.scan("{u:*}:quota").sorted()
+            printLine("user\trpm\tconcurrency\texpires")
+            for k in keys {
+                guard k.hasPrefix("{u:"), let close = k.lastIndex(of: "}") else { continue }
+                let u = String(k[k.index(k.startIndex, offsetBy: 3)..<close])
+                printLine(try row(r, u))
+            }
+        default:
+            throw ArgumentError(message: "unknown quota command '\(words[1])' (set, get, clear, list)")
+        }
+        return 0
+    }
+
+    static func fields(_ r: BlockingRedis, _ u: String) throws -> (rpm: String, conc: String, expires: String) {
+        let key = AdmissionKeys.quota(u)
+        let v = try r.call(["HMGET", key, "rpm", "concurrency"]).array ?? []
+        let ttl = try r.call(["PTTL", key]).integer ?? -2
+        let expires = ttl == -1 ? "never" : ttl >= 0 ? "in \((ttl + 999) / 1000) s" : "-"
+        return (v.first?.string ?? "default", v.count > 1 ? v[1].string ?? "default" : "default", expires)
+    }
+
+    static func describe(_ r: BlockingRedis, _ u: String) throws -> String {
+        let f = try fields(r, u)
+        if f.expires == "-" { return "\(u): no override (the node defaults apply)" }
+        return "\(u): rpm \(f.rpm), concurrency \(f.conc), expires \(f.expires)"
+    }
+
+    static func row(_ r: BlockingRedis, _ u: String) throws -> String {
+        let f = try fields(r, u)
+        return "\(u)\t\(f.rpm)\t\(f.conc)\t\(f.expires)"
+    }
+
+    /// Live nodes (heartbeats) and concurrency leases in use.
+    static func status(_ a: Arguments) throws -> Int32 {
+        guard a.positional.count == 1 else { throw ArgumentError(message: "admin status: unexpected argument '\(a.positional[1])'") }
+        let r = try redis(a)
+        defer { r.close() }
+        let nodes = try r.scan(FleetHeartbeat.prefix + "*").sorted()
+        printLine("nodes: \(nodes.count) live")
+        for k in nodes {
+            let role = try r.call(["GET", k]).string ?? "?"
+            printLine("  \(k.dropFirst(FleetHeartbeat.prefix.count))\t\(role)")
+        }
+        let t = try r.call(["TIME"]).array ?? []
+        let nowMs = (t.first?.integer ?? 0) * 1000 + (t.count > 1 ? (t[1].integer ?? 0) / 1000 : 0)
+        var leases = 0, users = 0
+        for k in try r.scan("{u:*}:lease") {
+            let n = Int(try r.call(["ZCOUNT", k, "(\(nowMs)", "+inf"]).integer ?? 0)
+            leases += n
+            if n > 0 { users += 1 }
+        }
+        printLine("leases in use: \(leases) (\(users) users)")
+        printLine("job queue: not in use yet (each node runs the generations it admits)")
+        return 0
+    }
+}
+
+/// A failure that is not the command line's fault (exit 1, not 2).
+struct OperationalError: Error, CustomStringConvertible {
+    let description: String
 }

@@ -11,11 +11,15 @@ import WebSocket
 /// The node's routes: the API over REST and the WebSocket envelope, sign-in, ops, the page.
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, scheduler: CompletionScheduler,
-                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry) throws {
+                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
+                        redisUp: (@Sendable () -> Bool)? = nil) throws {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         router.get("/readyz") { _, r in
             if scheduler.isDraining {
                 r.sendJSON(status: 503, "{\"status\":\"draining\"}")
+            } else if let redisUp, !redisUp() {
+                // Still serving (limits fall back to this node's share), but say so.
+                r.sendJSON("{\"status\":\"degraded\",\"redis\":\"down\"}")
             } else {
                 r.sendJSON("{\"status\":\"ready\"}")
             }

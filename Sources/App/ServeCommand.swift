@@ -4,6 +4,7 @@ import HTTP1
 import ModelProxy
 import NetCore
 import PresetStore
+import RedisCoordination
 import Runtime
 import Synchronization
 import WebSocket
@@ -43,6 +44,8 @@ struct NodeConfig {
     var rateLimitRPM: Int
     var maxConcurrent: Int
     var leaseTTLMs: Int
+    var redis: RedisEndpoint?
+    var luaDir: String
 
     /// Every flag of `serve` (and `model-server`, which differs in two defaults).
     static func spec(modelServer: Bool) -> CommandSpec {
@@ -79,6 +82,8 @@ struct NodeConfig {
             .option("drain-seconds", "S", default: "30", "how long SIGTERM waits for running streams"),
             .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
+            .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
+            .option("lua-dir", "DIR", default: NodeConfig.projectDir("lua", marker: "admit.lua"), "the Redis scripts"),
             .option("auth", "MODE", default: modelServer ? "off" : "keys", "keys: API keys and sessions; off: everyone is one local user"),
             .option("sql-dir", "DIR", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"), "migrations"),
             .option("db-pool-size", "N", default: "4", "PostgreSQL connections (one thread each)"),
@@ -129,6 +134,11 @@ struct NodeConfig {
         rateLimitRPM = try a.int("rate-limit-rpm")
         maxConcurrent = try a.int("max-concurrent")
         leaseTTLMs = try a.int("lease-ttl-ms")
+        luaDir = a.string("lua-dir")
+        if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
+            guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db]") }
+            redis = e
+        }
         guard rateLimitRPM >= 0, maxConcurrent >= 0 else { throw ArgumentError(message: "--rate-limit-rpm and --max-concurrent must be ≥ 0") }
         guard (1000...3_600_000).contains(leaseTTLMs) else { throw ArgumentError(message: "--lease-ttl-ms must be 1000...3600000") }
         faults.errorRate = try a.double("error-rate")
@@ -184,7 +194,8 @@ struct NodeConfig {
          "error_rate": "\(faults.errorRate)", "midstream_failure_rate": "\(faults.midstreamFailureRate)", "stall_rate": "\(faults.stallRate)",
          "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
          "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)", "rate_limit_rpm": "\(rateLimitRPM)",
-         "max_concurrent": "\(maxConcurrent)", "lease_ttl_ms": "\(leaseTTLMs)"]
+         "max_concurrent": "\(maxConcurrent)", "lease_ttl_ms": "\(leaseTTLMs)", "redis_url": redis?.masked ?? "-",
+         "lua_dir": luaDir]
     }
 
     /// postgresql://user:secret@host → postgresql://user:***@host
@@ -259,13 +270,35 @@ enum ServeCommand {
         let api = APIRouter(authenticator: authenticator)
         let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
         presets?.install(on: api)
-        let admission: Admission? = config.quota.map { q in
-            LocalAdmission(quota: { _ in q }, leaseTTLNanos: UInt64(config.leaseTTLMs) * 1_000_000)
+        // Limits: in Redis for a fleet (with a per-node fallback while Redis is down, its limits
+        // divided by the live nodes last seen), else in this node's memory.
+        let leaseTTL = UInt64(config.leaseTTLMs) * 1_000_000
+        var redis: RedisConnection?
+        var heartbeat: FleetHeartbeat?
+        if let endpoint = config.redis {
+            let conn = RedisConnection(endpoint: endpoint, loop: group.loops[0], logger: logger)
+            let box = UncheckedBox(conn)
+            group.loops[0].execute { box.value.start() }
+            let beat = FleetHeartbeat(connection: conn, nodeID: NodeIdentity.make(), role: modelServer ? "model-server" : "serve")
+            beat.start()
+            redis = conn
+            heartbeat = beat
+        }
+        let admission: Admission? = try config.quota.map { q in
+            guard let redis, let heartbeat else { return LocalAdmission(quota: { _ in q }, leaseTTLNanos: leaseTTL) }
+            let fallback = LocalAdmission(quota: { _ in q.dividedAmong(heartbeat.liveNodes) }, leaseTTLNanos: leaseTTL)
+            return try RedisAdmission(connection: redis, scriptsDirectory: config.luaDir, defaults: q, leaseTTLNanos: leaseTTL,
+                                      fallback: fallback)
         }
         scheduler.admission = admission
         CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
                       presets: presets, admission: admission).install(on: api)
 
+        var redisUp: (@Sendable () -> Bool)?
+        if let redis {
+            let box = UncheckedBox(redis)
+            redisUp = { box.value.isUp }
+        }
         let router = Router()
         let sessions = SessionRegistry()
         if let identities {
@@ -281,7 +314,7 @@ enum ServeCommand {
             identities.startListening()
         }
         try Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
-                       identities: identities, sessions: sessions)
+                       identities: identities, sessions: sessions, redisUp: redisUp)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
@@ -323,3 +356,14 @@ final class DispatchSemaphoreLite: Sendable {
     func wait() { while !done.load(ordering: .acquiring) { usleep(1000) } }
 }
 
+
+/// A node's name in the fleet: host, pid and a random suffix (unique across restarts).
+enum NodeIdentity {
+    static func make() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        let host = String(cString: buf)
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        return "\(host)-\(getpid())-\(suffix)"
+    }
+}

@@ -158,3 +158,12 @@ public protocol Admission: AnyObject, Sendable {
     func release(user: String, requestID: String)
     var leaseTTLNanos: UInt64 { get }
 }
+
+extension Quota {
+    /// This node's share when the fleet's shared limits cannot be checked.
+    public func dividedAmong(_ nodes: Int) -> Quota {
+        let n = max(1, nodes)
+        return Quota(requestsPerMinute: requestsPerMinute == .max ? .max : max(1, requestsPerMinute / n),
+                     concurrency: concurrency == .max ? .max : max(1, concurrency / n))
+    }
+}

@@ -5,6 +5,7 @@ internal import CHiredis
 import CLinux
 import NetCore
 import Runtime
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -122,7 +123,12 @@ public final class RedisConnection: Pollable {
     private var context: UnsafeMutablePointer<redisAsyncContext>?
     private var registeredFD: Int32 = -1
     private var wantRead = false, wantWrite = false
-    public private(set) var isReady = false
+    public private(set) var isReady = false {
+        didSet { up.store(isReady, ordering: .relaxed) }
+    }
+    private let up = Atomic<Bool>(false)
+    /// `isReady`, readable from any thread (for /readyz).
+    public var isUp: Bool { up.load(ordering: .relaxed) }
     private var closed = false
     private var backoffNanos: UInt64 = 50_000_000
     private var connectTimer: TimerHandle?

@@ -1,0 +1,63 @@
+import Dispatch
+import NetCore
+import Runtime
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Redis for command-line tools: its own loop thread, one call at a time, waiting for each answer.
+public final class BlockingRedis {
+    let group: EventLoopGroup
+    let connection: RedisConnection
+    let timeoutNanos: UInt64
+
+    /// Connects, or throws `.unavailable` if Redis did not answer within `timeoutSeconds`.
+    public init(endpoint: RedisEndpoint, timeoutSeconds: Double = 3) throws {
+        group = try EventLoopGroup(count: 1, namePrefix: "redis-cli")
+        group.start()
+        timeoutNanos = UInt64(timeoutSeconds * 1e9)
+        connection = RedisConnection(endpoint: endpoint, loop: group.loops[0], logger: Logger(label: "redis", level: .error))
+        let box = UncheckedBox(connection)
+        group.loops[0].execute { box.value.start() }
+        let deadline = monotonicNanos() + timeoutNanos
+        while !connection.isUp {
+            if monotonicNanos() > deadline { close(); throw RedisError.unavailable }
+            usleep(5_000)
+        }
+    }
+
+    public func call(_ args: [String]) throws(RedisError) -> RedisReply {
+        let result = Mutex<Result<RedisReply, RedisError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let box = UncheckedBox(connection)
+        let timeout = timeoutNanos
+        group.loops[0].execute {
+            box.value.send(args, timeoutNanos: timeout) { r in
+                result.withLock { $0 = r }
+                done.signal()
+            }
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+
+    /// Every key matching `pattern` (SCAN, never KEYS).
+    public func scan(_ pattern: String) throws(RedisError) -> [String] {
+        var cursor = "0", keys: [String] = []
+        repeat {
+            let r = try call(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+            guard let parts = r.array, parts.count == 2, let next = parts[0].string else { break }
+            keys += (parts[1].array ?? []).compactMap(\.string)
+            cursor = next
+        } while cursor != "0"
+        return keys
+    }
+
+    public func close() {
+        let box = UncheckedBox(connection)
+        group.loops[0].execute { box.value.close() }
+        usleep(10_000)
+        group.shutdown()
+    }
+}

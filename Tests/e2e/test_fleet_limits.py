@@ -1,0 +1,137 @@
+"""Per-user limits across several nodes sharing one Redis (the fleet), quota overrides from the
+admin CLI, and what happens while Redis is down."""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import BINARY, ROOT, make_key
+
+
+def post(url, key, body, timeout=30):
+    req = urllib.request.Request(url + "/v1/completions", method="POST", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def admin(*args, env=None):
+    return subprocess.run([BINARY, "admin", *args], capture_output=True, text=True, cwd=ROOT, timeout=30,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture
+def redis_url():
+    url = os.environ.get("REDIS_URL")
+    assert url, "REDIS_URL is not set: run the tests through scripts/test.sh, which starts Redis"
+    return url
+
+
+def fleet(make_node, redis_url, n, *flags):
+    return [make_node("--redis-url", redis_url, *flags) for _ in range(n)]
+
+
+def test_window_holds_across_three_nodes(make_node, redis_url):
+    nodes = fleet(make_node, redis_url, 3, "--rate-limit-rpm", "60", "--max-concurrent", "1000",
+                  "--model-ttft-ms", "0", "--model-token-ms", "0")
+    key = make_key("fleet-win-" + uuid.uuid4().hex[:6])
+    with ThreadPoolExecutor(30) as pool:
+        codes = list(pool.map(lambda i: post(nodes[i % 3].url, key, {"prompt": "The cat", "max_tokens": 1})[0], range(120)))
+    assert codes.count(200) == 60 and codes.count(429) == 60, codes
+
+
+def test_two_at_once_across_nodes_and_leases_freed(make_node, redis_url):
+    nodes = fleet(make_node, redis_url, 3, "--rate-limit-rpm", "1000", "--max-concurrent", "2",
+                  "--model-ttft-ms", "100", "--model-token-ms", "20")
+    key = make_key("fleet-conc-" + uuid.uuid4().hex[:6])
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda i: post(nodes[i % 3].url, key, {"prompt": "The sea", "max_tokens": 10}), range(50)))
+    codes = [r[0] for r in results]
+    assert codes.count(200) == 2 and codes.count(429) == 48, codes
+    time.sleep(0.3)
+    # Both finished: their leases are free on every node.
+    for n in nodes:
+        assert post(n.url, key, {"prompt": "x", "max_tokens": 1})[0] == 200
+    out = admin("status", env={"REDIS_URL": redis_url})
+    assert out.returncode == 0 and "nodes: " in out.stdout, out.stderr
+    live = int(out.stdout.split("nodes: ")[1].split()[0])
+    assert live >= 3, out.stdout
+
+
+def test_quota_override_applies_on_the_next_request_everywhere(make_node, redis_url):
+    nodes = fleet(make_node, redis_url, 2, "--rate-limit-rpm", "100", "--max-concurrent", "10",
+                  "--model-ttft-ms", "0", "--model-token-ms", "0")
+    user = "fleet-quota-" + uuid.uuid4().hex[:6]
+    key = make_key(user)
+    assert post(nodes[0].url, key, {"prompt": "x", "max_tokens": 1})[0] == 200
+    out = admin("quota", "set", "--user", user, "--rpm", "2", "--ttl", "1h", env={"REDIS_URL": redis_url})
+    assert out.returncode == 0 and "rpm 2" in out.stdout, out.stderr
+    assert post(nodes[1].url, key, {"prompt": "x", "max_tokens": 1})[0] == 200  # the 2nd in the window
+    status, body = post(nodes[0].url, key, {"prompt": "x", "max_tokens": 1})
+    assert status == 429 and body["error"]["code"] == "rate_limit_exceeded", body
+    listed = admin("quota", "list", env={"REDIS_URL": redis_url})
+    assert user in listed.stdout
+    assert admin("quota", "clear", "--user", user, env={"REDIS_URL": redis_url}).returncode == 0
+    assert post(nodes[1].url, key, {"prompt": "x", "max_tokens": 1})[0] == 200, "back to the node default (100)"
+    bad = admin("quota", "set", "--user", user, env={"REDIS_URL": redis_url})
+    assert bad.returncode == 2 and "--rpm" in bad.stderr
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_redis_down_serve_nodes_keep_completing_under_their_share(make_node, tmp_path):
+    port = free_port()
+    def start_redis():
+        subprocess.run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
+                        "--appendonly", "no", "--dir", str(tmp_path), "--pidfile", str(tmp_path / "r.pid")], check=True)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis did not start")
+    start_redis()
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        nodes = fleet(make_node, url, 2, "--rate-limit-rpm", "10", "--max-concurrent", "100",
+                      "--model-ttft-ms", "0", "--model-token-ms", "0")
+        time.sleep(2.5)  # a heartbeat round after both beat: each node has seen the other
+        key = make_key("fleet-down-" + uuid.uuid4().hex[:6])
+        assert post(nodes[0].url, key, {"prompt": "x", "max_tokens": 1})[0] == 200
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        time.sleep(0.3)
+        # Nodes never hang; each admits up to its share (10 / 2 live nodes = 5 a minute).
+        start = time.monotonic()
+        codes = [post(nodes[0].url, key, {"prompt": "x", "max_tokens": 1})[0] for _ in range(8)]
+        assert time.monotonic() - start < 5, "no request waited on the dead Redis"
+        assert codes.count(200) == 5 and codes.count(429) == 3, codes
+        ready = json.loads(urllib.request.urlopen(nodes[0].url + "/readyz", timeout=5).read())
+        assert ready["status"] == "degraded", ready
+        # Redis returns: everything recovers by itself.
+        start_redis()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if json.loads(urllib.request.urlopen(nodes[0].url + "/readyz", timeout=5).read())["status"] == "ready":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("/readyz did not recover")
+        fresh = make_key("fleet-back-" + uuid.uuid4().hex[:6])
+        codes = [post(nodes[i % 2].url, fresh, {"prompt": "x", "max_tokens": 1})[0] for i in range(12)]
+        assert codes.count(200) == 10, f"the fleet-wide limit is back: {codes}"
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
