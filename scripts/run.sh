@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds a release binary, starts a local PostgreSQL 15 (data in .data/,
-# loopback only) unless DATABASE_URL points elsewhere, mints a local API key once, and starts one
-# node. Prints a URL that signs the browser in.
+# Installs what is missing, builds a release binary, starts a local PostgreSQL 15 and a local Redis
+# (data in .data/, loopback only) unless DATABASE_URL / REDIS_URL point elsewhere, mints a local API
+# key once, and starts one node. Prints a URL that signs the browser in.
 #   scripts/run.sh                       (PLAYGROUND_PORT=8080 PLAYGROUND_HOST=127.0.0.1 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,11 @@ if [[ -z ${DATABASE_URL:-} ]]; then
   echo "PostgreSQL 15: $DATABASE_URL (data in .data/postgres; stop with: scripts/pg.sh stop .data/postgres)" >&2
 fi
 export DATABASE_URL
+if [[ -z ${REDIS_URL:-} ]]; then
+  REDIS_URL=$(scripts/redis.sh start .data/redis "${PLAYGROUND_REDIS_PORT:-6389}")
+  echo "Redis: $REDIS_URL (data in .data/redis; stop with: scripts/redis.sh stop .data/redis)" >&2
+fi
+export REDIS_URL
 $BIN migrate >&2
 # One local key, kept in .data/local-key (mode 600) and reused while it is valid.
 if [[ ! -s .data/local-key ]] || ! $BIN admin keys check --key "$(cat .data/local-key)"; then

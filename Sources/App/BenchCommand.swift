@@ -433,7 +433,8 @@ enum BenchSupport {
                     }
                 }
                 printError("bench: stopped by signal \(sig); \(pids.count) child process(es) stopped")
-                exit(128 + sig)
+                fflush(nil)
+                _exit(128 + sig)
             }
             source.resume()
             signalSources.append(source)

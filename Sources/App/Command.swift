@@ -16,6 +16,7 @@ enum Command {
       bench          completions benchmark: WebSocket at a fixed rate and flat out, and SSE
       bench-ws       WebSocket load generator (see docs/BENCHMARKS.md)
       bench-presets  preset search latency on a seeded database (scripts/bench-presets.sh)
+      bench-admission  admission decisions/s: lua/admit.lua on Redis vs in memory
       help           this text
 
     Every flag can also be set as an environment variable: --port → PLAYGROUND_PORT.
@@ -36,6 +37,7 @@ enum Command {
             case "bench": return try BenchCommand.run(Arguments(rest, spec: BenchCommand.spec))
             case "migrate": return try AdminCommand.migrate(Arguments(rest, spec: AdminCommand.migrateSpec))
             case "bench-presets": return try BenchPresetsCommand.run(Arguments(rest, spec: BenchPresetsCommand.spec))
+            case "bench-admission": return try BenchAdmissionCommand.run(Arguments(rest, spec: BenchAdmissionCommand.spec))
             case "admin": return try AdminCommand.run(Arguments(rest, spec: AdminCommand.spec))
             case "help", "--help", "-h":
                 print(usage)

@@ -234,6 +234,8 @@ enum ServeCommand {
         let logger = Logger(label: modelServer ? "model-server" : "playground", level: config.logLevel)
         // Before any thread starts: a stop signal during start-up ends the process at once.
         let stopSignals = StopSignals()
+        // A port in use is refused before anything else starts (no threads to stop, nothing to undo).
+        if !config.sharePort { try TCPServer.checkPortFree(host: config.host, port: config.port) }
         ProcessLimits.ignoreSIGPIPE()
         let fdLimit = ProcessLimits.raiseOpenFileLimit()
 

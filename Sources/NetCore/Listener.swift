@@ -96,6 +96,11 @@ public final class TCPServer: @unchecked Sendable {
 
     /// Binds a probe without SO_REUSEPORT: it fails while any socket listens on the address, with
     /// or without SO_REUSEPORT (SO_REUSEADDR still lets us past connections in TIME_WAIT).
+    public static func checkPortFree(host: String, port: Int) throws(SystemError) {
+        guard port != 0 else { return }
+        try checkPortFree(try SocketAddress(host: host, port: port))
+    }
+
     static func checkPortFree(_ address: SocketAddress) throws(SystemError) {
         let probe = try Posix.tcpSocket()
         defer { Posix.close(probe) }
