@@ -3,9 +3,10 @@
 --
 -- KEYS[1] {u:U}:win    ZSET  request ids admitted, scored by admission time (ms, Redis TIME)
 -- KEYS[2] {u:U}:lease  ZSET  request ids holding a concurrency lease, scored by expiry (ms)
--- KEYS[3] {u:U}:adm    HASH  request id -> "fence:limit:remaining:reset_ms" (idempotency)
+-- KEYS[3] {u:U}:adm    HASH  request id -> "fence:limit:remaining:reset_ms" (idempotency), and the
+--                            field "#fence", the fencing counter (it restarts only after the user
+--                            was idle a whole window, when no lease can still be alive)
 -- KEYS[4] {u:U}:quota  HASH  admin override: rpm, concurrency (absent: defaults)
--- KEYS[5] {u:U}:fence  STRING fencing counter (INCR)
 -- ARGV[1] request id   ARGV[2] default rpm   ARGV[3] default concurrency
 -- ARGV[4] lease TTL ms ARGV[5] window ms
 --
@@ -24,12 +25,17 @@ local q = redis.call('HMGET', KEYS[4], 'rpm', 'concurrency')
 if q[1] then rpm = tonumber(q[1]) end
 if q[2] then conc = tonumber(q[2]) end
 
--- Forget admissions that left the window (and their idempotency records).
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
-for i = 1, #gone, 1000 do
-  redis.call('HDEL', KEYS[3], unpack(gone, i, math.min(i + 999, #gone)))
+-- Forget admissions that left the window (and their idempotency records); the common case, an
+-- oldest entry still inside the window, costs one lookup.
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] and tonumber(oldest[2]) <= now - window then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', KEYS[3], unpack(gone, i, math.min(i + 999, #gone)))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 end
-if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window) end
 
 -- 1. Idempotency: a request id already admitted gets the same answer, counted once.
 local prev = redis.call('HGET', KEYS[3], id)
@@ -38,9 +44,14 @@ if prev then
   return {1, tonumber(f), tonumber(l), tonumber(r), tonumber(s)}
 end
 
--- 2. Concurrency, after dropping expired holders: refused here, no quota is used.
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= conc then
+-- 2. Concurrency: refused here, no quota is used. Expired holders are dropped first (looked for
+-- only at the limit, where they matter; the key's TTL bounds them otherwise).
+local held = redis.call('ZCARD', KEYS[2])
+if held >= conc then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  held = redis.call('ZCARD', KEYS[2])
+end
+if held >= conc then
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   local retry = math.max(1, math.min(1000, tonumber(first[2]) - now))
   return {3, conc, retry}
@@ -54,16 +65,14 @@ if count >= rpm then
   return {2, rpm, math.max(1, tonumber(e[2]) + window - now)}
 end
 
-local fence = redis.call('INCR', KEYS[5])
+local fence = redis.call('HINCRBY', KEYS[3], '#fence', 1)
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('ZADD', KEYS[2], now + ttl, id)
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local reset = tonumber(oldest[2]) + window - now
+local reset = (oldest[2] and tonumber(oldest[2]) or now) + window - now
 local remaining = rpm - count - 1
 redis.call('HSET', KEYS[3], id, fence .. ':' .. rpm .. ':' .. remaining .. ':' .. reset)
 -- Everything expires once the user is idle.
 redis.call('PEXPIRE', KEYS[1], window)
 redis.call('PEXPIRE', KEYS[3], window)
 redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[5], 86400000)
 return {1, fence, rpm, remaining, reset}

@@ -54,6 +54,7 @@ enum BenchAdmissionCommand {
     static func measure(_ admission: Admission, loop: EventLoop, total: Int, inFlight: Int, users: Int, run: String) -> Result {
         final class State: @unchecked Sendable {
             var started = 0, finished = 0, refused = 0, failed = 0
+            var pumping = false
             var latencies: [UInt64] = []
         }
         let state = State()
@@ -61,9 +62,17 @@ enum BenchAdmissionCommand {
         let done = DispatchSemaphore(value: 0)
         let t0 = monotonicNanos()
         let box = UncheckedBox(state)
+        // Keeps `inFlight` decisions outstanding. A synchronous admission (in memory) completes
+        // inside `startOne`; the pump loops instead of recursing, so the stack stays flat.
+        @Sendable func pump() {
+            let s = box.value
+            guard !s.pumping else { return }
+            s.pumping = true
+            while s.started < total && s.started - s.finished < inFlight { startOne() }
+            s.pumping = false
+        }
         @Sendable func startOne() {
             let s = box.value
-            guard s.started < total else { return }
             let i = s.started
             s.started += 1
             let user = "\(run)-\(i % users)", id = "r\(i)"
@@ -78,12 +87,12 @@ enum BenchAdmissionCommand {
                     case .unavailable: s.failed += 1
                     }
                     s.finished += 1
-                    if s.finished == total { done.signal() } else { startOne() }
+                    if s.finished == total { done.signal() } else { pump() }
                 }
                 if loop.inEventLoop { go() } else { loop.execute(go) }
             }
         }
-        loop.execute { for _ in 0..<min(inFlight, total) { startOne() } }
+        loop.execute { pump() }
         done.wait()
         var r = Result()
         r.seconds = Double(monotonicNanos() - t0) / 1e9

@@ -9,7 +9,6 @@ public enum AdmissionKeys {
     public static func leases(_ user: String) -> String { tag(user) + ":lease" }
     public static func admitted(_ user: String) -> String { tag(user) + ":adm" }
     public static func quota(_ user: String) -> String { tag(user) + ":quota" }
-    public static func fence(_ user: String) -> String { tag(user) + ":fence" }
 }
 
 /// Admission for a fleet: `lua/admit.lua`, `renew.lua` and `release.lua` on one Redis, so a
@@ -47,7 +46,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
         onLoop {
             let me = box.value
             let keys = [AdmissionKeys.window(user), AdmissionKeys.leases(user), AdmissionKeys.admitted(user),
-                        AdmissionKeys.quota(user), AdmissionKeys.fence(user)]
+                        AdmissionKeys.quota(user)]
             let args = [requestID, "\(me.defaults.requestsPerMinute)", "\(me.defaults.concurrency)", "\(me.leaseTTLMs)", "\(me.windowMs)"]
             me.connection.run(me.admitScript, keys: keys, args: args, timeoutNanos: me.timeoutNanos) { r in
                 if case .success(let reply) = r, let outcome = RedisAdmission.outcome(reply) { return done(outcome) }
