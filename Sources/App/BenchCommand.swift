@@ -411,6 +411,8 @@ enum BenchSupport {
     }
 
     private static let children = Mutex<[Int32]>([])
+    /// Set while a stop signal is being handled: the main thread must leave the exit to it.
+    static let stoppingSignal = Atomic<Int32>(0)
 
     /// SIGTERM/SIGINT: terminate every child, reap each (SIGKILL after 3 s), then exit 128+signal.
     private static let stopChildrenOnSignal: Void = {
@@ -418,6 +420,7 @@ enum BenchSupport {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
+                stoppingSignal.store(sig, ordering: .releasing)
                 // Half-finished figures from the main thread would mislead: nothing more is printed.
                 let devNull = open("/dev/null", O_WRONLY)
                 if devNull >= 0 { dup2(devNull, 1) }

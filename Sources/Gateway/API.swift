@@ -43,6 +43,9 @@ public struct APICall {
 /// How a handler answers. Implemented once per transport (HTTP, WebSocket envelope).
 public protocol APIReply: AnyObject {
     var loop: EventLoop { get }
+    /// False once the client is gone (the socket closed while a credential, a preset or an
+    /// admission was being looked up): no work is started for it then.
+    var isOpen: Bool { get }
     func respond(status: Int, json: [UInt8])
     func fail(_ error: APIError)
     /// A subscriber that writes a completion's events as this transport and route expect.

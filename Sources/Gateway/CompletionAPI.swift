@@ -97,6 +97,11 @@ public final class CompletionAPI: @unchecked Sendable {
     }
 
     private func submit(_ request: CompletionRequest, _ reply: APIReply) {
+        guard reply.isOpen else {
+            // The client left while it was being admitted: give the lease back, start nothing.
+            if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+            return
+        }
         let subscriber = reply.completionSubscriber(for: request)
         switch scheduler.submit(request, subscriber: subscriber) {
         case .failure(let e):

@@ -205,8 +205,8 @@ public final class CompletionJob: @unchecked Sendable {
         switch state {
         case .finished: return
         case .queued:
-            state = .running  // never started: no slot to give back, but the stream must end
-            finish(.cancelled, releaseSlot: false)
+            state = .running  // never started; the scheduler knows whether it holds a slot
+            finish(.cancelled)
         case .running:
             finish(.cancelled)
         }
@@ -229,7 +229,7 @@ public final class CompletionJob: @unchecked Sendable {
         scheduler.failed(self, error: error)
     }
 
-    private func finish(_ reason: FinishReason, releaseSlot: Bool = true) {
+    private func finish(_ reason: FinishReason) {
         guard state == .running else { return }
         state = .finished
         timer?.cancel()
@@ -248,7 +248,7 @@ public final class CompletionJob: @unchecked Sendable {
         let subs = subscribers
         subscribers.removeAll()
         for s in subs { s.receive(event, from: self) }
-        scheduler.finished(self, reason: reason, timings: timings, usage: usage, releaseSlot: releaseSlot)
+        scheduler.finished(self, reason: reason, timings: timings, usage: usage)
     }
 }
 

@@ -40,6 +40,10 @@ public final class CompletionScheduler: @unchecked Sendable {
         var finishedHead = 0
         var finishedIDs: Set<String> = []
         var draining = false
+        /// Jobs that hold a slot (started, or taken from the queue to start): a job gives a slot
+        /// back only if it holds one, whatever way it ends — a job taken from the queue and
+        /// cancelled before its loop started it still holds one.
+        var slotHolders = Set<ObjectIdentifier>()
         var queuedCount: Int { queue.count - queueHead }
     }
     private let state = Mutex(State())
@@ -69,6 +73,7 @@ public final class CompletionScheduler: @unchecked Sendable {
             let job = CompletionJob(request: request, loop: loop, scheduler: self)
             if s.running < configuration.slots {
                 s.running += 1
+                s.slotHolders.insert(ObjectIdentifier(job))
                 s.jobs[key] = job
                 return .start(job)
             }
@@ -180,11 +185,11 @@ public final class CompletionScheduler: @unchecked Sendable {
     func failed(_ job: CompletionJob, error: APIError) {
         metrics.completionsError.add(1, ordering: .relaxed)
         logger.warning("completion failed", ["request_id": job.requestID, "code": error.code.rawValue, "error": error.message])
-        release(job, releaseSlot: true)
+        release(job)
     }
 
     /// Called by a job on its loop when it ends.
-    func finished(_ job: CompletionJob, reason: FinishReason, timings: Timings, usage: Usage, releaseSlot: Bool) {
+    func finished(_ job: CompletionJob, reason: FinishReason, timings: Timings, usage: Usage) {
         switch reason {
         case .stop: metrics.completionsDone.add(1, ordering: .relaxed)
         case .length: metrics.completionsLength.add(1, ordering: .relaxed)
@@ -196,7 +201,7 @@ public final class CompletionScheduler: @unchecked Sendable {
             "request_id": job.requestID, "finish_reason": reason.rawValue, "completion_tokens": "\(usage.completionTokens)",
             "queue_ms": format(timings.queueMs), "ttft_ms": timings.ttftMs.map(format) ?? "-", "total_ms": format(timings.totalMs),
         ])
-        release(job, releaseSlot: releaseSlot)
+        release(job)
     }
 
     /// Renews an admitted job's lease every TTL/3 on the job's loop until the job ends.
@@ -207,11 +212,11 @@ public final class CompletionScheduler: @unchecked Sendable {
     }
 
     /// Gives the job's slot to the next queued job and keeps the job for replay.
-    private func release(_ job: CompletionJob, releaseSlot: Bool) {
+    private func release(_ job: CompletionJob) {
         if job.request.fence != 0 { admission?.release(user: job.request.ownerID, requestID: job.requestID) }
         let now = monotonicNanos()
         let jobKey = CompletionScheduler.key(job.request.ownerID, job.requestID)
-        let next: CompletionJob? = state.withLock { s in
+        let (releaseSlot, next): (Bool, CompletionJob?) = state.withLock { s in
             s.finished.append((jobKey, now))
             s.finishedIDs.insert(jobKey)
             // Forget finished jobs past retention (oldest first).
@@ -226,9 +231,9 @@ public final class CompletionScheduler: @unchecked Sendable {
                 s.finished.removeFirst(s.finishedHead)
                 s.finishedHead = 0
             }
-            guard releaseSlot else { return nil }
+            guard s.slotHolders.remove(ObjectIdentifier(job)) != nil else { return (false, nil) }
             s.running -= 1
-            guard s.queueHead < s.queue.count else { return nil }
+            guard s.queueHead < s.queue.count else { return (true, nil) }
             let n = s.queue[s.queueHead]
             s.queueHead += 1
             if s.queueHead > 1024 && s.queueHead * 2 > s.queue.count {
@@ -236,7 +241,8 @@ public final class CompletionScheduler: @unchecked Sendable {
                 s.queueHead = 0
             }
             s.running += 1
-            return n
+            s.slotHolders.insert(ObjectIdentifier(n))
+            return (true, n)
         }
         if releaseSlot { metrics.activeGenerations.subtract(1, ordering: .relaxed) }
         if let next {

@@ -36,6 +36,7 @@ public enum HTTPTransport {
 final class HTTPReply: APIReply {
     let responder: HTTPResponder
     var loop: EventLoop { responder.loop }
+    var isOpen: Bool { responder.isConnected }
 
     let keepaliveNanos: UInt64
     /// Sent with whatever answer follows (OpenAI's x-ratelimit-* headers).

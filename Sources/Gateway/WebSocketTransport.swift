@@ -193,6 +193,7 @@ final class EnvelopeReply: APIReply {
     let session: EnvelopeSession
     let id: JSONValue
     var loop: EventLoop { session.ws.loop }
+    var isOpen: Bool { session.ws.isOpen }
 
     init(session: EnvelopeSession, id: JSONValue) {
         self.session = session

@@ -175,3 +175,32 @@ extension SchedulerTests {
         XCTAssertEqual(s.inFlight, 0)
     }
 }
+
+extension SchedulerTests {
+    /// A job taken from the queue to start on its own loop, but cancelled there before it started,
+    /// still gives its slot back (it used to leak the slot: the node ran one slot short for good).
+    func testJobCancelledBetweenDequeueAndStartGivesItsSlotBack() async throws {
+        let s = scheduler(slots: 1, queue: 4, tokenMs: 20)
+        let (a, _) = try await submit(s, request("a", maxTokens: 500), on: group.loops[0])
+        let (b, _) = try await submit(s, request("b", maxTokens: 500), on: group.loops[1])
+        XCTAssertEqual(s.inFlight, 2)
+        let box = UncheckedBox((s, b))
+        let blocked = Atomic<Bool>(false)
+        group.loops[1].execute {
+            blocked.store(true, ordering: .releasing)
+            usleep(300_000)  // meanwhile a ends and b is dequeued; its start waits behind us
+            let (sched, rec) = box.value
+            sched.cancel(requestID: "b", owner: "")  // b is no longer in the queue: cancelled on its loop
+            _ = rec
+        }
+        while !blocked.load(ordering: .acquiring) { usleep(1000) }
+        _ = s.cancel(requestID: "a", owner: "")
+        await waitUntil { a.finished && b.finished }
+        await waitUntil { s.inFlight == 0 }
+        XCTAssertEqual(s.inFlight, 0, "the slot came back")
+        let (c, ok) = try await submit(s, request("c", maxTokens: 2), on: group.loops[0])
+        XCTAssertTrue(ok)
+        await waitUntil { c.finished }
+        XCTAssertEqual(c.last, "done:length", "the slot is usable")
+    }
+}
