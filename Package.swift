@@ -43,8 +43,11 @@ let package = Package(
         .target(name: "WebSocket", dependencies: ["NetCore", "HTTP1", "CCrypto"]),
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
+        // Load generators and benchmarks (bench, bench-ws, bench-presets, bench-admission).
+        .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "Gateway", "ModelProxy", "JSON",
+                                                   "PresetStore", "RedisCoordination"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).

@@ -10,7 +10,7 @@ import Glibc
 enum AdminCommand {
     static let migrateSpec = CommandSpec("migrate", summary: "Applies sql/NNN_*.sql in order (a node also does this at start).", flags: [
         .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
-        .option("sql-dir", "DIR", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"), "migrations"),
+        .option("sql-dir", "DIR", default: ProjectPaths.directory("sql", marker: "001_schema.sql"), "migrations"),
     ])
 
     static let spec = CommandSpec("admin", summary: """
@@ -230,9 +230,4 @@ enum QuotaAdmin {
         printLine("job queue: not in use yet (each node runs the generations it admits)")
         return 0
     }
-}
-
-/// A failure that is not the command line's fault (exit 1, not 2).
-struct OperationalError: Error, CustomStringConvertible {
-    let description: String
 }

@@ -1,3 +1,4 @@
+import BenchTools
 import Runtime
 #if canImport(Glibc)
 import Glibc

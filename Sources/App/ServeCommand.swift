@@ -78,14 +78,14 @@ struct NodeConfig {
             .option("error-rate", "F", default: "0", "fraction of completions refused before the first token"),
             .option("midstream-failure-rate", "F", default: "0", "fraction of streams dropped after a few tokens"),
             .option("stall-rate", "F", default: "0", "fraction of streams that stop sending tokens"),
-            .option("public-dir", "DIR", default: NodeConfig.projectDir("Public", marker: "index.html"), "the page's files"),
+            .option("public-dir", "DIR", default: ProjectPaths.directory("Public", marker: "index.html"), "the page's files"),
             .option("drain-seconds", "S", default: "30", "how long SIGTERM waits for running streams"),
             .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
             .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
-            .option("lua-dir", "DIR", default: NodeConfig.projectDir("lua", marker: "admit.lua"), "the Redis scripts"),
+            .option("lua-dir", "DIR", default: ProjectPaths.directory("lua", marker: "admit.lua"), "the Redis scripts"),
             .option("auth", "MODE", default: modelServer ? "off" : "keys", "keys: API keys and sessions; off: everyone is one local user"),
-            .option("sql-dir", "DIR", default: NodeConfig.projectDir("sql", marker: "001_schema.sql"), "migrations"),
+            .option("sql-dir", "DIR", default: ProjectPaths.directory("sql", marker: "001_schema.sql"), "migrations"),
             .option("db-pool-size", "N", default: "4", "PostgreSQL connections (one thread each)"),
             .toggle("cookie-secure", "mark the session cookie Secure (behind HTTPS)"),
             .toggle("conformance-echo", "test-only routes used by the conformance tests"),
@@ -164,24 +164,6 @@ struct NodeConfig {
         for (n, v) in [("error-rate", faults.errorRate), ("midstream-failure-rate", faults.midstreamFailureRate), ("stall-rate", faults.stallRate)] {
             guard (0...1).contains(v) else { throw ArgumentError(message: "--\(n) must be within 0...1") }
         }
-    }
-
-    /// A project folder (Public/, sql/) next to the working directory, else next to the checkout
-    /// the binary was built in.
-    static func projectDir(_ name: String, marker: String) -> String {
-        var st = stat()
-        if stat("\(name)/\(marker)", &st) == 0 { return name }
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, 4095)
-        if n > 0 {
-            var path = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            for _ in 0..<4 {
-                guard let slash = path.lastIndex(of: "/") else { break }
-                path = String(path[..<slash])
-                if stat(path + "/\(name)/\(marker)", &st) == 0 { return path + "/" + name }
-            }
-        }
-        return name
     }
 
     var summary: [String: String] {

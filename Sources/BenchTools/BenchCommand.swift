@@ -12,10 +12,10 @@ import WebSocket
 ///   2. WebSocket, closed loop with a window per connection: the most completions/s;
 ///   3. SSE (REST `stream: true`) over keep-alive connections: completions/s and TTFT.
 /// Client processes are this binary in `--child` mode, each on its own loop.
-enum BenchCommand {
+public enum BenchCommand {
     static let prompt = "The train left the city"
 
-    static let spec = CommandSpec("bench", summary: """
+    public static let spec = CommandSpec("bench", summary: """
         Completions end to end against a node it starts with the built-in model at zero pace: WebSocket at a
         fixed rate (added TTFT), WebSocket flat out, and SSE. Prints one line of figures per phase.
         """, flags: [
@@ -35,7 +35,7 @@ enum BenchCommand {
         .option("key", "KEY", default: "", "internal (child): API key"),
     ])
 
-    static func run(_ a: Arguments) throws -> Int32 {
+    public static func run(_ a: Arguments) throws -> Int32 {
         if a.bool("child") { return try BenchCompletionChild.run(a) }
         ProcessLimits.ignoreSIGPIPE()
         let port = try a.int("port")
@@ -177,7 +177,7 @@ final class BenchCompletionChild: @unchecked Sendable {
         body = "{\"prompt\":\"\(BenchCommand.prompt)\",\"max_tokens\":\(maxTokens),\"temperature\":0"
     }
 
-    static func run(_ a: Arguments) throws -> Int32 {
+    public static func run(_ a: Arguments) throws -> Int32 {
         ProcessLimits.ignoreSIGPIPE()
         ProcessLimits.raiseOpenFileLimit()
         let port = try a.int("port")
@@ -384,7 +384,7 @@ final class SSEBenchConnection: ConnectionHandler {
 }
 
 /// Helpers shared by the load generators.
-enum BenchSupport {
+public enum BenchSupport {
     struct Child {
         let process: Process
         let output: FileHandle
@@ -412,7 +412,7 @@ enum BenchSupport {
 
     private static let children = Mutex<[Int32]>([])
     /// Set while a stop signal is being handled: the main thread must leave the exit to it.
-    static let stoppingSignal = Atomic<Int32>(0)
+    public static let stoppingSignal = Atomic<Int32>(0)
 
     /// SIGTERM/SIGINT: terminate every child, reap each (SIGKILL after 3 s), then exit 128+signal.
     private static let stopChildrenOnSignal: Void = {

@@ -12,16 +12,16 @@ import Glibc
 /// `playground bench-admission`: admission decisions per second through lua/admit.lua on one
 /// Redis (pipelined: many decisions in flight on one connection), beside the in-memory ledger in
 /// the same run. Users are spread so most decisions admit; leases are released as they go.
-enum BenchAdmissionCommand {
-    static let spec = CommandSpec("bench-admission", summary: "Admission decisions/s: lua/admit.lua on Redis (pipelined) vs in memory.", flags: [
+public enum BenchAdmissionCommand {
+    public static let spec = CommandSpec("bench-admission", summary: "Admission decisions/s: lua/admit.lua on Redis (pipelined) vs in memory.", flags: [
         .option("redis-url", "URL", "the Redis to measure (or REDIS_URL)"),
         .option("decisions", "N", default: "200000", "decisions per side"),
         .option("in-flight", "N", default: "256", "decisions in flight on the connection"),
         .option("users", "N", default: "10000", "distinct users"),
-        .option("lua-dir", "DIR", default: NodeConfig.projectDir("lua", marker: "admit.lua"), "the Redis scripts"),
+        .option("lua-dir", "DIR", default: ProjectPaths.directory("lua", marker: "admit.lua"), "the Redis scripts"),
     ])
 
-    static func run(_ a: Arguments) throws -> Int32 {
+    public static func run(_ a: Arguments) throws -> Int32 {
         guard let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL"), let endpoint = RedisEndpoint(url: url) else {
             throw ArgumentError(message: "set REDIS_URL or --redis-url")
         }

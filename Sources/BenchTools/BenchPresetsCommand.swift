@@ -9,10 +9,10 @@ import Runtime
 
 /// `playground bench-presets`: per-user preset search latency against a seeded database
 /// (scripts/bench-presets.sh seeds it), using the product's own statements, plus EXPLAIN ANALYZE.
-enum BenchPresetsCommand {
+public enum BenchPresetsCommand {
     static let queries = ["sumarize", "translate french", "email", "", "notes", "poem", "sql querys", "lesson plan", "grader"]
 
-    static let spec = CommandSpec("bench-presets", summary: "Preset search latency on a seeded database (scripts/bench-presets.sh seeds it).", flags: [
+    public static let spec = CommandSpec("bench-presets", summary: "Preset search latency on a seeded database (scripts/bench-presets.sh seeds it).", flags: [
         .option("database-url", "URL", "the seeded PostgreSQL (or DATABASE_URL)"),
         .option("users", "N", default: "100000", "users the seed spread presets over"),
         .option("queries", "N", default: "3000", "searches to time"),
@@ -20,7 +20,7 @@ enum BenchPresetsCommand {
         .toggle("compare-pools", "thread pool vs non-blocking libpq on the loop, same searches"),
     ])
 
-    static func run(_ a: Arguments) throws -> Int32 {
+    public static func run(_ a: Arguments) throws -> Int32 {
         if a.bool("compare-pools") { return try comparePools(a) }
         let users = try a.int("users")
         let total = try a.int("queries")

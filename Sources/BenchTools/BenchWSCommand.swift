@@ -10,7 +10,7 @@ import WebSocket
 /// connections over child processes (each bound to its own 127.0.0.x, since one process holds at
 /// most ~20k descriptors here), measures the nodes' RSS per connection, then lets N active
 /// connections echo small frames with a window of W in flight and reports frames/s and round trips.
-enum BenchWSCommand {
+public enum BenchWSCommand {
     struct Plan {
         var idle: Int
         var active: Int
@@ -46,7 +46,7 @@ enum BenchWSCommand {
         }
     }
 
-    static let spec = CommandSpec("bench-ws", summary: """
+    public static let spec = CommandSpec("bench-ws", summary: """
         WebSocket load generator: starts the node(s) under test (or uses --target), opens idle and active
         connections from client processes, measures RSS per connection, then echoes frames and reports
         frames/s and round-trip percentiles.
@@ -67,7 +67,7 @@ enum BenchWSCommand {
         .option("source", "ADDR", default: "127.0.0.2", "internal (child): source address"),
     ])
 
-    static func run(_ args: Arguments) throws -> Int32 {
+    public static func run(_ args: Arguments) throws -> Int32 {
         if args.bool("child") { return try BenchChild.run(args) }
         let plan = try Plan(args)
         return try coordinate(plan)
@@ -262,7 +262,7 @@ final class BenchChild: @unchecked Sendable {
         self.payload = payload
     }
 
-    static func run(_ a: Arguments) throws -> Int32 {
+    public static func run(_ a: Arguments) throws -> Int32 {
         ProcessLimits.ignoreSIGPIPE()
         ProcessLimits.raiseOpenFileLimit()
         let t = a.string("target").split(separator: ":")
