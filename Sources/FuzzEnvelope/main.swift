@@ -1,4 +1,5 @@
-// libFuzzer target for what a client sends over the WebSocket: envelope decoding, then the
+// libFuzzer target for what a client sends over the WebSocket (and what nodes send each other):
+// the job and event codecs, envelope decoding, then the
 // request decoding its body goes through (completions, chat, preset runs with input_context,
 // preset bodies). Invariants: no crash or hang; whatever is accepted is within every limit the
 // API promises (prompt size, parameter ranges, stop sequences, request ids, stored text).
@@ -38,6 +39,18 @@ func noNUL(_ v: JSONValue) -> Bool {
 }
 
 func fuzzOne(_ data: [UInt8]) {
+    // What crosses nodes: whatever decodes re-encodes to the same bytes.
+    if let (id, event) = try? CompletionWire.decodeEvent(data) {
+        var w = JSONWriter()
+        CompletionWire.encode(event, requestID: id, into: &w)
+        guard let (id2, again) = try? CompletionWire.decodeEvent(w.bytes) else { preconditionFailure("re-encoded event does not decode") }
+        var w2 = JSONWriter()
+        CompletionWire.encode(again, requestID: id2, into: &w2)
+        precondition(w.bytes == w2.bytes, "event encoding is not stable")
+    }
+    if let r = try? CompletionWire.decodeRequest(data) {
+        precondition((try? CompletionWire.decodeRequest(CompletionWire.encode(r)))?.parameters == r.parameters, "request round trip")
+    }
     guard case .success(let e) = Envelope.decode(data) else { return }
     precondition(Envelope.methods.contains(e.method) && e.target.hasPrefix("/") && e.target.utf8.count <= Envelope.maxTargetBytes)
     switch e.id {

@@ -1,0 +1,140 @@
+import JSON
+
+/// How completions travel between nodes (a job on the queue, events on the relay): compact JSON
+/// that decodes to exactly what was encoded. Pure; the decoders refuse anything malformed.
+public enum CompletionWire {
+    public struct DecodeError: Error, Equatable, Sendable {
+        public let reason: String
+        init(_ r: String) { reason = r }
+    }
+
+    // MARK: requests (the job)
+
+    public static func encode(_ r: CompletionRequest) -> [UInt8] {
+        var w = JSONWriter(capacity: 256 + r.prompt.utf8.count)
+        w.beginObject()
+        w.key("id"); w.string(r.requestID)
+        w.key("own"); w.bool(r.clientSuppliedID)
+        w.key("prompt"); w.string(r.prompt)
+        w.key("stream"); w.bool(r.stream)
+        w.key("flavor"); w.string(r.flavor == .chat ? "chat" : "text")
+        w.key("owner"); w.string(r.ownerID)
+        w.key("key"); w.string(String(r.keyID))
+        w.key("fence"); w.string(String(r.fence))
+        if let p = r.presetID { w.key("preset"); w.string(p) }
+        let p = r.parameters
+        w.key("model"); w.string(p.model)
+        w.key("temperature"); w.double(p.temperature)
+        w.key("top_p"); w.double(p.topP)
+        w.key("max_tokens"); w.int(p.maxTokens)
+        w.key("stop"); w.beginArray(); for s in p.stop { w.string(s) }; w.endArray()
+        w.key("presence_penalty"); w.double(p.presencePenalty)
+        w.key("frequency_penalty"); w.double(p.frequencyPenalty)
+        // As a string: a UInt64 does not fit a JSON number exactly.
+        if let s = p.seed { w.key("seed"); w.string(String(s)) }
+        w.endObject()
+        return w.bytes
+    }
+
+    public static func decodeRequest(_ bytes: [UInt8]) throws(DecodeError) -> CompletionRequest {
+        guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
+        func str(_ k: String) throws(DecodeError) -> String {
+            guard let s = o[k]?.stringValue else { throw DecodeError("\(k) missing") }
+            return s
+        }
+        func num(_ k: String) throws(DecodeError) -> Double {
+            guard let d = o[k]?.doubleValue else { throw DecodeError("\(k) missing") }
+            return d
+        }
+        guard let own = o["own"]?.boolValue, let stream = o["stream"]?.boolValue, let maxTokens = o["max_tokens"]?.intValue,
+              let stops = o["stop"]?.arrayValue else { throw DecodeError("fields missing") }
+        var stop: [String] = []
+        for s in stops {
+            guard let t = s.stringValue else { throw DecodeError("stop must hold strings") }
+            stop.append(t)
+        }
+        var seed: UInt64?
+        if let s = o["seed"] {
+            guard let t = s.stringValue, let v = UInt64(t) else { throw DecodeError("seed") }
+            seed = v
+        }
+        let flavor = try str("flavor")
+        guard flavor == "text" || flavor == "chat" else { throw DecodeError("flavor") }
+        guard let key = Int64(try str("key")), let fence = Int64(try str("fence")) else { throw DecodeError("key or fence") }
+        let params = GenerationParameters(model: try str("model"), temperature: try num("temperature"), topP: try num("top_p"),
+                                          maxTokens: maxTokens, stop: stop, presencePenalty: try num("presence_penalty"),
+                                          frequencyPenalty: try num("frequency_penalty"), seed: seed)
+        var r = CompletionRequest(requestID: try str("id"), clientSuppliedID: own, prompt: try str("prompt"), parameters: params,
+                                  stream: stream, flavor: flavor == "chat" ? .chat : .text)
+        r.ownerID = try str("owner")
+        r.keyID = key
+        r.fence = fence
+        r.presetID = o["preset"]?.stringValue
+        return r
+    }
+
+    // MARK: events (the relay)
+
+    /// One event of `requestID`'s stream.
+    public static func encode(_ event: CompletionEvent, requestID: String, into w: inout JSONWriter) {
+        w.beginObject()
+        w.key("r"); w.string(requestID)
+        switch event {
+        case .accepted(let id, let model, let created):
+            w.key("t"); w.string("a")
+            w.key("id"); w.string(id)
+            w.key("model"); w.string(model)
+            w.key("created"); w.int(created)
+        case .delta(let index, let text):
+            w.key("t"); w.string("d")
+            w.key("i"); w.int(index)
+            w.key("x"); w.string(text)
+        case .done(let reason, let usage, let timings):
+            w.key("t"); w.string("f")
+            w.key("reason"); w.string(reason.rawValue)
+            w.key("pt"); w.int(usage.promptTokens)
+            w.key("ct"); w.int(usage.completionTokens)
+            w.key("queue"); w.double(timings.queueMs)
+            if let t = timings.ttftMs { w.key("ttft"); w.double(t) }
+            w.key("total"); w.double(timings.totalMs)
+            w.key("up"); w.string(timings.upstream)
+        case .failed(let e, let tokens):
+            w.key("t"); w.string("e")
+            w.key("code"); w.string(e.code.rawValue)
+            w.key("msg"); w.string(e.message)
+            if let f = e.field { w.key("field"); w.string(f) }
+            if let ms = e.retryAfterMs { w.key("retry"); w.int(ms) }
+            w.key("n"); w.int(tokens)
+        }
+        w.endObject()
+    }
+
+    public static func decodeEvent(_ bytes: [UInt8]) throws(DecodeError) -> (requestID: String, event: CompletionEvent) {
+        guard let o = (try? JSONParser.parse(bytes))?.objectValue, let r = o["r"]?.stringValue, let t = o["t"]?.stringValue else {
+            throw DecodeError("not an event")
+        }
+        switch t {
+        case "a":
+            guard let id = o["id"]?.stringValue, let model = o["model"]?.stringValue, let created = o["created"]?.intValue else {
+                throw DecodeError("accepted")
+            }
+            return (r, .accepted(requestID: id, model: model, created: created))
+        case "d":
+            guard let i = o["i"]?.intValue, let x = o["x"]?.stringValue else { throw DecodeError("delta") }
+            return (r, .delta(index: i, text: x))
+        case "f":
+            guard let reason = o["reason"]?.stringValue.flatMap(FinishReason.init(rawValue:)), let pt = o["pt"]?.intValue,
+                  let ct = o["ct"]?.intValue, let queue = o["queue"]?.doubleValue, let total = o["total"]?.doubleValue,
+                  let up = o["up"]?.stringValue else { throw DecodeError("done") }
+            let timings = Timings(queueMs: queue, ttftMs: o["ttft"]?.doubleValue, totalMs: total, upstream: up)
+            return (r, .done(reason, Usage(promptTokens: pt, completionTokens: ct), timings))
+        case "e":
+            guard let code = o["code"]?.stringValue.flatMap(ErrorCode.init(rawValue:)), let msg = o["msg"]?.stringValue,
+                  let n = o["n"]?.intValue else { throw DecodeError("error") }
+            let e = APIError(code, msg, field: o["field"]?.stringValue, retryAfterMs: o["retry"]?.intValue)
+            return (r, .failed(e, tokensSoFar: n))
+        default:
+            throw DecodeError("unknown event type")
+        }
+    }
+}

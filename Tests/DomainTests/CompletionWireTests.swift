@@ -1,0 +1,58 @@
+import Domain
+import JSON
+import XCTest
+
+/// What crosses nodes decodes to exactly what was encoded.
+final class CompletionWireTests: XCTestCase {
+    func testRequestsRoundTrip() throws {
+        for seed in [nil, UInt64(0), UInt64.max, UInt64(1) << 63] {
+            let p = GenerationParameters(model: "builtin", temperature: 0.7, topP: 0.25, maxTokens: 2048, stop: ["\n", "é😀", "\u{0}"],
+                                         presencePenalty: -2, frequencyPenalty: 1.5, seed: seed)
+            var r = CompletionRequest(requestID: "cmpl-x:1", clientSuppliedID: true, prompt: "Say \"hi\"\n\u{0}😀", parameters: p,
+                                      stream: true, flavor: .chat)
+            r.ownerID = "alice"
+            r.keyID = 42
+            r.fence = Int64.max
+            r.presetID = seed == nil ? nil : "750458cb-48cf-4d0f-a94f-80d32f374b31"
+            let back = try CompletionWire.decodeRequest(CompletionWire.encode(r))
+            XCTAssertEqual(back.requestID, r.requestID)
+            XCTAssertEqual(back.clientSuppliedID, true)
+            XCTAssertEqual(back.prompt, r.prompt)
+            XCTAssertEqual(back.parameters, r.parameters)
+            XCTAssertEqual(back.stream, true)
+            XCTAssertEqual(back.flavor, .chat)
+            XCTAssertEqual(back.ownerID, "alice")
+            XCTAssertEqual(back.keyID, 42)
+            XCTAssertEqual(back.fence, Int64.max)
+            XCTAssertEqual(back.presetID, r.presetID)
+        }
+    }
+
+    func testEventsRoundTrip() throws {
+        let events: [CompletionEvent] = [
+            .accepted(requestID: "r1", model: "builtin", created: 1_796_000_000),
+            .delta(index: 0, text: ""), .delta(index: 17, text: " wörld\n\"😀\""),
+            .done(.length, Usage(promptTokens: 3, completionTokens: 16), Timings(queueMs: 0.25, ttftMs: 12.5, totalMs: 99, upstream: "builtin")),
+            .done(.cancelled, Usage(promptTokens: 0, completionTokens: 0), Timings(queueMs: 1, ttftMs: nil, totalMs: 1, upstream: "x")),
+            .failed(APIError(.generationInterrupted, "worker died", retryAfterMs: 100), tokensSoFar: 7),
+            .failed(APIError(.invalidRequest, "bad", field: "temperature"), tokensSoFar: 0),
+        ]
+        for e in events {
+            var w = JSONWriter()
+            CompletionWire.encode(e, requestID: "req-9", into: &w)
+            let (id, back) = try CompletionWire.decodeEvent(w.bytes)
+            XCTAssertEqual(id, "req-9")
+            var w2 = JSONWriter()
+            CompletionWire.encode(back, requestID: id, into: &w2)
+            XCTAssertEqual(w2.bytes, w.bytes, "\(e)")
+        }
+    }
+
+    func testMalformedIsRefused() {
+        for bad in ["", "[]", #"{"r":"x"}"#, #"{"r":"x","t":"z"}"#, #"{"r":"x","t":"d","i":"1","x":"a"}"#,
+                    #"{"r":"x","t":"e","code":"nope","msg":"m","n":0}"#] {
+            XCTAssertThrowsError(try CompletionWire.decodeEvent(Array(bad.utf8)), bad)
+        }
+        XCTAssertThrowsError(try CompletionWire.decodeRequest(Array(#"{"id":"x"}"#.utf8)))
+    }
+}
