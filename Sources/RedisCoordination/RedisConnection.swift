@@ -183,11 +183,17 @@ public final class RedisConnection: Pollable {
 
     /// Writes a command into hiredis's output buffer; the callback owns a retained `Pending`.
     private static func write(_ c: UnsafeMutablePointer<redisAsyncContext>, _ args: [String], _ p: Pending) -> Bool {
+        // Binary-safe: each argument is copied with its length (hiredis copies them again).
         var lengths = args.map { $0.utf8.count }
-        let cstrs = args.map { strdup($0) }
-        defer { for s in cstrs { free(s) } }
+        let copies: [UnsafeMutablePointer<CChar>] = args.map { a in
+            let n = a.utf8.count
+            let buf = UnsafeMutablePointer<CChar>.allocate(capacity: max(n, 1))
+            for (i, b) in a.utf8.enumerated() { buf[i] = CChar(bitPattern: b) }
+            return buf
+        }
+        defer { for b in copies { b.deallocate() } }
         let priv = Unmanaged.passRetained(p).toOpaque()
-        var argv: [UnsafePointer<CChar>?] = cstrs.map { UnsafePointer($0) }
+        var argv: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) }
         let rc = argv.withUnsafeMutableBufferPointer { buf in
                 redisAsyncCommandArgv(c, { _, reply, priv in
                     let p = Unmanaged<Pending>.fromOpaque(priv!).takeRetainedValue()

@@ -1,0 +1,31 @@
+/// A job on the fleet's queue: the entry id, the encoded request, and how often it was delivered.
+public struct QueuedJob: Sendable, Equatable {
+    public let id: String
+    public let payload: [UInt8]
+    public let deliveries: Int
+    public init(id: String, payload: [UInt8], deliveries: Int) {
+        self.id = id
+        self.payload = payload
+        self.deliveries = deliveries
+    }
+}
+
+public enum JobQueueError: Error, Sendable, Equatable {
+    /// The backlog is full: refuse at once (server_busy with retry_after_ms).
+    case busy(backlog: Int)
+    case unavailable
+}
+
+/// The cross-node job queue (a port): gateways enqueue; workers claim only when they have a free
+/// slot (so the least loaded worker wins), acknowledge however a job ends, and take over jobs whose
+/// worker went silent. `done` may run on any thread.
+public protocol JobQueue: AnyObject, Sendable {
+    func enqueue(_ payload: [UInt8], done: @escaping @Sendable (Result<String, JobQueueError>) -> Void)
+    /// Up to `max` new jobs for `consumer`, waiting at most `blockMs` for one (0: do not wait).
+    func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)
+    func ack(_ id: String)
+    /// Jobs pending longer than `minIdleMs` move to `consumer`; those delivered `maxDeliveries`
+    /// times are dead-lettered instead (their clients must be told).
+    func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
+                 done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void)
+}

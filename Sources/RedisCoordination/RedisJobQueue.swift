@@ -1,0 +1,115 @@
+import Domain
+import NetCore
+import Runtime
+
+/// The job queue on a Redis Stream with one consumer group. Acknowledged jobs are deleted, so the
+/// stream holds exactly the backlog (bounded by `maxBacklog`, never trimmed below what is pending).
+/// All keys share the hash tag `{jobs}`. Blocking claims need a connection of their own (a
+/// blocked XREADGROUP holds every command behind it on the same connection).
+public final class RedisJobQueue: JobQueue, @unchecked Sendable {
+    public static let stream = "{jobs}:stream"
+    public static let dead = "{jobs}:dead"
+    public static let group = "workers"
+    let connection: RedisConnection
+    let claims: RedisConnection
+    let maxBacklog: Int
+    let timeoutNanos: UInt64
+    let enqueueScript: RedisScript
+    let ackScript: RedisScript
+    let reclaimScript: RedisScript
+
+    /// `claims` carries the blocking reads (it may be `connection` when claims never block).
+    public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
+                timeoutNanos: UInt64 = 200_000_000) throws(RedisScriptError) {
+        self.connection = connection
+        self.claims = claims
+        self.maxBacklog = maxBacklog
+        self.timeoutNanos = timeoutNanos
+        enqueueScript = try RedisScript.load("enqueue", from: scriptsDirectory)
+        ackScript = try RedisScript.load("ack", from: scriptsDirectory)
+        reclaimScript = try RedisScript.load("reclaim", from: scriptsDirectory)
+    }
+
+    /// Creates the stream and its group if they do not exist (idempotent; any loop).
+    public func prepare(done: @escaping @Sendable (Bool) -> Void) {
+        let c = UncheckedBox(connection)
+        connection.loop.execute {
+            c.value.send(["XGROUP", "CREATE", RedisJobQueue.stream, RedisJobQueue.group, "$", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
+                switch r {
+                case .success(.error(let e)): done(e.hasPrefix("BUSYGROUP"))
+                case .success: done(true)
+                case .failure: done(false)
+                }
+            }
+        }
+    }
+
+    public func enqueue(_ payload: [UInt8], done: @escaping @Sendable (Result<String, JobQueueError>) -> Void) {
+        let me = UncheckedBox(self)
+        connection.loop.execute {
+            let q = me.value
+            q.connection.run(q.enqueueScript, keys: [RedisJobQueue.stream], args: ["\(q.maxBacklog)", String(decoding: payload, as: UTF8.self)],
+                             timeoutNanos: q.timeoutNanos) { r in
+                switch r {
+                case .success(.error(let e)) where e.hasPrefix("BUSY"):
+                    done(.failure(.busy(backlog: Int(e.split(separator: " ").last ?? "") ?? q.maxBacklog)))
+                case .success(let reply):
+                    if let id = reply.string, !reply.isError { done(.success(id)) } else { done(.failure(.unavailable)) }
+                case .failure: done(.failure(.unavailable))
+                }
+            }
+        }
+    }
+
+    public func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        let me = UncheckedBox(self)
+        claims.loop.execute {
+            let q = me.value
+            var args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)"]
+            if blockMs > 0 { args += ["BLOCK", "\(blockMs)"] }
+            args += ["STREAMS", RedisJobQueue.stream, ">"]
+            q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
+                guard case .success(let reply) = r, !reply.isError else { return done(.failure(.unavailable)) }
+                // [[stream, [[id, [field, value]]...]]] or nil when nothing came
+                guard let streams = reply.array, let first = streams.first?.array, first.count == 2, let entries = first[1].array else {
+                    return done(.success([]))
+                }
+                let jobs = entries.compactMap { e -> QueuedJob? in
+                    guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
+                          fields.count >= 2, case .bulk(let payload) = fields[1] else { return nil }
+                    return QueuedJob(id: id, payload: payload, deliveries: 1)
+                }
+                done(.success(jobs))
+            }
+        }
+    }
+
+    public func ack(_ id: String) {
+        let me = UncheckedBox(self)
+        connection.loop.execute {
+            let q = me.value
+            q.connection.run(q.ackScript, keys: [RedisJobQueue.stream], args: [RedisJobQueue.group, id], timeoutNanos: q.timeoutNanos) { _ in }
+        }
+    }
+
+    public func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
+                        done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void) {
+        let me = UncheckedBox(self)
+        connection.loop.execute {
+            let q = me.value
+            q.connection.run(q.reclaimScript, keys: [RedisJobQueue.stream, RedisJobQueue.dead],
+                             args: [RedisJobQueue.group, consumer, "\(minIdleMs)", "\(max)", "\(maxDeliveries)"],
+                             timeoutNanos: q.timeoutNanos) { r in
+                guard case .success(let reply) = r, let halves = reply.array, halves.count == 2 else { return done(.failure(.unavailable)) }
+                func jobs(_ v: RedisReply) -> [QueuedJob] {
+                    (v.array ?? []).compactMap { e in
+                        guard let p = e.array, p.count == 3, let id = p[0].string, case .bulk(let payload) = p[1],
+                              let n = p[2].integer else { return nil }
+                        return QueuedJob(id: id, payload: payload, deliveries: Int(n))
+                    }
+                }
+                done(.success((jobs(halves[0]), jobs(halves[1]))))
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Domain
+import Foundation
+import NetCore
+import RedisCoordination
+import Runtime
+import Synchronization
+import XCTest
+
+/// The job queue on a real Redis Stream: bounded backlog, pull claims without duplicates, ack
+/// deletes, a silent worker's jobs are reclaimed, and a job delivered too often is dead-lettered.
+final class JobQueueTests: RedisTestCase {
+    func queue(_ conn: RedisConnection, maxBacklog: Int) throws -> RedisJobQueue {
+        _ = call(conn, ["DEL", RedisJobQueue.stream, RedisJobQueue.dead])
+        let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: maxBacklog)
+        let ok = wait { done in q.prepare { done($0) } }
+        XCTAssertTrue(ok)
+        return q
+    }
+
+    func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
+        let result = Mutex<T?>(nil)
+        let sem = DispatchSemaphore(value: 0)
+        body { v in result.withLock { $0 = v }; sem.signal() }
+        sem.wait()
+        return result.withLock { $0! }
+    }
+
+    func testBacklogIsBoundedAndClaimsDoNotOverlap() throws {
+        let conn = try connect()
+        let q = try queue(conn, maxBacklog: 5)
+        for i in 0..<5 {
+            let r = wait { done in q.enqueue(Array("job-\(i)".utf8)) { done($0) } }
+            XCTAssertNotNil(try? r.get())
+        }
+        let full = wait { done in q.enqueue(Array("job-5".utf8)) { done($0) } }
+        XCTAssertEqual(full, .failure(.busy(backlog: 5)))
+        let a = try wait { done in q.claim(consumer: "w1", max: 3, blockMs: 0) { done($0) } }.get()
+        let b = try wait { done in q.claim(consumer: "w2", max: 3, blockMs: 0) { done($0) } }.get()
+        XCTAssertEqual(a.count, 3)
+        XCTAssertEqual(b.count, 2)
+        XCTAssertEqual(Set((a + b).map { String(decoding: $0.payload, as: UTF8.self) }), Set((0..<5).map { "job-\($0)" }))
+        XCTAssertTrue(try wait { done in q.claim(consumer: "w3", max: 3, blockMs: 0) { done($0) } }.get().isEmpty)
+        // Acknowledged jobs leave the stream: the backlog has room again, exactly as much as was acked.
+        for j in a { q.ack(j.id) }
+        usleep(50_000)
+        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 2)
+        for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Array("more-\(i)".utf8)) { done($0) } }.get()) }
+        XCTAssertEqual(wait { done in q.enqueue(Array("over".utf8)) { done($0) } }, .failure(.busy(backlog: 5)))
+    }
+
+    func testSilentWorkersJobsAreReclaimedThenDeadLettered() throws {
+        let conn = try connect()
+        let q = try queue(conn, maxBacklog: 100)
+        _ = wait { done in q.enqueue(Array("{\"id\":\"poison\"}".utf8)) { done($0) } }
+        let first = try wait { done in q.claim(consumer: "dies-1", max: 1, blockMs: 0) { done($0) } }.get()
+        XCTAssertEqual(first.count, 1)
+        // Not idle long enough yet: nothing moves.
+        let early = try wait { done in q.reclaim(consumer: "w", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
+        XCTAssertTrue(early.claimed.isEmpty && early.dead.isEmpty)
+        usleep(250_000)
+        let second = try wait { done in q.reclaim(consumer: "dies-2", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
+        XCTAssertEqual(second.claimed.map(\.id), first.map(\.id))
+        XCTAssertEqual(second.claimed.first?.deliveries, 2)
+        XCTAssertEqual(second.claimed.first?.payload, first.first?.payload)
+        usleep(250_000)
+        let third = try wait { done in q.reclaim(consumer: "dies-3", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
+        XCTAssertEqual(third.claimed.first?.deliveries, 3)
+        usleep(250_000)
+        let last = try wait { done in q.reclaim(consumer: "w", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
+        XCTAssertTrue(last.claimed.isEmpty)
+        XCTAssertEqual(last.dead.map(\.id), first.map(\.id), "delivered 3 times: dead-lettered")
+        XCTAssertEqual(last.dead.first?.payload, first.first?.payload, "with its job, so its client can be told")
+        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 0)
+        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.dead]).get().integer, 1)
+    }
+
+    func testBlockingClaimWaitsForAJob() throws {
+        let conn = try connect()
+        let reader = try connect()
+        _ = call(conn, ["DEL", RedisJobQueue.stream])
+        let q = try RedisJobQueue(connection: conn, claims: reader, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: 10)
+        XCTAssertTrue(wait { done in q.prepare { done($0) } })
+        let got = Mutex<[QueuedJob]?>(nil)
+        q.claim(consumer: "w", max: 1, blockMs: 2000) { r in got.withLock { $0 = try? r.get() } }
+        usleep(100_000)
+        XCTAssertNil(got.withLock { $0 }, "still waiting")
+        let start = Date()
+        _ = wait { done in q.enqueue(Array("late".utf8)) { done($0) } }
+        while got.withLock({ $0 }) == nil && Date().timeIntervalSince(start) < 2 { usleep(1000) }
+        XCTAssertEqual(got.withLock { $0 }?.first.map { String(decoding: $0.payload, as: UTF8.self) }, "late")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 0.5, "woken by the job, not the timeout")
+        // And the other connection stayed usable meanwhile (the blocked read is on its own).
+        XCTAssertEqual(try call(conn, ["PING"]).get(), .status("PONG"))
+    }
+
+    func testArgumentsAreBinarySafe() throws {
+        let conn = try connect()
+        _ = call(conn, ["SET", "t:bin", "a\u{0}b"])
+        XCTAssertEqual(try call(conn, ["GET", "t:bin"]).get(), .bulk([97, 0, 98]))
+    }
+}
