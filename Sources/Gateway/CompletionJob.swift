@@ -82,7 +82,16 @@ public final class CompletionJob: @unchecked Sendable {
     // MARK: subscribers (loop thread)
 
     /// Adds a subscriber and replays what it missed.
+    /// Listeners one running generation accepts (attach by request_id): a bound on the fan-out a
+    /// client can cause by attaching again and again.
+    static let maxSubscribers = 32
+
     func attach(_ s: CompletionSubscriber) {
+        if final == nil && subscribers.count >= CompletionJob.maxSubscribers {
+            s.receive(.failed(APIError(.invalidRequest, "too many clients are attached to this request_id (at most \(CompletionJob.maxSubscribers))",
+                                       field: "request_id"), tokensSoFar: 0), from: self)
+            return
+        }
         let accepted = CompletionEvent.accepted(requestID: request.requestID, model: request.parameters.model, created: createdEpoch)
         s.receive(accepted, from: self)
         for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p), from: self) }

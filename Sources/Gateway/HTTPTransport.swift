@@ -140,6 +140,12 @@ final class SSESubscriber: CompletionSubscriber {
             send(writer.bytes)
             responder.writeChunk("data: [DONE]\n\n")
             responder.end()
+        case .failed(let error, _) where responder.state == .idle:
+            // Refused before the stream began: an ordinary error answer.
+            var h = headers
+            h.add("Content-Type", "application/json")
+            if let ms = error.retryAfterMs { h.add("Retry-After", "\(max(1, (ms + 999) / 1000))") }
+            responder.send(status: error.status, headers: h, body: error.jsonBytes)
         case .failed(let error, _):
             keepaliveTimer?.cancel()
             send(error.jsonBytes)

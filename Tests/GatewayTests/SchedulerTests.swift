@@ -204,3 +204,22 @@ extension SchedulerTests {
         XCTAssertEqual(c.last, "done:length", "the slot is usable")
     }
 }
+
+extension SchedulerTests {
+    /// Attaching to a running generation again and again is bounded.
+    func testAttachIsBoundedPerGeneration() async throws {
+        let s = scheduler(slots: 2, queue: 2, tokenMs: 50)
+        var recs: [Recorder] = []
+        for _ in 0..<(1 + 32) {
+            let (r, ok) = try await submit(s, request("same", maxTokens: 100), on: group.loops[0])
+            XCTAssertTrue(ok)
+            recs.append(r)
+        }
+        let (extra, _) = try await submit(s, request("same", maxTokens: 100), on: group.loops[0])
+        await waitUntil { extra.finished }
+        XCTAssertEqual(extra.last, "error:invalid_request")
+        XCTAssertFalse(recs[0].finished, "the generation itself goes on")
+        _ = s.cancel(requestID: "same", owner: "")
+        await waitUntil { recs.allSatisfy(\.finished) }
+    }
+}
