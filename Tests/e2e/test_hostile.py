@@ -480,3 +480,28 @@ def test_a_body_of_many_keys_does_not_freeze_the_node(node, user):
     status, resp, _ = api(node, "POST", "/v1/completions", raw=body.encode(), key=user, timeout=60)
     assert status == 200, resp
     assert time.monotonic() - start < 5
+
+
+def test_attaching_to_one_generation_is_bounded(slow_node, user):
+    import asyncio
+    import websockets
+    rid = "fanout-" + uuid.uuid4().hex
+
+    async def go():
+        async with websockets.connect(slow_node.ws_url, additional_headers={"Authorization": f"Bearer {user}"}) as ws:
+            for i in range(32):  # the generation plus 31 attaches: 32 listeners
+                await ws.send(json.dumps({"id": i, "method": "POST", "path": "/v1/completions",
+                                          "body": {"prompt": "The sea", "max_tokens": 300, "request_id": rid}}))
+            seen = set()
+            while len(seen) < 32:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if m["type"] == "accepted":
+                    seen.add(m["id"])
+            # One more, over SSE: refused with an ordinary error answer, not a stream that never ends.
+            start = time.monotonic()
+            status, body, _ = await asyncio.to_thread(api, slow_node, "POST", "/v1/completions",
+                                                      {"prompt": "The sea", "stream": True, "request_id": rid}, user, None, None, 5)
+            assert status == 400 and body["error"]["field"] == "request_id", body
+            assert time.monotonic() - start < 2
+            await ws.send(json.dumps({"id": "c", "method": "POST", "path": f"/v1/completions/{rid}/cancel"}))
+    asyncio.run(go())
