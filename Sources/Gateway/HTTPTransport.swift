@@ -2,7 +2,6 @@ import Domain
 import HTTP1
 import JSON
 import NetCore
-import WebSocket
 
 /// Serves the API routes over REST: JSON responses, and SSE for `stream: true` completions.
 public enum HTTPTransport {

@@ -3,7 +3,6 @@ import HTTP1
 import JSON
 import NetCore
 import PresetStore
-import WebSocket
 
 /// The browser's sign-in: trade an API key for an HttpOnly, SameSite=Strict session cookie.
 public struct SessionRoutes {

@@ -1,4 +1,5 @@
 import NetCore
+import HTTP1
 import WebSocket
 import XCTest
 
