@@ -136,8 +136,6 @@ public final class RedisConnection: Pollable {
     private var pending: [Pending] = []
     private var pendingHead = 0
     private var deadlineTimer: TimerHandle?
-    /// Called on the loop each time the connection becomes ready (after AUTH/SELECT).
-    public var onReady: (() -> Void)?
 
     final class Pending {
         let deadline: UInt64
@@ -279,7 +277,6 @@ public final class RedisConnection: Pollable {
                     self.isReady = true
                     self.backoffNanos = 50_000_000
                     self.logger.info("redis connected", ["endpoint": self.endpoint.masked])
-                    self.onReady?()
                 } else if left == 0, let c = self.context {
                     redisAsyncDisconnect(c)
                 }
