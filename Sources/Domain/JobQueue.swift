@@ -29,3 +29,13 @@ public protocol JobQueue: AnyObject, Sendable {
     func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
                  done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void)
 }
+
+/// Completion events between nodes (a port): a worker publishes each event to the channel of the
+/// gateway that holds the client, as it happens (never batched by time); the gateway subscribes
+/// to its own channel. `done`/`onMessage` may run on any thread.
+public protocol EventRelay: AnyObject, Sendable {
+    /// `done` gets how many subscribers received it (0: nobody listens — stop the generation), or
+    /// nil if the relay could not be reached.
+    func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void)
+    func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void)
+}

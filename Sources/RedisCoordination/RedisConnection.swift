@@ -121,6 +121,9 @@ public final class RedisConnection: Pollable {
     let connectTimeoutNanos: UInt64
     let logger: Logger
     private var context: UnsafeMutablePointer<redisAsyncContext>?
+    var contextPointer: UnsafeMutablePointer<redisAsyncContext>? { context }
+    /// Channels this connection subscribes to (re-issued after every reconnect).
+    var subscriptions: [String: Subscription] = [:]
     private var registeredFD: Int32 = -1
     private var wantRead = false, wantWrite = false
     public private(set) var isReady = false {
@@ -262,7 +265,16 @@ public final class RedisConnection: Pollable {
         var setup: [[String]] = []
         if let pw = endpoint.password { setup.append(["AUTH", pw]) }
         if endpoint.db != 0 { setup.append(["SELECT", "\(endpoint.db)"]) }
-        setup.append(["PING"])
+        // PING proves the link; a subscriber's first command must be SUBSCRIBE itself, and its
+        // subscribe confirmation proves the link instead.
+        if subscriptions.isEmpty { setup.append(["PING"]) }
+        if setup.isEmpty {
+            isReady = true
+            backoffNanos = 50_000_000
+            logger.info("redis connected (subscriber)", ["endpoint": endpoint.masked])
+            resubscribeAll()
+            return
+        }
         var left = setup.count
         var failed = false
         for cmd in setup {
@@ -277,6 +289,7 @@ public final class RedisConnection: Pollable {
                     self.isReady = true
                     self.backoffNanos = 50_000_000
                     self.logger.info("redis connected", ["endpoint": self.endpoint.masked])
+                    self.resubscribeAll()
                 } else if left == 0, let c = self.context {
                     redisAsyncDisconnect(c)
                 }

@@ -1,0 +1,32 @@
+import Domain
+import NetCore
+
+/// The relay on Redis pub/sub: PUBLISH on the pipelined command connection (one message per event,
+/// written at once), SUBSCRIBE on a connection of its own (subscribe mode takes no other commands).
+public final class RedisEventRelay: EventRelay, @unchecked Sendable {
+    let publisher: RedisConnection
+    let subscriber: RedisConnection
+    let timeoutNanos: UInt64
+
+    public init(publisher: RedisConnection, subscriber: RedisConnection, timeoutNanos: UInt64 = 200_000_000) {
+        self.publisher = publisher
+        self.subscriber = subscriber
+        self.timeoutNanos = timeoutNanos
+    }
+
+    public func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void) {
+        let me = UncheckedBox(self)
+        let body: @Sendable () -> Void = {
+            let r = me.value
+            r.publisher.send(["PUBLISH", channel, String(decoding: payload, as: UTF8.self)], timeoutNanos: r.timeoutNanos) { res in
+                if case .success(.integer(let n)) = res { done(Int(n)) } else { done(nil) }
+            }
+        }
+        if publisher.loop.inEventLoop { body() } else { publisher.loop.execute(body) }
+    }
+
+    public func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void) {
+        let me = UncheckedBox(self)
+        subscriber.loop.execute { me.value.subscriber.subscribe(channel, onMessage: onMessage) }
+    }
+}
