@@ -189,7 +189,8 @@ public final class RedisConnection: Pollable {
         let copies: [UnsafeMutablePointer<CChar>] = args.map { a in
             let n = a.utf8.count
             let buf = UnsafeMutablePointer<CChar>.allocate(capacity: max(n, 1))
-            for (i, b) in a.utf8.enumerated() { buf[i] = CChar(bitPattern: b) }
+            var s = a
+            s.withUTF8 { u in if let base = u.baseAddress { UnsafeMutableRawPointer(buf).copyMemory(from: base, byteCount: n) } }
             return buf
         }
         defer { for b in copies { b.deallocate() } }
