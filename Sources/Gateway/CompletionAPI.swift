@@ -96,17 +96,19 @@ public final class CompletionAPI: @unchecked Sendable {
         }
     }
 
+    private func releaseLease(of request: CompletionRequest) {
+        if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+    }
+
     private func submit(_ request: CompletionRequest, _ reply: APIReply) {
         guard reply.isOpen else {
-            // The client left while it was being admitted: give the lease back, start nothing.
-            if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+            releaseLease(of: request)  // the client left while it was being admitted: start nothing
             return
         }
         let subscriber = reply.completionSubscriber(for: request)
         switch scheduler.submit(request, subscriber: subscriber) {
         case .failure(let e):
-            // Never started: its lease goes back at once.
-            if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+            releaseLease(of: request)  // never started
             reply.fail(e)
         case .success(let job): reply.track(job, subscriber: subscriber)
         }

@@ -81,11 +81,11 @@ public final class CompletionJob: @unchecked Sendable {
 
     // MARK: subscribers (loop thread)
 
-    /// Adds a subscriber and replays what it missed.
     /// Listeners one running generation accepts (attach by request_id): a bound on the fan-out a
     /// client can cause by attaching again and again.
     static let maxSubscribers = 32
 
+    /// Adds a subscriber and replays what it missed.
     func attach(_ s: CompletionSubscriber) {
         if final == nil && subscribers.count >= CompletionJob.maxSubscribers {
             s.receive(.failed(APIError(.invalidRequest, "too many clients are attached to this request_id (at most \(CompletionJob.maxSubscribers))",

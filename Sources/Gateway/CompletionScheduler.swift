@@ -208,7 +208,8 @@ public final class CompletionScheduler: @unchecked Sendable {
     private func keepLease(of job: CompletionJob) {
         guard let admission, job.request.fence != 0 else { return }
         let every = max(admission.leaseTTLNanos / 3, 1_000_000)
-        job.renewLease(every: every) { [weak admission] in admission?.renew(user: job.request.ownerID, requestID: job.requestID) }
+        let user = job.request.ownerID, id = job.requestID  // not the job: its timer holds this closure
+        job.renewLease(every: every) { [weak admission] in admission?.renew(user: user, requestID: id) }
     }
 
     /// Gives the job's slot to the next queued job and keeps the job for replay.

@@ -27,6 +27,7 @@ public final class BlockingRedis {
         }
     }
 
+    /// One command's reply; a Redis error reply (WRONGTYPE, NOAUTH …) is thrown as `.server`.
     public func call(_ args: [String]) throws(RedisError) -> RedisReply {
         let result = Mutex<Result<RedisReply, RedisError>?>(nil)
         let done = DispatchSemaphore(value: 0)
@@ -39,7 +40,9 @@ public final class BlockingRedis {
             }
         }
         done.wait()
-        return try result.withLock { $0! }.get()
+        let reply = try result.withLock { $0! }.get()
+        if case .error(let e) = reply { throw .server(e) }
+        return reply
     }
 
     /// Every key matching `pattern` (SCAN, never KEYS).

@@ -64,11 +64,14 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case timeout
     /// The connection broke while the command was pending.
     case disconnected
+    /// Redis answered with an error (only `BlockingRedis` turns error replies into this).
+    case server(String)
     public var description: String {
         switch self {
         case .unavailable: return "redis unavailable"
         case .timeout: return "redis command timed out"
         case .disconnected: return "redis connection lost"
+        case .server(let e): return "redis: \(e)"
         }
     }
 }

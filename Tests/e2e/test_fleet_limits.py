@@ -224,3 +224,19 @@ def test_redis_restart_and_script_flush_under_load(make_node, tmp_path):
         assert ready["status"] == "ready", ready
     finally:
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+def test_admin_and_node_fail_clearly_on_redis_problems(redis_url):
+    dead = admin("status", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert dead.returncode == 1 and "cannot reach Redis" in dead.stderr, (dead.returncode, dead.stderr)
+    # A Redis error reply is an error, not a success: the override key holds another type.
+    user = "fleet-wrongtype-" + uuid.uuid4().hex[:6]
+    redis_cli(redis_url, "SET", "{u:" + user + "}:quota", "not-a-hash")
+    out = admin("quota", "set", "--user", user, "--rpm", "5", env={"REDIS_URL": redis_url})
+    assert out.returncode == 1 and "WRONGTYPE" in out.stderr, (out.returncode, out.stderr)
+    redis_cli(redis_url, "DEL", "{u:" + user + "}:quota")
+    for args, code, says in [(["--redis-url", "http://x"], 2, "--redis-url"),
+                             (["--redis-url", redis_url, "--lua-dir", "/nonexistent"], 1, "admit.lua")]:
+        out = subprocess.run([BINARY, "serve", "--port", "0", "--auth", "off", *args], capture_output=True, text=True,
+                             cwd=ROOT, timeout=20)
+        assert out.returncode == code and says in out.stderr, (args, out.returncode, out.stderr[-300:])
