@@ -10,12 +10,12 @@ import WebSocket
 
 /// The node's routes: the API over REST and the WebSocket envelope, sign-in, ops, the page.
 enum Routes {
-    static func install(on router: Router, config: NodeConfig, api: APIRouter, scheduler: CompletionScheduler,
+    static func install(on router: Router, config: NodeConfig, api: APIRouter, completions: CompletionService,
                         metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
                         redisUp: (@Sendable () -> Bool)? = nil) throws {
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         router.get("/readyz") { _, r in
-            if scheduler.isDraining {
+            if completions.isDraining {
                 r.sendJSON(status: 503, "{\"status\":\"draining\"}")
             } else if let redisUp, !redisUp() {
                 // Still serving (limits fall back to this node's share), but say so.

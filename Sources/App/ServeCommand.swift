@@ -275,7 +275,7 @@ enum ServeCommand {
                                       fallback: fallback)
         }
         scheduler.admission = admission
-        CompletionAPI(scheduler: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
+        CompletionAPI(completions: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
                       presets: presets, admission: admission).install(on: api)
 
         var redisUp: (@Sendable () -> Bool)?
@@ -297,7 +297,7 @@ enum ServeCommand {
             }
             identities.startListening()
         }
-        try Routes.install(on: router, config: config, api: api, scheduler: scheduler, metrics: metrics, modelServer: modelServer,
+        try Routes.install(on: router, config: config, api: api, completions: scheduler, metrics: metrics, modelServer: modelServer,
                        identities: identities, sessions: sessions, redisUp: redisUp)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
@@ -344,9 +344,9 @@ final class DispatchSemaphoreLite: Sendable {
 /// A node's name in the fleet: host, pid and a random suffix (unique across restarts).
 enum NodeIdentity {
     static func make() -> String {
-        var buf = [CChar](repeating: 0, count: 256)
+        var buf = [UInt8](repeating: 0, count: 256)
         gethostname(&buf, 255)
-        let host = String(cString: buf)
+        let host = String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         return "\(host)-\(getpid())-\(suffix)"
     }

@@ -51,7 +51,7 @@ public protocol APIReply: AnyObject {
     /// A subscriber that writes a completion's events as this transport and route expect.
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber
     /// Remembers a running completion so it can be detached if the client goes away.
-    func track(_ job: CompletionJob, subscriber: CompletionSubscriber)
+    func track(_ stream: CompletionStream, subscriber: CompletionSubscriber)
     /// The caller's request-rate standing, for transports that can show it (REST headers).
     func rateLimit(limit: Int, remaining: Int, resetMs: Int)
 }

@@ -5,7 +5,7 @@ import Runtime
 
 /// The completion routes: /v1/completions, /v1/chat/completions, cancel, /v1/models.
 public final class CompletionAPI: @unchecked Sendable {
-    let scheduler: CompletionScheduler
+    let completions: CompletionService
     let parser: CompletionRequestParser
     let metrics: Metrics
     let models: [String]
@@ -14,9 +14,9 @@ public final class CompletionAPI: @unchecked Sendable {
     let admission: Admission?
     let startedEpoch = Int(clinux_epochSeconds())
 
-    public init(scheduler: CompletionScheduler, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?,
+    public init(completions: CompletionService, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?,
                 admission: Admission? = nil) {
-        self.scheduler = scheduler
+        self.completions = completions
         self.parser = parser
         self.metrics = metrics
         self.models = models
@@ -106,30 +106,38 @@ public final class CompletionAPI: @unchecked Sendable {
             return
         }
         let subscriber = reply.completionSubscriber(for: request)
-        switch scheduler.submit(request, subscriber: subscriber) {
+        switch completions.submit(request, subscriber: subscriber) {
         case .failure(let e):
             releaseLease(of: request)  // never started
             reply.fail(e)
-        case .success(let job): reply.track(job, subscriber: subscriber)
+        case .success(let stream): reply.track(stream, subscriber: subscriber)
         }
     }
 
     func cancel(_ call: APICall, _ reply: APIReply) {
         let id = call.pathParameters["request_id"] ?? ""
-        let status: String
-        switch scheduler.cancel(requestID: id, owner: call.identity.userID) {
-        case .notFound:
-            reply.fail(APIError(.notFound, "no completion with request_id '\(id.prefix(128))'"))
-            return
-        case .alreadyFinished: status = "finished"
-        case .cancelled: status = "cancelled"
+        let box = UncheckedBox(reply)
+        completions.cancel(requestID: id, owner: call.identity.userID) { outcome in
+            let answer: @Sendable () -> Void = {
+                let reply = box.value
+                let status: String
+                switch outcome {
+                case .notFound:
+                    reply.fail(APIError(.notFound, "no completion with request_id '\(id.prefix(128))'"))
+                    return
+                case .alreadyFinished: status = "finished"
+                case .cancelled: status = "cancelled"
+                }
+                var w = JSONWriter()
+                w.beginObject()
+                w.key("request_id"); w.string(id)
+                w.key("status"); w.string(status)
+                w.endObject()
+                reply.respond(status: 200, json: w.bytes)
+            }
+            let loop = box.value.loop
+            if loop.inEventLoop { answer() } else { loop.execute(answer) }
         }
-        var w = JSONWriter()
-        w.beginObject()
-        w.key("request_id"); w.string(id)
-        w.key("status"); w.string(status)
-        w.endObject()
-        reply.respond(status: 200, json: w.bytes)
     }
 
     func listModels(_ reply: APIReply) {

@@ -30,20 +30,8 @@ public struct FaultPlan: Sendable {
     var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 }
 }
 
-/// Receives a completion's events, on its own loop.
-public protocol CompletionSubscriber: AnyObject {
-    var loop: EventLoop { get }
-    func receive(_ event: CompletionEvent, from job: CompletionJob)
-    /// Ends the transport abruptly (an injected mid-stream failure): no end marker is written.
-    func abortTransport()
-}
-
-extension CompletionSubscriber {
-    public func abortTransport() {}
-}
-
 /// One generation. Created by the scheduler; everything below `request` is confined to `loop`.
-public final class CompletionJob: @unchecked Sendable {
+public final class CompletionJob: CompletionStream, @unchecked Sendable {
     public let request: CompletionRequest
     public let loop: EventLoop
     // Strong: a job handed to another loop or kept by a subscriber must never find its scheduler
@@ -89,23 +77,28 @@ public final class CompletionJob: @unchecked Sendable {
     func attach(_ s: CompletionSubscriber) {
         if final == nil && subscribers.count >= CompletionJob.maxSubscribers {
             s.receive(.failed(APIError(.invalidRequest, "too many clients are attached to this request_id (at most \(CompletionJob.maxSubscribers))",
-                                       field: "request_id"), tokensSoFar: 0), from: self)
+                                       field: "request_id"), tokensSoFar: 0))
             return
         }
         let accepted = CompletionEvent.accepted(requestID: request.requestID, model: request.parameters.model, created: createdEpoch)
-        s.receive(accepted, from: self)
-        for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p), from: self) }
+        s.receive(accepted)
+        for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p)) }
         if let final {
-            s.receive(final, from: self)
+            s.receive(final)
         } else {
             subscribers.append(s)
         }
     }
 
-    /// Removes a subscriber (its client went away). A generation nobody listens to is cancelled
-    /// so its slot goes to someone who is waiting.
-    func detach(_ s: CompletionSubscriber) {
-        detachMatching { $0 === s }
+    /// Removes a subscriber whose client went away (call on the subscriber's loop). A generation
+    /// nobody listens to is cancelled so its slot goes to someone who is waiting.
+    public func detach(_ s: CompletionSubscriber) {
+        if loop === s.loop {
+            detachMatching { $0 === s }
+        } else {
+            let box = UncheckedBox(s)
+            loop.execute { [self] in detachHops(of: box.value) }
+        }
     }
 
     func detachMatching(_ match: (CompletionSubscriber) -> Bool) {
@@ -203,7 +196,7 @@ public final class CompletionJob: @unchecked Sendable {
             let event = CompletionEvent.delta(index: pieces.count, text: text)
             pieces.append(text)
             scheduler.metrics.tokensStreamed.add(1, ordering: .relaxed)
-            for sub in subscribers { sub.receive(event, from: self) }
+            for sub in subscribers { sub.receive(event) }
         case .finished(let reason):
             finish(reason)
         }
@@ -234,7 +227,7 @@ public final class CompletionJob: @unchecked Sendable {
         generation = nil
         let subs = subscribers
         subscribers.removeAll()
-        if notify { for s in subs { s.receive(event, from: self) } }
+        if notify { for s in subs { s.receive(event) } }
         scheduler.failed(self, error: error)
     }
 
@@ -256,7 +249,7 @@ public final class CompletionJob: @unchecked Sendable {
         generation = nil
         let subs = subscribers
         subscribers.removeAll()
-        for s in subs { s.receive(event, from: self) }
+        for s in subs { s.receive(event) }
         scheduler.finished(self, reason: reason, timings: timings, usage: usage)
     }
 }

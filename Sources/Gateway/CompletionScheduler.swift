@@ -21,7 +21,7 @@ public struct SchedulerConfiguration: Sendable {
 ///
 /// Thread rules: the scheduler's own state is behind one mutex, taken briefly per request; a
 /// job's state belongs to the job's loop.
-public final class CompletionScheduler: @unchecked Sendable {
+public final class CompletionScheduler: CompletionService, @unchecked Sendable {
     public let configuration: SchedulerConfiguration
     public let model: NGramModel
     public let pace: ModelPace
@@ -62,7 +62,11 @@ public final class CompletionScheduler: @unchecked Sendable {
 
     /// Starts, queues or (for a known client-supplied request_id) attaches to a completion.
     /// The subscriber receives the events on its loop. Call on the subscriber's loop.
-    public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionJob, APIError> {
+    public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionStream, APIError> {
+        submitJob(request, subscriber: subscriber).map { $0 }
+    }
+
+    func submitJob(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionJob, APIError> {
         let loop = subscriber.loop
         enum Outcome { case start(CompletionJob), queued(CompletionJob), attach(CompletionJob), busy(Bool) }
         let outcome: Outcome = state.withLock { s in
@@ -111,21 +115,15 @@ public final class CompletionScheduler: @unchecked Sendable {
         }
     }
 
-    /// Detaches a subscriber whose client went away (call on the subscriber's loop).
-    public func detach(_ subscriber: CompletionSubscriber, from job: CompletionJob) {
-        if job.loop === subscriber.loop {
-            job.detach(subscriber)
-        } else {
-            let box = UncheckedBox(subscriber)
-            job.loop.execute { job.detachHops(of: box.value) }
-        }
-    }
-
-    public enum CancelOutcome { case cancelled, alreadyFinished, notFound }
 
     static func key(_ owner: String, _ id: String) -> String { owner + "\u{0}" + id }
 
+    public func cancel(requestID: String, owner: String, done: @escaping @Sendable (CancelOutcome) -> Void) {
+        done(cancel(requestID: requestID, owner: owner))
+    }
+
     /// Cancels one of `owner`'s completions by request_id, from any thread.
+    @discardableResult
     public func cancel(requestID: String, owner: String) -> CancelOutcome {
         let key = CompletionScheduler.key(owner, requestID)
         let found: (CompletionJob, Bool, Bool)? = state.withLock { s in
@@ -272,9 +270,9 @@ final class LoopHop: CompletionSubscriber, @unchecked Sendable {
         self.target = target
         loop = jobLoop
     }
-    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+    func receive(_ event: CompletionEvent) {
         let t = UncheckedBox(target)
-        target.loop.execute { t.value.receive(event, from: job) }
+        target.loop.execute { t.value.receive(event) }
     }
 }
 

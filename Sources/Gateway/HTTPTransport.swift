@@ -69,11 +69,11 @@ final class HTTPReply: APIReply {
         request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos, headers: extraHeaders) : BufferedSubscriber(self, request)
     }
 
-    func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
+    func track(_ stream: CompletionStream, subscriber: CompletionSubscriber) {
         // The client hanging up detaches it; a generation nobody listens to is cancelled.
         responder.onClose = { [weak subscriber] in
             guard let subscriber else { return }
-            job.scheduler.detach(subscriber, from: job)
+            stream.detach(subscriber)
         }
     }
 }
@@ -108,7 +108,7 @@ final class SSESubscriber: CompletionSubscriber {
         }
     }
 
-    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+    func receive(_ event: CompletionEvent) {
         switch event {
         case .accepted(_, _, let c):
             created = c
@@ -177,7 +177,7 @@ final class BufferedSubscriber: CompletionSubscriber {
         self.request = request
     }
 
-    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+    func receive(_ event: CompletionEvent) {
         switch event {
         case .accepted(_, _, let c): created = c
         case .delta(_, let t): text += t

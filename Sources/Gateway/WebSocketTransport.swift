@@ -88,7 +88,7 @@ final class EnvelopeSession: WebSocketDelegate {
     /// Who the upgrade authenticated (each envelope is checked again).
     let identity: Identity
     weak var registry: SessionRegistry?
-    private var tracked: [(job: CompletionJob, subscriber: EnvelopeSubscriber)] = []
+    private var tracked: [(stream: CompletionStream, subscriber: EnvelopeSubscriber)] = []
     var writer = JSONWriter(capacity: 256)
 
     init(ws: WebSocket, api: APIRouter, metrics: Metrics, credential: Credential?, identity: Identity) {
@@ -164,10 +164,10 @@ final class EnvelopeSession: WebSocketDelegate {
         registry?.remove(self)
         let t = tracked
         tracked.removeAll()
-        for (job, sub) in t { job.scheduler.detach(sub, from: job) }
+        for (stream, sub) in t { stream.detach(sub) }
     }
 
-    func track(_ job: CompletionJob, _ s: EnvelopeSubscriber) { tracked.append((job, s)) }
+    func track(_ stream: CompletionStream, _ s: EnvelopeSubscriber) { tracked.append((stream, s)) }
 
     func untrack(_ s: EnvelopeSubscriber) { tracked.removeAll { $0.subscriber === s } }
 
@@ -221,9 +221,9 @@ final class EnvelopeReply: APIReply {
         EnvelopeSubscriber(session: session, id: id)
     }
 
-    func track(_ job: CompletionJob, subscriber: CompletionSubscriber) {
+    func track(_ stream: CompletionStream, subscriber: CompletionSubscriber) {
         guard let s = subscriber as? EnvelopeSubscriber, !s.ended else { return }
-        session.track(job, s)
+        session.track(stream, s)
     }
 }
 
@@ -239,7 +239,7 @@ final class EnvelopeSubscriber: CompletionSubscriber {
         self.id = id
     }
 
-    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+    func receive(_ event: CompletionEvent) {
         session.send { w in CompletionEncoding.envelope(event, id: id, &w) }
         switch event {
         case .done, .failed:

@@ -11,7 +11,7 @@ final class Recorder: CompletionSubscriber, @unchecked Sendable {
     let loop: EventLoop
     let events = Mutex<[String]>([])
     init(_ loop: EventLoop) { self.loop = loop }
-    func receive(_ event: CompletionEvent, from job: CompletionJob) {
+    func receive(_ event: CompletionEvent) {
         let s: String
         switch event {
         case .accepted: s = "accepted"
@@ -118,8 +118,8 @@ final class SchedulerTests: XCTestCase {
         let rec = Recorder(loop)
         let box = UncheckedBox((s, rec, request("solo", maxTokens: 500)))
         try await loop.submit {
-            guard case .success(let job) = box.value.0.submit(box.value.2, subscriber: box.value.1) else { return }
-            box.value.0.detach(box.value.1, from: job)
+            guard case .success(let stream) = box.value.0.submit(box.value.2, subscriber: box.value.1) else { return }
+            stream.detach(box.value.1)
         }
         await waitUntil { s.inFlight == 0 }
         XCTAssertEqual(s.inFlight, 0)
@@ -190,7 +190,7 @@ extension SchedulerTests {
             blocked.store(true, ordering: .releasing)
             usleep(300_000)  // meanwhile a ends and b is dequeued; its start waits behind us
             let (sched, rec) = box.value
-            sched.cancel(requestID: "b", owner: "")  // b is no longer in the queue: cancelled on its loop
+            _ = sched.cancel(requestID: "b", owner: "")  // b is no longer in the queue: cancelled on its loop
             _ = rec
         }
         while !blocked.load(ordering: .acquiring) { usleep(1000) }
