@@ -10,9 +10,26 @@ public enum CompletionWire {
 
     // MARK: requests (the job)
 
-    public static func encode(_ r: CompletionRequest) -> [UInt8] {
+    public static func encode(_ r: CompletionRequest) -> [UInt8] { encode(r, job: nil) }
+
+    /// A job on the fleet's queue: the request, the channel its events go to, and the wall-clock
+    /// time (ms) after which nobody waits for it any more (a worker drops it unstarted).
+    public struct Job: Sendable, Equatable {
+        public var replyTo: String
+        public var expiresAtMs: Int
+        public init(replyTo: String, expiresAtMs: Int) {
+            self.replyTo = replyTo
+            self.expiresAtMs = expiresAtMs
+        }
+    }
+
+    public static func encode(_ r: CompletionRequest, job: Job?) -> [UInt8] {
         var w = JSONWriter(capacity: 256 + r.prompt.utf8.count)
         w.beginObject()
+        if let job {
+            w.key("reply"); w.string(job.replyTo)
+            w.key("exp"); w.int(job.expiresAtMs)
+        }
         w.key("id"); w.string(r.requestID)
         w.key("own"); w.bool(r.clientSuppliedID)
         w.key("prompt"); w.string(r.prompt)
@@ -38,6 +55,16 @@ public enum CompletionWire {
 
     public static func decodeRequest(_ bytes: [UInt8]) throws(DecodeError) -> CompletionRequest {
         guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
+        return try decodeRequest(o)
+    }
+
+    public static func decodeJob(_ bytes: [UInt8]) throws(DecodeError) -> (request: CompletionRequest, job: Job) {
+        guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
+        guard let reply = o["reply"]?.stringValue, let exp = o["exp"]?.intValue else { throw DecodeError("reply or exp missing") }
+        return (try decodeRequest(o), Job(replyTo: reply, expiresAtMs: exp))
+    }
+
+    static func decodeRequest(_ o: JSONObject) throws(DecodeError) -> CompletionRequest {
         func str(_ k: String) throws(DecodeError) -> String {
             guard let s = o[k]?.stringValue else { throw DecodeError("\(k) missing") }
             return s
@@ -76,9 +103,10 @@ public enum CompletionWire {
     // MARK: events (the relay)
 
     /// One event of `requestID`'s stream.
-    public static func encode(_ event: CompletionEvent, requestID: String, into w: inout JSONWriter) {
+    public static func encode(_ event: CompletionEvent, requestID: String, worker: String? = nil, into w: inout JSONWriter) {
         w.beginObject()
         w.key("r"); w.string(requestID)
+        if let worker { w.key("w"); w.string(worker) }
         switch event {
         case .accepted(let id, let model, let created):
             w.key("t"); w.string("a")
@@ -113,28 +141,81 @@ public enum CompletionWire {
         guard let o = (try? JSONParser.parse(bytes))?.objectValue, let r = o["r"]?.stringValue, let t = o["t"]?.stringValue else {
             throw DecodeError("not an event")
         }
+        return (r, try decodeEvent(o, type: t))
+    }
+
+    static func decodeEvent(_ o: JSONObject, type t: String) throws(DecodeError) -> CompletionEvent {
         switch t {
         case "a":
             guard let id = o["id"]?.stringValue, let model = o["model"]?.stringValue, let created = o["created"]?.intValue else {
                 throw DecodeError("accepted")
             }
-            return (r, .accepted(requestID: id, model: model, created: created))
+            return .accepted(requestID: id, model: model, created: created)
         case "d":
             guard let i = o["i"]?.intValue, let x = o["x"]?.stringValue else { throw DecodeError("delta") }
-            return (r, .delta(index: i, text: x))
+            return .delta(index: i, text: x)
         case "f":
             guard let reason = o["reason"]?.stringValue.flatMap(FinishReason.init(rawValue:)), let pt = o["pt"]?.intValue,
                   let ct = o["ct"]?.intValue, let queue = o["queue"]?.doubleValue, let total = o["total"]?.doubleValue,
                   let up = o["up"]?.stringValue else { throw DecodeError("done") }
             let timings = Timings(queueMs: queue, ttftMs: o["ttft"]?.doubleValue, totalMs: total, upstream: up)
-            return (r, .done(reason, Usage(promptTokens: pt, completionTokens: ct), timings))
+            return .done(reason, Usage(promptTokens: pt, completionTokens: ct), timings)
         case "e":
             guard let code = o["code"]?.stringValue.flatMap(ErrorCode.init(rawValue:)), let msg = o["msg"]?.stringValue,
                   let n = o["n"]?.intValue else { throw DecodeError("error") }
             let e = APIError(code, msg, field: o["field"]?.stringValue, retryAfterMs: o["retry"]?.intValue)
-            return (r, .failed(e, tokensSoFar: n))
+            return .failed(e, tokensSoFar: n)
         default:
             throw DecodeError("unknown event type")
+        }
+    }
+}
+
+/// What travels on a node's relay channel: a completion's events (to the gateway holding the
+/// client), keepalives while a worker waits on its model, and cancels (to the worker running it).
+public enum RelayMessage: Sendable {
+    /// `worker` names the node running it (sent with `accepted`, so the gateway can cancel there).
+    case event(requestID: String, CompletionEvent, worker: String?)
+    /// "Still running" from a worker with nothing else to say: its silence means it died.
+    case keepalive(requestID: String)
+    case cancel(requestID: String, owner: String)
+
+    public func encode(into w: inout JSONWriter) {
+        switch self {
+        case .event(let id, let event, let worker):
+            CompletionWire.encode(event, requestID: id, worker: worker, into: &w)
+        case .keepalive(let id):
+            w.beginObject()
+            w.key("r"); w.string(id)
+            w.key("t"); w.string("k")
+            w.endObject()
+        case .cancel(let id, let owner):
+            w.beginObject()
+            w.key("r"); w.string(id)
+            w.key("t"); w.string("c")
+            w.key("o"); w.string(owner)
+            w.endObject()
+        }
+    }
+
+    public var bytes: [UInt8] {
+        var w = JSONWriter(capacity: 128)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(CompletionWire.DecodeError) -> RelayMessage {
+        guard let o = (try? JSONParser.parse(bytes))?.objectValue, let r = o["r"]?.stringValue, let t = o["t"]?.stringValue else {
+            throw CompletionWire.DecodeError("not a relay message")
+        }
+        switch t {
+        case "k": return .keepalive(requestID: r)
+        case "c":
+            guard let owner = o["o"]?.stringValue else { throw CompletionWire.DecodeError("cancel") }
+            return .cancel(requestID: r, owner: owner)
+        default:
+            let event = try CompletionWire.decodeEvent(o, type: t)
+            return .event(requestID: r, event, worker: o["w"]?.stringValue)
         }
     }
 }

@@ -48,6 +48,13 @@ func fuzzOne(_ data: [UInt8]) {
         CompletionWire.encode(again, requestID: id2, into: &w2)
         precondition(w.bytes == w2.bytes, "event encoding is not stable")
     }
+    if let m = try? RelayMessage.decode(data) {
+        guard let again = try? RelayMessage.decode(m.bytes) else { preconditionFailure("re-encoded relay message does not decode") }
+        precondition(again.bytes == m.bytes, "relay encoding is not stable")
+    }
+    if let (r, job) = try? CompletionWire.decodeJob(data) {
+        precondition((try? CompletionWire.decodeJob(CompletionWire.encode(r, job: job)))?.job == job, "job round trip")
+    }
     if let r = try? CompletionWire.decodeRequest(data) {
         precondition((try? CompletionWire.decodeRequest(CompletionWire.encode(r)))?.parameters == r.parameters, "request round trip")
     }

@@ -55,4 +55,40 @@ final class CompletionWireTests: XCTestCase {
         }
         XCTAssertThrowsError(try CompletionWire.decodeRequest(Array(#"{"id":"x"}"#.utf8)))
     }
+
+    func testJobsCarryTheirReplyChannelAndExpiry() throws {
+        var r = CompletionRequest(requestID: "j1", clientSuppliedID: false, prompt: "hi",
+                                  parameters: GenerationParameters(model: "builtin"), stream: true, flavor: .chat)
+        r.ownerID = "u7"
+        let bytes = CompletionWire.encode(r, job: .init(replyTo: "pg:gw:node-a", expiresAtMs: 1_796_000_000_123))
+        let (back, job) = try CompletionWire.decodeJob(bytes)
+        XCTAssertEqual(job, .init(replyTo: "pg:gw:node-a", expiresAtMs: 1_796_000_000_123))
+        XCTAssertEqual(back.requestID, "j1")
+        XCTAssertEqual(back.ownerID, "u7")
+        XCTAssertEqual(back.flavor, .chat)
+        // A bare request is not a job (no reply channel).
+        XCTAssertThrowsError(try CompletionWire.decodeJob(CompletionWire.encode(r)))
+    }
+
+    func testRelayMessagesRoundTrip() throws {
+        let cases: [RelayMessage] = [
+            .event(requestID: "r1", .accepted(requestID: "r1", model: "builtin", created: 5), worker: "w-1"),
+            .event(requestID: "r1", .delta(index: 3, text: "tok"), worker: nil),
+            .keepalive(requestID: "r2"),
+            .cancel(requestID: "r3", owner: "alice"),
+        ]
+        for m in cases {
+            let back = try RelayMessage.decode(m.bytes)
+            XCTAssertEqual(back.bytes, m.bytes)
+            switch (m, back) {
+            case (.event(let a, _, let wa), .event(let b, _, let wb)): XCTAssertEqual(a, b); XCTAssertEqual(wa, wb)
+            case (.keepalive(let a), .keepalive(let b)): XCTAssertEqual(a, b)
+            case (.cancel(let a, let oa), .cancel(let b, let ob)): XCTAssertEqual(a, b); XCTAssertEqual(oa, ob)
+            default: XCTFail("\(m) came back as \(back)")
+            }
+        }
+        for bad in ["{}", #"{"r":"x","t":"c"}"#, #"{"r":"x","t":"q"}"#, "[1]"] {
+            XCTAssertThrowsError(try RelayMessage.decode(Array(bad.utf8)), bad)
+        }
+    }
 }
