@@ -10,6 +10,13 @@ public struct QueuedJob: Sendable, Equatable {
     }
 }
 
+/// What enqueueing a job did.
+public enum Enqueued: Sendable, Equatable {
+    case queued(id: String)
+    /// The request_id already has a stream, held by this gateway: attach to it instead.
+    case duplicate(holder: String)
+}
+
 public enum JobQueueError: Error, Sendable, Equatable {
     /// The backlog is full: refuse at once (server_busy with retry_after_ms).
     case busy(backlog: Int)
@@ -20,10 +27,14 @@ public enum JobQueueError: Error, Sendable, Equatable {
 /// slot (so the least loaded worker wins), acknowledge however a job ends, and take over jobs whose
 /// worker went silent. `done` may run on any thread.
 public protocol JobQueue: AnyObject, Sendable {
-    func enqueue(_ payload: [UInt8], done: @escaping @Sendable (Result<String, JobQueueError>) -> Void)
+    /// Adds a job and records `holder` (the gateway relaying it) under `streamKey` (owner and
+    /// request_id), unless that key already has a stream.
+    func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void)
     /// Up to `max` new jobs for `consumer`, waiting at most `blockMs` for one (0: do not wait).
     func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)
     func ack(_ id: String)
+    /// Jobs on the queue (waiting or being handed over), or nil if unknown.
+    func backlog(done: @escaping @Sendable (Int?) -> Void)
     /// Jobs pending longer than `minIdleMs` move to `consumer`; those delivered `maxDeliveries`
     /// times are dead-lettered instead (their clients must be told).
     func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
@@ -38,4 +49,17 @@ public protocol EventRelay: AnyObject, Sendable {
     /// nil if the relay could not be reached.
     func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void)
     func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void)
+}
+
+/// Where a request_id's stream lives across the fleet (a port): the gateway relaying it while it
+/// runs, and its transcript for a while after it ended (attach and replay on another gateway).
+public protocol StreamDirectory: AnyObject, Sendable {
+    func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void)
+    /// Keeps a finished stream's transcript for `ttlMs`.
+    func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int)
+}
+
+public enum StreamKey {
+    /// One request's key in the fleet: unambiguous whatever characters owner and id hold.
+    public static func make(owner: String, requestID: String) -> String { "\(owner.utf8.count):\(owner):\(requestID)" }
 }

@@ -6,9 +6,14 @@ import Runtime
 /// stream holds exactly the backlog (bounded by `maxBacklog`, never trimmed below what is pending).
 /// All keys share the hash tag `{jobs}`. Blocking claims need a connection of their own (a
 /// blocked XREADGROUP holds every command behind it on the same connection).
-public final class RedisJobQueue: JobQueue, @unchecked Sendable {
+public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable {
     public static let stream = "{jobs}:stream"
     public static let dead = "{jobs}:dead"
+    /// Which gateway holds a request's stream (set at enqueue) and its transcript once finished.
+    public static let locatorPrefix = "{jobs}:req:"
+    public static let transcriptPrefix = "{jobs}:done:"
+    /// A locator outlives the longest a stream may wait and run, plus replay.
+    let locatorTTLMs: Int
     public static let group = "workers"
     let connection: RedisConnection
     let claims: RedisConnection
@@ -20,7 +25,8 @@ public final class RedisJobQueue: JobQueue, @unchecked Sendable {
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
     public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
-                timeoutNanos: UInt64 = 200_000_000) throws(RedisScriptError) {
+                timeoutNanos: UInt64 = 200_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
+        self.locatorTTLMs = locatorTTLMs
         self.connection = connection
         self.claims = claims
         self.maxBacklog = maxBacklog
@@ -44,21 +50,59 @@ public final class RedisJobQueue: JobQueue, @unchecked Sendable {
         }
     }
 
-    public func enqueue(_ payload: [UInt8], done: @escaping @Sendable (Result<String, JobQueueError>) -> Void) {
+    public func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
         let me = UncheckedBox(self)
-        connection.loop.execute {
+        let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.run(q.enqueueScript, keys: [RedisJobQueue.stream], args: ["\(q.maxBacklog)", String(decoding: payload, as: UTF8.self)],
+            q.connection.run(q.enqueueScript, keys: [RedisJobQueue.stream, RedisJobQueue.locatorPrefix + streamKey],
+                             args: ["\(q.maxBacklog)", String(decoding: payload, as: UTF8.self), holder, "\(q.locatorTTLMs)"],
                              timeoutNanos: q.timeoutNanos) { r in
                 switch r {
                 case .success(.error(let e)) where e.hasPrefix("BUSY"):
                     done(.failure(.busy(backlog: Int(e.split(separator: " ").last ?? "") ?? q.maxBacklog)))
                 case .success(let reply):
-                    if let id = reply.string, !reply.isError { done(.success(id)) } else { done(.failure(.unavailable)) }
+                    guard let parts = reply.array, parts.count == 2, let kind = parts[0].string, let value = parts[1].string else {
+                        return done(.failure(.unavailable))
+                    }
+                    done(.success(kind == "DUP" ? .duplicate(holder: value) : .queued(id: value)))
                 case .failure: done(.failure(.unavailable))
                 }
             }
         }
+        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
+    }
+
+    public func backlog(done: @escaping @Sendable (Int?) -> Void) {
+        let me = UncheckedBox(self)
+        connection.loop.execute {
+            me.value.connection.send(["XLEN", RedisJobQueue.stream], timeoutNanos: me.value.timeoutNanos) { r in
+                if case .success(.integer(let n)) = r { done(Int(n)) } else { done(nil) }
+            }
+        }
+    }
+
+    public func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void) {
+        let me = UncheckedBox(self)
+        connection.loop.execute {
+            let q = me.value
+            q.connection.send(["MGET", RedisJobQueue.locatorPrefix + streamKey, RedisJobQueue.transcriptPrefix + streamKey],
+                              timeoutNanos: q.timeoutNanos) { r in
+                guard case .success(let reply) = r, let v = reply.array, v.count == 2 else { return done(.failure(.unavailable)) }
+                var transcript: [UInt8]?
+                if case .bulk(let b) = v[1] { transcript = b }
+                done(.success((v[0].string, transcript)))
+            }
+        }
+    }
+
+    public func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) {
+        let me = UncheckedBox(self)
+        let body: @Sendable () -> Void = {
+            let q = me.value
+            q.connection.send(["SET", RedisJobQueue.transcriptPrefix + streamKey, String(decoding: transcript, as: UTF8.self),
+                               "PX", "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+        }
+        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
 
     public func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {

@@ -17,6 +17,8 @@ final class JobQueueTests: RedisTestCase {
         return q
     }
 
+    static func freshKey() -> String { StreamKey.make(owner: "u", requestID: "r-\(UInt64.random(in: 0...UInt64.max))") }
+
     func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
         let result = Mutex<T?>(nil)
         let sem = DispatchSemaphore(value: 0)
@@ -29,10 +31,10 @@ final class JobQueueTests: RedisTestCase {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 5)
         for i in 0..<5 {
-            let r = wait { done in q.enqueue(Array("job-\(i)".utf8)) { done($0) } }
+            let r = wait { done in q.enqueue(Array("job-\(i)".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
             XCTAssertNotNil(try? r.get())
         }
-        let full = wait { done in q.enqueue(Array("job-5".utf8)) { done($0) } }
+        let full = wait { done in q.enqueue(Array("job-5".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         XCTAssertEqual(full, .failure(.busy(backlog: 5)))
         let a = try wait { done in q.claim(consumer: "w1", max: 3, blockMs: 0) { done($0) } }.get()
         let b = try wait { done in q.claim(consumer: "w2", max: 3, blockMs: 0) { done($0) } }.get()
@@ -44,14 +46,14 @@ final class JobQueueTests: RedisTestCase {
         for j in a { q.ack(j.id) }
         usleep(50_000)
         XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 2)
-        for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Array("more-\(i)".utf8)) { done($0) } }.get()) }
-        XCTAssertEqual(wait { done in q.enqueue(Array("over".utf8)) { done($0) } }, .failure(.busy(backlog: 5)))
+        for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Array("more-\(i)".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }.get()) }
+        XCTAssertEqual(wait { done in q.enqueue(Array("over".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }, .failure(.busy(backlog: 5)))
     }
 
     func testSilentWorkersJobsAreReclaimedThenDeadLettered() throws {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 100)
-        _ = wait { done in q.enqueue(Array("{\"id\":\"poison\"}".utf8)) { done($0) } }
+        _ = wait { done in q.enqueue(Array("{\"id\":\"poison\"}".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         let first = try wait { done in q.claim(consumer: "dies-1", max: 1, blockMs: 0) { done($0) } }.get()
         XCTAssertEqual(first.count, 1)
         // Not idle long enough yet: nothing moves.
@@ -85,7 +87,7 @@ final class JobQueueTests: RedisTestCase {
         usleep(100_000)
         XCTAssertNil(got.withLock { $0 }, "still waiting")
         let start = Date()
-        _ = wait { done in q.enqueue(Array("late".utf8)) { done($0) } }
+        _ = wait { done in q.enqueue(Array("late".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         while got.withLock({ $0 }) == nil && Date().timeIntervalSince(start) < 2 { usleep(1000) }
         XCTAssertEqual(got.withLock { $0 }?.first.map { String(decoding: $0.payload, as: UTF8.self) }, "late")
         XCTAssertLessThan(Date().timeIntervalSince(start), 0.5, "woken by the job, not the timeout")
@@ -97,5 +99,27 @@ final class JobQueueTests: RedisTestCase {
         let conn = try connect()
         _ = call(conn, ["SET", "t:bin", "a\u{0}b"])
         XCTAssertEqual(try call(conn, ["GET", "t:bin"]).get(), .bulk([97, 0, 98]))
+    }
+
+    func testTheLocatorFindsTheHolderAndRefusesASecondStreamForOneRequest() throws {
+        let conn = try connect()
+        let q = try queue(conn, maxBacklog: 100)
+        let key = Self.freshKey()
+        let first = wait { done in q.enqueue(Array("a".utf8), streamKey: key, holder: "gw-1") { done($0) } }
+        guard case .success(.queued) = first else { return XCTFail("\(first)") }
+        // The same request_id again (another gateway, a retry): not queued twice, attach to gw-1.
+        XCTAssertEqual(wait { done in q.enqueue(Array("b".utf8), streamKey: key, holder: "gw-2") { done($0) } }, .success(.duplicate(holder: "gw-1")))
+        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 1)
+        XCTAssertEqual(wait { done in q.backlog { done($0) } }, 1)
+        let found = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
+        XCTAssertEqual(found.holder, "gw-1")
+        XCTAssertNil(found.transcript)
+        q.keepFinished(streamKey: key, transcript: Array("line1\nline2".utf8), ttlMs: 5000)
+        let after = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
+        XCTAssertEqual(after.transcript, Array("line1\nline2".utf8))
+        let ttl = try call(conn, ["PTTL", RedisJobQueue.transcriptPrefix + key]).get().integer ?? -1
+        XCTAssertTrue((1...5000).contains(ttl), "transcripts expire: \(ttl)")
+        let nothing = try wait { done in q.lookup(streamKey: Self.freshKey()) { done($0) } }.get()
+        XCTAssertNil(nothing.holder)
     }
 }
