@@ -31,6 +31,9 @@ let package = Package(
         // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
         // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
         .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
+        // The worker side of the fleet: claims jobs while it has free slots, runs them, relays
+        // their events. Knows the queue and relay ports, not Redis.
+        .target(name: "Worker", dependencies: ["Domain", "Gateway", "NetCore", "Runtime", "CLinux"]),
         // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
         // sessions and presets.
         .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
@@ -47,7 +50,7 @@ let package = Package(
         .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "Gateway", "ModelProxy", "JSON",
                                                    "PresetStore", "RedisCoordination"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools", "Worker"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).

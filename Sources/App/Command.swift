@@ -10,7 +10,9 @@ enum Command {
     usage: playground <command> [flags]      (playground <command> --help lists its flags)
 
     commands:
-      serve          run a node (HTTP/1.1 + WebSocket, the page, the API) until SIGTERM/SIGINT
+      serve          run a node (HTTP/1.1 + WebSocket, the page, the API, generations) until SIGTERM/SIGINT
+      gateway        run a gateway: transports, identity, admission, enqueue, relay (needs Redis)
+      worker         run a worker: pulls jobs from Redis while it has free slots, runs them
       migrate        apply sql/NNN_*.sql in order (also done at start); needs DATABASE_URL
       admin keys     create --user U [--org O] | list [--user U] | revoke ID|PREFIX | check --key K
       model-server   serve the built-in model over the OpenAI-compatible API, with fault knobs
@@ -32,8 +34,9 @@ enum Command {
         let rest = Array(argv.dropFirst())
         do {
             switch sub {
-            case "serve": return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(modelServer: false)))
-            case "model-server": return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(modelServer: true)), modelServer: true)
+            case "serve", "gateway", "worker", "model-server":
+                let role = NodeRole(rawValue: sub)!
+                return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(role)), role: role)
             case "bench-ws": return try BenchWSCommand.run(Arguments(rest, spec: BenchWSCommand.spec))
             case "bench": return try BenchCommand.run(Arguments(rest, spec: BenchCommand.spec))
             case "migrate": return try AdminCommand.migrate(Arguments(rest, spec: AdminCommand.migrateSpec))

@@ -11,28 +11,15 @@ import WebSocket
 /// The node's routes: the API over REST and the WebSocket envelope, sign-in, ops, the page.
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, completions: CompletionService,
-                        metrics: Metrics, modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
+                        metrics: [Metrics], modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
                         redisUp: (@Sendable () -> Bool)? = nil) throws {
-        router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
-        router.get("/readyz") { _, r in
-            if completions.isDraining {
-                r.sendJSON(status: 503, "{\"status\":\"draining\"}")
-            } else if let redisUp, !redisUp() {
-                // Still serving (limits fall back to this node's share), but say so.
-                r.sendJSON("{\"status\":\"degraded\",\"redis\":\"down\"}")
-            } else {
-                r.sendJSON("{\"status\":\"ready\"}")
-            }
-        }
-        router.get("/metrics") { _, r in
-            r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
-        }
+        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp)
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator,
                                                      origins: config.webSocket.origins).install(on: router) }
         if !modelServer {
-            WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics, registry: sessions)
+            WebSocketTransport.install(api, on: router, configuration: config.webSocket, metrics: metrics[0], registry: sessions)
             let files = try StaticFiles(directory: config.publicDir)
             router.fallback = { req, r in
                 if !files.serve(req, r) {
@@ -41,5 +28,27 @@ enum Routes {
             }
         }
         if config.conformanceEcho { ConformanceRoutes.install(on: router, webSocket: config.webSocket) }
+    }
+
+    /// What every role serves: /healthz, /readyz (503 while draining; degraded while Redis is
+    /// down) and /metrics (each set once).
+    static func installOps(on router: Router, completions: CompletionService, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?) {
+        var sets: [Metrics] = []
+        for m in metrics where !sets.contains(where: { $0 === m }) { sets.append(m) }
+        let all = sets
+        router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
+        router.get("/readyz") { _, r in
+            if completions.isDraining {
+                r.sendJSON(status: 503, "{\"status\":\"draining\"}")
+            } else if let redisUp, !redisUp() {
+                // Still up (what it does then is the README's Redis-down policy), but say so.
+                r.sendJSON("{\"status\":\"degraded\",\"redis\":\"down\"}")
+            } else {
+                r.sendJSON("{\"status\":\"ready\"}")
+            }
+        }
+        router.get("/metrics") { _, r in
+            r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: all.map { $0.render() }.joined())
+        }
     }
 }

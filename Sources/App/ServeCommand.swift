@@ -2,6 +2,7 @@ import Domain
 import Gateway
 import HTTP1
 import ModelProxy
+import Worker
 import NetCore
 import PresetStore
 import RedisCoordination
@@ -47,13 +48,10 @@ struct NodeConfig {
     var redis: RedisEndpoint?
     var luaDir: String
 
-    /// Every flag of `serve` (and `model-server`, which differs in two defaults).
-    static func spec(modelServer: Bool) -> CommandSpec {
-        CommandSpec(modelServer ? "model-server" : "serve",
-                    summary: modelServer
-                        ? "Serves the built-in model over the OpenAI-compatible API, with fault knobs: the stand-in for model regions."
-                        : "Runs a node (HTTP/1.1, WebSocket, the page, the API) until SIGTERM/SIGINT, then drains.",
-                    flags: [
+    /// Every flag of a node's role (`model-server` differs in a few defaults).
+    static func spec(_ role: NodeRole) -> CommandSpec {
+        let modelServer = role == .modelServer
+        return CommandSpec(role.rawValue, summary: role.summary, flags: [
             .option("host", "ADDR", default: "127.0.0.1", "address to listen on"),
             .option("port", "N", default: modelServer ? "9090" : "8080", "port to listen on (0 picks a free one)"),
             .toggle("share-port", "join a port another process already listens on (SO_REUSEPORT), splitting its traffic"),
@@ -92,7 +90,7 @@ struct NodeConfig {
         ])
     }
 
-    init(_ a: Arguments) throws(ArgumentError) {
+    init(_ a: Arguments, role: NodeRole = .serve) throws(ArgumentError) {
         host = a.string("host")
         port = try a.int("port")
         loops = try a.int("loops")
@@ -123,6 +121,11 @@ struct NodeConfig {
         let auth = a.string("auth")
         guard auth == "keys" || auth == "off" else { throw ArgumentError(message: "--auth must be 'keys' or 'off'") }
         authEnabled = auth == "keys"
+        if role == .worker {
+            // A worker serves no API: no credentials, no database (completions never need one).
+            authEnabled = false
+            databaseURL = nil
+        }
         if authEnabled && databaseURL == nil {
             throw ArgumentError(message: "--auth keys needs a database: set DATABASE_URL or --database-url (or run with --auth off)")
         }
@@ -138,6 +141,9 @@ struct NodeConfig {
         if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
             guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db]") }
             redis = e
+        }
+        if (role == .gateway || role == .worker) && redis == nil {
+            throw ArgumentError(message: "playground \(role.rawValue) needs Redis: set REDIS_URL or --redis-url")
         }
         guard rateLimitRPM >= 0, maxConcurrent >= 0 else { throw ArgumentError(message: "--rate-limit-rpm and --max-concurrent must be ≥ 0") }
         guard (1000...3_600_000).contains(leaseTTLMs) else { throw ArgumentError(message: "--lease-ttl-ms must be 1000...3600000") }
@@ -207,12 +213,32 @@ struct NodeConfig {
     }
 }
 
-/// `playground serve` and `playground model-server`: build a node and run it until SIGTERM/SIGINT.
+/// What a node process does. `serve` is a gateway and a worker in one process, talking through
+/// the same Redis path as separate nodes (or, without Redis, a node on its own).
+enum NodeRole: String {
+    case serve, gateway, worker
+    case modelServer = "model-server"
+
+    var summary: String {
+        switch self {
+        case .serve: return "Runs a node (HTTP/1.1, WebSocket, the page, the API, generations) until SIGTERM/SIGINT, then drains."
+        case .gateway: return "Runs a gateway (transports, identity, admission, enqueue, relay to clients); needs Redis."
+        case .worker: return "Runs a worker (pulls jobs while it has free slots, runs the generations); needs Redis."
+        case .modelServer: return "Serves the built-in model over the OpenAI-compatible API, with fault knobs: the stand-in for model regions."
+        }
+    }
+    var servesAPI: Bool { self != .worker }
+    var runsGenerations: Bool { self != .gateway }
+}
+
+/// `playground serve|gateway|worker|model-server`: build the node's services in order, run until
+/// SIGTERM/SIGINT, then drain them in reverse.
 enum ServeCommand {
     static let models = ["builtin"]
 
-    static func run(_ args: Arguments, modelServer: Bool = false) throws -> Int32 {
-        let config = try NodeConfig(args)
+    static func run(_ args: Arguments, role: NodeRole) throws -> Int32 {
+        let config = try NodeConfig(args, role: role)
+        let modelServer = role == .modelServer
         let logger = Logger(label: modelServer ? "model-server" : "playground", level: config.logLevel)
         // Before any thread starts: a stop signal during start-up ends the process at once.
         let stopSignals = StopSignals()
@@ -223,19 +249,28 @@ enum ServeCommand {
 
         let group = try EventLoopGroup(count: config.loops)
         let metrics = Metrics()
+        let nodeID = NodeIdentity.make()
         let model = NGramModel()
+        // The in-process runner: every generation this process runs (for the fleet or on its own).
         var sc = SchedulerConfiguration()
         sc.slots = config.slots
         sc.maxQueue = config.maxQueue
-        let scheduler = CompletionScheduler(configuration: sc, model: model,
-                                            pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
-                                            metrics: metrics, logger: logger, faults: config.faults)
+        let fleetMode = config.redis != nil && !modelServer
+        if fleetMode {
+            // The gateways keep the replay; a worker forgets finished jobs quickly.
+            sc.retentionNanos = 5_000_000_000
+            sc.maxRetained = 4096
+        }
+        let runner = CompletionScheduler(configuration: sc, model: model,
+                                         pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
+                                         metrics: role == .serve && fleetMode ? Metrics(prefix: "playground_worker") : metrics,
+                                         logger: logger, faults: config.faults)
         let policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
 
         // PostgreSQL: migrations at start, the pool, the identity cache fed by LISTEN.
         var pool: PGPool?
         var identities: IdentityStore?
-        if let url = config.databaseURL {
+        if let url = config.databaseURL, role.servesAPI {
             let p = PGPool(url: url, size: config.dbPoolSize, logger: logger)
             p.start()
             do {
@@ -245,60 +280,78 @@ enum ServeCommand {
                 // A database that is down at start must not stop completions; presets degrade until it is back.
                 logger.error("migrations not applied", ["error": "\(error)"])
             }
-            let store = IdentityStore(pool: p, logger: logger)
             pool = p
-            identities = store
+            identities = IdentityStore(pool: p, logger: logger)
         }
-        let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
-        if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
-        let api = APIRouter(authenticator: authenticator)
-        let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
-        presets?.install(on: api)
+
+        // Redis: commands (pipelined), blocking claims and subscriptions each on their own connection.
+        var redis: FleetRedis?
+        if let endpoint = config.redis {
+            redis = try FleetRedis(endpoint: endpoint, group: group, nodeID: nodeID, role: role, config: config, logger: logger)
+        }
         // Limits: in Redis for a fleet (with a per-node fallback while Redis is down, its limits
         // divided by the live nodes last seen), else in this node's memory.
         let leaseTTL = UInt64(config.leaseTTLMs) * 1_000_000
-        var redis: RedisConnection?
-        var heartbeat: FleetHeartbeat?
-        if let endpoint = config.redis {
-            let conn = RedisConnection(endpoint: endpoint, loop: group.loops[0], logger: logger)
-            let box = UncheckedBox(conn)
-            group.loops[0].execute { box.value.start() }
-            let beat = FleetHeartbeat(connection: conn, nodeID: NodeIdentity.make(), role: modelServer ? "model-server" : "serve")
-            beat.start()
-            redis = conn
-            heartbeat = beat
-        }
         let admission: Admission? = try config.quota.map { q in
-            guard let redis, let heartbeat else { return LocalAdmission(quota: { _ in q }, leaseTTLNanos: leaseTTL) }
+            guard let redis else { return LocalAdmission(quota: { _ in q }, leaseTTLNanos: leaseTTL) }
+            let heartbeat = redis.heartbeat
             let fallback = LocalAdmission(quota: { _ in q.dividedAmong(heartbeat.liveNodes) }, leaseTTLNanos: leaseTTL)
-            return try RedisAdmission(connection: redis, scriptsDirectory: config.luaDir, defaults: q, leaseTTLNanos: leaseTTL,
+            return try RedisAdmission(connection: redis.commands, scriptsDirectory: config.luaDir, defaults: q, leaseTTLNanos: leaseTTL,
                                       fallback: fallback)
         }
-        scheduler.admission = admission
-        CompletionAPI(completions: scheduler, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
-                      presets: presets, admission: admission).install(on: api)
+        runner.admission = admission
 
-        var redisUp: (@Sendable () -> Bool)?
-        if let redis {
-            let box = UncheckedBox(redis)
-            redisUp = { box.value.isUp }
+        // The worker side: pulls jobs while the runner has free slots.
+        var worker: FleetWorker?
+        if let redis, fleetMode, role.runsGenerations {
+            let w = FleetWorker(nodeID: nodeID, queue: redis.queue, relay: redis.relay, runner: runner, loops: group.loops,
+                                metrics: metrics, logger: logger)
+            w.start()
+            worker = w
         }
+        // The gateway side: what the transports submit to.
+        var fleet: FleetCompletions?
+        if let redis, fleetMode, role.servesAPI {
+            let f = FleetCompletions(nodeID: nodeID, queue: redis.queue, directory: redis.queue, relay: redis.relay, metrics: metrics,
+                                     logger: logger, isUp: redis.isUp)
+            f.admission = admission
+            f.start()
+            fleet = f
+        }
+        let completions: CompletionService
+        switch (fleet, role) {
+        case (let f?, .serve): completions = FailoverCompletions(fleet: f, local: runner, fleetUp: redis!.isUp)
+        case (let f?, _): completions = f
+        default: completions = runner
+        }
+
         let router = Router()
         let sessions = SessionRegistry()
-        if let identities {
-            // A revoked key or ended session closes its open sockets (1008) at once; a revoked
-            // key also stops every generation it started, on any transport.
-            identities.onRevocation = { [logger] r in
-                sessions.apply(r)
-                if case .key(let id) = r {
-                    let n = scheduler.cancelAll(keyID: id)
-                    logger.info("api key revoked", ["key_id": "\(id)", "generations_stopped": "\(n)"])
+        if role.servesAPI {
+            let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
+            if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
+            let api = APIRouter(authenticator: authenticator)
+            let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
+            presets?.install(on: api)
+            CompletionAPI(completions: completions, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
+                          presets: presets, admission: admission).install(on: api)
+            if let identities {
+                // A revoked key or ended session closes its open sockets (1008) at once; a revoked
+                // key also stops every generation it started, on any transport.
+                identities.onRevocation = { [logger] r in
+                    sessions.apply(r)
+                    if case .key(let id) = r {
+                        let n = completions.cancelAll(keyID: id)
+                        logger.info("api key revoked", ["key_id": "\(id)", "generations_stopped": "\(n)"])
+                    }
                 }
+                identities.startListening()
             }
-            identities.startListening()
+            try Routes.install(on: router, config: config, api: api, completions: completions, metrics: [metrics, runner.metrics], modelServer: modelServer,
+                               identities: identities, sessions: sessions, redisUp: redis?.isUp)
+        } else {
+            Routes.installOps(on: router, completions: completions, metrics: [metrics, runner.metrics], redisUp: redis?.isUp)
         }
-        try Routes.install(on: router, config: config, api: api, completions: scheduler, metrics: metrics, modelServer: modelServer,
-                       identities: identities, sessions: sessions, redisUp: redisUp)
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
@@ -307,29 +360,66 @@ enum ServeCommand {
         let address = try server.start(group: group, host: config.host, port: config.port)
         group.start()
         logger.info(modelServer ? "model server started" : "node started", config.summary.merging([
-            "url": "http://\(address)", "open_file_limit": "\(fdLimit)",
+            "role": role.rawValue, "node_id": nodeID, "url": "http://\(address)", "open_file_limit": "\(fdLimit)",
             "connection_capacity": "\(max(0, fdLimit - 64))", "model_vocabulary": "\(model.vocabularySize)",
         ]) { a, _ in a })
         // A machine-readable line for scripts that start a node on port 0.
         printLine("listening on http://\(address)")
 
         let sig = stopSignals.wait()
-        // Drain: refuse new completions, stop accepting, let running streams finish.
-        logger.info("draining", ["signal": "\(sig)", "in_flight": "\(scheduler.inFlight)"])
-        scheduler.beginDraining()
+        // Drain in reverse order of start: refuse new completions (the load balancer sees /readyz
+        // 503), stop accepting, stop claiming jobs, let running streams finish.
+        logger.info("draining", ["signal": "\(sig)", "in_flight": "\(completions.inFlight)"])
+        completions.beginDraining()
+        runner.beginDraining()
+        worker?.stop()
         let closed = DispatchSemaphoreLite()
         Task { await server.stopAccepting(); closed.signal() }
         closed.wait()
         let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
-        while scheduler.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        while (completions.inFlight > 0 || runner.inFlight > 0) && monotonicNanos() < deadline { usleep(20_000) }
         // Tell WebSocket clients to go elsewhere (close 1001) and give the frames a moment to leave.
         sessions.closeAll(reason: "node shutting down")
         if sessions.count > 0 { usleep(200_000) }
-        logger.info("stopped", ["unfinished": "\(scheduler.inFlight)"])
+        redis?.heartbeat.stop()
+        logger.info("stopped", ["unfinished": "\(completions.inFlight + runner.inFlight)"])
         group.shutdown()
         identities?.stopListening()
         pool?.stop()
         return 0
+    }
+}
+
+/// A node's Redis: three connections (commands, blocking claims, subscriptions), the queue, the
+/// relay and the heartbeat.
+struct FleetRedis {
+    let commands: RedisConnection
+    let claims: RedisConnection
+    let subscriptions: RedisConnection
+    let queue: RedisJobQueue
+    let relay: RedisEventRelay
+    let heartbeat: FleetHeartbeat
+
+    init(endpoint: RedisEndpoint, group: EventLoopGroup, nodeID: String, role: NodeRole, config: NodeConfig, logger: Logger) throws {
+        let loops = group.loops
+        commands = RedisConnection(endpoint: endpoint, loop: loops[0], logger: logger)
+        claims = RedisConnection(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)
+        subscriptions = RedisConnection(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)
+        for c in [commands, claims, subscriptions] {
+            let box = UncheckedBox(c)
+            c.loop.execute { box.value.start() }
+        }
+        queue = try RedisJobQueue(connection: commands, claims: claims, scriptsDirectory: config.luaDir, maxBacklog: config.maxQueue)
+        // The stream and its group are made by the first claim that finds them missing.
+        relay = RedisEventRelay(publisher: commands, subscriber: subscriptions)
+        heartbeat = FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue)
+        heartbeat.start()
+    }
+
+    /// Whether the fleet path works now: commands and subscriptions both connected.
+    var isUp: @Sendable () -> Bool {
+        let c = UncheckedBox(commands), s = UncheckedBox(subscriptions)
+        return { c.value.isUp && s.value.isUp }
     }
 }
 

@@ -173,12 +173,19 @@ public enum CompletionWire {
 
 /// What travels on a node's relay channel: a completion's events (to the gateway holding the
 /// client), keepalives while a worker waits on its model, and cancels (to the worker running it).
+/// `requestID` is the receiver's routing key: the stream key (`StreamKey`) on a gateway's channel,
+/// the request_id on a worker's.
 public enum RelayMessage: Sendable {
     /// `worker` names the node running it (sent with `accepted`, so the gateway can cancel there).
     case event(requestID: String, CompletionEvent, worker: String?)
     /// "Still running" from a worker with nothing else to say: its silence means it died.
     case keepalive(requestID: String)
     case cancel(requestID: String, owner: String)
+    /// The worker's transport to the model broke without an end marker (an injected mid-stream
+    /// failure): the gateway drops its clients' transports the same way.
+    case abort(requestID: String)
+    /// "Send me this stream's events too" (attach by request_id through another gateway).
+    case follow(requestID: String, replyTo: String)
 
     public func encode(into w: inout JSONWriter) {
         switch self {
@@ -195,6 +202,17 @@ public enum RelayMessage: Sendable {
             w.key("t"); w.string("c")
             w.key("o"); w.string(owner)
             w.endObject()
+        case .abort(let id):
+            w.beginObject()
+            w.key("r"); w.string(id)
+            w.key("t"); w.string("x")
+            w.endObject()
+        case .follow(let id, let replyTo):
+            w.beginObject()
+            w.key("r"); w.string(id)
+            w.key("t"); w.string("s")
+            w.key("to"); w.string(replyTo)
+            w.endObject()
         }
     }
 
@@ -210,6 +228,10 @@ public enum RelayMessage: Sendable {
         }
         switch t {
         case "k": return .keepalive(requestID: r)
+        case "x": return .abort(requestID: r)
+        case "s":
+            guard let to = o["to"]?.stringValue else { throw CompletionWire.DecodeError("follow") }
+            return .follow(requestID: r, replyTo: to)
         case "c":
             guard let owner = o["o"]?.stringValue else { throw CompletionWire.DecodeError("cancel") }
             return .cancel(requestID: r, owner: owner)

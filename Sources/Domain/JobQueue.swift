@@ -62,4 +62,17 @@ public protocol StreamDirectory: AnyObject, Sendable {
 public enum StreamKey {
     /// One request's key in the fleet: unambiguous whatever characters owner and id hold.
     public static func make(owner: String, requestID: String) -> String { "\(owner.utf8.count):\(owner):\(requestID)" }
+
+    public static func parse(_ key: String) -> (owner: String, requestID: String)? {
+        let u = Array(key.utf8)
+        guard let colon = u.firstIndex(of: 58), let n = Int(String(decoding: u[..<colon], as: UTF8.self)), n >= 0,
+              colon + 1 + n < u.count, u[colon + 1 + n] == 58 else { return nil }
+        return (String(decoding: u[(colon + 1)..<(colon + 1 + n)], as: UTF8.self), String(decoding: u[(colon + 2 + n)...], as: UTF8.self))
+    }
+}
+
+/// The relay channel of each role of a node.
+public enum FleetChannels {
+    public static func gateway(_ node: String) -> String { "pg:gw:" + node }
+    public static func worker(_ node: String) -> String { "pg:wk:" + node }
 }

@@ -48,29 +48,48 @@ public final class Metrics: Sendable {
     public let completionsBusy = Atomic<Int>(0)
     public let completionsInvalid = Atomic<Int>(0)
     public let completionsLimited = Atomic<Int>(0)
+    /// Fleet: jobs on the shared queue (as last seen), taken over from silent workers,
+    /// dead-lettered, and streams whose worker went silent.
+    public let jobsBacklog = Atomic<Int>(0)
+    public let jobsReclaimed = Atomic<Int>(0)
+    public let jobsDeadLettered = Atomic<Int>(0)
+    public let streamsInterrupted = Atomic<Int>(0)
     public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
     public let total = Histogram(bounds: [5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000])
 
-    public init() {}
+    /// Names start with this ("playground" for what clients see, "playground_worker" for the
+    /// generations a worker runs for the fleet).
+    public let prefix: String
+
+    public init(prefix: String = "playground") { self.prefix = prefix }
 
     public func render() -> String {
         var out = ""
+        let p = prefix
         func gauge(_ n: String, _ h: String, _ v: Int) { out += "# HELP \(n) \(h)\n# TYPE \(n) gauge\n\(n) \(v)\n" }
-        gauge("playground_ws_connections", "Open WebSocket connections.", wsConnections.load(ordering: .relaxed))
-        gauge("playground_queue_length", "Completions waiting for a worker slot.", queueLength.load(ordering: .relaxed))
-        gauge("playground_active_generations", "Completions holding a worker slot.", activeGenerations.load(ordering: .relaxed))
-        out += "# HELP playground_tokens_streamed_total Tokens sent to clients.\n# TYPE playground_tokens_streamed_total counter\n"
-        out += "playground_tokens_streamed_total \(tokensStreamed.load(ordering: .relaxed))\n"
-        out += "# HELP playground_completions_total Completions by outcome.\n# TYPE playground_completions_total counter\n"
+        gauge("\(p)_ws_connections", "Open WebSocket connections.", wsConnections.load(ordering: .relaxed))
+        gauge("\(p)_queue_length", "Completions waiting for a worker slot.", queueLength.load(ordering: .relaxed))
+        gauge("\(p)_active_generations", "Completions holding a worker slot.", activeGenerations.load(ordering: .relaxed))
+        out += "# HELP \(p)_tokens_streamed_total Tokens sent to clients.\n# TYPE \(p)_tokens_streamed_total counter\n"
+        out += "\(p)_tokens_streamed_total \(tokensStreamed.load(ordering: .relaxed))\n"
+        out += "# HELP \(p)_completions_total Completions by outcome.\n# TYPE \(p)_completions_total counter\n"
         let outcomes: [(String, Int)] = [
             ("stop", completionsDone.load(ordering: .relaxed)), ("length", completionsLength.load(ordering: .relaxed)),
             ("cancelled", completionsCancelled.load(ordering: .relaxed)), ("error", completionsError.load(ordering: .relaxed)),
             ("busy", completionsBusy.load(ordering: .relaxed)), ("invalid", completionsInvalid.load(ordering: .relaxed)),
             ("limited", completionsLimited.load(ordering: .relaxed)),
         ]
-        for (outcome, v) in outcomes { out += "playground_completions_total{outcome=\"\(outcome)\"} \(v)\n" }
-        ttft.render("playground_ttft_ms", help: "Time to first token, milliseconds.", into: &out)
-        total.render("playground_completion_total_ms", help: "Whole completion latency, milliseconds.", into: &out)
+        for (outcome, v) in outcomes { out += "\(p)_completions_total{outcome=\"\(outcome)\"} \(v)\n" }
+        if p == "playground" {
+            gauge("playground_jobs_backlog", "Jobs on the fleet's queue, as last seen.", jobsBacklog.load(ordering: .relaxed))
+            for (n, h, v) in [("playground_jobs_reclaimed_total", "Jobs taken over from a silent worker.", jobsReclaimed.load(ordering: .relaxed)),
+                              ("playground_jobs_dead_lettered_total", "Jobs given up after too many deliveries.", jobsDeadLettered.load(ordering: .relaxed)),
+                              ("playground_streams_interrupted_total", "Streams whose worker went silent.", streamsInterrupted.load(ordering: .relaxed))] {
+                out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
+            }
+        }
+        ttft.render("\(p)_ttft_ms", help: "Time to first token, milliseconds.", into: &out)
+        total.render("\(p)_completion_total_ms", help: "Whole completion latency, milliseconds.", into: &out)
         return out
     }
 }

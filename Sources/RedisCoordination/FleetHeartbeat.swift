@@ -30,7 +30,22 @@ public final class FleetHeartbeat: @unchecked Sendable {
         connection.loop.execute { box.value.beat() }
     }
 
+    /// Stops beating and removes the node's key at once (a drained node leaves the count now,
+    /// not when its key expires).
+    public func stop() {
+        let box = UncheckedBox(self)
+        connection.loop.execute {
+            let me = box.value
+            me.stopped = true
+            me.timer?.cancel()
+            me.connection.send(["DEL", FleetHeartbeat.prefix + me.nodeID], timeoutNanos: 200_000_000) { _ in }
+        }
+    }
+
+    private var stopped = false
+
     private func beat() {
+        guard !stopped else { return }
         guard connection.isReady else {
             // Not connected yet (or reconnecting): beat as soon as it is, not an interval later.
             timer = connection.loop.schedule(afterNanos: 50_000_000) { [weak self] in self?.beat() }

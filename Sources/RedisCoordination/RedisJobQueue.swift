@@ -40,7 +40,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     public func prepare(done: @escaping @Sendable (Bool) -> Void) {
         let c = UncheckedBox(connection)
         connection.loop.execute {
-            c.value.send(["XGROUP", "CREATE", RedisJobQueue.stream, RedisJobQueue.group, "$", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
+            c.value.send(["XGROUP", "CREATE", RedisJobQueue.stream, RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
                 switch r {
                 case .success(.error(let e)): done(e.hasPrefix("BUSYGROUP"))
                 case .success: done(true)
@@ -113,6 +113,11 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
             if blockMs > 0 { args += ["BLOCK", "\(blockMs)"] }
             args += ["STREAMS", RedisJobQueue.stream, ">"]
             q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
+                if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") {
+                    // Redis lost the stream (a restart without persistence, a flush): make it again.
+                    q.prepare { _ in done(.failure(.unavailable)) }
+                    return
+                }
                 guard case .success(let reply) = r, !reply.isError else { return done(.failure(.unavailable)) }
                 // [[stream, [[id, [field, value]]...]]] or nil when nothing came
                 guard let streams = reply.array, let first = streams.first?.array, first.count == 2, let entries = first[1].array else {

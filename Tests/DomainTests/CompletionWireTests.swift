@@ -76,6 +76,8 @@ final class CompletionWireTests: XCTestCase {
             .event(requestID: "r1", .delta(index: 3, text: "tok"), worker: nil),
             .keepalive(requestID: "r2"),
             .cancel(requestID: "r3", owner: "alice"),
+            .abort(requestID: "r4"),
+            .follow(requestID: "5:alice:r5", replyTo: "pg:gw:b"),
         ]
         for m in cases {
             let back = try RelayMessage.decode(m.bytes)
@@ -84,10 +86,16 @@ final class CompletionWireTests: XCTestCase {
             case (.event(let a, _, let wa), .event(let b, _, let wb)): XCTAssertEqual(a, b); XCTAssertEqual(wa, wb)
             case (.keepalive(let a), .keepalive(let b)): XCTAssertEqual(a, b)
             case (.cancel(let a, let oa), .cancel(let b, let ob)): XCTAssertEqual(a, b); XCTAssertEqual(oa, ob)
+            case (.abort(let a), .abort(let b)): XCTAssertEqual(a, b)
+            case (.follow(let a, let ta), .follow(let b, let tb)): XCTAssertEqual(a, b); XCTAssertEqual(ta, tb)
             default: XCTFail("\(m) came back as \(back)")
             }
         }
-        for bad in ["{}", #"{"r":"x","t":"c"}"#, #"{"r":"x","t":"q"}"#, "[1]"] {
+        XCTAssertEqual(StreamKey.parse(StreamKey.make(owner: "a:b", requestID: "x:y"))?.owner, "a:b")
+        XCTAssertEqual(StreamKey.parse(StreamKey.make(owner: "a:b", requestID: "x:y"))?.requestID, "x:y")
+        XCTAssertNil(StreamKey.parse("9:ab:c"))
+        XCTAssertNil(StreamKey.parse("nope"))
+        for bad in ["{}", #"{"r":"x","t":"c"}"#, #"{"r":"x","t":"s"}"#, #"{"r":"x","t":"q"}"#, "[1]"] {
             XCTAssertThrowsError(try RelayMessage.decode(Array(bad.utf8)), bad)
         }
     }

@@ -1,0 +1,268 @@
+import CLinux
+import Domain
+import JSON
+import NetCore
+import Runtime
+import Synchronization
+
+public struct FleetConfiguration: Sendable {
+    /// How long a job may wait for a worker before its client gets `server_busy`.
+    public var queueWaitNanos: UInt64 = 30_000_000_000
+    /// A running stream whose worker said nothing (no token, no keepalive) this long is
+    /// interrupted: the worker died.
+    public var silenceNanos: UInt64 = 2_000_000_000
+    /// How often each stream checks the two deadlines above.
+    public var watchNanos: UInt64 = 500_000_000
+    /// Keepalive interval of streams this gateway forwards to another gateway.
+    public var keepaliveNanos: UInt64 = 500_000_000
+    /// Finished streams are kept this long for attach and replay (here and in Redis).
+    public var retentionNanos: UInt64 = 120_000_000_000
+    public var maxRetained = 20_000
+    /// Transcripts larger than this are not kept in Redis (attach elsewhere then finds none).
+    public var maxTranscriptBytes = 256 * 1024
+    public init() {}
+}
+
+/// The gateway side of the fleet: every completion becomes a job on the shared queue, and its
+/// events come back on this gateway's relay channel, to a `FleetStream` that owns the
+/// subscribers, the replay and the deadlines. Cancels go to the worker running it; a request_id
+/// held by another gateway is cancelled or followed there. Knows the ports, not Redis.
+///
+/// Thread rules: the registry is behind one mutex (one short lock per message); a stream's state
+/// belongs to its loop.
+public final class FleetCompletions: CompletionService, @unchecked Sendable {
+    public let nodeID: String
+    public let channel: String
+    let queue: JobQueue
+    let directory: StreamDirectory
+    let relay: EventRelay
+    let metrics: Metrics
+    let logger: Logger
+    let configuration: FleetConfiguration
+    /// Whether the queue and relay can be reached now (false: refuse at once with server_busy).
+    let isUp: @Sendable () -> Bool
+    /// Leases of admitted requests: released however their stream ends.
+    public var admission: Admission?
+
+    private struct State {
+        var streams: [String: FleetStream] = [:]
+        var finished: [(key: String, at: UInt64)] = []
+        var finishedHead = 0
+        var draining = false
+    }
+    private let state = Mutex(State())
+    private let live = Atomic<Int>(0)
+
+    public init(nodeID: String, queue: JobQueue, directory: StreamDirectory, relay: EventRelay, metrics: Metrics, logger: Logger,
+                configuration: FleetConfiguration = FleetConfiguration(), isUp: @escaping @Sendable () -> Bool) {
+        self.nodeID = nodeID
+        channel = FleetChannels.gateway(nodeID)
+        self.queue = queue
+        self.directory = directory
+        self.relay = relay
+        self.metrics = metrics
+        self.logger = logger
+        self.configuration = configuration
+        self.isUp = isUp
+    }
+
+    /// Listens on this gateway's channel (re-subscribed by the relay after reconnects).
+    public func start() {
+        relay.subscribe(channel: channel) { [weak self] bytes in self?.received(bytes) }
+    }
+
+    // MARK: CompletionService
+
+    public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionStream, APIError> {
+        let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
+        enum Outcome { case attach(FleetStream), start(FleetStream), refused(APIError) }
+        let up = isUp()
+        let outcome: Outcome = state.withLock { s in
+            if let existing = s.streams[key] {
+                if request.clientSuppliedID { return .attach(existing) }
+                return .refused(APIError(.conflict, "request_id is in use", field: "request_id"))
+            }
+            if s.draining { return .refused(APIError(.serverBusy, "this node is shutting down; retry on another", retryAfterMs: 100)) }
+            guard up else { return .refused(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000)) }
+            let stream = FleetStream(key: key, request: request, loop: subscriber.loop, hub: self)
+            s.streams[key] = stream
+            return .start(stream)
+        }
+        switch outcome {
+        case .refused(let e):
+            metrics.completionsBusy.add(1, ordering: .relaxed)
+            return .failure(e)
+        case .attach(let stream):
+            stream.attachFromAnyLoop(subscriber)
+            return .success(stream)
+        case .start(let stream):
+            live.add(1, ordering: .relaxed)
+            metrics.activeGenerations.add(1, ordering: .relaxed)
+            stream.attach(subscriber)
+            stream.armWatchdog()
+            enqueue(stream)
+            return .success(stream)
+        }
+    }
+
+    private func enqueue(_ stream: FleetStream) {
+        let request = stream.request
+        let expires = Int(clinux_realtime_ns() / 1_000_000) + Int(configuration.queueWaitNanos / 1_000_000)
+        let payload = CompletionWire.encode(request, job: .init(replyTo: channel, expiresAtMs: expires))
+        let box = UncheckedBox(stream)
+        queue.enqueue(payload, streamKey: stream.key, holder: nodeID) { [self] result in
+            box.value.loop.execute { [self] in
+                let stream = box.value
+                switch result {
+                case .success(.queued): break
+                case .success(.duplicate(let holder)):
+                    // The request_id has a stream already (a retry through another gateway): this
+                    // one only relays it and holds no lease of its own.
+                    stream.ownsLease = false
+                    follow(stream, holder: holder)
+                case .failure(.busy(let backlog)):
+                    stream.fail(APIError(.serverBusy, "the fleet's queue is full (\(backlog) jobs waiting)", retryAfterMs: 1000), tellWorker: false)
+                case .failure(.unavailable):
+                    stream.fail(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000), tellWorker: false)
+                }
+            }
+        }
+    }
+
+    /// Relays a stream that another gateway holds: replays its transcript if it finished, else
+    /// asks the holder to forward its events here (stream loop).
+    private func follow(_ stream: FleetStream, holder: String) {
+        let box = UncheckedBox(stream)
+        directory.lookup(streamKey: stream.key) { [self] result in
+            box.value.loop.execute { [self] in
+                let stream = box.value
+                switch result {
+                case .success((_, let transcript?)):
+                    stream.replay(transcript)
+                case .success where holder == nodeID:
+                    stream.fail(APIError(.conflict, "request_id was used recently; use a new one", field: "request_id"), tellWorker: false)
+                case .success:
+                    stream.following()
+                    relay.publish(channel: FleetChannels.gateway(holder), RelayMessage.follow(requestID: stream.key, replyTo: channel).bytes) { n in
+                        guard n == nil || n == 0 else { return }
+                        box.value.loop.execute {
+                            box.value.fail(APIError(.generationInterrupted, "the gateway relaying this request_id is gone", retryAfterMs: 100),
+                                           tellWorker: false)
+                        }
+                    }
+                case .failure:
+                    stream.fail(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000), tellWorker: false)
+                }
+            }
+        }
+    }
+
+    public func cancel(requestID: String, owner: String, done: @escaping @Sendable (CancelOutcome) -> Void) {
+        let key = StreamKey.make(owner: owner, requestID: requestID)
+        if let stream = state.withLock({ $0.streams[key] }) {
+            let box = UncheckedBox(stream)
+            stream.loop.execute { done(box.value.cancel() ? .cancelled : .alreadyFinished) }
+            return
+        }
+        // Not relayed here: find the gateway that holds it.
+        directory.lookup(streamKey: key) { [self] result in
+            switch result {
+            case .success((_, _?)): done(.alreadyFinished)
+            case .success((let holder?, nil)) where holder != nodeID:
+                relay.publish(channel: FleetChannels.gateway(holder), RelayMessage.cancel(requestID: key, owner: owner).bytes) { n in
+                    done((n ?? 0) > 0 ? .cancelled : .notFound)
+                }
+            default: done(.notFound)
+            }
+        }
+    }
+
+    @discardableResult
+    public func cancelAll(keyID: Int64) -> Int {
+        let hit = state.withLock { s in s.streams.values.filter { $0.request.keyID == keyID } }
+        for stream in hit {
+            let box = UncheckedBox(stream)
+            stream.loop.execute { _ = box.value.cancel() }
+        }
+        return hit.count
+    }
+
+    public func beginDraining() { state.withLock { $0.draining = true } }
+    public var isDraining: Bool { state.withLock { $0.draining } }
+    public var inFlight: Int { live.load(ordering: .relaxed) }
+
+    // MARK: relay messages (any thread)
+
+    func received(_ bytes: [UInt8]) {
+        guard let message = try? RelayMessage.decode(bytes) else {
+            logger.warning("undecodable relay message", ["bytes": "\(bytes.count)"])
+            return
+        }
+        let key: String
+        switch message {
+        case .event(let k, _, _), .keepalive(let k), .abort(let k), .cancel(let k, _), .follow(let k, _): key = k
+        }
+        guard let stream = state.withLock({ $0.streams[key] }) else {
+            // A worker started a job nobody waits for any more (its stream ended and was forgotten).
+            if case .event(_, .accepted, let worker?) = message { tellWorkerToStop(key: key, worker: worker) }
+            return
+        }
+        let box = UncheckedBox(stream)
+        stream.loop.execute { box.value.handle(message) }
+    }
+
+    func tellWorkerToStop(key: String, worker: String) {
+        guard let (owner, id) = StreamKey.parse(key) else { return }
+        relay.publish(channel: FleetChannels.worker(worker), RelayMessage.cancel(requestID: id, owner: owner).bytes) { _ in }
+    }
+
+    /// Forwards a stream's events to another gateway that attached to it.
+    func forward(_ stream: FleetStream, to channel: String) {
+        let publisher = RelayPublisher(loop: stream.loop, relay: relay, channel: channel, routingKey: stream.key, worker: nil,
+                                       keepaliveNanos: configuration.keepaliveNanos)
+        let s = UncheckedBox(stream), p = UncheckedBox(publisher)
+        publisher.onNobodyListening = { s.value.loop.execute { s.value.detach(p.value) } }
+        stream.attach(publisher)
+    }
+
+    // MARK: a stream ended (its loop)
+
+    func ended(_ stream: FleetStream, _ event: CompletionEvent, transcript: [UInt8]?) {
+        live.subtract(1, ordering: .relaxed)
+        metrics.activeGenerations.subtract(1, ordering: .relaxed)
+        switch event {
+        case .done(let reason, _, let timings):
+            switch reason {
+            case .stop: metrics.completionsDone.add(1, ordering: .relaxed)
+            case .length: metrics.completionsLength.add(1, ordering: .relaxed)
+            case .cancelled: metrics.completionsCancelled.add(1, ordering: .relaxed)
+            }
+            if let t = timings.ttftMs { metrics.ttft.record(ms: t) }
+            metrics.total.record(ms: timings.totalMs)
+        case .failed(let e, _):
+            metrics.completionsError.add(1, ordering: .relaxed)
+            logger.warning("completion failed", ["request_id": stream.request.requestID, "code": e.code.rawValue, "error": e.message])
+        default: break
+        }
+        if stream.ownsLease, stream.request.fence != 0 {
+            admission?.release(user: stream.request.ownerID, requestID: stream.request.requestID)
+        }
+        if let transcript, transcript.count <= configuration.maxTranscriptBytes {
+            directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: Int(configuration.retentionNanos / 1_000_000))
+        }
+        let now = monotonicNanos()
+        state.withLock { s in
+            s.finished.append((stream.key, now))
+            while s.finishedHead < s.finished.count {
+                let (key, at) = s.finished[s.finishedHead]
+                guard now - at > configuration.retentionNanos || s.finished.count - s.finishedHead > configuration.maxRetained else { break }
+                if let old = s.streams[key], old.isFinished { s.streams[key] = nil }
+                s.finishedHead += 1
+            }
+            if s.finishedHead > 4096 && s.finishedHead * 2 > s.finished.count {
+                s.finished.removeFirst(s.finishedHead)
+                s.finishedHead = 0
+            }
+        }
+    }
+}
