@@ -22,10 +22,11 @@ enum AdminCommand {
           admin quota set --user U [--rpm N] [--concurrency N] [--ttl 1h]
                                                  overrides U's limits on every node from the next request
           admin quota get --user U | clear --user U | list
-          admin status                           live nodes and leases in use
+          admin status [--fleet F]               live nodes, job backlog, pending and dead-lettered jobs, leases in use
         """, usage: "keys|quota|status …", maxPositionals: 3, flags: [
         .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
         .option("redis-url", "URL", "Redis (or REDIS_URL)"),
+        .option("fleet", "NAME", default: "main", "status: which fleet on that Redis"),
         .option("rpm", "N", "quota set: requests per minute"),
         .option("concurrency", "N", "quota set: generations at once"),
         .option("ttl", "DURATION", "quota set: the override ends after this (30s, 10m, 1h, 2d); default: never"),
@@ -207,17 +208,31 @@ enum QuotaAdmin {
         return "\(u)\t\(f.rpm)\t\(f.conc)\t\(f.expires)"
     }
 
-    /// Live nodes (heartbeats) and concurrency leases in use.
+    /// Live nodes (heartbeats), the job queue, and concurrency leases in use.
     static func status(_ a: Arguments) throws -> Int32 {
         guard a.positional.count == 1 else { throw ArgumentError(message: "admin status: unexpected argument '\(a.positional[1])'") }
+        let fleet = a.string("fleet")
+        guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
+        let keys = FleetKeys(fleet: fleet)
         let r = try redis(a)
         defer { r.close() }
-        let nodes = try r.scan(FleetHeartbeat.prefix + "*").sorted()
-        printLine("nodes: \(nodes.count) live")
+        let nodes = try r.scan(keys.nodePrefix + "*").sorted()
+        printLine("fleet \(fleet): \(nodes.count) live nodes")
         for k in nodes {
             let role = try r.call(["GET", k]).string ?? "?"
-            printLine("  \(k.dropFirst(FleetHeartbeat.prefix.count))\t\(role)")
+            printLine("  \(k.dropFirst(keys.nodePrefix.count))\t\(role)")
         }
+        let backlog = try r.call(["XLEN", keys.stream]).integer ?? 0
+        // Pending: handed to a worker that has not started it yet (a dead one's are reclaimed).
+        var pending: Int64 = 0
+        if case .array(let groups) = try r.call(["XINFO", "GROUPS", keys.stream]) {
+            for g in groups {
+                let f = g.array ?? []
+                if let i = f.firstIndex(where: { $0.string == "pending" }), i + 1 < f.count { pending += f[i + 1].integer ?? 0 }
+            }
+        }
+        let dead = try r.call(["XLEN", keys.dead]).integer ?? 0
+        printLine("jobs: backlog \(backlog), pending \(pending), dead-lettered \(dead)")
         let t = try r.call(["TIME"]).array ?? []
         let nowMs = (t.first?.integer ?? 0) * 1000 + (t.count > 1 ? (t[1].integer ?? 0) / 1000 : 0)
         var leases = 0, users = 0
@@ -227,7 +242,6 @@ enum QuotaAdmin {
             if n > 0 { users += 1 }
         }
         printLine("leases in use: \(leases) (\(users) users)")
-        printLine("job queue: not in use yet (each node runs the generations it admits)")
         return 0
     }
 }

@@ -47,6 +47,7 @@ struct NodeConfig {
     var leaseTTLMs: Int
     var redis: RedisEndpoint?
     var luaDir: String
+    var fleet: String
 
     /// Every flag of a node's role (`model-server` differs in a few defaults).
     static func spec(_ role: NodeRole) -> CommandSpec {
@@ -81,6 +82,7 @@ struct NodeConfig {
             .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
             .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
+            .option("fleet", "NAME", default: "main", "the fleet this node joins on that Redis (its own queue and heartbeats; limits are shared)"),
             .option("lua-dir", "DIR", default: ProjectPaths.directory("lua", marker: "admit.lua"), "the Redis scripts"),
             .option("auth", "MODE", default: modelServer ? "off" : "keys", "keys: API keys and sessions; off: everyone is one local user"),
             .option("sql-dir", "DIR", default: ProjectPaths.directory("sql", marker: "001_schema.sql"), "migrations"),
@@ -138,6 +140,8 @@ struct NodeConfig {
         maxConcurrent = try a.int("max-concurrent")
         leaseTTLMs = try a.int("lease-ttl-ms")
         luaDir = a.string("lua-dir")
+        fleet = a.string("fleet")
+        guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
         if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
             guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db]") }
             redis = e
@@ -183,7 +187,7 @@ struct NodeConfig {
          "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
          "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)", "rate_limit_rpm": "\(rateLimitRPM)",
          "max_concurrent": "\(maxConcurrent)", "lease_ttl_ms": "\(leaseTTLMs)", "redis_url": redis?.masked ?? "-",
-         "lua_dir": luaDir]
+         "lua_dir": luaDir, "fleet": fleet]
     }
 
     /// postgresql://user:secret@host → postgresql://user:***@host
@@ -315,6 +319,7 @@ enum ServeCommand {
             let f = FleetCompletions(nodeID: nodeID, queue: redis.queue, directory: redis.queue, relay: redis.relay, metrics: metrics,
                                      logger: logger, isUp: redis.isUp)
             f.admission = admission
+            if role == .serve { f.localRunner = runner }
             f.start()
             fleet = f
         }
@@ -409,10 +414,11 @@ struct FleetRedis {
             let box = UncheckedBox(c)
             c.loop.execute { box.value.start() }
         }
-        queue = try RedisJobQueue(connection: commands, claims: claims, scriptsDirectory: config.luaDir, maxBacklog: config.maxQueue)
+        let keys = FleetKeys(fleet: config.fleet)
+        queue = try RedisJobQueue(connection: commands, claims: claims, scriptsDirectory: config.luaDir, maxBacklog: config.maxQueue, keys: keys)
         // The stream and its group are made by the first claim that finds them missing.
         relay = RedisEventRelay(publisher: commands, subscriber: subscriptions)
-        heartbeat = FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue)
+        heartbeat = FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue, keys: keys)
         heartbeat.start()
     }
 

@@ -19,8 +19,12 @@ public final class FailoverCompletions: CompletionService, @unchecked Sendable {
     }
 
     public func cancel(requestID: String, owner: String, done: @escaping @Sendable (CancelOutcome) -> Void) {
-        let here = local.cancel(requestID: requestID, owner: owner)
-        if here == .notFound { fleet.cancel(requestID: requestID, owner: owner, done: done) } else { done(here) }
+        // The fleet's stream first: it answers once the client's stream has ended (the local
+        // runner may hold the same request as this node's worker, whose end reaches the client later).
+        let local = self.local
+        fleet.cancel(requestID: requestID, owner: owner) { outcome in
+            done(outcome == .notFound ? local.cancel(requestID: requestID, owner: owner) : outcome)
+        }
     }
 
     @discardableResult

@@ -43,6 +43,8 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     let isUp: @Sendable () -> Bool
     /// Leases of admitted requests: released however their stream ends.
     public var admission: Admission?
+    /// Where a completion runs when the fleet cannot be reached (serve nodes; nil: refuse).
+    public var localRunner: CompletionScheduler?
 
     private struct State {
         var streams: [String: FleetStream] = [:]
@@ -114,7 +116,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             box.value.loop.execute { [self] in
                 let stream = box.value
                 switch result {
-                case .success(.queued): break
+                case .success(.queued): stream.enqueued()
                 case .success(.duplicate(let holder)):
                     // The request_id has a stream already (a retry through another gateway): this
                     // one only relays it and holds no lease of its own.
@@ -123,7 +125,11 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 case .failure(.busy(let backlog)):
                     stream.fail(APIError(.serverBusy, "the fleet's queue is full (\(backlog) jobs waiting)", retryAfterMs: 1000), tellWorker: false)
                 case .failure(.unavailable):
-                    stream.fail(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000), tellWorker: false)
+                    if let localRunner {
+                        stream.runLocally(on: localRunner)
+                    } else {
+                        stream.fail(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000), tellWorker: false)
+                    }
                 }
             }
         }

@@ -19,8 +19,13 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     /// False for a stream that relays another gateway's (its lease is not ours to release).
     var ownsLease = true
 
-    private enum Phase { case waiting, running, finished }
-    private var phase = Phase.waiting
+    /// enqueueing: not on the queue yet (subscribers get `accepted` only once it is, so a refusal
+    /// is an ordinary error answer); waiting: for a worker; running: a worker (or this process,
+    /// or the gateway it follows) sends its events.
+    private enum Phase { case enqueueing, waiting, running, finished }
+    private var phase = Phase.enqueueing
+    /// Running in this process because the fleet could not be reached (serve nodes only).
+    private var local: CompletionScheduler?
     private let finishedFlag = Atomic<Bool>(false)
     private var worker: String?
     private var pieces: [String] = []
@@ -48,9 +53,38 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
                                        field: "request_id"), tokensSoFar: 0))
             return
         }
-        s.receive(.accepted(requestID: request.requestID, model: request.parameters.model, created: createdEpoch))
+        if phase == .enqueueing { return subscribers.append(s) }
+        s.receive(accepted)
         for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p)) }
         if let final { s.receive(final) } else { subscribers.append(s) }
+    }
+
+    private var accepted: CompletionEvent { .accepted(requestID: request.requestID, model: request.parameters.model, created: createdEpoch) }
+
+    /// The job is on the queue (or runs here): its subscribers learn it was accepted.
+    func enqueued() {
+        guard phase == .enqueueing else { return }
+        phase = .waiting
+        for s in subscribers { s.receive(accepted) }
+    }
+
+    /// Runs the completion in this process (the fleet could not be reached), feeding its events
+    /// into this stream as a worker's would be.
+    func runLocally(on runner: CompletionScheduler) {
+        guard phase == .enqueueing || phase == .waiting else { return }
+        local = runner
+        enqueued()
+        var one = request
+        one.clientSuppliedID = false
+        if case .failure(let e) = runner.submit(one, subscriber: LocalFeed(stream: self)) { fail(e, tellWorker: false) }
+    }
+
+    fileprivate func fromLocal(_ event: CompletionEvent) {
+        handle(.event(requestID: key, event, worker: nil), fromLocal: true)
+    }
+
+    fileprivate func fromLocalAbort() {
+        handle(.abort(requestID: key), fromLocal: true)
     }
 
     /// Attaches a subscriber that lives on another loop (events hop to it).
@@ -84,14 +118,18 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
             guard let self, self.phase != .finished else { return }
             let now = monotonicNanos()
             switch self.phase {
-            case .waiting where now - self.createdNanos > self.hub.configuration.queueWaitNanos:
+            case .enqueueing where now - self.createdNanos > self.hub.configuration.queueWaitNanos,
+                 .waiting where now - self.createdNanos > self.hub.configuration.queueWaitNanos:
                 self.fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
                 return
-            case .running where now - self.lastHeardNanos > self.hub.configuration.silenceNanos:
+            case .running where self.local == nil && now - self.lastHeardNanos > self.hub.configuration.silenceNanos:
                 self.hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
                 self.fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
                           tellWorker: true)
                 return
+            case .waiting where self.local == nil && !self.hub.isUp():
+                // The fleet went away with the job: a serve node runs it itself.
+                if let runner = self.hub.localRunner { self.runLocally(on: runner) }
             default: break
             }
             self.armWatchdog()
@@ -100,12 +138,19 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
 
     /// Another gateway holds the stream and forwards it here: its silence counts like a worker's.
     func following() {
+        enqueued()
         guard phase == .waiting else { return }
         phase = .running
         lastHeardNanos = monotonicNanos()
     }
 
-    func handle(_ message: RelayMessage) {
+    func handle(_ message: RelayMessage, fromLocal: Bool = false) {
+        if local != nil && !fromLocal {
+            // It runs here now: a worker that took the job after all is told to stop.
+            if case .event(_, .accepted, let w?) = message { hub.tellWorkerToStop(key: key, worker: w) }
+            return
+        }
+        if phase == .enqueueing { enqueued() }
         switch message {
         case .event(_, let event, let w):
             heard()
@@ -192,6 +237,7 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     }
 
     private func tellWorkerToStop() {
+        if let local { local.cancel(requestID: request.requestID, owner: request.ownerID) }
         if let worker { hub.tellWorkerToStop(key: key, worker: worker) }
     }
 
@@ -221,4 +267,13 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         RelayMessage.event(requestID: key, final, worker: nil).encode(into: &w)
         return out + w.bytes
     }
+}
+
+/// Carries a completion running in this process into the fleet stream that relays it.
+private final class LocalFeed: CompletionSubscriber {
+    let stream: FleetStream
+    var loop: EventLoop { stream.loop }
+    init(stream: FleetStream) { self.stream = stream }
+    func receive(_ event: CompletionEvent) { stream.fromLocal(event) }
+    func abortTransport() { stream.fromLocalAbort() }
 }

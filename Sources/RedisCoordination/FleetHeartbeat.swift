@@ -6,7 +6,8 @@ import Synchronization
 /// counts the live nodes it sees. The count divides the per-node fallback limits while Redis is
 /// down (the last count seen is kept), and `admin status` lists the nodes.
 public final class FleetHeartbeat: @unchecked Sendable {
-    public static let prefix = "{fleet}:node:"
+    /// Where nodes beat: `FleetKeys.nodePrefix`.
+    public let prefix: String
     let connection: RedisConnection
     public let nodeID: String
     let role: String
@@ -14,7 +15,8 @@ public final class FleetHeartbeat: @unchecked Sendable {
     private let seen = Atomic<Int>(1)
     private var timer: TimerHandle?
 
-    public init(connection: RedisConnection, nodeID: String, role: String, intervalNanos: UInt64 = 2_000_000_000) {
+    public init(connection: RedisConnection, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), intervalNanos: UInt64 = 2_000_000_000) {
+        prefix = keys.nodePrefix
         self.connection = connection
         self.nodeID = nodeID
         self.role = role
@@ -38,7 +40,7 @@ public final class FleetHeartbeat: @unchecked Sendable {
             let me = box.value
             me.stopped = true
             me.timer?.cancel()
-            me.connection.send(["DEL", FleetHeartbeat.prefix + me.nodeID], timeoutNanos: 200_000_000) { _ in }
+            me.connection.send(["DEL", me.prefix + me.nodeID], timeoutNanos: 200_000_000) { _ in }
         }
     }
 
@@ -52,13 +54,13 @@ public final class FleetHeartbeat: @unchecked Sendable {
             return
         }
         let ttl = intervalNanos * 3 / 1_000_000
-        connection.send(["SET", FleetHeartbeat.prefix + nodeID, role, "PX", "\(ttl)"], timeoutNanos: 500_000_000) { _ in }
+        connection.send(["SET", prefix + nodeID, role, "PX", "\(ttl)"], timeoutNanos: 500_000_000) { _ in }
         count(cursor: "0", found: 0)
         timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
     }
 
     private func count(cursor: String, found: Int) {
-        connection.send(["SCAN", cursor, "MATCH", FleetHeartbeat.prefix + "*", "COUNT", "1000"], timeoutNanos: 500_000_000) { [weak self] r in
+        connection.send(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"], timeoutNanos: 500_000_000) { [weak self] r in
             guard let self, case .success(let reply) = r, let parts = reply.array, parts.count == 2,
                   let next = parts[0].string, let keys = parts[1].array else { return }
             let total = found + keys.count

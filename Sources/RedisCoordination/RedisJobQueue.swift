@@ -6,12 +6,36 @@ import Runtime
 /// stream holds exactly the backlog (bounded by `maxBacklog`, never trimmed below what is pending).
 /// All keys share the hash tag `{jobs}`. Blocking claims need a connection of their own (a
 /// blocked XREADGROUP holds every command behind it on the same connection).
-public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable {
-    public static let stream = "{jobs}:stream"
-    public static let dead = "{jobs}:dead"
+/// The names of one fleet's keys. Several fleets (staging and production, or test runs) can
+/// share one Redis; each has its own queue, locators and heartbeats. Per-user limits are shared.
+public struct FleetKeys: Sendable {
+    public let fleet: String
+    public let stream: String
+    public let dead: String
     /// Which gateway holds a request's stream (set at enqueue) and its transcript once finished.
-    public static let locatorPrefix = "{jobs}:req:"
-    public static let transcriptPrefix = "{jobs}:done:"
+    public let locatorPrefix: String
+    public let transcriptPrefix: String
+    public let nodePrefix: String
+
+    public init(fleet: String = "main") {
+        self.fleet = fleet
+        stream = "{jobs:\(fleet)}:stream"
+        dead = "{jobs:\(fleet)}:dead"
+        locatorPrefix = "{jobs:\(fleet)}:req:"
+        transcriptPrefix = "{jobs:\(fleet)}:done:"
+        nodePrefix = "{fleet:\(fleet)}:node:"
+    }
+
+    /// Letters, digits, '-' and '_', 1...64 of them.
+    public static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 64 && s.utf8.allSatisfy { c in
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 95
+        }
+    }
+}
+
+public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable {
+    public let keys: FleetKeys
     /// A locator outlives the longest a stream may wait and run, plus replay.
     let locatorTTLMs: Int
     public static let group = "workers"
@@ -25,7 +49,8 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
     public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
-                timeoutNanos: UInt64 = 200_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
+                keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 200_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
+        self.keys = keys
         self.locatorTTLMs = locatorTTLMs
         self.connection = connection
         self.claims = claims
@@ -38,9 +63,9 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     /// Creates the stream and its group if they do not exist (idempotent; any loop).
     public func prepare(done: @escaping @Sendable (Bool) -> Void) {
-        let c = UncheckedBox(connection)
+        let c = UncheckedBox(connection), stream = keys.stream
         connection.loop.execute {
-            c.value.send(["XGROUP", "CREATE", RedisJobQueue.stream, RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
+            c.value.send(["XGROUP", "CREATE", stream, RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
                 switch r {
                 case .success(.error(let e)): done(e.hasPrefix("BUSYGROUP"))
                 case .success: done(true)
@@ -54,7 +79,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.run(q.enqueueScript, keys: [RedisJobQueue.stream, RedisJobQueue.locatorPrefix + streamKey],
+            q.connection.run(q.enqueueScript, keys: [q.keys.stream, q.keys.locatorPrefix + streamKey],
                              args: ["\(q.maxBacklog)", String(decoding: payload, as: UTF8.self), holder, "\(q.locatorTTLMs)"],
                              timeoutNanos: q.timeoutNanos) { r in
                 switch r {
@@ -75,7 +100,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     public func backlog(done: @escaping @Sendable (Int?) -> Void) {
         let me = UncheckedBox(self)
         connection.loop.execute {
-            me.value.connection.send(["XLEN", RedisJobQueue.stream], timeoutNanos: me.value.timeoutNanos) { r in
+            me.value.connection.send(["XLEN", me.value.keys.stream], timeoutNanos: me.value.timeoutNanos) { r in
                 if case .success(.integer(let n)) = r { done(Int(n)) } else { done(nil) }
             }
         }
@@ -85,7 +110,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         connection.loop.execute {
             let q = me.value
-            q.connection.send(["MGET", RedisJobQueue.locatorPrefix + streamKey, RedisJobQueue.transcriptPrefix + streamKey],
+            q.connection.send(["MGET", q.keys.locatorPrefix + streamKey, q.keys.transcriptPrefix + streamKey],
                               timeoutNanos: q.timeoutNanos) { r in
                 guard case .success(let reply) = r, let v = reply.array, v.count == 2 else { return done(.failure(.unavailable)) }
                 var transcript: [UInt8]?
@@ -99,7 +124,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.send(["SET", RedisJobQueue.transcriptPrefix + streamKey, String(decoding: transcript, as: UTF8.self),
+            q.connection.send(["SET", q.keys.transcriptPrefix + streamKey, String(decoding: transcript, as: UTF8.self),
                                "PX", "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
@@ -111,7 +136,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
             let q = me.value
             var args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)"]
             if blockMs > 0 { args += ["BLOCK", "\(blockMs)"] }
-            args += ["STREAMS", RedisJobQueue.stream, ">"]
+            args += ["STREAMS", q.keys.stream, ">"]
             q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
                 if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") {
                     // Redis lost the stream (a restart without persistence, a flush): make it again.
@@ -137,7 +162,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         connection.loop.execute {
             let q = me.value
-            q.connection.run(q.ackScript, keys: [RedisJobQueue.stream], args: [RedisJobQueue.group, id], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.run(q.ackScript, keys: [q.keys.stream], args: [RedisJobQueue.group, id], timeoutNanos: q.timeoutNanos) { _ in }
         }
     }
 
@@ -146,7 +171,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         connection.loop.execute {
             let q = me.value
-            q.connection.run(q.reclaimScript, keys: [RedisJobQueue.stream, RedisJobQueue.dead],
+            q.connection.run(q.reclaimScript, keys: [q.keys.stream, q.keys.dead],
                              args: [RedisJobQueue.group, consumer, "\(minIdleMs)", "\(max)", "\(maxDeliveries)"],
                              timeoutNanos: q.timeoutNanos) { r in
                 guard case .success(let reply) = r, let halves = reply.array, halves.count == 2 else { return done(.failure(.unavailable)) }

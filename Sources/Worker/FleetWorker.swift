@@ -40,6 +40,8 @@ public final class FleetWorker: @unchecked Sendable {
 
     private struct State {
         var claiming = false
+        /// Jobs claimed and not yet handed to the runner: their slots are spoken for.
+        var reserved = 0
         var stopped = false
         var nextLoop = 0
     }
@@ -76,24 +78,29 @@ public final class FleetWorker: @unchecked Sendable {
         loops[0].execute { box.value.reclaimTimer?.cancel() }
     }
 
-    private var freeSlots: Int { runner.configuration.slots - runner.inFlight }
+    private var freeSlots: Int { runner.configuration.slots - runner.inFlight - state.withLock { $0.reserved } }
 
     /// Claims as many jobs as there are free slots, unless a claim is already waiting.
     func pump() {
-        let free = freeSlots
-        let go = state.withLock { s -> Bool in
-            guard !s.claiming, !s.stopped, free > 0 else { return false }
+        let inFlight = runner.inFlight
+        let free: Int = state.withLock { s in
+            let free = runner.configuration.slots - inFlight - s.reserved
+            guard !s.claiming, !s.stopped, free > 0 else { return 0 }
             s.claiming = true
-            return true
+            return free
         }
-        guard go else { return }
+        guard free > 0 else { return }
         queue.claim(consumer: nodeID, max: min(free, configuration.claimBatch), blockMs: configuration.blockMs) { [self] result in
-            state.withLock { $0.claiming = false }
             switch result {
             case .success(let jobs):
+                state.withLock { s in
+                    s.claiming = false
+                    s.reserved += jobs.count
+                }
                 for job in jobs { run(job) }
                 pump()
             case .failure:
+                state.withLock { $0.claiming = false }
                 // Redis is away: try again shortly (the connection reconnects by itself).
                 let box = UncheckedBox(self)
                 loops[0].execute { _ = box.value.loops[0].schedule(afterNanos: 250_000_000) { box.value.pump() } }
@@ -109,15 +116,19 @@ public final class FleetWorker: @unchecked Sendable {
         return loops[i]
     }
 
+    /// Runs one claimed job (its slot was reserved by the claim).
     func run(_ queued: QueuedJob) {
+        let unreserve: @Sendable () -> Void = { [self] in state.withLock { $0.reserved -= 1 } }
         guard let (decoded, job) = try? CompletionWire.decodeJob(queued.payload) else {
             logger.error("undecodable job dropped", ["id": queued.id, "bytes": "\(queued.payload.count)"])
             queue.ack(queued.id)
+            unreserve()
             return
         }
         if Int(clinux_realtime_ns() / 1_000_000) > job.expiresAtMs {
             // Its gateway stopped waiting for it (and told its client): do not run it.
             queue.ack(queued.id)
+            unreserve()
             return
         }
         var one = decoded
@@ -133,9 +144,9 @@ public final class FleetWorker: @unchecked Sendable {
             // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
             publisher.onNobodyListening = { box.value.runner.cancel(requestID: request.requestID, owner: request.ownerID) }
             publisher.onEnd = { box.value.pump() }
-            if case .failure(let e) = me.runner.submit(request, subscriber: publisher) {
-                publisher.receive(.failed(e, tokensSoFar: 0))
-            }
+            let submitted = me.runner.submit(request, subscriber: publisher)
+            unreserve()
+            if case .failure(let e) = submitted { publisher.receive(.failed(e, tokensSoFar: 0)) }
             me.queue.ack(queued.id)
         }
     }
@@ -154,6 +165,7 @@ public final class FleetWorker: @unchecked Sendable {
         queue.reclaim(consumer: nodeID, minIdleMs: configuration.reclaimMinIdleMs, max: min(free, configuration.claimBatch),
                       maxDeliveries: configuration.maxDeliveries) { [self] result in
             guard case .success(let (claimed, dead)) = result else { return }
+            state.withLock { $0.reserved += claimed.count }
             for job in claimed {
                 metrics.jobsReclaimed.add(1, ordering: .relaxed)
                 logger.warning("job taken over from a silent worker", ["id": job.id, "deliveries": "\(job.deliveries)"])

@@ -10,7 +10,7 @@ import XCTest
 /// deletes, a silent worker's jobs are reclaimed, and a job delivered too often is dead-lettered.
 final class JobQueueTests: RedisTestCase {
     func queue(_ conn: RedisConnection, maxBacklog: Int) throws -> RedisJobQueue {
-        _ = call(conn, ["DEL", RedisJobQueue.stream, RedisJobQueue.dead])
+        _ = call(conn, ["DEL", FleetKeys().stream, FleetKeys().dead])
         let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: maxBacklog)
         let ok = wait { done in q.prepare { done($0) } }
         XCTAssertTrue(ok)
@@ -45,7 +45,7 @@ final class JobQueueTests: RedisTestCase {
         // Acknowledged jobs leave the stream: the backlog has room again, exactly as much as was acked.
         for j in a { q.ack(j.id) }
         usleep(50_000)
-        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 2)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 2)
         for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Array("more-\(i)".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }.get()) }
         XCTAssertEqual(wait { done in q.enqueue(Array("over".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }, .failure(.busy(backlog: 5)))
     }
@@ -72,14 +72,14 @@ final class JobQueueTests: RedisTestCase {
         XCTAssertTrue(last.claimed.isEmpty)
         XCTAssertEqual(last.dead.map(\.id), first.map(\.id), "delivered 3 times: dead-lettered")
         XCTAssertEqual(last.dead.first?.payload, first.first?.payload, "with its job, so its client can be told")
-        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 0)
-        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.dead]).get().integer, 1)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 0)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().dead]).get().integer, 1)
     }
 
     func testBlockingClaimWaitsForAJob() throws {
         let conn = try connect()
         let reader = try connect()
-        _ = call(conn, ["DEL", RedisJobQueue.stream])
+        _ = call(conn, ["DEL", FleetKeys().stream])
         let q = try RedisJobQueue(connection: conn, claims: reader, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: 10)
         XCTAssertTrue(wait { done in q.prepare { done($0) } })
         let got = Mutex<[QueuedJob]?>(nil)
@@ -109,7 +109,7 @@ final class JobQueueTests: RedisTestCase {
         guard case .success(.queued) = first else { return XCTFail("\(first)") }
         // The same request_id again (another gateway, a retry): not queued twice, attach to gw-1.
         XCTAssertEqual(wait { done in q.enqueue(Array("b".utf8), streamKey: key, holder: "gw-2") { done($0) } }, .success(.duplicate(holder: "gw-1")))
-        XCTAssertEqual(try call(conn, ["XLEN", RedisJobQueue.stream]).get().integer, 1)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 1)
         XCTAssertEqual(wait { done in q.backlog { done($0) } }, 1)
         let found = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
         XCTAssertEqual(found.holder, "gw-1")
@@ -117,7 +117,7 @@ final class JobQueueTests: RedisTestCase {
         q.keepFinished(streamKey: key, transcript: Array("line1\nline2".utf8), ttlMs: 5000)
         let after = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
         XCTAssertEqual(after.transcript, Array("line1\nline2".utf8))
-        let ttl = try call(conn, ["PTTL", RedisJobQueue.transcriptPrefix + key]).get().integer ?? -1
+        let ttl = try call(conn, ["PTTL", FleetKeys().transcriptPrefix + key]).get().integer ?? -1
         XCTAssertTrue((1...5000).contains(ttl), "transcripts expire: \(ttl)")
         let nothing = try wait { done in q.lookup(streamKey: Self.freshKey()) { done($0) } }.get()
         XCTAssertNil(nothing.holder)

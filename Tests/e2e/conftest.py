@@ -3,6 +3,7 @@
 A node that does not start fails the test that needs it: nothing here skips.
 """
 import os
+import uuid
 import re
 import subprocess
 import time
@@ -38,15 +39,22 @@ def auth(key):
 
 
 class Node:
-    def __init__(self, *flags, command="serve"):
+    def __init__(self, *flags, command="serve", redis=True):
         if not os.path.exists(BINARY):
             raise RuntimeError(f"{BINARY} is missing: build it with `swift build -c release`")
         self.log = open(os.path.join(ROOT, "reports", f"e2e-node-{os.getpid()}-{time.time_ns()}.log"), "w")
         # Generous per-user limits unless a test sets its own (later flags win): the suite shares users.
-        limits = [] if command != "serve" else ["--rate-limit-rpm", "100000", "--max-concurrent", "10000"]
+        limits = [] if command not in ("serve", "gateway") else ["--rate-limit-rpm", "100000", "--max-concurrent", "10000"]
+        # Each node is a fleet of its own (its own queue on the shared Redis) unless the test
+        # joins several into one with --fleet: a job must run on the node the test configured.
+        if command in ("serve", "gateway", "worker") and "--fleet" not in flags:
+            limits += ["--fleet", "t" + uuid.uuid4().hex[:12]]
+        env = dict(os.environ)
+        if not redis:
+            env.pop("REDIS_URL", None)  # a node on its own: its queue bound is exact and local
         self.proc = subprocess.Popen(
             [BINARY, command, "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *limits, *flags],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT, env=env)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on http://([\d.]+):(\d+)", line or "")
         if not m:
@@ -72,11 +80,11 @@ class Node:
             raise AssertionError(f"node crashed ({self.log.name}): {crash[:2]}")
 
 
-def _node(*flags, command="serve"):
+def _node(*flags, command="serve", redis=True):
     os.makedirs(os.path.join(ROOT, "reports"), exist_ok=True)
     if not os.environ.get("DATABASE_URL"):
         raise RuntimeError("DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL")
-    return Node(*flags, command=command)
+    return Node(*flags, command=command, redis=redis)
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +105,9 @@ def slow_node():
 
 @pytest.fixture(scope="session")
 def tiny_node():
-    """One worker slot and a queue of one, so a third concurrent request is refused."""
-    n = _node("--slots", "1", "--max-queue", "1", "--model-ttft-ms", "50", "--model-token-ms", "50")
+    """One worker slot and a queue of one, so a third concurrent request is refused (a node without
+    Redis: the fleet's backlog bound is tested in test_fleet.py)."""
+    n = _node("--slots", "1", "--max-queue", "1", "--model-ttft-ms", "50", "--model-token-ms", "50", redis=False)
     yield n
     n.stop()
 
@@ -107,8 +116,8 @@ def tiny_node():
 def make_node():
     started = []
 
-    def make(*flags, command="serve"):
-        n = _node(*flags, command=command)
+    def make(*flags, command="serve", redis=True):
+        n = _node(*flags, command=command, redis=redis)
         started.append(n)
         return n
     yield make

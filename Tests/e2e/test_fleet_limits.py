@@ -37,7 +37,12 @@ def redis_url():
 
 
 def fleet(make_node, redis_url, n, *flags):
-    return [make_node("--redis-url", redis_url, *flags) for _ in range(n)]
+    """n serve nodes that form one fleet (one queue: a job may run on any of them)."""
+    name = "f" + uuid.uuid4().hex[:10]
+    nodes = [make_node("--redis-url", redis_url, "--fleet", name, *flags) for _ in range(n)]
+    for node in nodes:
+        node.fleet = name
+    return nodes
 
 
 def test_window_holds_across_three_nodes(make_node, redis_url):
@@ -61,10 +66,11 @@ def test_two_at_once_across_nodes_and_leases_freed(make_node, redis_url):
     # Both finished: their leases are free on every node.
     for n in nodes:
         assert post(n.url, key, {"prompt": "x", "max_tokens": 1})[0] == 200
-    out = admin("status", env={"REDIS_URL": redis_url})
-    assert out.returncode == 0 and "nodes: " in out.stdout, out.stderr
-    live = int(out.stdout.split("nodes: ")[1].split()[0])
-    assert live >= 3, out.stdout
+    out = admin("status", "--fleet", nodes[0].fleet, env={"REDIS_URL": redis_url})
+    assert out.returncode == 0 and " live nodes" in out.stdout, out.stderr
+    live = int(out.stdout.split(" live nodes")[0].split()[-1])
+    assert live == 3, out.stdout
+    assert "jobs: backlog 0, pending 0, dead-lettered 0" in out.stdout, out.stdout
 
 
 def test_quota_override_applies_on_the_next_request_everywhere(make_node, redis_url):
@@ -236,7 +242,8 @@ def test_admin_and_node_fail_clearly_on_redis_problems(redis_url):
     assert out.returncode == 1 and "WRONGTYPE" in out.stderr, (out.returncode, out.stderr)
     redis_cli(redis_url, "DEL", "{u:" + user + "}:quota")
     for args, code, says in [(["--redis-url", "http://x"], 2, "--redis-url"),
-                             (["--redis-url", redis_url, "--lua-dir", "/nonexistent"], 1, "admit.lua")]:
+                             (["--redis-url", redis_url, "--lua-dir", "/nonexistent"], 1, "cannot read /nonexistent/"),
+                             (["--redis-url", redis_url, "--fleet", "a b"], 2, "--fleet")]:
         out = subprocess.run([BINARY, "serve", "--port", "0", "--auth", "off", *args], capture_output=True, text=True,
                              cwd=ROOT, timeout=20)
         assert out.returncode == code and says in out.stderr, (args, out.returncode, out.stderr[-300:])
