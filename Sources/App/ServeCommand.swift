@@ -323,12 +323,7 @@ enum ServeCommand {
             f.start()
             fleet = f
         }
-        let completions: CompletionService
-        switch (fleet, role) {
-        case (let f?, .serve): completions = FailoverCompletions(fleet: f, local: runner, fleetUp: redis!.isUp)
-        case (let f?, _): completions = f
-        default: completions = runner
-        }
+        let completions: CompletionService = fleet ?? runner
 
         let router = Router()
         let sessions = SessionRegistry()
@@ -372,17 +367,20 @@ enum ServeCommand {
         printLine("listening on http://\(address)")
 
         let sig = stopSignals.wait()
-        // Drain in reverse order of start: refuse new completions (the load balancer sees /readyz
-        // 503), stop accepting, stop claiming jobs, let running streams finish.
+        // Drain in reverse order of start. The gateway first: refuse new completions (/readyz
+        // 503 tells the load balancer), stop accepting, let its streams finish (its jobs may still
+        // be claimed by this node's worker, which keeps working). Then the worker: stop claiming,
+        // let the generations it runs finish.
         logger.info("draining", ["signal": "\(sig)", "in_flight": "\(completions.inFlight)"])
+        let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
         completions.beginDraining()
-        runner.beginDraining()
-        worker?.stop()
         let closed = DispatchSemaphoreLite()
         Task { await server.stopAccepting(); closed.signal() }
         closed.wait()
-        let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
-        while (completions.inFlight > 0 || runner.inFlight > 0) && monotonicNanos() < deadline { usleep(20_000) }
+        while completions.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        worker?.stop()
+        runner.beginDraining()
+        while runner.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
         // Tell WebSocket clients to go elsewhere (close 1001) and give the frames a moment to leave.
         sessions.closeAll(reason: "node shutting down")
         if sessions.count > 0 { usleep(200_000) }

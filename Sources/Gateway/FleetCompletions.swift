@@ -43,7 +43,8 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     let isUp: @Sendable () -> Bool
     /// Leases of admitted requests: released however their stream ends.
     public var admission: Admission?
-    /// Where a completion runs when the fleet cannot be reached (serve nodes; nil: refuse).
+    /// Where a completion runs when the fleet cannot be reached (serve nodes; nil: refuse with
+    /// server_busy, as gateway-only nodes do).
     public var localRunner: CompletionScheduler?
 
     private struct State {
@@ -85,7 +86,9 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 return .refused(APIError(.conflict, "request_id is in use", field: "request_id"))
             }
             if s.draining { return .refused(APIError(.serverBusy, "this node is shutting down; retry on another", retryAfterMs: 100)) }
-            guard up else { return .refused(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000)) }
+            guard up || localRunner != nil else {
+                return .refused(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000))
+            }
             let stream = FleetStream(key: key, request: request, loop: subscriber.loop, hub: self)
             s.streams[key] = stream
             return .start(stream)
@@ -102,7 +105,12 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             metrics.activeGenerations.add(1, ordering: .relaxed)
             stream.attach(subscriber)
             stream.armWatchdog()
-            enqueue(stream)
+            if up {
+                enqueue(stream)
+            } else if let localRunner {
+                // Redis is away: a serve node runs it itself (the README's Redis-down policy).
+                stream.runLocally(on: localRunner)
+            }
             return .success(stream)
         }
     }

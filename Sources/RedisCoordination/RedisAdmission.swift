@@ -12,7 +12,7 @@ public enum AdmissionKeys {
 }
 
 /// Admission for a fleet: `lua/admit.lua`, `renew.lua` and `release.lua` on one Redis, so a
-/// user's limits hold across tabs, devices and nodes. Calls are short (a 50 ms timeout); when Redis
+/// user's limits hold across tabs, devices and nodes. Calls are short (a 250 ms timeout); when Redis
 /// cannot answer, `fallback` decides (a per-node limiter), or the request is refused as busy.
 public final class RedisAdmission: Admission, @unchecked Sendable {
     let connection: RedisConnection
@@ -26,7 +26,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
     let fallback: Admission?
 
     public init(connection: RedisConnection, scriptsDirectory: String, defaults: Quota, leaseTTLNanos: UInt64,
-                windowMs: Int = 60_000, timeoutNanos: UInt64 = 50_000_000, fallback: Admission?) throws(RedisScriptError) {
+                windowMs: Int = 60_000, timeoutNanos: UInt64 = 250_000_000, fallback: Admission?) throws(RedisScriptError) {
         self.connection = connection
         admitScript = try RedisScript.load("admit", from: scriptsDirectory)
         renewScript = try RedisScript.load("renew", from: scriptsDirectory)

@@ -8,7 +8,7 @@ public final class RedisEventRelay: EventRelay, @unchecked Sendable {
     let subscriber: RedisConnection
     let timeoutNanos: UInt64
 
-    public init(publisher: RedisConnection, subscriber: RedisConnection, timeoutNanos: UInt64 = 200_000_000) {
+    public init(publisher: RedisConnection, subscriber: RedisConnection, timeoutNanos: UInt64 = 1_000_000_000) {
         self.publisher = publisher
         self.subscriber = subscriber
         self.timeoutNanos = timeoutNanos

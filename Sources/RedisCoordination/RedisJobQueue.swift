@@ -49,7 +49,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
     public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
-                keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 200_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
+                keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 1_000_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
         self.keys = keys
         self.locatorTTLMs = locatorTTLMs
         self.connection = connection
@@ -140,7 +140,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
             q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
                 if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") {
                     // Redis lost the stream (a restart without persistence, a flush): make it again.
-                    q.prepare { _ in done(.failure(.unavailable)) }
+                    q.prepare { ok in done(ok ? .success([]) : .failure(.unavailable)) }
                     return
                 }
                 guard case .success(let reply) = r, !reply.isError else { return done(.failure(.unavailable)) }

@@ -93,17 +93,19 @@ public final class FleetWorker: @unchecked Sendable {
         queue.claim(consumer: nodeID, max: min(free, configuration.claimBatch), blockMs: configuration.blockMs) { [self] result in
             switch result {
             case .success(let jobs):
+                if !jobs.isEmpty { logger.debug("jobs claimed", ["count": "\(jobs.count)"]) }
                 state.withLock { s in
                     s.claiming = false
                     s.reserved += jobs.count
                 }
                 for job in jobs { run(job) }
                 pump()
-            case .failure:
+            case .failure(let e):
+                logger.debug("claim failed", ["error": "\(e)"])
                 state.withLock { $0.claiming = false }
                 // Redis is away: try again shortly (the connection reconnects by itself).
                 let box = UncheckedBox(self)
-                loops[0].execute { _ = box.value.loops[0].schedule(afterNanos: 250_000_000) { box.value.pump() } }
+                loops[0].execute { _ = box.value.loops[0].schedule(afterNanos: 100_000_000) { box.value.pump() } }
             }
         }
     }

@@ -355,6 +355,7 @@ def test_a_thousand_streams_dropped_or_cancelled_leave_nothing_behind(make_node,
     gateways = [f.gateway(), f.gateway()]
     workers = [f.worker(), f.worker()]
     key = make_key("fleet-drop-" + uuid.uuid4().hex[:6])
+    errors = []
 
     async def one_socket(g, n, cancel):
         async with websockets.connect(g.ws_url, additional_headers={"Authorization": f"Bearer {key}"},
@@ -365,13 +366,15 @@ def test_a_thousand_streams_dropped_or_cancelled_leave_nothing_behind(make_node,
             ids, progressed, ended = {}, set(), set()
             while len(progressed) < n:
                 m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if m["type"] == "error":
+                    errors.append(m["error"]["code"] + ": " + m["error"]["message"])
                 if m["type"] == "accepted":
                     ids[m["id"]] = m["request_id"]
                 elif m["type"] in ("delta", "done", "error"):
                     progressed.add(m["id"])
                     if m["type"] != "delta":
                         ended.add(m["id"])
-            assert len(ids) == n, "every one was accepted"
+            assert len(ids) == n, ("every one was accepted", errors[:3])
             if cancel:
                 for i, rid in ids.items():
                     await ws.send(json.dumps({"id": f"c{i}", "method": "POST", "path": f"/v1/completions/{rid}/cancel"}))
