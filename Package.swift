@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
         .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -1,0 +1,305 @@
+import Dispatch
+import Domain
+import Gateway
+import ModelProxy
+import NetCore
+import Runtime
+import Synchronization
+import Worker
+import XCTest
+
+/// The queue port in memory: FIFO, claims that wait, locators and transcripts.
+final class MemoryQueue: JobQueue, StreamDirectory, @unchecked Sendable {
+    struct Entry { var id: String; var payload: [UInt8]; var consumer: String?; var deliveries: Int }
+    private struct State {
+        var entries: [Entry] = []
+        var next = 0
+        var waiters: [(consumer: String, max: Int, done: @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)] = []
+        var holders: [String: String] = [:]
+        var transcripts: [String: [UInt8]] = [:]
+    }
+    private let state = Mutex(State())
+    let maxBacklog: Int
+    init(maxBacklog: Int = 100) { self.maxBacklog = maxBacklog }
+
+    var length: Int { state.withLock { $0.entries.count } }
+
+    func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
+        let (result, wake): (Result<Enqueued, JobQueueError>, [(@Sendable (Result<[QueuedJob], JobQueueError>) -> Void, QueuedJob)]) = state.withLock { s in
+            if let h = s.holders[streamKey] { return (.success(.duplicate(holder: h)), []) }
+            if s.entries.count >= maxBacklog { return (.failure(.busy(backlog: s.entries.count)), []) }
+            s.next += 1
+            let id = "\(s.next)-0"
+            s.holders[streamKey] = holder
+            var e = Entry(id: id, payload: payload, consumer: nil, deliveries: 0)
+            var wake: [(@Sendable (Result<[QueuedJob], JobQueueError>) -> Void, QueuedJob)] = []
+            if !s.waiters.isEmpty {
+                let w = s.waiters.removeFirst()
+                e.consumer = w.consumer
+                e.deliveries = 1
+                wake.append((w.done, QueuedJob(id: id, payload: payload, deliveries: 1)))
+            }
+            s.entries.append(e)
+            return (.success(.queued(id: id)), wake)
+        }
+        DispatchQueue.global().async {
+            done(result)
+            for (w, job) in wake { w(.success([job])) }
+        }
+    }
+
+    func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        let jobs: [QueuedJob]? = state.withLock { s in
+            var out: [QueuedJob] = []
+            for i in s.entries.indices where s.entries[i].consumer == nil && out.count < max {
+                s.entries[i].consumer = consumer
+                s.entries[i].deliveries += 1
+                out.append(QueuedJob(id: s.entries[i].id, payload: s.entries[i].payload, deliveries: s.entries[i].deliveries))
+            }
+            if out.isEmpty && blockMs > 0 {
+                s.waiters.append((consumer, max, done))
+                return nil
+            }
+            return out
+        }
+        if let jobs { DispatchQueue.global().async { done(.success(jobs)) } }
+    }
+
+    func ack(_ id: String) { state.withLock { $0.entries.removeAll { $0.id == id } } }
+    func backlog(done: @escaping @Sendable (Int?) -> Void) { done(length) }
+    func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
+                 done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void) {
+        done(.success(([], [])))
+    }
+    func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void) {
+        let r = state.withLock { ($0.holders[streamKey], $0.transcripts[streamKey]) }
+        done(.success(r))
+    }
+    func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) { state.withLock { $0.transcripts[streamKey] = transcript } }
+}
+
+/// The relay port in memory: one ordered delivery queue, like one Redis connection.
+final class MemoryRelay: EventRelay, @unchecked Sendable {
+    private let handlers = Mutex<[String: [@Sendable ([UInt8]) -> Void]]>([:])
+    let published = Mutex<[(String, [UInt8])]>([])
+    private let delivery = DispatchQueue(label: "relay")
+
+    func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void) {
+        published.withLock { $0.append((channel, payload)) }
+        let hs = handlers.withLock { $0[channel] ?? [] }
+        delivery.async {
+            for h in hs { h(payload) }
+            done(hs.count)
+        }
+    }
+    func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void) {
+        handlers.withLock { $0[channel, default: []].append(onMessage) }
+    }
+    func unsubscribeAll(_ channel: String) { handlers.withLock { $0[channel] = nil } }
+    func messages(to channel: String) -> [RelayMessage] {
+        published.withLock { $0.filter { $0.0 == channel }.compactMap { try? RelayMessage.decode($0.1) } }
+    }
+}
+
+final class Recorder: CompletionSubscriber, @unchecked Sendable {
+    let loop: EventLoop
+    let events = Mutex<[CompletionEvent]>([])
+    init(_ loop: EventLoop) { self.loop = loop }
+    func receive(_ event: CompletionEvent) { events.withLock { $0.append(event) } }
+    var kinds: [String] {
+        events.withLock { $0.map { e in
+            switch e {
+            case .accepted: return "accepted"
+            case .delta: return "delta"
+            case .done(let r, _, _): return "done:\(r.rawValue)"
+            case .failed(let e, _): return "error:\(e.code.rawValue)"
+            }
+        } }
+    }
+    var ended: Bool { kinds.last.map { $0.hasPrefix("done") || $0.hasPrefix("error") } ?? false }
+}
+
+/// The gateway side (FleetCompletions) and the worker side (FleetWorker) through in-memory ports.
+final class FleetTests: XCTestCase {
+    static let model = NGramModel()
+    var group: EventLoopGroup!
+    let logger = Logger(label: "t", level: .error)
+
+    override func setUp() {
+        group = try! EventLoopGroup(count: 2)
+        group.start()
+    }
+    override func tearDown() { group.shutdown() }
+
+    func runner(tokenMs: Double) -> CompletionScheduler {
+        CompletionScheduler(configuration: SchedulerConfiguration(), model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0),
+                            metrics: Metrics(), logger: logger)
+    }
+
+    func gateway(_ q: MemoryQueue, _ r: MemoryRelay, configure: (inout FleetConfiguration) -> Void = { _ in }) -> FleetCompletions {
+        var c = FleetConfiguration()
+        c.watchNanos = 50_000_000
+        configure(&c)
+        let g = FleetCompletions(nodeID: "gw", queue: q, directory: q, relay: r, metrics: Metrics(), logger: logger, configuration: c, isUp: { true })
+        g.start()
+        return g
+    }
+
+    func worker(_ q: MemoryQueue, _ r: MemoryRelay, _ runner: CompletionScheduler, id: String = "wk") -> FleetWorker {
+        var c = WorkerConfiguration()
+        c.blockMs = 200
+        let w = FleetWorker(nodeID: id, queue: q, relay: r, runner: runner, loops: group.loops, metrics: Metrics(), logger: logger, configuration: c)
+        w.start()
+        return w
+    }
+
+    func request(_ id: String, maxTokens: Int = 20) -> CompletionRequest {
+        var r = CompletionRequest(requestID: id, clientSuppliedID: true, prompt: "The sea",
+                                  parameters: GenerationParameters(model: "builtin", temperature: 0.9, maxTokens: maxTokens, seed: 5),
+                                  stream: true, flavor: .text)
+        r.ownerID = "alice"
+        return r
+    }
+
+    func submit(_ g: FleetCompletions, _ r: CompletionRequest) async throws -> (Recorder, CompletionStream?) {
+        let rec = Recorder(group.loops[0])
+        let box = UncheckedBox((g, r, rec))
+        let stream = try await group.loops[0].submit { () -> UncheckedBox<CompletionStream?> in
+            UncheckedBox(try? box.value.0.submit(box.value.1, subscriber: box.value.2).get())
+        }
+        return (rec, stream.value)
+    }
+
+    func waitUntil(_ cond: () -> Bool, timeout: Double = 5) async {
+        let end = monotonicNanos() + UInt64(timeout * 1e9)
+        while !cond() && monotonicNanos() < end { try? await Task.sleep(nanoseconds: 5_000_000) }
+    }
+
+    func testAJobRunsOnTheWorkerAndStreamsBackInOrder() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r)
+        let run = runner(tokenMs: 1)
+        _ = worker(q, r, run)
+        let (rec, _) = try await submit(g, request("a", maxTokens: 12))
+        await waitUntil { rec.ended }
+        let kinds = rec.kinds
+        XCTAssertEqual(kinds.first, "accepted")
+        XCTAssertEqual(kinds.last, "done:length")
+        XCTAssertEqual(kinds.filter { $0 == "delta" }.count, 12)
+        // Deltas arrive with their indexes in order, and the job left the queue once started.
+        let indexes = rec.events.withLock { $0.compactMap { if case .delta(let i, _) = $0 { return i } else { return nil } } }
+        XCTAssertEqual(indexes, Array(0..<12))
+        XCTAssertEqual(q.length, 0)
+        await waitUntil { g.inFlight == 0 && run.inFlight == 0 }
+        XCTAssertEqual(g.inFlight, 0)
+    }
+
+    func testASilentWorkerEndsTheStreamAsInterruptedAndIsToldToStop() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r) { $0.silenceNanos = 300_000_000 }
+        let (rec, _) = try await submit(g, request("b"))
+        await waitUntil { q.length == 1 }
+        // A worker took it, said "accepted" and one token, then died.
+        let key = StreamKey.make(owner: "alice", requestID: "b")
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "b", model: "builtin", created: 1), worker: "w9").bytes) { _ in }
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .delta(index: 0, text: "x"), worker: nil).bytes) { _ in }
+        let start = monotonicNanos()
+        await waitUntil { rec.ended }
+        let took = Double(monotonicNanos() - start) / 1e9
+        XCTAssertEqual(rec.kinds, ["accepted", "delta", "error:generation_interrupted"])
+        XCTAssertTrue(took >= 0.25 && took < 1.5, "\(took)")
+        XCTAssertTrue(r.messages(to: FleetChannels.worker("w9")).contains { if case .cancel("b", "alice") = $0 { return true } else { return false } })
+    }
+
+    func testKeepalivesKeepASlowStreamAlive() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r) { $0.silenceNanos = 300_000_000 }
+        let (rec, _) = try await submit(g, request("c"))
+        let key = StreamKey.make(owner: "alice", requestID: "c")
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "c", model: "builtin", created: 1), worker: "w1").bytes) { _ in }
+        for _ in 0..<8 {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            r.publish(channel: g.channel, RelayMessage.keepalive(requestID: key).bytes) { _ in }
+        }
+        XCTAssertEqual(rec.kinds, ["accepted"], "800 ms of keepalives is not silence")
+    }
+
+    func testALostMessageIsAnInterruptionNotAHoleInTheText() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r)
+        let (rec, _) = try await submit(g, request("d"))
+        let key = StreamKey.make(owner: "alice", requestID: "d")
+        for m: RelayMessage in [.event(requestID: key, .accepted(requestID: "d", model: "builtin", created: 1), worker: "w1"),
+                                .event(requestID: key, .delta(index: 0, text: "a"), worker: nil),
+                                .event(requestID: key, .delta(index: 2, text: "c"), worker: nil)] {
+            r.publish(channel: g.channel, m.bytes) { _ in }
+        }
+        await waitUntil { rec.ended }
+        XCTAssertEqual(rec.kinds, ["accepted", "delta", "error:generation_interrupted"])
+    }
+
+    func testAFullBacklogIsRefusedBeforeAnythingIsAccepted() async throws {
+        let q = MemoryQueue(maxBacklog: 1), r = MemoryRelay()
+        let g = gateway(q, r)
+        let (first, _) = try await submit(g, request("e1"))
+        let (second, _) = try await submit(g, request("e2"))
+        await waitUntil { second.ended }
+        XCTAssertEqual(second.kinds, ["error:server_busy"], "no accepted first: the transport answers a plain 503")
+        XCTAssertEqual(first.kinds, ["accepted"])
+    }
+
+    func testNoWorkerInTimeIsServerBusy() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r) { $0.queueWaitNanos = 200_000_000 }
+        let (rec, _) = try await submit(g, request("f"))
+        await waitUntil { rec.ended }
+        XCTAssertEqual(rec.kinds, ["accepted", "error:server_busy"])
+    }
+
+    func testCancelAndDisconnectStopTheWorker() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r)
+        let run = runner(tokenMs: 20)
+        _ = worker(q, r, run)
+        let (a, _) = try await submit(g, request("g1", maxTokens: 500))
+        let (b, streamB) = try await submit(g, request("g2", maxTokens: 500))
+        await waitUntil { a.kinds.contains("delta") && b.kinds.contains("delta") }
+        XCTAssertEqual(run.inFlight, 2)
+        let outcome = Mutex<CancelOutcome?>(nil)
+        g.cancel(requestID: "g1", owner: "alice") { o in outcome.withLock { $0 = o } }
+        await waitUntil { a.ended }
+        XCTAssertEqual(outcome.withLock { $0 }, .cancelled)
+        XCTAssertEqual(a.kinds.last, "done:cancelled")
+        // The client of g2 goes away: nobody listens, the worker stops it.
+        let box = UncheckedBox((streamB!, b))
+        try await group.loops[0].submit { box.value.0.detach(box.value.1) }
+        await waitUntil { run.inFlight == 0 }
+        XCTAssertEqual(run.inFlight, 0)
+        XCTAssertEqual(g.inFlight, 0)
+        // Someone else's request_id is not found; a finished one says so.
+        let other = Mutex<CancelOutcome?>(nil)
+        g.cancel(requestID: "g1", owner: "mallory") { o in other.withLock { $0 = o } }
+        g.cancel(requestID: "g1", owner: "alice") { o in outcome.withLock { $0 = o } }
+        await waitUntil { other.withLock { $0 } != nil && outcome.withLock { $0 } == .alreadyFinished }
+        XCTAssertEqual(other.withLock { $0 }, .notFound)
+        XCTAssertEqual(outcome.withLock { $0 }, .alreadyFinished)
+    }
+
+    func testAWorkerTakesNoMoreJobsThanItHasSlots() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r)
+        var c = SchedulerConfiguration()
+        c.slots = 2
+        let run = CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: 20, tokenMs: 20, jitter: 0),
+                                      metrics: Metrics(), logger: logger)
+        _ = worker(q, r, run)
+        var recs: [Recorder] = []
+        for i in 0..<5 { recs.append(try await submit(g, request("h\(i)", maxTokens: 400)).0) }
+        await waitUntil { recs.filter { $0.kinds.contains("delta") }.count == 2 }
+        try await Task.sleep(nanoseconds: 200_000_000)
+        // Two run; three wait on the queue for whichever worker has a slot (not in this one's memory).
+        XCTAssertEqual(run.inFlight, 2)
+        XCTAssertEqual(q.length, 3)
+        XCTAssertEqual(recs.filter { $0.kinds.contains("delta") }.count, 2)
+    }
+}
