@@ -27,6 +27,7 @@ public enum BenchCommand {
         .option("window", "N", default: "8", "completions in flight per connection (closed loop)"),
         .option("clients", "N", default: "1", "client processes"),
         .option("phases", "LIST", default: "rate,max,sse", "which phases, in order"),
+        .option("paths", "LIST", default: "local", "local: one serve node on its own; fleet: a gateway and a worker process through Redis (needs REDIS_URL); both in one run: local,fleet"),
         .option("server-loops", "N", default: "\(CPU.count)", "the node's event loops"),
         .toggle("with-auth", "authenticate every request against PostgreSQL (needs DATABASE_URL)"),
         .toggle("child", "internal: run as a client process"),
@@ -58,20 +59,50 @@ public enum BenchCommand {
             guard key.hasPrefix("pgk_") else { throw ArgumentError(message: "could not mint a key (run `playground migrate` first?)") }
         }
 
-        let server = try BenchSupport.spawn(["serve", "--port", "\(port)", "--loops", "\(serverLoops)", "--model-ttft-ms", "0",
-                                             "--model-token-ms", "0", "--slots", "100000", "--max-queue", "100000", "--log-level", "warning",
-                                             "--rate-limit-rpm", "0", "--max-concurrent", "0"]
-                                            + (withAuth ? [] : ["--auth", "off"]))
-        defer { server.process.terminate(); server.process.waitUntilExit() }
-        guard BenchSupport.readLine(server.output)?.hasPrefix("listening on") == true else {
-            printLine("bench: the node did not start")
-            return 1
+        let paths = a.string("paths").split(separator: ",").map(String.init)
+        for path in paths where path != "local" && path != "fleet" { throw ArgumentError(message: "--paths: unknown path '\(path)' (local, fleet)") }
+        if paths.contains("fleet") && Arguments.environment("REDIS_URL") == nil { throw ArgumentError(message: "--paths fleet needs REDIS_URL") }
+        var failed = false
+        for path in paths {
+            if try !runPhases(path: path, port: port, serverLoops: serverLoops, withAuth: withAuth, key: key, phases: phases, rate: rate,
+                              duration: duration, maxTokens: maxTokens, connections: connections, window: window, clients: clients) {
+                failed = true
+            }
         }
-        let pid = server.process.processIdentifier
+        return failed ? 1 : 0
+    }
+
+    /// Starts the servers of one path and runs every phase against them; false if any failed.
+    static func runPhases(path: String, port: Int, serverLoops: Int, withAuth: Bool, key: String, phases: [String], rate: Int,
+                          duration: Double, maxTokens: Int, connections: Int, window: Int, clients: Int) throws -> Bool {
+        let common = ["--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0", "--slots", "100000",
+                      "--max-queue", "100000", "--log-level", "warning", "--rate-limit-rpm", "0", "--max-concurrent", "0"]
+        // local: one process, no Redis at all. fleet: a worker, then a gateway, meeting only in Redis.
+        var servers: [BenchSupport.Child] = []
+        defer { for s in servers.reversed() { s.process.terminate(); s.process.waitUntilExit() } }
+        if path == "local" {
+            servers.append(try BenchSupport.spawn(["serve", "--port", "\(port)"] + common + (withAuth ? [] : ["--auth", "off"]),
+                                                  environment: ["REDIS_URL": nil]))
+        } else {
+            let fleet = "bench-\(getpid())"
+            servers.append(try BenchSupport.spawn(["worker", "--port", "\(port + 1)", "--fleet", fleet] + common))
+            guard BenchSupport.readLine(servers[0].output)?.hasPrefix("listening on") == true else {
+                printLine("bench: the worker did not start")
+                return false
+            }
+            servers.append(try BenchSupport.spawn(["gateway", "--port", "\(port)", "--fleet", fleet] + common + (withAuth ? [] : ["--auth", "off"])))
+        }
+        guard BenchSupport.readLine(servers.last!.output)?.hasPrefix("listening on") == true else {
+            printLine("bench: the node did not start")
+            return false
+        }
+        let pids = servers.map { $0.process.processIdentifier }
         usleep(200_000)
-        printLine("bench: node pid \(pid), \(serverLoops) loops, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
+        printLine("bench [\(path)]: \(path == "local" ? "one node" : "a gateway and a worker through Redis") (pids \(pids.map(String.init).joined(separator: ","))), "
+                  + "\(serverLoops) loops each, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
                   + "\(clients) client process(es); auth \(withAuth ? "on (PostgreSQL lookup per request)" : "off")")
-        printLine("bench: server RSS at start \(String(format: "%.1f", Double(ProcessLimits.residentBytes(pid: pid)) / 1e6)) MB")
+        let rssAll = { pids.reduce(0.0) { $0 + Double(ProcessLimits.residentBytes(pid: $1)) / 1e6 } }
+        printLine("bench [\(path)]: server RSS at start \(String(format: "%.1f", rssAll())) MB")
         var failed = false
         for phase in phases {
             let mode: String, conns: Int, win: Int, r: Int
@@ -79,9 +110,10 @@ public enum BenchCommand {
             case "rate": (mode, conns, win, r) = ("ws-rate", min(connections, 32), 0, rate)
             case "max": (mode, conns, win, r) = ("ws-max", connections, window, 0)
             case "sse": (mode, conns, win, r) = ("sse", connections, 1, 0)
-            default: printLine("bench: unknown phase \(phase)"); return 2
+            default: printLine("bench: unknown phase \(phase)"); return false
             }
-            let cpu0 = BenchSupport.cpuSeconds(pid)
+            let cpuAll = { pids.reduce(0.0) { $0 + BenchSupport.cpuSeconds($1) } }
+            let cpu0 = cpuAll()
             var children: [(Process, FileHandle)] = []
             for i in 0..<clients {
                 let c = try BenchSupport.spawn(["bench", "--child", "--mode", mode, "--port", "\(port)",
@@ -100,10 +132,10 @@ public enum BenchCommand {
                 total.merge(r)
                 p.waitUntilExit()
             }
-            let cpu = BenchSupport.cpuSeconds(pid) - cpu0
-            let rss = Double(ProcessLimits.residentBytes(pid: pid)) / 1e6
+            let cpu = cpuAll() - cpu0
+            let rss = rssAll()
             let secs = max(total.seconds, 0.001)
-            printLine(String(format: "%@: %.0f completions/s, %.0f tokens/s (%.1f tokens each), %d errors; TTFT p50 %.3f ms, p99 %.3f ms, p999 %.3f ms; "
+            printLine(String(format: "[\(path)] %@: %.0f completions/s, %.0f tokens/s (%.1f tokens each), %d errors; TTFT p50 %.3f ms, p99 %.3f ms, p999 %.3f ms; "
                              + "whole completion p50 %.3f ms, p99 %.3f ms; server CPU %.2f core-s, RSS %.1f MB",
                              phase == "rate" ? "ws open loop at \(rate)/s" : (phase == "max" ? "ws closed loop (\(connections) conns × \(window))" : "sse (\(connections) keep-alive conns)"),
                              Double(total.completions) / secs, Double(total.tokens) / secs,
@@ -112,7 +144,7 @@ public enum BenchCommand {
                              total.whole.percentile(0.5) / 1000, total.whole.percentile(0.99) / 1000, cpu, rss))
             if total.errors > 0 || total.completions == 0 { failed = true }
         }
-        return failed ? 1 : 0
+        return !failed
     }
 }
 
@@ -393,13 +425,14 @@ public enum BenchSupport {
 
     /// Starts this binary with `args`, its stdout and stdin piped to us. The child dies with us
     /// (parent-death signal), and a stop signal to us stops and reaps every child first.
-    static func spawn(_ args: [String], quiet: Bool = false) throws -> Child {
+    static func spawn(_ args: [String], quiet: Bool = false, environment: [String: String?] = [:]) throws -> Child {
         stopChildrenOnSignal
         let p = Process()
         p.executableURL = URL(fileURLWithPath: selfExecutable())
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env[ParentDeath.variable] = "\(getpid())"
+        for (k, v) in environment { env[k] = v }
         p.environment = env
         let out = Pipe(), inp = Pipe()
         p.standardOutput = out
