@@ -2,7 +2,7 @@
 -- gateway holds its stream (the locator: cross-node cancel and attach find the stream by it).
 -- Acknowledged jobs are deleted from the stream (ack.lua), so the stream's length is exactly the
 -- backlog (waiting + being handed over) and nothing is ever trimmed below unacknowledged entries.
--- KEYS[1] {jobs}:stream   KEYS[2] {jobs}:req:<owner-length>:<owner>:<request_id>
+-- KEYS[1] {jobs:<fleet>}:stream   KEYS[2] {jobs:<fleet>}:req:<owner-length>:<owner>:<request_id>
 -- ARGV[1] max backlog   ARGV[2] the job (CompletionWire JSON)   ARGV[3] gateway node id
 -- ARGV[4] locator TTL ms
 -- Reply: {'OK', entry id}; {'DUP', gateway} when the request_id already has a stream (nothing is

@@ -1,6 +1,6 @@
 -- reclaim.lua: takes over jobs whose worker went silent (pending longer than min-idle), and
 -- dead-letters those delivered too often (a job that kills every worker that takes it).
--- KEYS[1] {jobs}:stream   KEYS[2] {jobs}:dead
+-- KEYS[1] {jobs:<fleet>}:stream   KEYS[2] {jobs:<fleet>}:dead
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] min idle ms  ARGV[4] max jobs  ARGV[5] max deliveries
 -- Reply: { {id, job, deliveries}... claimed, {id, job, deliveries}... dead-lettered }
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+', tonumber(ARGV[4]))

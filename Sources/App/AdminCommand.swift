@@ -216,11 +216,13 @@ enum QuotaAdmin {
         let keys = FleetKeys(fleet: fleet)
         let r = try redis(a)
         defer { r.close() }
-        let nodes = try r.scan(keys.nodePrefix + "*").sorted()
+        let t0 = try r.call(["TIME"]).array ?? []
+        let now = (t0.first?.integer ?? 0) * 1000 + (t0.count > 1 ? (t0[1].integer ?? 0) / 1000 : 0)
+        let nodes = (try r.call(["ZRANGEBYSCORE", keys.nodeIndex, "(\(now)", "+inf"]).array ?? []).compactMap(\.string).sorted()
         printLine("fleet \(fleet): \(nodes.count) live nodes")
-        for k in nodes {
-            let role = try r.call(["GET", k]).string ?? "?"
-            printLine("  \(k.dropFirst(keys.nodePrefix.count))\t\(role)")
+        for n in nodes {
+            let role = try r.call(["GET", keys.nodePrefix + n]).string ?? "?"
+            printLine("  \(n)\t\(role)")
         }
         let backlog = try r.call(["XLEN", keys.stream]).integer ?? 0
         // Pending: handed to a worker that has not started it yet (a dead one's are reclaimed).

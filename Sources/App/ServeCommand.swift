@@ -416,7 +416,7 @@ struct FleetRedis {
         queue = try RedisJobQueue(connection: commands, claims: claims, scriptsDirectory: config.luaDir, maxBacklog: config.maxQueue, keys: keys)
         // The stream and its group are made by the first claim that finds them missing.
         relay = RedisEventRelay(publisher: commands, subscriber: subscriptions)
-        heartbeat = FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue, keys: keys)
+        heartbeat = try FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue, keys: keys, scriptsDirectory: config.luaDir)
         heartbeat.start()
     }
 

@@ -55,8 +55,10 @@ public protocol EventRelay: AnyObject, Sendable {
 /// runs, and its transcript for a while after it ended (attach and replay on another gateway).
 public protocol StreamDirectory: AnyObject, Sendable {
     func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void)
-    /// Keeps a finished stream's transcript for `ttlMs`.
+    /// Keeps a finished stream's transcript (and its locator) for `ttlMs`.
     func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int)
+    /// A finished stream that will not be replayed elsewhere: its locator goes now.
+    func forget(streamKey: String)
 }
 
 public enum StreamKey {

@@ -52,6 +52,8 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
     private var timer: TimerHandle?
     private var leaseTimer: TimerHandle?
     private var jitterRandom: SeededRandom
+    /// The request's seed, or one drawn for it.
+    private let seed: UInt64
     /// Injected fault for this job: fail after this many tokens (midstream) or stall.
     private var faultAfterTokens: Int?
     private var faultIsStall = false
@@ -62,7 +64,8 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         self.scheduler = scheduler
         createdNanos = monotonicNanos()
         createdEpoch = Int(clinux_epochSeconds())
-        jitterRandom = SeededRandom(seed: request.parameters.seed ?? UInt64.random(in: 0...UInt64.max))
+        seed = request.parameters.seed ?? GenerationSeeds.next()
+        jitterRandom = SeededRandom(seed: seed)
     }
 
     public var requestID: String { request.requestID }
@@ -131,7 +134,6 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         guard state == .queued else { return }
         state = .running
         startedNanos = monotonicNanos()
-        let seed = request.parameters.seed ?? UInt64.random(in: 0...UInt64.max)
         generation = BuiltinGeneration(model: scheduler.model, prompt: request.prompt, parameters: request.parameters, seed: seed)
         let faults = scheduler.faults
         if faults.isActive {

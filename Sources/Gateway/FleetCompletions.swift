@@ -55,6 +55,17 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     }
     private let state = Mutex(State())
     private let live = Atomic<Int>(0)
+    private let watches = Mutex<[ObjectIdentifier: StreamWatch]>([:])
+
+    /// The deadline sweeper of `loop` (one per loop).
+    private func watch(on loop: EventLoop) -> StreamWatch {
+        watches.withLock { w in
+            if let existing = w[ObjectIdentifier(loop)] { return existing }
+            let made = StreamWatch(loop: loop, every: configuration.watchNanos)
+            w[ObjectIdentifier(loop)] = made
+            return made
+        }
+    }
 
     public init(nodeID: String, queue: JobQueue, directory: StreamDirectory, relay: EventRelay, metrics: Metrics, logger: Logger,
                 configuration: FleetConfiguration = FleetConfiguration(), isUp: @escaping @Sendable () -> Bool) {
@@ -104,7 +115,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             live.add(1, ordering: .relaxed)
             metrics.activeGenerations.add(1, ordering: .relaxed)
             stream.attach(subscriber)
-            stream.armWatchdog()
+            watch(on: stream.loop).add(stream)
             if up {
                 enqueue(stream)
             } else if let localRunner {
@@ -221,6 +232,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             if case .event(_, .accepted, let worker?) = message { tellWorkerToStop(key: key, worker: worker) }
             return
         }
+        if stream.loop.inEventLoop { return stream.handle(message) }
         let box = UncheckedBox(stream)
         stream.loop.execute { box.value.handle(message) }
     }
@@ -261,8 +273,15 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         if stream.ownsLease, stream.request.fence != 0 {
             admission?.release(user: stream.request.ownerID, requestID: stream.request.requestID)
         }
-        if let transcript, transcript.count <= configuration.maxTranscriptBytes {
-            directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: Int(configuration.retentionNanos / 1_000_000))
+        // Replay on another gateway is for request_ids the client chose (it can only ask again
+        // by them); the rest are replayed by this gateway alone, which keeps Redis's keys bounded
+        // by the streams running plus those with the client's id in the last retention window.
+        if stream.ownsLease {
+            if stream.request.clientSuppliedID, let transcript, transcript.count <= configuration.maxTranscriptBytes {
+                directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: Int(configuration.retentionNanos / 1_000_000))
+            } else {
+                directory.forget(streamKey: stream.key)
+            }
         }
         let now = monotonicNanos()
         state.withLock { s in

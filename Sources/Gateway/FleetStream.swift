@@ -34,7 +34,6 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     private var lastHeardNanos: UInt64 = 0
     private var startedNanos: UInt64?
     private var firstTokenNanos: UInt64?
-    private var watchdog: TimerHandle?
 
     init(key: String, request: CompletionRequest, loop: EventLoop, hub: FleetCompletions) {
         self.key = key
@@ -112,27 +111,25 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
 
     // MARK: lifecycle
 
-    /// Checks the deadlines every `watchNanos` until the stream ends.
-    func armWatchdog() {
-        watchdog = loop.schedule(afterNanos: hub.configuration.watchNanos) { [weak self] in
-            guard let self, self.phase != .finished else { return }
-            let now = monotonicNanos()
-            switch self.phase {
-            case .enqueueing where now - self.createdNanos > self.hub.configuration.queueWaitNanos,
-                 .waiting where now - self.createdNanos > self.hub.configuration.queueWaitNanos:
-                self.fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
-                return
-            case .running where self.local == nil && now - self.lastHeardNanos > self.hub.configuration.silenceNanos:
-                self.hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
-                self.fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
-                          tellWorker: true)
-                return
-            case .waiting where self.local == nil && !self.hub.isUp():
-                // The fleet went away with the job: a serve node runs it itself.
-                if let runner = self.hub.localRunner { self.runLocally(on: runner) }
-            default: break
-            }
-            self.armWatchdog()
+    /// Checks the two deadlines (called by the loop's `StreamWatch`); false once the stream ended.
+    func checkDeadlines(now: UInt64) -> Bool {
+        switch phase {
+        case .finished: return false
+        case .enqueueing where now - createdNanos > hub.configuration.queueWaitNanos,
+             .waiting where now - createdNanos > hub.configuration.queueWaitNanos:
+            fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
+            return false
+        case .running where local == nil && now - lastHeardNanos > hub.configuration.silenceNanos:
+            hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
+            fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
+                 tellWorker: true)
+            return false
+        case .waiting where local == nil && !hub.isUp():
+            // The fleet went away with the job: a serve node runs it itself.
+            if let runner = hub.localRunner { runLocally(on: runner) }
+            return phase != .finished
+        default:
+            return true
         }
     }
 
@@ -244,8 +241,6 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     private func finish(_ event: CompletionEvent) {
         phase = .finished
         finishedFlag.store(true, ordering: .releasing)
-        watchdog?.cancel()
-        watchdog = nil
         final = event
         let subs = subscribers
         subscribers.removeAll()
@@ -276,4 +271,39 @@ private final class LocalFeed: CompletionSubscriber {
     init(stream: FleetStream) { self.stream = stream }
     func receive(_ event: CompletionEvent) { stream.fromLocal(event) }
     func abortTransport() { stream.fromLocalAbort() }
+}
+
+/// The deadlines of one loop's fleet streams, checked by one timer for all of them (a timer per
+/// stream would cost a heap entry and a wake-up each). Confined to its loop.
+final class StreamWatch: @unchecked Sendable {
+    let loop: EventLoop
+    let every: UInt64
+    private var streams: [FleetStream] = []
+    private var armed = false
+
+    init(loop: EventLoop, every: UInt64) {
+        self.loop = loop
+        self.every = every
+    }
+
+    func add(_ stream: FleetStream) {
+        streams.append(stream)
+        if !armed { arm() }
+    }
+
+    private func arm() {
+        armed = true
+        _ = loop.schedule(afterNanos: every) { [self] in
+            let now = monotonicNanos()
+            // A check can end a stream, which can start another: sweep a snapshot.
+            let current = streams
+            streams.removeAll(keepingCapacity: true)
+            var live: [FleetStream] = []
+            live.reserveCapacity(current.count)
+            for s in current where s.checkDeadlines(now: now) { live.append(s) }
+            streams = live + streams
+            armed = false
+            if !streams.isEmpty { arm() }
+        }
+    }
 }

@@ -217,7 +217,8 @@ public final class EventLoop: @unchecked Sendable {
             q.removeAll(keepingCapacity: true)
             return t
         }
-        for t in tasks { t() }
+        // Tasks handed over in one batch (events relayed from another loop) write once per connection.
+        deferringWrites { for t in tasks { t() } }
     }
 
     private func runDueTimers() {

@@ -2,12 +2,14 @@ import NetCore
 import Runtime
 import Synchronization
 
-/// Says "this node is alive" in Redis every interval (a key with a TTL of three intervals), and
-/// counts the live nodes it sees. The count divides the per-node fallback limits while Redis is
+/// Says "this node is alive" in Redis every interval (`lua/beat.lua`: a key with a TTL of three
+/// intervals and an entry in the fleet's index), and counts the live nodes it sees. The count divides the per-node fallback limits while Redis is
 /// down (the last count seen is kept), and `admin status` lists the nodes.
 public final class FleetHeartbeat: @unchecked Sendable {
-    /// Where nodes beat: `FleetKeys.nodePrefix`.
+    /// Where nodes beat: `FleetKeys.nodePrefix` and `FleetKeys.nodeIndex`.
     public let prefix: String
+    let index: String
+    let beatScript: RedisScript
     let connection: RedisConnection
     public let nodeID: String
     let role: String
@@ -15,8 +17,11 @@ public final class FleetHeartbeat: @unchecked Sendable {
     private let seen = Atomic<Int>(1)
     private var timer: TimerHandle?
 
-    public init(connection: RedisConnection, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), intervalNanos: UInt64 = 2_000_000_000) {
+    public init(connection: RedisConnection, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), scriptsDirectory: String,
+                intervalNanos: UInt64 = 2_000_000_000) throws(RedisScriptError) {
         prefix = keys.nodePrefix
+        index = keys.nodeIndex
+        beatScript = try RedisScript.load("beat", from: scriptsDirectory)
         self.connection = connection
         self.nodeID = nodeID
         self.role = role
@@ -41,6 +46,7 @@ public final class FleetHeartbeat: @unchecked Sendable {
             me.stopped = true
             me.timer?.cancel()
             me.connection.send(["DEL", me.prefix + me.nodeID], timeoutNanos: 200_000_000) { _ in }
+            me.connection.send(["ZREM", me.index, me.nodeID], timeoutNanos: 200_000_000) { _ in }
         }
     }
 
@@ -54,17 +60,9 @@ public final class FleetHeartbeat: @unchecked Sendable {
             return
         }
         let ttl = intervalNanos * 3 / 1_000_000
-        connection.send(["SET", prefix + nodeID, role, "PX", "\(ttl)"], timeoutNanos: 500_000_000) { _ in }
-        count(cursor: "0", found: 0)
-        timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
-    }
-
-    private func count(cursor: String, found: Int) {
-        connection.send(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"], timeoutNanos: 500_000_000) { [weak self] r in
-            guard let self, case .success(let reply) = r, let parts = reply.array, parts.count == 2,
-                  let next = parts[0].string, let keys = parts[1].array else { return }
-            let total = found + keys.count
-            if next == "0" { self.seen.store(max(1, total), ordering: .relaxed) } else { self.count(cursor: next, found: total) }
+        connection.run(beatScript, keys: [index, prefix + nodeID], args: [nodeID, role, "\(ttl)"], timeoutNanos: 500_000_000) { [weak self] r in
+            if case .success(.integer(let n)) = r { self?.seen.store(max(1, Int(n)), ordering: .relaxed) }
         }
+        timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
     }
 }

@@ -232,7 +232,7 @@ public final class RedisConnection: Pollable {
         chiredis_set_data(c, me)
         chiredis_attach(c, me, { RedisConnection.from($0)?.setInterest(read: true) },
                         { RedisConnection.from($0)?.setInterest(read: false) },
-                        { RedisConnection.from($0)?.setInterest(write: true) },
+                        { RedisConnection.from($0)?.wantsToWrite() },
                         { RedisConnection.from($0)?.setInterest(write: false) },
                         { RedisConnection.from($0)?.cleanup() })
         redisAsyncSetConnectCallback(c) { ac, status in
@@ -257,6 +257,7 @@ public final class RedisConnection: Pollable {
 
     private func connected(_ ok: Bool) {
         connectTimer?.cancel()
+        linkUp = ok
         guard ok else {
             // hiredis frees the context after this returns and, since it never connected, does
             // not call the disconnect callback: forget it here and try again later.
@@ -385,11 +386,35 @@ public final class RedisConnection: Pollable {
 
     // MARK: the hooks (hiredis asks; the loop does)
 
+    /// hiredis has output. Once connected, it is written at the end of this loop iteration (every
+    /// command queued in the iteration goes out in one write, with no epoll change); only output
+    /// the socket cannot take at once waits for EPOLLOUT.
+    private func wantsToWrite() {
+        guard linkUp, !flushing else { return setInterest(write: true) }
+        guard !flushQueued else { return }
+        flushQueued = true
+        loop.runAfterTick { [weak self] in
+            guard let self else { return }
+            self.flushQueued = false
+            guard let c = self.context else { return }
+            self.flushing = true
+            redisAsyncHandleWrite(c)  // calls addWrite again (EPOLLOUT) if not everything went out
+            self.flushing = false
+        }
+    }
+
+    private var flushQueued = false
+    private var flushing = false
+    /// The socket is connected (hiredis's connect callback ran): writes no longer need EPOLLOUT.
+    private var linkUp = false
+
     private func setInterest(read: Bool? = nil, write: Bool? = nil) {
         guard let c = context else { return }
+        let fd = chiredis_fd(c)
+        // hiredis asks again and again (addRead after every write): change epoll only on a change.
+        if registeredFD == fd && (read ?? wantRead) == wantRead && (write ?? wantWrite) == wantWrite { return }
         if let read { wantRead = read }
         if let write { wantWrite = write }
-        let fd = chiredis_fd(c)
         var ev: UInt32 = 0
         if wantRead { ev |= EPOLLIN.rawValue }
         if wantWrite { ev |= EPOLLOUT.rawValue }
@@ -403,6 +428,7 @@ public final class RedisConnection: Pollable {
     }
 
     private func cleanup() {
+        linkUp = false
         if registeredFD >= 0 { loop.deregister(fd: registeredFD) }
         registeredFD = -1
         wantRead = false
@@ -411,7 +437,10 @@ public final class RedisConnection: Pollable {
 
     public func handleEvents(_ events: UInt32) {
         guard let c = context else { return }
-        if events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { redisAsyncHandleRead(c) }
+        if events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
+            // The replies of one read (a burst of relayed tokens) write to each client once.
+            loop.deferringWrites { redisAsyncHandleRead(c) }
+        }
         // The read may have freed the context (a disconnect).
         if events & EPOLLOUT.rawValue != 0, let c = context { redisAsyncHandleWrite(c) }
     }

@@ -4,7 +4,7 @@ import Runtime
 
 /// The job queue on a Redis Stream with one consumer group. Acknowledged jobs are deleted, so the
 /// stream holds exactly the backlog (bounded by `maxBacklog`, never trimmed below what is pending).
-/// All keys share the hash tag `{jobs}`. Blocking claims need a connection of their own (a
+/// All keys of a fleet share the hash tag `{jobs:<fleet>}`. Blocking claims need a connection of their own (a
 /// blocked XREADGROUP holds every command behind it on the same connection).
 /// The names of one fleet's keys. Several fleets (staging and production, or test runs) can
 /// share one Redis; each has its own queue, locators and heartbeats. Per-user limits are shared.
@@ -16,6 +16,8 @@ public struct FleetKeys: Sendable {
     public let locatorPrefix: String
     public let transcriptPrefix: String
     public let nodePrefix: String
+    /// The live nodes, scored by when their heartbeat expires.
+    public let nodeIndex: String
 
     public init(fleet: String = "main") {
         self.fleet = fleet
@@ -24,6 +26,7 @@ public struct FleetKeys: Sendable {
         locatorPrefix = "{jobs:\(fleet)}:req:"
         transcriptPrefix = "{jobs:\(fleet)}:done:"
         nodePrefix = "{fleet:\(fleet)}:node:"
+        nodeIndex = "{fleet:\(fleet)}:nodes"
     }
 
     /// Letters, digits, '-' and '_', 1...64 of them.
@@ -36,7 +39,8 @@ public struct FleetKeys: Sendable {
 
 public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable {
     public let keys: FleetKeys
-    /// A locator outlives the longest a stream may wait and run, plus replay.
+    /// A running stream's locator: the longest a stream may wait and run (cross-node cancel of a
+    /// stream running longer finds nothing). Shortened to the replay window when it ends.
     let locatorTTLMs: Int
     public static let group = "workers"
     let connection: RedisConnection
@@ -49,7 +53,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
     public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
-                keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 1_000_000_000, locatorTTLMs: Int = 3_600_000) throws(RedisScriptError) {
+                keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 1_000_000_000, locatorTTLMs: Int = 900_000) throws(RedisScriptError) {
         self.keys = keys
         self.locatorTTLMs = locatorTTLMs
         self.connection = connection
@@ -126,6 +130,17 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
             let q = me.value
             q.connection.send(["SET", q.keys.transcriptPrefix + streamKey, String(decoding: transcript, as: UTF8.self),
                                "PX", "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+            // The locator lives as long as the transcript (the request_id is taken until then).
+            q.connection.send(["PEXPIRE", q.keys.locatorPrefix + streamKey, "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+        }
+        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
+    }
+
+    public func forget(streamKey: String) {
+        let me = UncheckedBox(self)
+        let body: @Sendable () -> Void = {
+            let q = me.value
+            q.connection.send(["DEL", q.keys.locatorPrefix + streamKey], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
