@@ -114,6 +114,10 @@ defaults
     # A gateway that just died (before its health check fails): the request goes to another.
     retries 3
     option redispatch
+    # A request sent on a connection the dead gateway never answered is sent again elsewhere
+    # (nothing was started for it; a duplicate at worst counts against the user's limits twice).
+    retry-on conn-failure empty-response junk-response
+    option http-buffer-request
     timeout connect 2s
     timeout http-request 10s
     # A stream between tokens (SSE keepalives come every 15 s) and idle keep-alive connections.
