@@ -145,7 +145,8 @@ public final class FleetWorker: @unchecked Sendable {
                                            worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos)
             // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
             publisher.onNobodyListening = { box.value.runner.cancel(requestID: request.requestID, owner: request.ownerID) }
-            publisher.onEnd = { box.value.pump() }
+            // The runner frees the slot right after the final event is delivered: claim then.
+            publisher.onEnd = { loop.runAfterTick { box.value.pump() } }
             let submitted = me.runner.submit(request, subscriber: publisher)
             unreserve()
             if case .failure(let e) = submitted { publisher.receive(.failed(e, tokensSoFar: 0)) }
@@ -157,6 +158,7 @@ public final class FleetWorker: @unchecked Sendable {
         reclaimTimer = loops[0].schedule(afterNanos: configuration.reclaimEveryNanos) { [weak self] in
             guard let self, !self.state.withLock({ $0.stopped }) else { return }
             self.reclaim()
+            self.pump()  // a safety net: claims resume within a second whatever was missed
             self.scheduleReclaim()
         }
     }

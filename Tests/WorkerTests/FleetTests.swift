@@ -303,4 +303,22 @@ final class FleetTests: XCTestCase {
         XCTAssertEqual(q.length, 3)
         XCTAssertEqual(recs.filter { $0.kinds.contains("delta") }.count, 2)
     }
+
+    func testAOneSlotWorkerTakesTheNextJobAsSoonAsItsSlotFrees() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let g = gateway(q, r)
+        var c = SchedulerConfiguration()
+        c.slots = 1
+        let run = CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: 1, tokenMs: 1, jitter: 0),
+                                      metrics: Metrics(), logger: logger)
+        _ = worker(q, r, run)
+        var recs: [Recorder] = []
+        for i in 0..<4 { recs.append(try await submit(g, request("s\(i)", maxTokens: 3)).0) }
+        let start = monotonicNanos()
+        await waitUntil { recs.allSatisfy(\.ended) }
+        // One after another, each claimed when the previous one ends (not by the once-a-second
+        // safety net: four jobs would take 3 s then).
+        XCTAssertTrue(recs.allSatisfy { $0.kinds.last == "done:length" }, "\(recs.map(\.kinds))")
+        XCTAssertLessThan(Double(monotonicNanos() - start) / 1e9, 0.9)
+    }
 }
