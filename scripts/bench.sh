@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
 #   scripts/bench.sh            all of them (~3 minutes on 2 cores)
-#   scripts/bench.sh ws|ws100k|completions
+#   scripts/bench.sh ws|ws100k|completions|fleet   (fleet needs REDIS_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1
@@ -20,4 +20,14 @@ fi
 if [[ $what == all || $what == completions ]]; then
   echo "## completions: WebSocket open loop at 1,000/s, closed loop, and SSE"
   $BIN bench --rate 1000 --duration 8 --connections 64 --window 8
+fi
+if [[ $what == all || $what == fleet ]]; then
+  if [[ -z ${REDIS_URL:-} ]]; then
+    echo "## fleet: skipped (set REDIS_URL)"
+  else
+    echo "## the distributed path (gateway → Redis → worker → Redis → gateway) beside one node, same run"
+    $BIN bench --paths local,fleet --phases rate,max,sse --duration 5
+    echo "## cancel latency through the fleet"
+    python3 scripts/bench-cancel.py --rounds 300
+  fi
 fi
