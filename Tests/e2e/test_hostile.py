@@ -362,7 +362,7 @@ def test_revocation_closes_open_sockets_and_stops_generations(slow_node):
     def stream():  # a REST stream with the same key, running while the key is revoked
         req = urllib.request.Request(node.url + "/v1/completions", method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-            data=json.dumps({"prompt": "The sea", "max_tokens": 400, "stream": True}).encode())
+            data=json.dumps({"prompt": "The sea", "max_tokens": 400, "seed": 5, "stream": True}).encode())
         with urllib.request.urlopen(req, timeout=30) as r:
             sse["text"] = r.read().decode()
         sse["ended"] = time.monotonic()
@@ -373,7 +373,7 @@ def test_revocation_closes_open_sockets_and_stops_generations(slow_node):
                 websockets.connect(node.ws_url, additional_headers=hdr(key)) as busy, \
                 websockets.connect(node.ws_url, additional_headers=hdr(other)) as bystander:
             await busy.send(json.dumps({"id": "g", "method": "POST", "path": "/v1/completions",
-                                        "body": {"prompt": "The sea", "max_tokens": 400}}))
+                                        "body": {"prompt": "The sea", "max_tokens": 400, "seed": 5}}))
             assert json.loads(await asyncio.wait_for(busy.recv(), 5))["type"] == "accepted"
             t = threading.Thread(target=stream)
             t.start()
