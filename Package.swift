@@ -26,8 +26,9 @@ let package = Package(
         .target(name: "JSON"),
         // Requests, parameters and their validation, events, errors. Knows no C module, no I/O.
         .target(name: "Domain", dependencies: ["JSON"]),
-        // Models behind the completions API: the built-in n-gram model now, upstreams later.
-        .target(name: "ModelProxy", dependencies: ["Domain"]),
+        // Models behind the completions API, push-based (ModelBackend): the built-in n-gram model
+        // now, upstream model servers later.
+        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime"]),
         // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
         // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
         .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
@@ -67,7 +68,7 @@ let package = Package(
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
-        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain"]),
+        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -4,32 +4,6 @@ import ModelProxy
 import NetCore
 import Runtime
 
-/// How fast the built-in model answers: a first-token delay, then a delay per token.
-public struct ModelPace: Sendable {
-    public var ttftNanos: UInt64
-    public var tokenNanos: UInt64
-    /// ± this fraction of random variation on each delay.
-    public var jitter: Double
-    public init(ttftMs: Double, tokenMs: Double, jitter: Double = 0.2) {
-        ttftNanos = UInt64(max(0, ttftMs) * 1e6)
-        tokenNanos = UInt64(max(0, tokenMs) * 1e6)
-        self.jitter = min(max(jitter, 0), 1)
-    }
-    public var isInstant: Bool { ttftNanos == 0 && tokenNanos == 0 }
-}
-
-/// Faults the model server injects to stand in for a failing model region (fractions 0...1).
-public struct FaultPlan: Sendable {
-    /// Refuse before the first token (the client sees model_unavailable).
-    public var errorRate = 0.0
-    /// Drop the connection after a few tokens, without an end marker.
-    public var midstreamFailureRate = 0.0
-    /// Stop sending tokens after a few, keeping the connection open.
-    public var stallRate = 0.0
-    public init() {}
-    var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 }
-}
-
 /// One generation. Created by the scheduler; everything below `request` is confined to `loop`.
 public final class CompletionJob: CompletionStream, @unchecked Sendable {
     public let request: CompletionRequest
@@ -48,15 +22,11 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
     private var pieces: [String] = []
     private var final: CompletionEvent?
     private var subscribers: [CompletionSubscriber] = []
-    private var generation: BuiltinGeneration?
-    private var timer: TimerHandle?
+    /// The model's generation while it runs.
+    private var generation: RunningGeneration?
     private var leaseTimer: TimerHandle?
-    private var jitterRandom: SeededRandom
     /// The request's seed, or one drawn for it.
     private let seed: UInt64
-    /// Injected fault for this job: fail after this many tokens (midstream) or stall.
-    private var faultAfterTokens: Int?
-    private var faultIsStall = false
 
     init(request: CompletionRequest, loop: EventLoop, scheduler: CompletionScheduler) {
         self.request = request
@@ -65,7 +35,6 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         createdNanos = monotonicNanos()
         createdEpoch = Int(clinux_epochSeconds())
         seed = request.parameters.seed ?? GenerationSeeds.next()
-        jitterRandom = SeededRandom(seed: seed)
     }
 
     public var requestID: String { request.requestID }
@@ -134,74 +103,9 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         guard state == .queued else { return }
         state = .running
         startedNanos = monotonicNanos()
-        generation = BuiltinGeneration(model: scheduler.model, prompt: request.prompt, parameters: request.parameters, seed: seed)
-        let faults = scheduler.faults
-        if faults.isActive {
-            var g = SystemRandomNumberGenerator()
-            let roll = Double.random(in: 0..<1, using: &g)
-            if roll < faults.errorRate {
-                fail(APIError(.modelUnavailable, "the model is unavailable (injected fault)", retryAfterMs: 100))
-                return
-            } else if roll < faults.errorRate + faults.midstreamFailureRate {
-                faultAfterTokens = Int.random(in: 1...3, using: &g)
-            } else if roll < faults.errorRate + faults.midstreamFailureRate + faults.stallRate {
-                faultAfterTokens = Int.random(in: 1...3, using: &g)
-                faultIsStall = true
-            }
-        }
-        if scheduler.pace.isInstant {
-            // Every token exists at the same instant: write them in one burst, flushed once per socket.
-            loop.deferringWrites {
-                while state == .running && !stalled { step() }
-            }
-        } else {
-            timer = loop.schedule(afterNanos: delay(scheduler.pace.ttftNanos)) { [weak self] in self?.tick() }
-        }
-    }
-
-    private var stalled = false
-
-    private func tick() {
-        timer = nil
-        guard state == .running else { return }
-        step()
-        if state == .running && !stalled {
-            timer = loop.schedule(afterNanos: delay(scheduler.pace.tokenNanos)) { [weak self] in self?.tick() }
-        }
-    }
-
-    private func delay(_ base: UInt64) -> UInt64 {
-        let j = scheduler.pace.jitter
-        guard j > 0, base > 0 else { return base }
-        let f = 1 + j * (jitterRandom.unit() * 2 - 1)
-        return UInt64(Double(base) * f)
-    }
-
-    private func step() {
-        if let n = faultAfterTokens, pieces.count >= n {
-            if faultIsStall {
-                timer?.cancel()
-                timer = nil
-                stalled = true
-                return
-            }
-            for sub in subscribers { sub.abortTransport() }
-            fail(APIError(.generationInterrupted, "the model connection dropped mid-answer (injected fault)"), notify: false)
-            return
-        }
-        guard var g = generation else { return }
-        let s = g.next()
-        generation = g
-        switch s {
-        case .token(let text):
-            if firstTokenNanos == nil { firstTokenNanos = monotonicNanos() }
-            let event = CompletionEvent.delta(index: pieces.count, text: text)
-            pieces.append(text)
-            scheduler.metrics.tokensStreamed.add(1, ordering: .relaxed)
-            for sub in subscribers { sub.receive(event) }
-        case .finished(let reason):
-            finish(reason)
-        }
+        let run = scheduler.backend.start(request, seed: seed, on: loop, sink: self)
+        // A backend may finish (or fail) inside `start` (a zero-pace model, a refusal).
+        if state == .running { generation = run }
     }
 
     /// Ends the stream with finish_reason "cancelled" and frees the slot at once.
@@ -210,9 +114,10 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         case .finished: return
         case .queued:
             state = .running  // never started; the scheduler knows whether it holds a slot
-            finish(.cancelled)
+            finish(.cancelled, usage: Usage(promptTokens: 0, completionTokens: 0), upstream: "builtin")
         case .running:
-            finish(.cancelled)
+            let usage = generation?.cancel() ?? Usage(promptTokens: 0, completionTokens: pieces.count)
+            finish(.cancelled, usage: usage, upstream: "builtin")
         }
     }
 
@@ -220,8 +125,6 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
     private func fail(_ error: APIError, notify: Bool = true) {
         guard state == .running else { return }
         state = .finished
-        timer?.cancel()
-        timer = nil
         leaseTimer?.cancel()
         leaseTimer = nil
         let event = CompletionEvent.failed(error, tokensSoFar: pieces.count)
@@ -233,19 +136,16 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         scheduler.failed(self, error: error)
     }
 
-    private func finish(_ reason: FinishReason) {
+    private func finish(_ reason: FinishReason, usage: Usage, upstream: String) {
         guard state == .running else { return }
         state = .finished
-        timer?.cancel()
-        timer = nil
         leaseTimer?.cancel()
         leaseTimer = nil
         let end = monotonicNanos()
-        let usage = Usage(promptTokens: generation?.promptTokens ?? 0, completionTokens: generation?.completionTokens ?? 0)
         let ms: (UInt64) -> Double = { Double($0) / 1e6 }
         let timings = Timings(queueMs: ms((startedNanos ?? end) - createdNanos),
                               ttftMs: firstTokenNanos.map { ms($0 - createdNanos) },
-                              totalMs: ms(end - createdNanos), upstream: "builtin")
+                              totalMs: ms(end - createdNanos), upstream: upstream)
         let event = CompletionEvent.done(reason, usage, timings)
         final = event
         generation = nil
@@ -253,6 +153,27 @@ public final class CompletionJob: CompletionStream, @unchecked Sendable {
         subscribers.removeAll()
         for s in subs { s.receive(event) }
         scheduler.finished(self, reason: reason, timings: timings, usage: usage)
+    }
+}
+
+extension CompletionJob: GenerationSink {
+    public func token(_ text: String) {
+        guard state == .running else { return }
+        if firstTokenNanos == nil { firstTokenNanos = monotonicNanos() }
+        let event = CompletionEvent.delta(index: pieces.count, text: text)
+        pieces.append(text)
+        scheduler.metrics.tokensStreamed.add(1, ordering: .relaxed)
+        for sub in subscribers { sub.receive(event) }
+    }
+
+    public func finished(_ reason: FinishReason, usage: Usage, upstream: String) {
+        finish(reason, usage: usage, upstream: upstream)
+    }
+
+    public func failed(_ error: APIError, dropTransport: Bool) {
+        guard state == .running else { return }
+        if dropTransport { for sub in subscribers { sub.abortTransport() } }
+        fail(error, notify: !dropTransport)
     }
 }
 

@@ -23,10 +23,9 @@ public struct SchedulerConfiguration: Sendable {
 /// job's state belongs to the job's loop.
 public final class CompletionScheduler: CompletionService, @unchecked Sendable {
     public let configuration: SchedulerConfiguration
-    public let model: NGramModel
-    public let pace: ModelPace
+    /// Where tokens come from (the built-in model; upstream model servers later).
+    public let backend: ModelBackend
     public let metrics: Metrics
-    public let faults: FaultPlan
     let logger: Logger
     /// Where admitted requests hold their leases: renewed while they run, released however they end.
     public var admission: Admission?
@@ -48,14 +47,17 @@ public final class CompletionScheduler: CompletionService, @unchecked Sendable {
     }
     private let state = Mutex(State())
 
-    public init(configuration: SchedulerConfiguration, model: NGramModel, pace: ModelPace, metrics: Metrics, logger: Logger,
-                faults: FaultPlan = FaultPlan()) {
+    public init(configuration: SchedulerConfiguration, backend: ModelBackend, metrics: Metrics, logger: Logger) {
         self.configuration = configuration
-        self.faults = faults
-        self.model = model
-        self.pace = pace
+        self.backend = backend
         self.metrics = metrics
         self.logger = logger
+    }
+
+    /// With the built-in model at `pace`.
+    public convenience init(configuration: SchedulerConfiguration, model: NGramModel, pace: ModelPace, metrics: Metrics, logger: Logger,
+                            faults: FaultPlan = FaultPlan()) {
+        self.init(configuration: configuration, backend: BuiltinBackend(model: model, pace: pace, faults: faults), metrics: metrics, logger: logger)
     }
 
     public enum SubmitError: Error { case busy(retryAfterMs: Int) }

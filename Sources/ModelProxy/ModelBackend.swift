@@ -1,0 +1,169 @@
+import Domain
+import NetCore
+import Runtime
+
+/// Receives one generation's output, on the loop it was started on.
+public protocol GenerationSink: AnyObject {
+    func token(_ text: String)
+    func finished(_ reason: FinishReason, usage: Usage, upstream: String)
+    /// `dropTransport`: the model's connection broke without an end marker; the clients'
+    /// transports are dropped the same way (no end marker either).
+    func failed(_ error: APIError, dropTransport: Bool)
+}
+
+/// A generation in progress.
+public protocol RunningGeneration: AnyObject {
+    /// Stops it now (no more calls to the sink); returns the usage so far.
+    func cancel() -> Usage
+}
+
+/// Where tokens come from (push-based): start a generation on a loop and it calls the sink as
+/// tokens arrive, then exactly once `finished` or `failed` — unless cancelled. The built-in model is
+/// one backend; upstream model servers will be others.
+public protocol ModelBackend: Sendable {
+    func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration
+}
+
+/// How fast the built-in model answers: a first-token delay, then a delay per token.
+public struct ModelPace: Sendable {
+    public var ttftNanos: UInt64
+    public var tokenNanos: UInt64
+    /// ± this fraction of random variation on each delay.
+    public var jitter: Double
+    public init(ttftMs: Double, tokenMs: Double, jitter: Double = 0.2) {
+        ttftNanos = UInt64(max(0, ttftMs) * 1e6)
+        tokenNanos = UInt64(max(0, tokenMs) * 1e6)
+        self.jitter = min(max(jitter, 0), 1)
+    }
+    public var isInstant: Bool { ttftNanos == 0 && tokenNanos == 0 }
+}
+
+/// Faults the model server injects to stand in for a failing model region (fractions 0...1).
+public struct FaultPlan: Sendable {
+    /// Refuse before the first token (the client sees model_unavailable).
+    public var errorRate = 0.0
+    /// Drop the connection after a few tokens, without an end marker.
+    public var midstreamFailureRate = 0.0
+    /// Stop sending tokens after a few, keeping the connection open.
+    public var stallRate = 0.0
+    public init() {}
+    var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 }
+}
+
+/// The built-in n-gram model as a backend: paced by loop timers, with injectable faults.
+public struct BuiltinBackend: ModelBackend {
+    public let model: NGramModel
+    public let pace: ModelPace
+    public let faults: FaultPlan
+
+    public init(model: NGramModel, pace: ModelPace, faults: FaultPlan = FaultPlan()) {
+        self.model = model
+        self.pace = pace
+        self.faults = faults
+    }
+
+    public func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration {
+        let run = BuiltinRun(backend: self, request: request, seed: seed, loop: loop, sink: sink)
+        run.begin()
+        return run
+    }
+}
+
+/// One built-in generation on its loop.
+final class BuiltinRun: RunningGeneration {
+    let pace: ModelPace
+    let loop: EventLoop
+    weak var sink: GenerationSink?
+    private var generation: BuiltinGeneration
+    private var jitterRandom: SeededRandom
+    private var timer: TimerHandle?
+    private var done = false
+    private var stalled = false
+    private var emitted = 0
+    /// Injected fault for this run: fail after this many tokens (midstream) or stall.
+    private var faultAfterTokens: Int?
+    private var faultIsStall = false
+    private var refuse = false
+
+    init(backend: BuiltinBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, sink: GenerationSink) {
+        pace = backend.pace
+        self.loop = loop
+        self.sink = sink
+        generation = BuiltinGeneration(model: backend.model, prompt: request.prompt, parameters: request.parameters, seed: seed)
+        jitterRandom = SeededRandom(seed: seed)
+        let faults = backend.faults
+        if faults.isActive {
+            var g = SystemRandomNumberGenerator()
+            let roll = Double.random(in: 0..<1, using: &g)
+            if roll < faults.errorRate {
+                refuse = true
+            } else if roll < faults.errorRate + faults.midstreamFailureRate {
+                faultAfterTokens = Int.random(in: 1...3, using: &g)
+            } else if roll < faults.errorRate + faults.midstreamFailureRate + faults.stallRate {
+                faultAfterTokens = Int.random(in: 1...3, using: &g)
+                faultIsStall = true
+            }
+        }
+    }
+
+    func begin() {
+        if refuse {
+            done = true
+            sink?.failed(APIError(.modelUnavailable, "the model is unavailable (injected fault)", retryAfterMs: 100), dropTransport: false)
+            return
+        }
+        if pace.isInstant {
+            // Every token exists at the same instant: write them in one burst, flushed once per socket.
+            loop.deferringWrites {
+                while !done && !stalled { step() }
+            }
+        } else {
+            timer = loop.schedule(afterNanos: delay(pace.ttftNanos)) { [weak self] in self?.tick() }
+        }
+    }
+
+    func cancel() -> Usage {
+        done = true
+        timer?.cancel()
+        timer = nil
+        return usage
+    }
+
+    private var usage: Usage { Usage(promptTokens: generation.promptTokens, completionTokens: generation.completionTokens) }
+
+    private func tick() {
+        timer = nil
+        guard !done else { return }
+        step()
+        if !done && !stalled {
+            timer = loop.schedule(afterNanos: delay(pace.tokenNanos)) { [weak self] in self?.tick() }
+        }
+    }
+
+    private func delay(_ base: UInt64) -> UInt64 {
+        let j = pace.jitter
+        guard j > 0, base > 0 else { return base }
+        let f = 1 + j * (jitterRandom.unit() * 2 - 1)
+        return UInt64(Double(base) * f)
+    }
+
+    private func step() {
+        if let n = faultAfterTokens, emitted >= n {
+            if faultIsStall {
+                stalled = true  // keeps the connection, sends nothing more
+                return
+            }
+            done = true
+            sink?.failed(APIError(.generationInterrupted, "the model connection dropped mid-answer (injected fault)"), dropTransport: true)
+            return
+        }
+        switch generation.next() {
+        case .token(let text):
+            emitted += 1
+            sink?.token(text)
+        case .finished(let reason):
+            done = true
+            sink?.finished(reason, usage: usage, upstream: "builtin")
+        }
+    }
+}
