@@ -190,13 +190,7 @@ public final class CompletionScheduler: CompletionService, @unchecked Sendable {
 
     /// Called by a job on its loop when it ends.
     func finished(_ job: CompletionJob, reason: FinishReason, timings: Timings, usage: Usage) {
-        switch reason {
-        case .stop: metrics.completionsDone.add(1, ordering: .relaxed)
-        case .length: metrics.completionsLength.add(1, ordering: .relaxed)
-        case .cancelled: metrics.completionsCancelled.add(1, ordering: .relaxed)
-        }
-        if let t = timings.ttftMs { metrics.ttft.record(ms: t) }
-        metrics.total.record(ms: timings.totalMs)
+        metrics.recordFinished(reason, timings: timings)
         logger.info("completion finished", [
             "request_id": job.requestID, "finish_reason": reason.rawValue, "completion_tokens": "\(usage.completionTokens)",
             "queue_ms": format(timings.queueMs), "ttft_ms": timings.ttftMs.map(format) ?? "-", "total_ms": format(timings.totalMs),

@@ -258,13 +258,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         metrics.activeGenerations.subtract(1, ordering: .relaxed)
         switch event {
         case .done(let reason, _, let timings):
-            switch reason {
-            case .stop: metrics.completionsDone.add(1, ordering: .relaxed)
-            case .length: metrics.completionsLength.add(1, ordering: .relaxed)
-            case .cancelled: metrics.completionsCancelled.add(1, ordering: .relaxed)
-            }
-            if let t = timings.ttftMs { metrics.ttft.record(ms: t) }
-            metrics.total.record(ms: timings.totalMs)
+            metrics.recordFinished(reason, timings: timings)
         case .failed(let e, _):
             metrics.completionsError.add(1, ordering: .relaxed)
             logger.warning("completion failed", ["request_id": stream.request.requestID, "code": e.code.rawValue, "error": e.message])

@@ -1,3 +1,4 @@
+import Domain
 import Synchronization
 
 /// A cumulative histogram with fixed bucket bounds (milliseconds). One short lock per record:
@@ -56,6 +57,17 @@ public final class Metrics: Sendable {
     public let streamsInterrupted = Atomic<Int>(0)
     public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
     public let total = Histogram(bounds: [5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000])
+
+    /// Counts a completion that ended with `reason` and records its times.
+    public func recordFinished(_ reason: FinishReason, timings: Timings) {
+        switch reason {
+        case .stop: completionsDone.add(1, ordering: .relaxed)
+        case .length: completionsLength.add(1, ordering: .relaxed)
+        case .cancelled: completionsCancelled.add(1, ordering: .relaxed)
+        }
+        if let t = timings.ttftMs { ttft.record(ms: t) }
+        total.record(ms: timings.totalMs)
+    }
 
     /// Names start with this ("playground" for what clients see, "playground_worker" for the
     /// generations a worker runs for the fleet).

@@ -34,6 +34,30 @@ def key_for(user):
     return _keys[k]
 
 
+def post(url, key, body, path="/v1/completions", timeout=30):
+    """POSTs JSON with a bearer key; (status, parsed body) whatever the status."""
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url + path, method="POST", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def free_port():
+    """A loopback port nobody listens on now."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def auth(key):
     return {"Authorization": f"Bearer {key}"}
 

@@ -17,7 +17,7 @@ import openai
 import pytest
 import websockets
 
-from conftest import BINARY, ROOT, make_key
+from conftest import BINARY, ROOT, free_port, make_key, post
 
 
 @pytest.fixture
@@ -64,16 +64,6 @@ def metric(node, name):
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return None
-
-
-def post(url, key, body, path="/v1/completions", timeout=30):
-    req = urllib.request.Request(url + path, method="POST", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 class SSE:
@@ -322,7 +312,7 @@ def test_the_backlog_is_bounded_and_busy_at_once(make_node, redis_url):
 
 
 def test_a_gateway_answers_server_busy_while_redis_is_away(make_node, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     g = make_node("--redis-url", url, "--fleet", "away", command="gateway")
     key = make_key("fleet-away-" + uuid.uuid4().hex[:6])
@@ -397,11 +387,3 @@ def test_a_thousand_streams_dropped_or_cancelled_leave_nothing_behind(make_node,
     status = f.status()
     assert "leases in use: 0" in status and "backlog 0, pending 0" in status, status
 
-
-def _free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

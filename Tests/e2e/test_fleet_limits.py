@@ -11,17 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BINARY, ROOT, make_key
-
-
-def post(url, key, body, timeout=30):
-    req = urllib.request.Request(url + "/v1/completions", method="POST", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+from conftest import BINARY, ROOT, free_port, make_key, post
 
 
 def admin(*args, env=None):
@@ -91,13 +81,6 @@ def test_quota_override_applies_on_the_next_request_everywhere(make_node, redis_
     bad = admin("quota", "set", "--user", user, env={"REDIS_URL": redis_url})
     assert bad.returncode == 2 and "--rpm" in bad.stderr
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_redis_down_serve_nodes_keep_completing_under_their_share(make_node, tmp_path):
