@@ -168,6 +168,8 @@ extension SchedulerTests {
         XCTAssertEqual(a.last, "done:cancelled")
         XCTAssertEqual(c.last, "done:cancelled")
         XCTAssertFalse(b.finished, "another key's generation goes on")
+        // The scheduler books a job as finished just after its subscribers hear the end.
+        await waitUntil { s.inFlight == 1 }
         XCTAssertEqual(s.cancelAll(keyID: 7), 0, "nothing left to stop")
         XCTAssertEqual(s.cancelAll(keyID: 8), 1)
         await waitUntil { b.finished }
