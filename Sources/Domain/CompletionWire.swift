@@ -223,6 +223,12 @@ public enum RelayMessage: Sendable {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(CompletionWire.DecodeError) -> RelayMessage {
+        if let m = decodeTokenMessage(bytes) { return m }
+        return try decodeGeneral(bytes)
+    }
+
+    /// The general decoder (a JSON tree); `decode` tries the per-token fast path first.
+    public static func decodeGeneral(_ bytes: [UInt8]) throws(CompletionWire.DecodeError) -> RelayMessage {
         guard let o = (try? JSONParser.parse(bytes))?.objectValue, let r = o["r"]?.stringValue, let t = o["t"]?.stringValue else {
             throw CompletionWire.DecodeError("not a relay message")
         }
@@ -239,5 +245,57 @@ public enum RelayMessage: Sendable {
             let event = try CompletionWire.decodeEvent(o, type: t)
             return .event(requestID: r, event, worker: o["w"]?.stringValue)
         }
+    }
+}
+
+extension RelayMessage {
+    /// The messages sent per token — a delta or a keepalive, exactly as `encode` writes them and
+    /// with no escapes in their strings — read without building a JSON tree. nil for anything
+    /// else (the general decoder decides then; it gives the same answer for what this accepts).
+    public static func decodeTokenMessage(_ b: [UInt8]) -> RelayMessage? {
+        var i = 0
+        func literal(_ text: StaticString) -> Bool {
+            let n = text.utf8CodeUnitCount
+            guard i + n <= b.count else { return false }
+            let ok = text.withUTF8Buffer { lit in
+                for k in 0..<n where b[i + k] != lit[k] { return false }
+                return true
+            }
+            if ok { i += n }
+            return ok
+        }
+        /// A string with no escape and no control character, as valid UTF-8.
+        func plainString() -> String? {
+            guard i < b.count, b[i] == 0x22 else { return nil }
+            var j = i + 1
+            while j < b.count {
+                let c = b[j]
+                if c == 0x22 { break }
+                if c == 0x5C || c < 0x20 { return nil }
+                j += 1
+            }
+            guard j < b.count, let s = String(validating: b[(i + 1)..<j], as: UTF8.self) else { return nil }
+            i = j + 1
+            return s
+        }
+        func index() -> Int? {
+            var v = 0, digits = 0
+            while i < b.count, b[i] >= 0x30, b[i] <= 0x39, digits < 15 {
+                v = v * 10 + Int(b[i] - 0x30)
+                i += 1
+                digits += 1
+            }
+            // No leading zeros (the encoder never writes them; the general parser refuses them).
+            guard digits > 0, !(digits > 1 && b[i - digits] == 0x30) else { return nil }
+            return v
+        }
+        guard literal("{\"r\":"), let r = plainString(), literal(",\"t\":\"") else { return nil }
+        if literal("k\"}") {
+            return i == b.count ? .keepalive(requestID: r) : nil
+        }
+        guard literal("d\",\"i\":"), let n = index(), literal(",\"x\":"), let x = plainString(), literal("}"), i == b.count else {
+            return nil
+        }
+        return .event(requestID: r, .delta(index: n, text: x), worker: nil)
     }
 }

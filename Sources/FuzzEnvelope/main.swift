@@ -48,6 +48,11 @@ func fuzzOne(_ data: [UInt8]) {
         CompletionWire.encode(again, requestID: id2, into: &w2)
         precondition(w.bytes == w2.bytes, "event encoding is not stable")
     }
+    if let fast = RelayMessage.decodeTokenMessage(data) {
+        // The fast path accepts only what the general decoder accepts, and reads it the same way.
+        guard let general = try? RelayMessage.decodeGeneral(data) else { preconditionFailure("fast path accepted what the decoder refuses") }
+        precondition(fast.bytes == general.bytes, "fast path and decoder disagree")
+    }
     if let m = try? RelayMessage.decode(data) {
         guard let again = try? RelayMessage.decode(m.bytes) else { preconditionFailure("re-encoded relay message does not decode") }
         precondition(again.bytes == m.bytes, "relay encoding is not stable")

@@ -99,4 +99,30 @@ final class CompletionWireTests: XCTestCase {
             XCTAssertThrowsError(try RelayMessage.decode(Array(bad.utf8)), bad)
         }
     }
+
+    func testTheTokenFastPathReadsWhatTheDecoderReads() throws {
+        let key = StreamKey.make(owner: "alice", requestID: "r-1")
+        let accepted: [RelayMessage] = [
+            .event(requestID: key, .delta(index: 0, text: " the"), worker: nil),
+            .event(requestID: key, .delta(index: 12345, text: "wörld 😀"), worker: nil),
+            .event(requestID: key, .delta(index: 7, text: ""), worker: nil),
+            .keepalive(requestID: key),
+        ]
+        for m in accepted {
+            let fast = try XCTUnwrap(RelayMessage.decodeTokenMessage(m.bytes), "\(m)")
+            XCTAssertEqual(fast.bytes, try RelayMessage.decodeGeneral(m.bytes).bytes)
+        }
+        // Escapes, other kinds, extra fields, trailing bytes, leading zeros: left to the decoder.
+        let declined: [[UInt8]] = [
+            RelayMessage.event(requestID: key, .delta(index: 1, text: "say \"hi\"\n"), worker: nil).bytes,
+            RelayMessage.event(requestID: key, .accepted(requestID: "r-1", model: "m", created: 1), worker: "w").bytes,
+            RelayMessage.cancel(requestID: "r-1", owner: "alice").bytes,
+            Array(#"{"r":"k","t":"d","i":1,"x":"a"} "#.utf8),
+            Array(#"{"r":"k","t":"d","i":01,"x":"a"}"#.utf8),
+            Array(#"{"r":"k","t":"d","i":1,"x":"a","y":2}"#.utf8),
+            [0x7B, 0x22, 0x72, 0x22, 0x3A, 0x22, 0xFF, 0x22],
+        ]
+        for d in declined { XCTAssertNil(RelayMessage.decodeTokenMessage(d), String(decoding: d, as: UTF8.self)) }
+        XCTAssertNotNil(try? RelayMessage.decode(declined[0]), "the decoder still reads escaped text")
+    }
 }
