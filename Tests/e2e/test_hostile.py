@@ -177,7 +177,8 @@ def test_api_answers_carry_no_store_and_nosniff(node, user):
 
 # 9. Strict command lines: an unknown flag or a missing value exits 2 naming it, without doing
 #    anything; --help on every command prints its flags with defaults and exits 0.
-COMMANDS = [["serve"], ["model-server"], ["migrate"], ["admin", "keys", "list"], ["bench"], ["bench-ws"], ["bench-presets"]]
+COMMANDS = [["serve"], ["gateway"], ["worker"], ["model-server"], ["migrate"], ["admin", "keys", "list"], ["admin", "status"],
+            ["bench"], ["bench-ws"], ["bench-presets"], ["bench-admission"]]
 
 
 def run_cli(args, timeout=15):
@@ -215,10 +216,24 @@ def test_every_command_is_strict_and_has_help(command):
     (["admin", "keys", "create", "--user"], "--user needs a value"),
     (["admin", "keys", "list", "extra"], "extra"),
     (["migrate", "--sql-dir"], "--sql-dir needs a value"),
+    (["gateway", "--fleet"], "--fleet needs a value"),
+    (["worker", "--fleet", "no spaces"], "--fleet"),
+    (["bench", "--paths", "elsewhere"], "--paths"),
+    (["admin", "status", "--fleet", "a/b"], "--fleet"),
 ])
 def test_missing_values_and_stray_words_exit_2(args, says):
     out = run_cli(args)
     assert out.returncode == 2 and says in out.stderr, (out.returncode, out.stderr[-300:])
+
+
+def test_gateway_and_worker_need_redis():
+    import os
+    import subprocess
+    from conftest import BINARY, ROOT
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    for role in ("gateway", "worker"):
+        out = subprocess.run([BINARY, role, "--port", "0", "--auth", "off"], capture_output=True, text=True, cwd=ROOT, timeout=15, env=env)
+        assert out.returncode == 2 and "needs Redis" in out.stderr and "REDIS_URL" in out.stderr, (role, out.stderr[-300:])
 
 
 def test_serve_help_shows_defaults():
