@@ -145,7 +145,7 @@ def test_killed_worker_interrupts_its_stream_within_3s_and_queued_jobs_run_elsew
         next(events)  # role/first chunks: it runs on the doomed worker
     # A second job waits in the queue: the only worker's one slot is busy.
     waiting = {}
-    t = threading.Thread(target=lambda: waiting.update(r=post(g.url, key, {"prompt": "A quiet", "max_tokens": 5})))
+    t = threading.Thread(target=lambda: waiting.update(r=post(g.url, key, {"prompt": "The sea", "max_tokens": 5, "seed": 5})))
     t.start()
     time.sleep(0.3)
     doomed.proc.send_signal(signal.SIGKILL)
@@ -169,14 +169,14 @@ def test_a_job_whose_worker_died_before_starting_it_is_taken_over(make_node, red
     g = f.gateway()
     key = make_key("fleet-ghost-" + uuid.uuid4().hex[:6])
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=post(g.url, key, {"prompt": "The owl", "max_tokens": 4})))
+    t = threading.Thread(target=lambda: result.update(r=post(g.url, key, {"prompt": "The sea", "max_tokens": 4, "seed": 5})))
     t.start()
     deadline = time.time() + 5
     while f.redis("XLEN", f.stream) != "1" and time.time() < deadline:
         time.sleep(0.02)
     # A "worker" takes the job and dies before starting it (never acknowledges).
     f.redis("XGROUP", "CREATE", f.stream, "workers", "0", "MKSTREAM")
-    assert "The owl" in f.redis("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", f.stream, ">")
+    assert "The sea" in f.redis("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", f.stream, ">")
     w = f.worker()
     t.join(20)
     assert result["r"][0] == 200 and result["r"][1]["usage"]["completion_tokens"] == 4, result

@@ -50,18 +50,19 @@ def test_fleet_script_up_use_kill_status_down(tmp_path):
         assert url == f"http://127.0.0.1:{base}"
         key = make_key("fleet-script-" + uuid.uuid4().hex[:6])
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        # Prompts and seeds whose answers are long (152 and 69 tokens): max_tokens is what ends them.
         for _ in range(4):
-            r = client.completions.create(model="builtin", prompt="The lighthouse", max_tokens=5)
+            r = client.completions.create(model="builtin", prompt="The sea", max_tokens=5, seed=5)
             assert r.usage.completion_tokens == 5
-        chunks = list(client.chat.completions.create(model="builtin", messages=[{"role": "user", "content": "hi"}],
-                                                      max_tokens=5, stream=True))
+        chunks = list(client.chat.completions.create(model="builtin", max_tokens=5, stream=True, seed=5,
+                                                      messages=[{"role": "user", "content": "The sea was calm in the morning, and"}]))
         assert chunks[-1].choices[0].finish_reason == "length"
 
         async def ws_once():
             async with websockets.connect(f"ws://127.0.0.1:{base}/v1/ws",
                                           additional_headers={"Authorization": f"Bearer {key}"}) as ws:
                 await ws.send(json.dumps({"id": 1, "method": "POST", "path": "/v1/completions",
-                                          "body": {"prompt": "The sea", "max_tokens": 4}}))
+                                          "body": {"prompt": "The sea", "max_tokens": 4, "seed": 5}}))
                 kinds = []
                 while not kinds or kinds[-1] not in ("done", "error"):
                     kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
@@ -76,7 +77,7 @@ def test_fleet_script_up_use_kill_status_down(tmp_path):
         pid = int(open(os.path.join(d, "pids", "gateway-1.pid")).read())
         os.kill(pid, signal.SIGKILL)
         for _ in range(20):
-            assert client.completions.create(model="builtin", prompt="x", max_tokens=2).usage.completion_tokens == 2
+            assert client.completions.create(model="builtin", prompt="The sea", max_tokens=2, seed=5).usage.completion_tokens == 2
         status = fleet_sh("status", "--dir", d)
         assert status.returncode == 1 and "gateway-1" in status.stdout and "dead" in status.stdout, status.stdout
     finally:

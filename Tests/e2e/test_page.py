@@ -5,6 +5,7 @@ import time
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -220,4 +221,6 @@ def test_presets_save_search_load_run_delete(browser, node):
     item = [e for e in items if e.find_element(By.CSS_SELECTOR, ".preset-name").text == name][0]
     item.find_element(By.CSS_SELECTOR, ".delete").click()
     browser.switch_to.alert.accept()
-    WebDriverWait(browser, 5).until(lambda d: not any(name == e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
+    # The list is rendered again while this looks at it: an element read mid-render is stale, not an answer.
+    WebDriverWait(browser, 5, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: not any(name == e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
