@@ -271,7 +271,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         // by them); the rest are replayed by this gateway alone, which keeps Redis's keys bounded
         // by the streams running plus those with the client's id in the last retention window.
         if stream.ownsLease {
-            if stream.request.clientSuppliedID, let transcript, transcript.count <= configuration.maxTranscriptBytes {
+            if let transcript, transcript.count <= configuration.maxTranscriptBytes {
                 directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: Int(configuration.retentionNanos / 1_000_000))
             } else {
                 directory.forget(streamKey: stream.key)

@@ -245,7 +245,9 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         let subs = subscribers
         subscribers.removeAll()
         for s in subs { s.receive(event) }
-        hub.ended(self, event, transcript: ownsLease ? transcript(final: event) : nil)
+        // Only a request_id the client chose can be asked for again elsewhere: only then is the
+        // stream written out for Redis (not on every completion).
+        hub.ended(self, event, transcript: ownsLease && request.clientSuppliedID ? transcript(final: event) : nil)
     }
 
     /// The stream as relay messages, one per line (JSON strings hold no raw newline).

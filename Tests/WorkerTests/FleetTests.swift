@@ -322,4 +322,29 @@ final class FleetTests: XCTestCase {
         XCTAssertTrue(recs.allSatisfy { $0.kinds.last == "done:length" }, "\(recs.map(\.kinds))")
         XCTAssertLessThan(Double(monotonicNanos() - start) / 1e9, 0.9)
     }
+
+    func testUndecodableAndExpiredJobsAreDroppedNotRun() async throws {
+        let q = MemoryQueue(), r = MemoryRelay()
+        let run = runner(tokenMs: 1)
+        let w = worker(q, r, run)
+        // Garbage on the queue, and a job whose gateway stopped waiting a minute ago.
+        q.enqueue(Array("not a job".utf8), streamKey: "k1", holder: "gw") { _ in }
+        var late = request("late", maxTokens: 3)
+        late.ownerID = "alice"
+        let expired = 1_000  // 1970: long past
+        q.enqueue(CompletionWire.encode(late, job: .init(replyTo: FleetChannels.gateway("gw"), expiresAtMs: expired)),
+                  streamKey: "k2", holder: "gw") { _ in }
+        await waitUntil { q.length == 0 }
+        XCTAssertEqual(q.length, 0, "both acknowledged")
+        try await Task.sleep(nanoseconds: 50_000_000)
+        XCTAssertEqual(run.metrics.completionsDone.load(ordering: .relaxed) + run.metrics.completionsLength.load(ordering: .relaxed), 0,
+                       "neither ran")
+        XCTAssertTrue(r.messages(to: FleetChannels.gateway("gw")).isEmpty, "nothing was said to a gateway")
+        // The worker goes on: a good job after them runs.
+        let g = gateway(q, r)
+        let (rec, _) = try await submit(g, request("after", maxTokens: 3))
+        await waitUntil { rec.ended }
+        XCTAssertEqual(rec.kinds.last, "done:length")
+        _ = w
+    }
 }
