@@ -32,9 +32,12 @@ public struct PGRows: Sendable {
 public final class PGConnection {
     private var conn: OpaquePointer?
     public let url: String
+    /// How long one statement may take before the connection is given up (client side).
+    public var queryTimeoutMs: Int
 
-    public init(url: String, connectTimeoutSeconds: Int = 3) throws(PGError) {
+    public init(url: String, connectTimeoutSeconds: Int = 3, queryTimeoutMs: Int = 3000) throws(PGError) {
         self.url = url
+        self.queryTimeoutMs = queryTimeoutMs
         let sep = url.contains("?") ? "&" : "?"
         let full = url.hasPrefix("postgres") ? url + sep + "connect_timeout=\(connectTimeoutSeconds)&application_name=playground" : url
         conn = PQconnectdb(full)
@@ -73,22 +76,61 @@ public final class PGConnection {
         // Keep the C strings alive for the call.
         let cStrings: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0) } ?? nil }
         defer { for p in cStrings { free(p) } }
-        let result: OpaquePointer? = cStrings.withUnsafeBufferPointer { buf in
+        let sent: Int32 = cStrings.withUnsafeBufferPointer { buf in
             buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(1, params.count)) { p in
-                PQexecParams(conn, sql, Int32(params.count), nil, params.isEmpty ? nil : p, nil, nil, 0)
+                PQsendQueryParams(conn, sql, Int32(params.count), nil, params.isEmpty ? nil : p, nil, nil, 0)
             }
         }
-        return try collect(result)
+        guard sent == 1 else { throw lost(String(cString: PQerrorMessage(conn)).trimmingNewline()) }
+        return try awaitResult(timeoutMs: queryTimeoutMs)
     }
 
     /// Runs a script of several statements (migrations). No parameters.
     public func execute(_ script: String) throws(PGError) {
         guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
-        _ = try collect(PQexec(conn, script))
+        guard PQsendQuery(conn, script) == 1 else { throw lost(String(cString: PQerrorMessage(conn)).trimmingNewline()) }
+        _ = try awaitResult(timeoutMs: max(queryTimeoutMs, 60_000))
     }
 
-    private func collect(_ result: OpaquePointer?) throws(PGError) -> PGRows {
-        try PGConnection.rows(from: result, conn: conn)
+    /// Waits for every result of the statement sent, at most `timeoutMs`. The clock is ours, not
+    /// the server's: a database that stopped answering (paused, partitioned, a full disk) does not
+    /// hang the calling thread. On timeout the connection is closed (what it was doing is
+    /// abandoned; a new one is needed) and the error is a connection error.
+    private func awaitResult(timeoutMs: Int) throws(PGError) -> PGRows {
+        guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
+        let deadline = PGConnection.monotonicMillis() + Int64(timeoutMs)
+        var first: Result<PGRows, PGError>?
+        while true {
+            while PQisBusy(conn) == 0 {
+                guard let result = PQgetResult(conn) else {
+                    return try (first ?? .failure(PGError(kind: .query, sqlState: nil, message: "no result"))).get()
+                }
+                let r: Result<PGRows, PGError>
+                do throws(PGError) { r = .success(try PGConnection.rows(from: result, conn: conn)) } catch { r = .failure(error) }
+                // Like PQexec: the last result wins, except that an error is never hidden by a later one.
+                if case .failure = first {} else { first = r }
+                if PQstatus(conn) != CONNECTION_OK { return try r.get() }
+            }
+            let left = deadline - PGConnection.monotonicMillis()
+            guard left > 0 else { throw lost("no answer from the database within \(timeoutMs) ms") }
+            var p = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+            let n = poll(&p, 1, Int32(min(left, 1000)))
+            if n < 0 && errno != EINTR { throw lost("poll failed: errno \(errno)") }
+            if n > 0 && PQconsumeInput(conn) == 0 { throw lost(String(cString: PQerrorMessage(conn)).trimmingNewline()) }
+        }
+    }
+
+    /// Closes the connection after it failed mid-statement; the error to throw.
+    private func lost(_ message: String) -> PGError {
+        if let conn { PQfinish(conn) }
+        conn = nil
+        return PGError(kind: .connection, sqlState: nil, message: message)
+    }
+
+    static func monotonicMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     /// Converts (and frees) one libpq result.

@@ -25,6 +25,7 @@ public final class PGPool: @unchecked Sendable {
     private struct Work: @unchecked Sendable {
         let body: (PGConnection) -> Void
         let onUnavailable: (PGError) -> Void
+        var queuedAt: UInt64 = 0
     }
     private struct State {
         var queue: [Work] = []
@@ -36,8 +37,12 @@ public final class PGPool: @unchecked Sendable {
     private let available = CountingSemaphore()
     private var threads: [pthread_t] = []
 
-    public init(url: String, size: Int = 4, maxQueue: Int = 1024, logger: Logger) {
+    /// How long work may wait for a connection before it is refused.
+    public let maxWaitNanos: UInt64
+
+    public init(url: String, size: Int = 4, maxQueue: Int = 1024, maxWaitMs: Int = 2000, logger: Logger) {
         self.url = url
+        self.maxWaitNanos = UInt64(maxWaitMs) * 1_000_000
         self.size = max(1, size)
         self.maxQueue = maxQueue
         self.logger = logger
@@ -94,6 +99,8 @@ public final class PGPool: @unchecked Sendable {
     }
 
     private func enqueue(_ work: Work) {
+        var work = work
+        work.queuedAt = monotonicNanos()
         let refused: PGError? = state.withLock { s in
             if s.healthy == 0 { return PGError(kind: .unavailable, sqlState: nil, message: "database unavailable") }
             if s.queue.count - s.head >= maxQueue { return PGError(kind: .unavailable, sqlState: nil, message: "database queue full") }
@@ -146,6 +153,13 @@ public final class PGPool: @unchecked Sendable {
                 if state.withLock({ $0.stopping }) { if conn != nil { markHealthy(false) }; return }
                 continue
             }
+            // Work that waited longer than a caller would (every connection busy or stuck) is
+            // answered "unavailable" now, so callers fall back instead of queueing behind a
+            // database that stopped answering.
+            if monotonicNanos() - work.queuedAt > maxWaitNanos {
+                work.onUnavailable(PGError(kind: .unavailable, sqlState: nil, message: "database too slow to answer"))
+                continue
+            }
             work.body(conn!)
         }
     }
@@ -153,7 +167,7 @@ public final class PGPool: @unchecked Sendable {
     private func connect(_ index: Int) -> PGConnection? {
         do throws(PGError) {
             let c = try PGConnection(url: url)
-            try c.query("SET statement_timeout = '5s'")
+            try c.query("SET statement_timeout = '2500ms'")
             // Preset search: a word matches when at least 40% of its trigrams line up ("frnch" ≈ "french").
             try c.query("SET pg_trgm.word_similarity_threshold = 0.4")
             markHealthy(true)
