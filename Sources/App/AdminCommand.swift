@@ -17,7 +17,7 @@ enum AdminCommand {
         Manages API keys (PostgreSQL) and quota overrides (Redis):
           admin keys create --user U [--org O]   prints a new key once (only its hash is stored)
           admin keys list [--user U]             every key, revoked ones too
-          admin keys revoke ID|PREFIX            revokes at once, on every node
+          admin keys revoke ID|PREFIX            revokes at once, on every node (by ID also while the database is down)
           admin keys check --key K               exit 0 if the key is valid, 1 if not
           admin quota set --user U [--rpm N] [--concurrency N] [--ttl 1h]
                                                  overrides U's limits on every node from the next request
@@ -67,6 +67,7 @@ enum AdminCommand {
             throw ArgumentError(message: words.count > arity ? "admin keys \(words[1]): unexpected argument '\(words[arity])'"
                                                                : "usage: playground admin keys revoke ID|PREFIX")
         }
+        if words[1] == "revoke" { return try revoke(a, words[2]) }
         let conn = try connection(a)
         switch words[1] {
         case "create":
@@ -82,20 +83,59 @@ enum AdminCommand {
             for k in keys {
                 printLine("\(k.id)\t\(k.prefix)…\t\(k.userID)\t\(k.orgID ?? "-")\t\(k.createdAt)\t\(k.revokedAt ?? "-")")
             }
-        case "revoke":
-            guard words.count >= 3 else { throw ArgumentError(message: "usage: playground admin keys revoke ID|PREFIX") }
-            let n = try KeyAdmin.revoke(conn, idOrPrefix: words[2])
-            guard n > 0 else {
-                printError("no active key matches \(words[2])")
-                return 1
-            }
-            printLine("revoked \(n) key(s)")
         case "check":
             guard let key = a.optionalString("key") else { throw ArgumentError(message: "--key is required") }
             return try IdentityStoreCheck.valid(conn, key: key) ? 0 : 1
         default:
             throw ArgumentError(message: "unknown keys command '\(words[1])'")
         }
+        return 0
+    }
+}
+
+extension AdminCommand {
+    /// Revokes in the database (nodes hear it through LISTEN) and in the shared identity cache
+    /// (so no node honours the key from the cache during an outage). While the database is down a
+    /// key id is revoked in the cache alone and recorded in the database by a node's replayer
+    /// once it is back.
+    static func revoke(_ a: Arguments, _ target: String) throws -> Int32 {
+        guard let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") else {
+            throw ArgumentError(message: "set DATABASE_URL or --database-url")
+        }
+        let keys = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))
+        let hasRedis = a.optionalString("redis-url") != nil || Arguments.environment("REDIS_URL") != nil
+        let conn: PGConnection
+        do { conn = try PGConnection(url: url) } catch {
+            guard let id = Int64(target), id > 0 else {
+                printError("the database is down (\(error.message)); revoke by key id (as `admin keys list` shows) to revoke through the shared cache")
+                return 1
+            }
+            guard hasRedis else {
+                printError("the database is down (\(error.message)) and no REDIS_URL is set: cannot revoke now")
+                return 1
+            }
+            let redis = try QuotaAdmin.redis(a)
+            defer { redis.close() }
+            _ = try redis.call(["SET", keys.revokedKey(id), "1"])
+            _ = try redis.call(["SADD", keys.pendingRevocations, "key:\(id)"])
+            printLine("revoked key \(id) in the shared cache; the database is down and records it when it is back")
+            return 0
+        }
+        let ids = try KeyAdmin.revoke(conn, idOrPrefix: target)
+        guard !ids.isEmpty else {
+            printError("no active key matches \(target)")
+            return 1
+        }
+        if hasRedis {
+            do {
+                let redis = try QuotaAdmin.redis(a)
+                defer { redis.close() }
+                for id in ids { _ = try redis.call(["SET", keys.revokedKey(id), "1", "PX", "\(PresetCachePolicy().identityTTLMs)"]) }
+            } catch {
+                printError("note: the shared identity cache was not told (\(error)); nodes still drop the key through the database")
+            }
+        }
+        printLine("revoked \(ids.count) key(s)")
         return 0
     }
 }

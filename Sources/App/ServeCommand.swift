@@ -327,11 +327,31 @@ enum ServeCommand {
 
         let router = Router()
         let sessions = SessionRegistry()
+        var replayer: OutboxReplayer?
         if role.servesAPI {
             let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
             if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
             let api = APIRouter(authenticator: authenticator)
-            let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), logger: logger) }
+            let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), metrics: metrics, logger: logger) }
+            if let presets, let redis, let url = config.databaseURL {
+                // Presets and identities outlive a database outage through Redis (issue 9).
+                let keys = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))
+                let cache = try RedisPresetCache(connection: redis.commands, keys: keys, scriptsDirectory: config.luaDir)
+                presets.cache = cache
+                presets.outbox = cache
+                identities?.shared = RedisIdentityCache(connection: redis.commands, keys: keys)
+                let luaDir = config.luaDir, endpoint = redis.endpoint
+                let r = OutboxReplayer(pool: pool!, owner: nodeID, logger: logger) {
+                    try RedisOutboxDrain(redis: BlockingRedis(endpoint: endpoint, timeoutSeconds: 2), keys: keys, scriptsDirectory: luaDir)
+                }
+                r.onSettled = { [metrics] outcome in
+                    if case .failed = outcome { metrics.presetWritesFailed.add(1, ordering: .relaxed) } else {
+                        metrics.presetWritesReplayed.add(1, ordering: .relaxed)
+                    }
+                }
+                r.start()
+                replayer = r
+            }
             presets?.install(on: api)
             CompletionAPI(completions: completions, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
                           presets: presets, admission: admission).install(on: api)
@@ -388,6 +408,7 @@ enum ServeCommand {
         logger.info("stopped", ["unfinished": "\(completions.inFlight + runner.inFlight)"])
         group.shutdown()
         identities?.stopListening()
+        replayer?.stop()
         pool?.stop()
         return 0
     }
@@ -396,6 +417,7 @@ enum ServeCommand {
 /// A node's Redis: three connections (commands, blocking claims, subscriptions), the queue, the
 /// relay and the heartbeat.
 struct FleetRedis {
+    let endpoint: RedisEndpoint
     let commands: RedisConnection
     let claims: RedisConnection
     let subscriptions: RedisConnection
@@ -404,6 +426,7 @@ struct FleetRedis {
     let heartbeat: FleetHeartbeat
 
     init(endpoint: RedisEndpoint, group: EventLoopGroup, nodeID: String, role: NodeRole, config: NodeConfig, logger: Logger) throws {
+        self.endpoint = endpoint
         let loops = group.loops
         commands = RedisConnection(endpoint: endpoint, loop: loops[0], logger: logger)
         claims = RedisConnection(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)

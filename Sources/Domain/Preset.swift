@@ -29,9 +29,12 @@ public struct Preset: Sendable {
     }
 
     /// The preset as the API shows it; `score` is the search match score when searching.
-    public func write(_ w: inout JSONWriter, score: Double? = nil) {
+    /// `pending`: a write the database has not seen yet (the outbox); `degraded`: answered from
+    /// the cache while the database is down.
+    public func write(_ w: inout JSONWriter, score: Double? = nil, owner: Bool = false, pending: Bool = false, degraded: Bool = false) {
         w.beginObject()
         w.key("id"); w.string(id)
+        if owner { w.key("user_id"); w.string(userID) }
         w.key("object"); w.string("preset")
         w.key("name"); w.string(name)
         w.key("description"); w.string(description)
@@ -42,7 +45,30 @@ public struct Preset: Sendable {
         w.key("updated_at"); w.string(updatedAt)
         w.key("version"); w.int(version)
         if let score { w.key("score"); w.double((score * 1000).rounded() / 1000) }
+        if pending { w.key("pending"); w.bool(true) }
+        if degraded { w.key("degraded"); w.bool(true) }
         w.endObject()
+    }
+
+    /// Reads what `write(_:owner: true)` wrote (the shared cache's copy).
+    public init?(json o: JSONObject) {
+        guard let id = o["id"]?.stringValue, let user = o["user_id"]?.stringValue, let name = o["name"]?.stringValue,
+              let prompt = o["prompt"]?.stringValue, let version = o["version"]?.intValue else { return nil }
+        self.init(id: id, userID: user, name: name, description: o["description"]?.stringValue ?? "",
+                  tags: o["tags"]?.arrayValue?.compactMap(\.stringValue) ?? [], prompt: prompt,
+                  parameters: o["parameters"]?.objectValue ?? JSONObject(), createdAt: o["created_at"]?.stringValue ?? "",
+                  updatedAt: o["updated_at"]?.stringValue ?? "", version: version)
+    }
+
+    /// This preset with `fields` applied (the ones given replace, the others stay).
+    public func applying(_ f: PresetFields) -> Preset {
+        var p = self
+        if let v = f.name { p.name = v }
+        if let v = f.description { p.description = v }
+        if let v = f.tags { p.tags = v }
+        if let v = f.prompt { p.prompt = v }
+        if let v = f.parameters { p.parameters = v }
+        return p
     }
 
     static let placeholder = Array("{{input}}".utf8)
@@ -103,13 +129,33 @@ public struct Preset: Sendable {
 }
 
 /// Fields of a preset to create, or to change (nil = keep).
-public struct PresetFields: Sendable {
+public struct PresetFields: Sendable, Equatable {
     public var name: String?
     public var description: String?
     public var tags: [String]?
     public var prompt: String?
     public var parameters: JSONObject?
     public init() {}
+
+    /// The fields given, as a JSON object (what the outbox keeps).
+    public func write(_ w: inout JSONWriter) {
+        w.beginObject()
+        if let name { w.key("name"); w.string(name) }
+        if let description { w.key("description"); w.string(description) }
+        if let tags { w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray() }
+        if let prompt { w.key("prompt"); w.string(prompt) }
+        if let parameters { w.key("parameters"); w.value(.object(parameters)) }
+        w.endObject()
+    }
+
+    /// Reads what `write` wrote (already validated when it was accepted).
+    public init(json o: JSONObject) {
+        name = o["name"]?.stringValue
+        description = o["description"]?.stringValue
+        tags = o["tags"]?.arrayValue?.compactMap(\.stringValue)
+        prompt = o["prompt"]?.stringValue
+        parameters = o["parameters"]?.objectValue
+    }
 }
 
 /// Checks preset bodies with the same rules (and the same parameter validator) as completions.

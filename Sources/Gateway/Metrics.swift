@@ -55,6 +55,14 @@ public final class Metrics: Sendable {
     public let jobsReclaimed = Atomic<Int>(0)
     public let jobsDeadLettered = Atomic<Int>(0)
     public let streamsInterrupted = Atomic<Int>(0)
+    /// Presets: reads answered by the shared cache or not, reads answered from the cache because
+    /// the database was down, writes queued in the outbox, and queued writes the replayer settled.
+    public let presetCacheHits = Atomic<Int>(0)
+    public let presetCacheMisses = Atomic<Int>(0)
+    public let presetReadsDegraded = Atomic<Int>(0)
+    public let presetWritesQueued = Atomic<Int>(0)
+    public let presetWritesReplayed = Atomic<Int>(0)
+    public let presetWritesFailed = Atomic<Int>(0)
     public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
     public let total = Histogram(bounds: [5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000])
 
@@ -97,6 +105,20 @@ public final class Metrics: Sendable {
             for (n, h, v) in [("playground_jobs_reclaimed_total", "Jobs taken over from a silent worker.", jobsReclaimed.load(ordering: .relaxed)),
                               ("playground_jobs_dead_lettered_total", "Jobs given up after too many deliveries.", jobsDeadLettered.load(ordering: .relaxed)),
                               ("playground_streams_interrupted_total", "Streams whose worker went silent.", streamsInterrupted.load(ordering: .relaxed))] {
+                out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
+            }
+            let hits = presetCacheHits.load(ordering: .relaxed), misses = presetCacheMisses.load(ordering: .relaxed)
+            out += "# HELP playground_preset_cache_requests_total Preset reads by id, answered by the shared cache (hit) or not (miss).\n"
+            out += "# TYPE playground_preset_cache_requests_total counter\n"
+            out += "playground_preset_cache_requests_total{result=\"hit\"} \(hits)\n"
+            out += "playground_preset_cache_requests_total{result=\"miss\"} \(misses)\n"
+            let ratio = hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses)
+            out += "# HELP playground_preset_cache_hit_ratio Share of preset reads by id the shared cache answered, since start.\n"
+            out += "# TYPE playground_preset_cache_hit_ratio gauge\nplayground_preset_cache_hit_ratio \(ratio)\n"
+            for (n, h, v) in [("playground_preset_reads_degraded_total", "Preset reads answered from the cache because the database was down.", presetReadsDegraded.load(ordering: .relaxed)),
+                              ("playground_preset_writes_queued_total", "Preset writes accepted into the outbox (database down, or writes already waiting).", presetWritesQueued.load(ordering: .relaxed)),
+                              ("playground_preset_writes_replayed_total", "Queued preset writes applied to the database by this node.", presetWritesReplayed.load(ordering: .relaxed)),
+                              ("playground_preset_writes_failed_total", "Queued preset writes that could not be applied any more (kept for their owner).", presetWritesFailed.load(ordering: .relaxed))] {
                 out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
             }
         }

@@ -3,25 +3,63 @@ import JSON
 import NetCore
 import PresetStore
 import Runtime
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The preset routes (REST and the WebSocket envelope): create, read, update, delete, search.
+/// The preset routes (REST and the WebSocket envelope): create, read, update, delete, search, and
+/// the writes waiting for the database.
+///
+/// With a shared cache (Redis) reads by id go through it, and list/search fall back to it while
+/// the database is down (marked `degraded`). With an outbox, writes the database cannot take are
+/// queued (202, `pending`) and applied by the replayer once it is back; a user with writes
+/// waiting has every new write queued behind them, so their order holds.
 public final class PresetAPI: @unchecked Sendable {
     let pool: PGPool
     let validator: PresetValidator
     let logger: Logger
+    let metrics: Metrics
+    public var cache: PresetCache?
+    public var outbox: PresetOutbox?
+    /// The version of each preset this node last wrote: a cached copy older than that is never
+    /// served (another node's cache fill may lag this node's own write).
+    private let written = Mutex<[String: Int]>([:])
 
-    public init(pool: PGPool, validator: PresetValidator, logger: Logger) {
+    public init(pool: PGPool, validator: PresetValidator, metrics: Metrics = Metrics(), logger: Logger) {
         self.pool = pool
         self.validator = validator
+        self.metrics = metrics
         self.logger = logger
     }
 
     public func install(on api: APIRouter) {
         api.add("POST", "/v1/presets", bodyLimit: 64 * 1024) { [self] c, r in create(c, r) }
         api.add("GET", "/v1/presets") { [self] c, r in search(c, r) }
+        // Before /v1/presets/{id}: the first route that matches wins.
+        api.add("GET", "/v1/presets/pending") { [self] c, r in pending(c, r) }
+        api.add("DELETE", "/v1/presets/pending/{key}") { [self] c, r in dismiss(c, r) }
         api.add("GET", "/v1/presets/{id}") { [self] c, r in get(c, r) }
         api.add("PATCH", "/v1/presets/{id}", bodyLimit: 64 * 1024) { [self] c, r in update(c, r) }
         api.add("DELETE", "/v1/presets/{id}") { [self] c, r in delete(c, r) }
+    }
+
+    /// Whether the database is down as far as this node knows (no connection up).
+    var databaseDown: Bool { pool.healthyConnections == 0 }
+
+    func noteWritten(_ p: Preset) {
+        written.withLock { w in
+            if w.count >= 50_000 { w.removeAll(keepingCapacity: true) }
+            w[p.id] = max(w[p.id] ?? 0, p.version)
+        }
+    }
+
+    func writtenVersion(_ id: String) -> Int { written.withLock { $0[id] ?? 0 } }
+
+    static func nowISO() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamps.format(micros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)
     }
 
     /// What a client sees for a database failure: only an unreachable database is
@@ -29,9 +67,11 @@ public final class PresetAPI: @unchecked Sendable {
     /// (400, retrying cannot help); any other database error is ours (500, no retry hint).
     static func storeFailure(_ e: PGError) -> APIError {
         if e.isDataError { return APIError(.invalidRequest, "the preset store cannot hold this text (for example a NUL character)") }
-        if e.isUnavailable { return APIError(.presetsDegraded, "presets are temporarily unavailable; completions still work", retryAfterMs: 2000) }
+        if e.isUnavailable { return unavailable }
         return APIError(.internalError, "the preset store could not answer this request")
     }
+
+    static let unavailable = APIError(.presetsDegraded, "presets are temporarily unavailable; completions still work", retryAfterMs: 2000)
 
     static func notFound(_ id: String) -> APIError { APIError(.notFound, "no preset with id '\(id.prefix(64))'") }
 
@@ -39,80 +79,66 @@ public final class PresetAPI: @unchecked Sendable {
         APIError(.conflict, "you already have a preset named '\(name ?? "")' (names are unique, ignoring case)", field: "name")
     }
 
-    func respond(_ reply: APIReply, status: Int = 200, _ preset: Preset) {
+    static func queueFull() -> APIError {
+        APIError(.presetsDegraded, "you have too many preset changes waiting for the preset store; try again when it is back", retryAfterMs: 5000)
+    }
+
+    func respond(_ reply: APIReply, status: Int = 200, _ preset: Preset, pending: Bool = false, degraded: Bool = false) {
         var w = JSONWriter(capacity: 512 + preset.prompt.utf8.count)
-        preset.write(&w)
+        preset.write(&w, pending: pending, degraded: degraded)
         reply.respond(status: status, json: w.bytes)
     }
 
-    /// Loads one of the user's presets (for running it).
+    // MARK: reads
+
+    /// Loads one of the user's presets (for reading or running it): through the shared cache,
+    /// then the database (which fills the cache). `done` runs on `loop`.
     func load(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<Preset, APIError>) -> Void) {
-        pool.run(on: loop, { conn throws(PGError) in try PresetRepository.get(conn, user: user, id: id) }) { r in
+        loadEntry(id: id, for: user, on: loop) { r in done(r.map(\.preset)) }
+    }
+
+    func loadEntry(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<CachedPreset, APIError>) -> Void) {
+        guard UUIDText.isValid(id) else { return done(.failure(PresetAPI.notFound(id))) }
+        guard let cache else { return loadFromDatabase(id: id, for: user, on: loop, done: done) }
+        let d = UncheckedBox(done)
+        cache.lookup(user: user.userID, id: id) { [self] r in
+            loop.execute { [self] in
+                switch r {
+                case .hit(let c) where c.preset.version >= writtenVersion(id):
+                    metrics.presetCacheHits.add(1, ordering: .relaxed)
+                    d.value(.success(c))
+                case .deleted:
+                    metrics.presetCacheHits.add(1, ordering: .relaxed)
+                    d.value(.failure(PresetAPI.notFound(id)))
+                default:
+                    metrics.presetCacheMisses.add(1, ordering: .relaxed)
+                    loadFromDatabase(id: id, for: user, on: loop, done: d.value)
+                }
+            }
+        }
+    }
+
+    private func loadFromDatabase(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<CachedPreset, APIError>) -> Void) {
+        pool.run(on: loop, { conn throws(PGError) in try PresetRepository.get(conn, user: user, id: id) }) { [self] r in
             switch r {
-            case .success(let p?): done(.success(p))
+            case .success(let p?):
+                cache?.fill(user: user.userID, [p])
+                done(.success(CachedPreset(preset: p, pending: false)))
             case .success(nil): done(.failure(PresetAPI.notFound(id)))
             case .failure(let e): done(.failure(PresetAPI.storeFailure(e)))
             }
         }
     }
 
-    func create(_ call: APICall, _ reply: APIReply) {
-        let fields: PresetFields
-        do throws(APIError) { fields = try validator.fields(from: try call.requireObject(), creating: true) } catch {
-            reply.fail(error)
-            return
-        }
-        let user = call.identity
-        pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.create(conn, user: user, fields: fields) }) { [self] r in
-            switch r {
-            case .success(.success(let p)): respond(reply, status: 201, p)
-            case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
-            case .success(.failure): reply.fail(APIError(.internalError, "could not save the preset"))
-            case .failure(let e): logger.warning("preset create failed", ["error": e.description]); reply.fail(PresetAPI.storeFailure(e))
-            }
-        }
-    }
-
     func get(_ call: APICall, _ reply: APIReply) {
         let id = call.pathParameters["id"] ?? ""
-        load(id: id, for: call.identity, on: reply.loop) { [self] r in
+        loadEntry(id: id, for: call.identity, on: reply.loop) { [self] r in
             switch r {
-            case .success(let p): respond(reply, p)
+            case .success(let c):
+                let degraded = databaseDown
+                if degraded { metrics.presetReadsDegraded.add(1, ordering: .relaxed) }
+                respond(reply, c.preset, pending: c.pending, degraded: degraded)
             case .failure(let e): reply.fail(e)
-            }
-        }
-    }
-
-    func update(_ call: APICall, _ reply: APIReply) {
-        let id = call.pathParameters["id"] ?? ""
-        let fields: PresetFields
-        do throws(APIError) { fields = try validator.fields(from: try call.requireObject(), creating: false) } catch {
-            reply.fail(error)
-            return
-        }
-        let user = call.identity
-        pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.update(conn, user: user, id: id, fields: fields) }) { [self] r in
-            switch r {
-            case .success(.success(let p)): respond(reply, p)
-            case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
-            case .success(.failure(.database(let e))): reply.fail(PresetAPI.storeFailure(e))
-            case .success(.failure): reply.fail(PresetAPI.notFound(id))
-            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
-            }
-        }
-    }
-
-    func delete(_ call: APICall, _ reply: APIReply) {
-        let id = call.pathParameters["id"] ?? ""
-        let user = call.identity
-        pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.delete(conn, user: user, id: id) }) { r in
-            switch r {
-            case .success(true):
-                var w = JSONWriter()
-                w.beginObject(); w.key("id"); w.string(id); w.key("deleted"); w.bool(true); w.endObject()
-                reply.respond(status: 200, json: w.bytes)
-            case .success(false): reply.fail(PresetAPI.notFound(id))
-            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }
@@ -143,22 +169,268 @@ public final class PresetAPI: @unchecked Sendable {
         }) { [self] r in
             switch r {
             case .success(.success(let page)):
-                var w = JSONWriter(capacity: 4096)
+                // The sidebar's first page is what a user needs most during an outage: keep it cached.
+                if query.trimmingWhitespace().isEmpty && cursor == nil { cache?.fill(user: user.userID, page.items.map(\.preset)) }
+                respondList(reply, page.items, next: page.nextCursor, pendingIDs: [], degraded: false)
+            case .success(.failure(.badCursor)):
+                reply.fail(.invalid("cursor", "cursor is not one this server issued for this query"))
+            case .success(.failure(.database(let e))), .failure(let e):
+                guard e.isUnavailable, let cache else {
+                    logger.warning("preset search failed", ["error": e.description])
+                    return reply.fail(PresetAPI.storeFailure(e))
+                }
+                searchCache(cache, user: user, query: query, limit: pageSize, cursor: cursor, reply: reply, failure: e)
+            }
+        }
+    }
+
+    /// The database is down: search the user's cached presets by the same rules.
+    private func searchCache(_ cache: PresetCache, user: Identity, query: String, limit: Int, cursor: String?, reply: APIReply, failure: PGError) {
+        let loop = reply.loop
+        let r = UncheckedBox(reply)
+        cache.recent(user: user.userID) { [self] cached in
+            loop.execute { [self] in
+                let reply = r.value
+                guard let cached else { return reply.fail(PresetAPI.storeFailure(failure)) }
+                guard let page = PresetSearch.page(cached.map(\.preset), query: query, limit: limit, cursor: cursor) else {
+                    return reply.fail(.invalid("cursor", "cursor is not one this server issued for this query"))
+                }
+                metrics.presetReadsDegraded.add(1, ordering: .relaxed)
+                let pendingIDs = Set(cached.filter(\.pending).map(\.preset.id))
+                respondList(reply, page.items, next: page.nextCursor, pendingIDs: pendingIDs, degraded: true)
+            }
+        }
+    }
+
+    private func respondList(_ reply: APIReply, _ items: [(preset: Preset, score: Double?)], next: String?, pendingIDs: Set<String>, degraded: Bool) {
+        var w = JSONWriter(capacity: 4096)
+        w.beginObject()
+        w.key("object"); w.string("list")
+        w.key("data")
+        w.beginArray()
+        for (p, score) in items { p.write(&w, score: score, pending: pendingIDs.contains(p.id)) }
+        w.endArray()
+        w.key("next_cursor")
+        if let next { w.string(next) } else { w.null() }
+        if degraded {
+            // Only the presets this user touched recently are cached: a search may miss older ones.
+            w.key("degraded"); w.bool(true)
+        }
+        w.endObject()
+        reply.respond(status: 200, json: w.bytes)
+    }
+
+    // MARK: writes
+
+    /// Runs `body` with whether the user has writes waiting in the outbox (false when there is no
+    /// outbox, or it cannot say: then there is nowhere to queue anyway).
+    private func withQueueState(_ user: Identity, on loop: EventLoop, _ body: @escaping (Bool) -> Void) {
+        guard let outbox else { return body(false) }
+        let b = UncheckedBox(body)
+        outbox.hasQueued(user: user.userID) { q in loop.execute { b.value(q ?? false) } }
+    }
+
+    func create(_ call: APICall, _ reply: APIReply) {
+        let fields: PresetFields
+        do throws(APIError) { fields = try validator.fields(from: try call.requireObject(), creating: true) } catch {
+            reply.fail(error)
+            return
+        }
+        let user = call.identity
+        // The id is ours, so an insert whose answer was lost can be retried through the outbox
+        // without making a second preset.
+        let id = Credentials.newUUID()
+        withQueueState(user, on: reply.loop) { [self] queued in
+            if queued { return enqueue(.create, id: id, fields: fields, user: user, reply: reply) }
+            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.create(conn, user: user, fields: fields, id: id) }) { [self] r in
+                switch r {
+                case .success(.success(let p)):
+                    noteWritten(p)
+                    cache?.fill(user: user.userID, [p])
+                    respond(reply, status: 201, p)
+                case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
+                case .success(.failure): reply.fail(APIError(.internalError, "could not save the preset"))
+                case .failure(let e) where e.isUnavailable && outbox != nil: enqueue(.create, id: id, fields: fields, user: user, reply: reply)
+                case .failure(let e): logger.warning("preset create failed", ["error": e.description]); reply.fail(PresetAPI.storeFailure(e))
+                }
+            }
+        }
+    }
+
+    func update(_ call: APICall, _ reply: APIReply) {
+        let id = call.pathParameters["id"] ?? ""
+        let fields: PresetFields
+        do throws(APIError) { fields = try validator.fields(from: try call.requireObject(), creating: false) } catch {
+            reply.fail(error)
+            return
+        }
+        guard UUIDText.isValid(id) else { return reply.fail(PresetAPI.notFound(id)) }
+        let user = call.identity
+        withQueueState(user, on: reply.loop) { [self] queued in
+            if queued { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
+            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.update(conn, user: user, id: id, fields: fields) }) { [self] r in
+                switch r {
+                case .success(.success(let p)):
+                    noteWritten(p)
+                    cache?.fill(user: user.userID, [p])
+                    respond(reply, p)
+                case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
+                case .success(.failure(.database(let e))), .failure(let e):
+                    if e.isUnavailable && outbox != nil { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
+                    reply.fail(PresetAPI.storeFailure(e))
+                case .success(.failure):
+                    cache?.drop(user: user.userID, id: id, tombstone: true) { _ in }
+                    reply.fail(PresetAPI.notFound(id))
+                }
+            }
+        }
+    }
+
+    func delete(_ call: APICall, _ reply: APIReply) {
+        let id = call.pathParameters["id"] ?? ""
+        guard UUIDText.isValid(id) else { return reply.fail(PresetAPI.notFound(id)) }
+        let user = call.identity
+        withQueueState(user, on: reply.loop) { [self] queued in
+            if queued { return enqueue(.delete, id: id, fields: PresetFields(), user: user, reply: reply) }
+            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.delete(conn, user: user, id: id) }) { [self] r in
+                switch r {
+                case .success(let deleted):
+                    guard let cache else { return deleted ? PresetAPI.respondDeleted(reply, id) : reply.fail(PresetAPI.notFound(id)) }
+                    // Gone from the cache before the answer: no node serves it after this.
+                    let loop = reply.loop
+                    let rb = UncheckedBox(reply)
+                    cache.drop(user: user.userID, id: id, tombstone: true) { _ in
+                        loop.execute { deleted ? PresetAPI.respondDeleted(rb.value, id) : rb.value.fail(PresetAPI.notFound(id)) }
+                    }
+                case .failure(let e) where e.isUnavailable && outbox != nil: enqueue(.delete, id: id, fields: PresetFields(), user: user, reply: reply)
+                case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
+                }
+            }
+        }
+    }
+
+    static func respondDeleted(_ reply: APIReply, _ id: String, pending: Bool = false) {
+        var w = JSONWriter()
+        w.beginObject(); w.key("id"); w.string(id); w.key("deleted"); w.bool(true)
+        if pending { w.key("pending"); w.bool(true) }
+        w.endObject()
+        reply.respond(status: pending ? 202 : 200, json: w.bytes)
+    }
+
+    /// Queues a write for the replayer and answers 202 with what the preset will be. Creates and
+    /// updates are checked against the user's cached presets (a name they already use is 409 now,
+    /// not a failure later); an update needs the preset in the cache (its current state).
+    private func enqueue(_ op: PresetWrite.Op, id: String, fields: PresetFields, user: Identity, reply: APIReply) {
+        guard let outbox, let cache else { return reply.fail(PresetAPI.unavailable) }
+        let loop = reply.loop
+        let rb = UncheckedBox(reply)
+        let now = PresetAPI.nowISO()
+        let write = PresetWrite(key: Credentials.newUUID(), op: op, presetID: id, userID: user.userID, orgID: user.orgID, fields: fields, queuedAt: now)
+        cache.recent(user: user.userID) { [self] cached in
+            loop.execute { [self] in
+                let reply = rb.value
+                let current = cached?.first { $0.preset.id == id }
+                var showing: Preset?
+                switch op {
+                case .create:
+                    showing = Preset(id: id, userID: user.userID, name: fields.name ?? "", description: fields.description ?? "",
+                                     tags: fields.tags ?? [], prompt: fields.prompt ?? "", parameters: fields.parameters ?? JSONObject(),
+                                     createdAt: now, updatedAt: now, version: 1)
+                case .update:
+                    guard let current else {
+                        return reply.fail(APIError(.presetsDegraded, "the preset store is down and this preset is not in the cache, so it cannot be changed now; completions still work",
+                                                   retryAfterMs: 2000))
+                    }
+                    var p = current.preset.applying(fields)
+                    p.version += 1
+                    p.updatedAt = now
+                    showing = p
+                case .delete:
+                    showing = nil
+                }
+                if let name = fields.name?.lowercased(), let cached,
+                   cached.contains(where: { $0.preset.id != id && $0.preset.name.lowercased() == name }) {
+                    return reply.fail(PresetAPI.conflict(fields.name))
+                }
+                let shown = showing
+                outbox.append(write, showing: shown) { [self] r in
+                    loop.execute { [self] in
+                        let reply = rb.value
+                        switch r {
+                        case .success:
+                            metrics.presetWritesQueued.add(1, ordering: .relaxed)
+                            if let shown { noteWritten(shown); respond(reply, status: 202, shown, pending: true) } else {
+                                PresetAPI.respondDeleted(reply, id, pending: true)
+                            }
+                        case .failure(.full): reply.fail(PresetAPI.queueFull())
+                        case .failure(.unavailable):
+                            reply.fail(PresetAPI.unavailable)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: writes waiting
+
+    /// The user's writes not in the database yet: queued (waiting for it) and failed (could not be
+    /// applied any more; kept until dismissed).
+    func pending(_ call: APICall, _ reply: APIReply) {
+        let user = call.identity
+        let loop = reply.loop
+        let rb = UncheckedBox(reply)
+        let collect: ([PresetWrite]?) -> Void = { [self] queued in
+            pool.run(on: loop, { conn throws(PGError) in try PresetRepository.failedWrites(conn, user: user) }) { r in
+                let reply = rb.value
+                let failed = try? r.get()
+                if queued == nil && failed == nil { return reply.fail(PresetAPI.unavailable) }
+                var w = JSONWriter(capacity: 1024)
                 w.beginObject()
                 w.key("object"); w.string("list")
                 w.key("data")
                 w.beginArray()
-                for (p, score) in page.items { p.write(&w, score: score) }
+                for q in queued ?? [] { PresetAPI.writeEntry(&w, q, status: "queued", error: nil) }
+                for f in failed ?? [] { PresetAPI.writeEntry(&w, f.write, status: "failed", error: (f.code, f.message, f.failedAt)) }
                 w.endArray()
-                w.key("next_cursor")
-                if let c = page.nextCursor { w.string(c) } else { w.null() }
+                if queued == nil || failed == nil { w.key("degraded"); w.bool(true) }
                 w.endObject()
                 reply.respond(status: 200, json: w.bytes)
-            case .success(.failure(.badCursor)):
-                reply.fail(.invalid("cursor", "cursor is not one this server issued for this query"))
-            case .success(.failure(.database(let e))), .failure(let e):
-                logger.warning("preset search failed", ["error": e.description])
-                reply.fail(PresetAPI.storeFailure(e))
+            }
+        }
+        guard let outbox else { return collect([]) }
+        let c = UncheckedBox(collect)
+        outbox.queued(user: user.userID) { q in loop.execute { c.value(q) } }
+    }
+
+    static func writeEntry(_ w: inout JSONWriter, _ q: PresetWrite, status: String, error: (String, String, String)?) {
+        w.beginObject()
+        w.key("key"); w.string(q.key)
+        w.key("object"); w.string("preset.write")
+        w.key("op"); w.string(q.op.rawValue)
+        w.key("preset_id"); w.string(q.presetID)
+        w.key("status"); w.string(status)
+        w.key("queued_at"); w.string(q.queuedAt)
+        w.key("fields"); q.fields.write(&w)
+        if let (code, message, at) = error {
+            w.key("error"); w.beginObject(); w.key("code"); w.string(code); w.key("message"); w.string(message); w.endObject()
+            w.key("failed_at"); w.string(at)
+        }
+        w.endObject()
+    }
+
+    /// Dismisses a failed write (the owner has seen it).
+    func dismiss(_ call: APICall, _ reply: APIReply) {
+        let key = call.pathParameters["key"] ?? ""
+        let user = call.identity
+        pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.dismissFailedWrite(conn, user: user, key: key) }) { r in
+            switch r {
+            case .success(true):
+                var w = JSONWriter()
+                w.beginObject(); w.key("key"); w.string(key); w.key("dismissed"); w.bool(true); w.endObject()
+                reply.respond(status: 200, json: w.bytes)
+            case .success(false): reply.fail(APIError(.notFound, "no failed preset write with key '\(key.prefix(64))'"))
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
             }
         }
     }

@@ -1,4 +1,5 @@
 internal import CCrypto
+import Domain
 
 /// API keys and session tokens: random secrets shown once, stored only as SHA-256.
 public enum Credentials {
@@ -16,6 +17,9 @@ public enum Credentials {
 
     /// A new session token (the cookie value).
     public static func newSessionToken() -> String { base64url(randomBytes(32)) }
+
+    /// A random UUID (preset ids and idempotency keys made before the database sees them).
+    public static func newUUID() -> String { UUIDText.make(randomBytes(16)) }
 
     public static func sha256(_ s: String) -> [UInt8] {
         var d = [UInt8](repeating: 0, count: 32)

@@ -16,7 +16,23 @@ public final class IdentityStore: @unchecked Sendable {
     let logger: Logger
     public static let sessionLifetimeSeconds = 7 * 24 * 3600
 
-    private struct Entry { let identity: Identity; let checkedAt: UInt64 }
+    private struct Entry {
+        let identity: Identity
+        let checkedAt: UInt64
+        var sharedAt: UInt64
+        init(identity: Identity, checkedAt: UInt64, sharedAt: UInt64) {
+            self.identity = identity
+            self.checkedAt = checkedAt
+            self.sharedAt = sharedAt
+        }
+    }
+
+    /// The credential's SHA-256 in hex: its name in the database and the shared cache.
+    static func hash(_ c: Credential) -> String {
+        switch c {
+        case .apiKey(let k), .session(let k): return Credentials.hex(Credentials.sha256(k))
+        }
+    }
     private let cache = Mutex<[Credential: Entry]>([:])
     private let stopping = Atomic<Bool>(false)
     private var listenerThread: pthread_t?
@@ -25,6 +41,11 @@ public final class IdentityStore: @unchecked Sendable {
     /// missed while it was down. Set before `startListening`.
     public var onRevocation: (@Sendable (Revocation) -> Void)?
     static let staleTTLNanos: UInt64 = 3_600_000_000_000
+    /// The fleet's shared copy (Redis): written when the database confirms a credential, read
+    /// when it cannot answer, told of every revocation. Set before the node serves.
+    public var shared: SharedIdentityCache?
+    /// A confirmed credential is written to the shared cache again only after this long.
+    static let sharedRefreshNanos: UInt64 = 60_000_000_000
 
     public init(pool: PGPool, logger: Logger) {
         self.pool = pool
@@ -75,10 +96,24 @@ public final class IdentityStore: @unchecked Sendable {
                 do throws(PGError) {
                     let found = try IdentityStore.lookupMany(Set(items.map(\.credential)), conn)
                     let now = monotonicNanos()
-                    cache.withLock { c in
+                    let share: [(Credential, Identity)] = cache.withLock { c in
+                        var share: [(Credential, Identity)] = []
                         for i in items {
-                            if let id = found[i.credential] { c[i.credential] = Entry(identity: id, checkedAt: now) } else { c[i.credential] = nil }
+                            if let id = found[i.credential] {
+                                var sharedAt = c[i.credential].flatMap { $0.identity == id ? $0.sharedAt : nil } ?? 0
+                                if sharedAt == 0 || now - sharedAt > IdentityStore.sharedRefreshNanos {
+                                    share.append((i.credential, id))
+                                    sharedAt = now
+                                }
+                                c[i.credential] = Entry(identity: id, checkedAt: now, sharedAt: sharedAt)
+                            } else {
+                                c[i.credential] = nil
+                            }
                         }
+                        return share
+                    }
+                    if let shared {
+                        for (c, id) in share { shared.remember(credentialHash: IdentityStore.hash(c), identity: id) }
                     }
                     for i in items {
                         let r: Result<Identity, Failure> = found[i.credential].map { .success($0) } ?? .failure(.invalid)
@@ -106,13 +141,38 @@ public final class IdentityStore: @unchecked Sendable {
         })
     }
 
-    /// The database could not answer: a recently seen identity still works; anything else waits.
+    /// The database could not answer: the fleet's shared cache decides (a credential any node
+    /// confirmed within the hour works; a revoked one is refused at once); if that cannot answer
+    /// either, this node's own recent answers; anything else waits (503).
     private func fallBack(_ items: [PendingLookup], _ error: PGError) {
         logger.warning("identity lookup failed", ["error": error.description, "requests": "\(items.count)"])
+        guard let shared, !items.isEmpty else { return answerLocally(items) }
+        let hashes = Array(Set(items.map { IdentityStore.hash($0.credential) }))
+        let box = UncheckedBox(items)
+        shared.recall(credentialHashes: hashes) { [self] found in
+            guard let found else { return answerLocally(box.value) }
+            for i in box.value {
+                let r: Result<Identity, Failure>
+                switch found[IdentityStore.hash(i.credential)] {
+                case .found(let id)?: r = .success(id)
+                case .revoked?: r = .failure(.invalid)
+                case .absent?, nil: r = localAnswer(i.credential)
+                }
+                let done = UncheckedBox(i.done)
+                i.loop.execute { done.value(r) }
+            }
+        }
+    }
+
+    private func localAnswer(_ c: Credential) -> Result<Identity, Failure> {
         let now = monotonicNanos()
+        let stale = cache.withLock { $0[c] }.flatMap { now - $0.checkedAt < IdentityStore.staleTTLNanos ? $0.identity : nil }
+        return stale.map { .success($0) } ?? .failure(.unavailable)
+    }
+
+    private func answerLocally(_ items: [PendingLookup]) {
         for i in items {
-            let stale = cache.withLock { $0[i.credential] }.flatMap { now - $0.checkedAt < IdentityStore.staleTTLNanos ? $0.identity : nil }
-            let r: Result<Identity, Failure> = stale.map { .success($0) } ?? .failure(.unavailable)
+            let r = localAnswer(i.credential)
             let done = UncheckedBox(i.done)
             i.loop.execute { done.value(r) }
         }
@@ -188,13 +248,23 @@ public final class IdentityStore: @unchecked Sendable {
         }
     }
 
+    /// Ends a session: at once in this node's and the shared cache; in the database now, or (while
+    /// it is down) through the replayer, so signing out works during an outage too.
     public func deleteSession(token: String, on loop: EventLoop, done: @escaping (Bool) -> Void) {
         cache.withLock { $0[.session(token)] = nil }
         guard Credentials.looksValid(token) else { done(true); return }
+        let hash = IdentityStore.hash(.session(token))
+        let shared = self.shared
         pool.run(on: loop, { conn throws(PGError) in
             try conn.query("DELETE FROM sessions WHERE token_hash = $1", [Credentials.bytea(Credentials.sha256(token))])
         }) { r in
-            if case .success = r { done(true) } else { done(false) }
+            let recorded: Bool
+            if case .success = r { recorded = true } else { recorded = false }
+            guard let shared else { return done(recorded) }
+            let d = UncheckedBox(done)
+            shared.revoke(.session(tokenHashHex: hash), pending: !recorded) { ok in
+                loop.execute { d.value(recorded || ok) }
+            }
         }
     }
 
@@ -242,6 +312,7 @@ public final class IdentityStore: @unchecked Sendable {
     func evict(_ payload: String) {
         if payload.hasPrefix("key:"), let id = Int64(payload.dropFirst(4)) {
             cache.withLock { c in c = c.filter { $0.value.identity.keyID != id } }
+            shared?.revoke(.key(id: id), pending: false) { _ in }
             onRevocation?(.key(id: id))
         } else if payload.hasPrefix("session:") {
             let hash = String(payload.dropFirst(8))
@@ -251,6 +322,7 @@ public final class IdentityStore: @unchecked Sendable {
                     return true
                 }
             }
+            shared?.revoke(.session(tokenHashHex: hash), pending: false) { _ in }
             onRevocation?(.session(tokenHashHex: hash))
         }
     }
@@ -281,11 +353,14 @@ public enum KeyAdmin {
         }
     }
 
-    /// Revokes by id or by the key's prefix; returns how many keys were revoked.
-    public static func revoke(_ conn: PGConnection, idOrPrefix: String) throws(PGError) -> Int {
+    /// Revokes by id or by the key's prefix; returns the ids revoked.
+    public static func revoke(_ conn: PGConnection, idOrPrefix: String) throws(PGError) -> [Int64] {
+        let rows: PGRows
         if let id = Int64(idOrPrefix) {
-            return try conn.query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", ["\(id)"]).affected
+            rows = try conn.query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id", ["\(id)"])
+        } else {
+            rows = try conn.query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL RETURNING id", [idOrPrefix])
         }
-        return try conn.query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL", [idOrPrefix]).affected
+        return rows.rows.compactMap { $0[0].flatMap(Int64.init) }
     }
 }

@@ -32,34 +32,23 @@ public enum PresetRepository {
         return w.string
     }
 
-    /// A syntactically valid UUID (anything else cannot name a preset: not found, never a SQL error).
-    public static func isUUID(_ s: String) -> Bool {
-        let u = Array(s.utf8)
-        guard u.count == 36 else { return false }
-        for (i, c) in u.enumerated() {
-            if [8, 13, 18, 23].contains(i) { if c != UInt8(ascii: "-") { return false } } else if hexValue(c) == nil { return false }
-        }
-        return true
-    }
+    public static func isUUID(_ s: String) -> Bool { UUIDText.isValid(s) }
 
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: return c - 48
-        case 65...70: return c - 55
-        case 97...102: return c - 87
-        default: return nil
-        }
-    }
-
-    public static func create(_ conn: PGConnection, user: Identity, fields f: PresetFields) throws(PGError) -> Result<Preset, WriteError> {
+    /// Inserts a preset. `id` and `at` are given by the caller when the write was accepted
+    /// earlier (the outbox) or must be safe to repeat (a timed-out insert retried through the
+    /// outbox finds its id taken and knows it happened).
+    public static func create(_ conn: PGConnection, user: Identity, fields f: PresetFields, id: String? = nil,
+                              at: String? = nil) throws(PGError) -> Result<Preset, WriteError> {
         do throws(PGError) {
             let rows = try conn.query("""
-                INSERT INTO presets (user_id, org_id, name, description, tags, prompt, parameters, search_text)
-                SELECT $1, $2, $3, $4, t.tags, $6, $7::jsonb, lower($3 || ' ' || array_to_string(t.tags, ' '))
+                INSERT INTO presets (id, user_id, org_id, name, description, tags, prompt, parameters, search_text, created_at, updated_at)
+                SELECT COALESCE($8::uuid, gen_random_uuid()), $1, $2, $3, $4, t.tags, $6, $7::jsonb,
+                       lower($3 || ' ' || array_to_string(t.tags, ' ')),
+                       COALESCE($9::timestamptz, clock_timestamp()), COALESCE($9::timestamptz, clock_timestamp())
                 FROM (SELECT ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) AS tags) t
                 RETURNING \(columns)
                 """, [user.userID, user.orgID, f.name ?? "", f.description ?? "", json(f.tags ?? []), f.prompt ?? "",
-                      json(f.parameters ?? JSONObject())])
+                      json(f.parameters ?? JSONObject()), id, at])
             return .success(preset(rows.rows[0]))
         } catch {
             if error.isUniqueViolation { return .failure(.conflict) }
@@ -80,11 +69,12 @@ public enum PresetRepository {
                 UPDATE presets SET
                     name = COALESCE($3, name),
                     description = COALESCE($4, description),
-                    tags = COALESCE(ARRAY(SELECT jsonb_array_elements_text($5::jsonb)), tags),
+                    -- ARRAY(subquery) is never NULL (no tags given → '{}'), so test the parameter itself.
+                    tags = CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END,
                     prompt = COALESCE($6, prompt),
                     parameters = COALESCE($7::jsonb, parameters),
-                    search_text = lower(COALESCE($3, name) || ' ' ||
-                        array_to_string(COALESCE(ARRAY(SELECT jsonb_array_elements_text($5::jsonb)), tags), ' ')),
+                    search_text = lower(COALESCE($3, name) || ' ' || array_to_string(
+                        CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END, ' ')),
                     version = version + 1,
                     updated_at = clock_timestamp()
                 WHERE id = $1::uuid AND user_id = $2
@@ -170,46 +160,116 @@ public enum PresetRepository {
     }
 }
 
-/// An opaque pagination cursor: the sort key and id of the last row of a page.
-struct SearchCursor {
-    let kind: String  // "t": created_at (listing), "s": score (search)
-    let key: String
-    let id: String
 
-    var encoded: String { Credentials.base64url(Array("\(kind)|\(key)|\(id)".utf8)) }
+// MARK: the outbox's writes
 
-    static func decode(_ s: String) -> SearchCursor? {
-        guard s.utf8.count <= 200, let bytes = base64urlDecode(s) else { return nil }
-        let parts = String(decoding: bytes, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0] == "t" || parts[0] == "s", PresetRepository.isUUID(String(parts[2])) else { return nil }
-        let key = String(parts[1])
-        if parts[0] == "s" { guard Double(key) != nil else { return nil } } else {
-            // 2026-11-30T22:16:19.123456Z
-            guard key.utf8.count == 27, key.utf8.allSatisfy({ ($0 >= 48 && $0 <= 58) || $0 == 45 || $0 == 46 || $0 == 84 || $0 == 90 }) else { return nil }
-        }
-        return SearchCursor(kind: String(parts[0]), key: key, id: String(parts[2]))
+extension PresetRepository {
+    public enum QueuedOutcome: Sendable {
+        /// Applied now; the preset as the database has it (nil after a delete).
+        case applied(Preset?)
+        /// Its idempotency key was recorded before: applied (or failed) earlier; nothing done now.
+        case duplicate
+        /// Could not be applied any more; kept (failed) for its owner to see.
+        case failed(code: String, message: String)
     }
 
-    static func base64urlDecode(_ s: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        var acc: UInt32 = 0, bits = 0
-        for c in s.utf8 {
-            let v: UInt32
-            switch c {
-            case 65...90: v = UInt32(c - 65)
-            case 97...122: v = UInt32(c - 71)
-            case 48...57: v = UInt32(c + 4)
-            case UInt8(ascii: "-"): v = 62
-            case UInt8(ascii: "_"): v = 63
-            default: return nil
+    /// Applies one queued write exactly once: its idempotency key and the write commit together,
+    /// so a write delivered again (the replayer died before acknowledging it) finds its key and
+    /// does nothing. A failure to reach the database throws (nothing committed; try again later).
+    public static func applyQueued(_ conn: PGConnection, _ w: PresetWrite) throws(PGError) -> QueuedOutcome {
+        var fieldsJSON = JSONWriter()
+        w.fields.write(&fieldsJSON)
+        try conn.query("BEGIN")
+        do throws(PGError) {
+            let claimed = try conn.query("""
+                INSERT INTO preset_writes (idempotency_key, user_id, op, preset_id, fields, queued_at, outcome)
+                VALUES ($1::uuid, $2, $3, $4::uuid, $5::jsonb, $6::timestamptz, 'applying')
+                ON CONFLICT (idempotency_key) DO NOTHING
+                """, [w.key, w.userID, w.op.rawValue, w.presetID, fieldsJSON.string, w.queuedAt]).affected
+            if claimed == 0 {
+                try conn.query("ROLLBACK")
+                return .duplicate
             }
-            acc = acc << 6 | v
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8((acc >> UInt32(bits)) & 0xFF))
+            try conn.query("SAVEPOINT write")
+            let user = Identity(userID: w.userID, orgID: w.orgID, keyID: 0)
+            var outcome: QueuedOutcome
+            do throws(PGError) {
+                switch w.op {
+                case .create:
+                    if let existing = try get(conn, user: user, id: w.presetID) {
+                        // A direct insert that timed out had in fact been committed.
+                        outcome = .applied(existing)
+                    } else {
+                        switch try create(conn, user: user, fields: w.fields, id: w.presetID, at: w.queuedAt) {
+                        case .success(let p): outcome = .applied(p)
+                        case .failure: outcome = .failed(code: "conflict", message: "another preset of yours is named '\(w.fields.name ?? "")' now")
+                        }
+                    }
+                case .update:
+                    switch try update(conn, user: user, id: w.presetID, fields: w.fields) {
+                    case .success(let p): outcome = .applied(p)
+                    case .failure(.conflict): outcome = .failed(code: "conflict", message: "another preset of yours is named '\(w.fields.name ?? "")' now")
+                    case .failure(.database(let e)): throw e
+                    case .failure: outcome = .failed(code: "not_found", message: "the preset was deleted before this change could be saved")
+                    }
+                case .delete:
+                    // Gone either way: the goal of the write holds.
+                    _ = try delete(conn, user: user, id: w.presetID)
+                    outcome = .applied(nil)
+                }
+            } catch where !error.isUnavailable {
+                outcome = .failed(code: "invalid", message: error.message)
             }
+            if case .failed = outcome { try conn.query("ROLLBACK TO SAVEPOINT write") }
+            let (code, message): (String, String?) = {
+                if case .failed(let c, let m) = outcome { return (c, m) }
+                return ("applied", nil)
+            }()
+            try conn.query("UPDATE preset_writes SET outcome = $2, message = $3, applied_at = clock_timestamp() WHERE idempotency_key = $1::uuid",
+                           [w.key, code, message])
+            try conn.query("COMMIT")
+            return outcome
+        } catch {
+            if conn.isHealthy { _ = try? conn.query("ROLLBACK") }
+            throw error
         }
-        return out
+    }
+
+    public struct FailedWrite: Sendable {
+        public let write: PresetWrite
+        public let code: String
+        public let message: String
+        public let failedAt: String
+    }
+
+    /// The user's writes that could not be applied and were not dismissed, oldest first.
+    public static func failedWrites(_ conn: PGConnection, user: Identity) throws(PGError) -> [FailedWrite] {
+        let rows = try conn.query("""
+            SELECT idempotency_key::text, op, preset_id::text, fields::text,
+                   to_char(queued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), outcome, coalesce(message, ''),
+                   to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+            FROM preset_writes WHERE user_id = $1 AND outcome <> 'applied' AND NOT dismissed ORDER BY applied_at LIMIT 1000
+            """, [user.userID])
+        return rows.rows.compactMap { r in
+            guard let op = r[1].flatMap(PresetWrite.Op.init(rawValue:)) else { return nil }
+            let fields = (try? JSONParser.parse(r[3] ?? "{}"))?.objectValue ?? JSONObject()
+            let w = PresetWrite(key: r[0] ?? "", op: op, presetID: r[2] ?? "", userID: user.userID, orgID: user.orgID,
+                                fields: PresetFields(json: fields), queuedAt: r[4] ?? "")
+            return FailedWrite(write: w, code: r[5] ?? "", message: r[6] ?? "", failedAt: r[7] ?? "")
+        }
+    }
+
+    /// Hides a failed write from its owner's list; false if there is no such failed write.
+    public static func dismissFailedWrite(_ conn: PGConnection, user: Identity, key: String) throws(PGError) -> Bool {
+        guard isUUID(key) else { return false }
+        return try conn.query("""
+            UPDATE preset_writes SET dismissed = true
+            WHERE idempotency_key = $1::uuid AND user_id = $2 AND outcome <> 'applied' AND NOT dismissed
+            """, [key, user.userID]).affected == 1
+    }
+
+    /// Applied writes' keys are kept a week: long past any redelivery.
+    public static func pruneAppliedWrites(_ conn: PGConnection) throws(PGError) -> Int {
+        try conn.query("DELETE FROM preset_writes WHERE outcome = 'applied' AND applied_at < now() - interval '7 days'").affected
     }
 }

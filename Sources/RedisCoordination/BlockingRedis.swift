@@ -45,6 +45,16 @@ public final class BlockingRedis {
         return reply
     }
 
+    /// Runs a script by its SHA-1, sending its source once if Redis does not know it.
+    public func run(_ script: RedisScript, keys: [String], args: [String]) throws(RedisError) -> RedisReply {
+        let tail = ["\(keys.count)"] + keys + args
+        do throws(RedisError) {
+            return try call(["EVALSHA", script.sha1] + tail)
+        } catch .server(let e) where e.hasPrefix("NOSCRIPT") {
+            return try call(["EVAL", script.source] + tail)
+        }
+    }
+
     /// Every key matching `pattern` (SCAN, never KEYS).
     public func scan(_ pattern: String) throws(RedisError) -> [String] {
         var cursor = "0", keys: [String] = []

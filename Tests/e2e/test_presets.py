@@ -58,6 +58,11 @@ def test_crud(node, user):
     assert status == 200 and upd["description"] == "says hello" and upd["tags"] == ["x"] and upd["version"] == 2
     assert upd["name"] == "Greeter" and upd["prompt"] == p["prompt"], "PATCH keeps what it does not name"
     assert upd["updated_at"] > p["updated_at"] and upd["created_at"] == p["created_at"]
+    # A PATCH that does not name tags keeps them (and search still finds the preset by them).
+    status, upd2, _ = api(node, "PATCH", f"/v1/presets/{p['id']}", {"prompt": "Say hi again"}, key=user)
+    assert status == 200 and upd2["tags"] == ["x"] and upd2["prompt"] == "Say hi again" and upd2["version"] == 3
+    found = api(node, "GET", "/v1/presets?query=x", key=user)[1]["data"]
+    assert p["id"] in [f["id"] for f in found]
     status, body, _ = api(node, "DELETE", f"/v1/presets/{p['id']}", key=user)
     assert status == 200 and body == {"id": p["id"], "deleted": True}
     assert api(node, "GET", f"/v1/presets/{p['id']}", key=user)[0] == 404
