@@ -281,7 +281,11 @@ async function searchPresets() {
   if (r.error) { $("#preset-status").textContent = r.error.message; return; }
   presets.items = r.body.data;
   presets.selected = presets.items.length ? 0 : -1;
-  $("#preset-status").textContent = presets.items.length ? "" : (q ? "No preset matches." : "No presets yet: Save… stores the prompt and parameters.");
+  const empty = q ? "No preset matches." : "No presets yet: Save… stores the prompt and parameters.";
+  // While the preset store is down the list comes from the cache: say it may be incomplete.
+  const degraded = r.body.degraded ? "The preset store is unavailable: showing recently used presets; results may be incomplete." : "";
+  $("#preset-status").textContent = degraded || (presets.items.length ? "" : empty);
+  $("#preset-status").classList.toggle("degraded", !!r.body.degraded);
   renderPresets();
 }
 
@@ -304,6 +308,13 @@ function renderPresets() {
     del.className = "delete"; del.type = "button"; del.textContent = "Delete"; del.title = "Delete this preset";
     del.addEventListener("click", (e) => { e.stopPropagation(); deletePreset(p); });
     li.append(name, del, tags);
+    if (p.pending) {
+      const badge = document.createElement("span");
+      badge.className = "preset-pending";
+      badge.textContent = "will sync";
+      badge.title = "Saved; the preset store is unavailable, so this change is stored and will be applied when it is back.";
+      name.append(" ", badge);
+    }
     li.addEventListener("click", () => { presets.selected = i; loadPreset(p); renderPresets(); });
     list.append(li);
   });
@@ -333,7 +344,7 @@ async function deletePreset(p) {
   const r = await call("DELETE", "/v1/presets/" + encodeURIComponent(p.id), null);
   if (r.error) { $("#preset-status").textContent = r.error.message; return; }
   if (presets.loaded && presets.loaded.id === p.id) unloadPreset();
-  $("#notice").textContent = `Deleted “${p.name}”.`;
+  $("#notice").textContent = r.body.pending ? `Deleted “${p.name}” — will sync when the preset store is back.` : `Deleted “${p.name}”.`;
   searchPresets();
 }
 
@@ -369,7 +380,7 @@ async function savePreset(e) {
   }
   $("#save-dialog").close();
   loadPreset(r.body);
-  $("#notice").textContent = `Saved “${r.body.name}”.`;
+  $("#notice").textContent = r.body.pending ? `Saved “${r.body.name}” — will sync when the preset store is back.` : `Saved “${r.body.name}”.`;
   searchPresets();
 }
 

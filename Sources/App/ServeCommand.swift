@@ -349,6 +349,7 @@ enum ServeCommand {
                         metrics.presetWritesReplayed.add(1, ordering: .relaxed)
                     }
                 }
+                if let identities { r.onPendingRevocations = { identities.setUnrecordedRevocations($0) } }
                 r.start()
                 replayer = r
             }

@@ -44,6 +44,32 @@ public final class IdentityStore: @unchecked Sendable {
     /// The fleet's shared copy (Redis): written when the database confirms a credential, read
     /// when it cannot answer, told of every revocation. Set before the node serves.
     public var shared: SharedIdentityCache?
+    /// Revocations made while the database was down that it has not recorded yet: its answers
+    /// must not bring these credentials back (kept fresh by the outbox replayer).
+    private let unrecorded = Mutex<(keys: Set<Int64>, sessions: Set<String>)>(([], []))
+
+    public func setUnrecordedRevocations(_ rs: [Revocation]) {
+        var keys = Set<Int64>(), sessions = Set<String>()
+        for r in rs {
+            switch r {
+            case .key(let id): keys.insert(id)
+            case .session(let h): sessions.insert(h)
+            case .recheckAll: break
+            }
+        }
+        unrecorded.withLock { $0 = (keys, sessions) }
+    }
+
+    /// A credential confirmed by the database, unless revoked in a way the database has not recorded yet.
+    private func stillValid(_ c: Credential, _ id: Identity) -> Bool {
+        unrecorded.withLock { u in
+            if u.keys.isEmpty && u.sessions.isEmpty { return true }
+            if u.keys.contains(id.keyID) { return false }
+            if case .session = c, u.sessions.contains(IdentityStore.hash(c)) { return false }
+            return true
+        }
+    }
+
     /// A confirmed credential is written to the shared cache again only after this long.
     static let sharedRefreshNanos: UInt64 = 60_000_000_000
 
@@ -94,7 +120,7 @@ public final class IdentityStore: @unchecked Sendable {
                 }
                 if items.isEmpty { return }
                 do throws(PGError) {
-                    let found = try IdentityStore.lookupMany(Set(items.map(\.credential)), conn)
+                    let found = try IdentityStore.lookupMany(Set(items.map(\.credential)), conn).filter { stillValid($0.key, $0.value) }
                     let now = monotonicNanos()
                     let share: [(Credential, Identity)] = cache.withLock { c in
                         var share: [(Credential, Identity)] = []

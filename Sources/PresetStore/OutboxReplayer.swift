@@ -30,6 +30,9 @@ public final class OutboxReplayer: @unchecked Sendable {
     private var lastPrune: UInt64 = 0
     /// Told after each write it settles (for metrics).
     public var onSettled: (@Sendable (PresetRepository.QueuedOutcome) -> Void)?
+    /// Told on every pass (database up or not) of the revocations made while the database was
+    /// down and not yet recorded in it: until they are, a database answer must not override them.
+    public var onPendingRevocations: (@Sendable ([Revocation]) -> Void)?
 
     public init(pool: PGPool, owner: String, intervalMs: Int = 250, logger: Logger, makeDrain: @escaping () throws -> OutboxDrain) {
         self.pool = pool
@@ -60,7 +63,7 @@ public final class OutboxReplayer: @unchecked Sendable {
 
     private func run() {
         while !stopping.load(ordering: .acquiring) {
-            if pool.healthyConnections > 0 { _ = replayOnce() }
+            if pool.healthyConnections > 0 { _ = replayOnce() } else { refreshPendingRevocations() }
             var left = intervalMs
             while left > 0 && !stopping.load(ordering: .acquiring) { usleep(50_000); left -= 50 }
         }
@@ -133,8 +136,19 @@ public final class OutboxReplayer: @unchecked Sendable {
         return settled
     }
 
+    private func refreshPendingRevocations() {
+        do {
+            if drain == nil { drain = try makeDrain() }
+            if let drain { onPendingRevocations?(try drain.pendingRevocations()) }
+        } catch {
+            drain = nil
+        }
+    }
+
     private func recordRevocations(_ drain: OutboxDrain) throws {
-        for r in try drain.pendingRevocations() {
+        let pending = try drain.pendingRevocations()
+        onPendingRevocations?(pending)
+        for r in pending {
             let result: Result<Void, PGError> = runRecording(r)
             if case .failure(let e) = result {
                 if e.isUnavailable { throw e }
