@@ -1,0 +1,116 @@
+import Domain
+import Foundation
+import JSON
+import PresetStore
+import XCTest
+
+/// Queued writes against the PostgreSQL the test script starts, and the cache's search beside the
+/// database's: the same rules must give the same presets.
+final class OutboxTests: XCTestCase {
+    struct NoDatabase: Error {}
+
+    func connect() throws -> PGConnection {
+        guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty else {
+            XCTFail("DATABASE_URL is not set: run through scripts/test.sh, which starts PostgreSQL")
+            throw NoDatabase()
+        }
+        let c = try PGConnection(url: url)
+        _ = try Migrations.apply(c, directory: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("sql").path)
+        try c.query("SET pg_trgm.word_similarity_threshold = 0.4")
+        return c
+    }
+
+    func user() -> Identity { Identity(userID: "outbox-" + UUID().uuidString.prefix(8), orgID: nil, keyID: 0) }
+
+    func fields(_ name: String?, prompt: String? = nil, tags: [String]? = nil) -> PresetFields {
+        var f = PresetFields()
+        f.name = name
+        f.prompt = prompt
+        f.tags = tags
+        return f
+    }
+
+    func write(_ op: PresetWrite.Op, _ u: Identity, id: String, _ f: PresetFields) -> PresetWrite {
+        PresetWrite(key: Credentials.newUUID(), op: op, presetID: id, userID: u.userID, orgID: nil, fields: f,
+                    queuedAt: "2026-12-01T10:00:00.123456Z")
+    }
+
+    func testEachWriteAppliesExactlyOnce() throws {
+        let conn = try connect()
+        let u = user()
+        let id = Credentials.newUUID()
+        let create = write(.create, u, id: id, fields("Once", prompt: "p", tags: ["t"]))
+        guard case .applied(let p?) = try PresetRepository.applyQueued(conn, create) else { return XCTFail() }
+        XCTAssertEqual(p.id, id)
+        XCTAssertEqual(p.createdAt, "2026-12-01T10:00:00.123456Z", "created when it was accepted, not when applied")
+        guard case .duplicate = try PresetRepository.applyQueued(conn, create) else { return XCTFail("delivered again: nothing done") }
+        let update = write(.update, u, id: id, fields(nil, prompt: "q"))
+        guard case .applied(let p2?) = try PresetRepository.applyQueued(conn, update) else { return XCTFail() }
+        guard case .duplicate = try PresetRepository.applyQueued(conn, update) else { return XCTFail() }
+        XCTAssertEqual(p2.version, 2, "applied once, not twice")
+        XCTAssertEqual(p2.tags, ["t"])
+        XCTAssertEqual(try PresetRepository.get(conn, user: u, id: id)?.version, 2)
+        XCTAssertTrue(try PresetRepository.failedWrites(conn, user: u).isEmpty)
+    }
+
+    func testWritesThatCannotApplyAreKeptForTheirOwner() throws {
+        let conn = try connect()
+        let u = user()
+        guard case .success(let taken) = try PresetRepository.create(conn, user: u, fields: fields("Taken", prompt: "p")) else { return XCTFail() }
+        let clash = write(.create, u, id: Credentials.newUUID(), fields("TAKEN", prompt: "x"))
+        guard case .failed(let code, _) = try PresetRepository.applyQueued(conn, clash) else { return XCTFail() }
+        XCTAssertEqual(code, "conflict")
+        let gone = Credentials.newUUID()
+        guard case .failed(let code2, _) = try PresetRepository.applyQueued(conn, write(.update, u, id: gone, fields(nil, prompt: "z"))) else {
+            return XCTFail()
+        }
+        XCTAssertEqual(code2, "not_found")
+        guard case .applied(nil) = try PresetRepository.applyQueued(conn, write(.delete, u, id: gone, PresetFields())) else {
+            return XCTFail("deleting what is gone already holds")
+        }
+        let failed = try PresetRepository.failedWrites(conn, user: u)
+        XCTAssertEqual(failed.map(\.code), ["conflict", "not_found"])
+        XCTAssertEqual(failed[0].write.fields.name, "TAKEN")
+        XCTAssertTrue(try PresetRepository.dismissFailedWrite(conn, user: u, key: failed[0].write.key))
+        XCTAssertFalse(try PresetRepository.dismissFailedWrite(conn, user: user(), key: failed[1].write.key), "only its owner")
+        XCTAssertEqual(try PresetRepository.failedWrites(conn, user: u).count, 1)
+        // The failed write left nothing behind; the transaction still committed its key.
+        XCTAssertEqual(try PresetRepository.get(conn, user: u, id: taken.id)?.prompt, "p")
+        XCTAssertEqual(try conn.query("SELECT count(*) FROM presets WHERE user_id = $1", [u.userID]).rows[0][0], "1")
+    }
+
+    func testACreateWhoseAnswerWasLostIsNotMadeTwice() throws {
+        let conn = try connect()
+        let u = user()
+        let id = Credentials.newUUID()
+        // The direct insert happened, but its answer never came back; the same create was queued.
+        _ = try PresetRepository.create(conn, user: u, fields: fields("Lost answer", prompt: "p"), id: id)
+        guard case .applied(let p?) = try PresetRepository.applyQueued(conn, write(.create, u, id: id, fields("Lost answer", prompt: "p"))) else {
+            return XCTFail()
+        }
+        XCTAssertEqual(p.id, id)
+        XCTAssertEqual(try conn.query("SELECT count(*) FROM presets WHERE user_id = $1", [u.userID]).rows[0][0], "1")
+    }
+
+    /// The cache's search (PresetSearch) and the database's give the same presets for the same query.
+    func testCacheSearchAgreesWithTheDatabase() throws {
+        let conn = try connect()
+        let u = user()
+        let names: [(String, [String])] = [("French translator", ["lang", "fr"]), ("Summarize meeting notes", ["work"]),
+                                           ("Code review helper", ["dev"]), ("Haiku writer", ["poetry", "fun"]),
+                                           ("Translate to German", ["lang"]), ("SQL explainer", ["dev", "db"]),
+                                           ("Email polisher", ["work", "writing"]), ("50% off: o'brien_test", [])]
+        var all: [Preset] = []
+        for (n, tags) in names {
+            guard case .success(let p) = try PresetRepository.create(conn, user: u, fields: fields(n, prompt: "p", tags: tags)) else { return XCTFail() }
+            all.append(p)
+        }
+        for q in ["frnch", "translat", "lang", "dev", "writ", "summarise", "haiku fun", "sql", "german lang", "o'brien", "50%", "_",
+                  "zzz", "code revew", "e", ""] {
+            guard case .success(let db) = try PresetRepository.search(conn, user: u, query: q, limit: 100, cursor: nil),
+                  let mem = PresetSearch.page(all, query: q, limit: 100, cursor: nil) else { return XCTFail(q) }
+            XCTAssertEqual(Set(mem.items.map(\.preset.id)), Set(db.items.map(\.preset.id)), "query '\(q)'")
+        }
+    }
+}
