@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
 #   scripts/bench.sh            all of them (~3 minutes on 2 cores)
-#   scripts/bench.sh ws|ws100k|completions|fleet   (fleet needs REDIS_URL)
+#   scripts/bench.sh ws|ws100k|completions|fleet|presets   (fleet needs REDIS_URL; presets also DATABASE_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1
@@ -29,5 +29,14 @@ if [[ $what == all || $what == fleet ]]; then
     $BIN bench --paths local,fleet --phases rate,max,sse --duration 5
     echo "## cancel latency through the fleet"
     python3 scripts/bench-cancel.py --rounds 300
+  fi
+fi
+if [[ $what == all || $what == presets ]]; then
+  if [[ -z ${REDIS_URL:-} || -z ${DATABASE_URL:-} ]]; then
+    echo "## preset cache: skipped (set REDIS_URL and DATABASE_URL)"
+  else
+    echo "## preset load by id through the Redis cache vs PostgreSQL (one at a time, then 16 in flight); outbox replay"
+    $BIN bench-preset-cache --concurrency 1 --loads 5000 --writes 0
+    $BIN bench-preset-cache --concurrency 16 --loads 20000 --writes 2000
   fi
 fi

@@ -20,6 +20,7 @@ enum Command {
       bench-ws       WebSocket load generator (see docs/BENCHMARKS.md)
       bench-presets  preset search latency on a seeded database (scripts/bench-presets.sh)
       bench-admission  admission decisions/s: lua/admit.lua on Redis vs in memory
+      bench-preset-cache  preset load by id: Redis cache vs PostgreSQL; outbox replay rate
       help           this text
 
     Every flag can also be set as an environment variable: --port → PLAYGROUND_PORT.
@@ -42,6 +43,7 @@ enum Command {
             case "migrate": return try AdminCommand.migrate(Arguments(rest, spec: AdminCommand.migrateSpec))
             case "bench-presets": return try BenchPresetsCommand.run(Arguments(rest, spec: BenchPresetsCommand.spec))
             case "bench-admission": return try BenchAdmissionCommand.run(Arguments(rest, spec: BenchAdmissionCommand.spec))
+            case "bench-preset-cache": return try BenchPresetCacheCommand.run(Arguments(rest, spec: BenchPresetCacheCommand.spec))
             case "admin": return try AdminCommand.run(Arguments(rest, spec: AdminCommand.spec))
             case "help", "--help", "-h":
                 print(usage)

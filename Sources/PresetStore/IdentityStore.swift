@@ -35,6 +35,7 @@ public final class IdentityStore: @unchecked Sendable {
     }
     private let cache = Mutex<[Credential: Entry]>([:])
     private let stopping = Atomic<Bool>(false)
+    private let lastFailureLog = Atomic<UInt64>(0)
     private var listenerThread: pthread_t?
     /// Told of every revocation the feed announces (on the feed's thread), after the cache forgot
     /// it; and `.recheckAll` whenever the feed (re)connects, since announcements may have been
@@ -171,7 +172,11 @@ public final class IdentityStore: @unchecked Sendable {
     /// confirmed within the hour works; a revoked one is refused at once); if that cannot answer
     /// either, this node's own recent answers; anything else waits (503).
     private func fallBack(_ items: [PendingLookup], _ error: PGError) {
-        logger.warning("identity lookup failed", ["error": error.description, "requests": "\(items.count)"])
+        // Once per 5 s at most: during an outage every request comes here.
+        let now = monotonicNanos(), last = lastFailureLog.load(ordering: .relaxed)
+        if now - last > 5_000_000_000, lastFailureLog.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
+            logger.warning("identity lookup failed; answering from the caches", ["error": error.description, "requests": "\(items.count)"])
+        }
         guard let shared, !items.isEmpty else { return answerLocally(items) }
         let hashes = Array(Set(items.map { IdentityStore.hash($0.credential) }))
         let box = UncheckedBox(items)
@@ -261,7 +266,7 @@ public final class IdentityStore: @unchecked Sendable {
         guard Credentials.looksValid(key) else { done(.failure(.invalid)); return }
         let token = Credentials.newSessionToken()
         pool.run(on: loop, { conn throws(PGError) -> Identity? in
-            guard let id = try IdentityStore.lookup(.apiKey(key), conn) else { return nil }
+            guard let id = try IdentityStore.lookup(.apiKey(key), conn), self.stillValid(.apiKey(key), id) else { return nil }
             try conn.query("INSERT INTO sessions (token_hash, key_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
                            [Credentials.bytea(Credentials.sha256(token)), "\(id.keyID)", "\(IdentityStore.sessionLifetimeSeconds)"])
             return id
