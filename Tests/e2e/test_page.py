@@ -224,3 +224,47 @@ def test_presets_save_search_load_run_delete(browser, node):
     # The list is rendered again while this looks at it: an element read mid-render is stale, not an answer.
     WebDriverWait(browser, 5, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: not any(name == e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
+
+
+def test_presets_during_a_database_outage_say_so(browser):
+    """With PostgreSQL down the sidebar says its list comes from the cache and may be incomplete;
+    a save says it will sync and the preset carries a "will sync" badge until it has."""
+    from test_preset_outage import Database, nodes
+    db = Database()
+    ns = []
+    try:
+        ns = nodes(db, 1)
+        node = ns[0]
+        open_page(browser, node, prompt=None)
+        type_prompt(browser, "Before the outage: {{input}}")
+        browser.find_element(By.ID, "save").click()
+        browser.find_element(By.ID, "save-name").send_keys("Saved before")
+        browser.find_element(By.ID, "save-confirm").click()
+        WebDriverWait(browser, 5).until(lambda d: "Saved" in d.find_element(By.ID, "notice").text)
+        db.run("stop")
+        type_prompt(browser, "During the outage")
+        browser.find_element(By.ID, "save").click()
+        field = browser.find_element(By.ID, "save-name")
+        field.clear()
+        field.send_keys("Saved during")
+        browser.find_element(By.ID, "save-confirm").click()
+        WebDriverWait(browser, 10).until(lambda d: "will sync" in d.find_element(By.ID, "notice").text)
+        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: "may be incomplete" in d.find_element(By.ID, "preset-status").text)
+        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")] == ["Saved during will sync", "Saved before"])
+        db.run("start")
+        # Once the replayer has applied it, a new search shows it plainly and the notice is gone.
+        search = browser.find_element(By.ID, "preset-search")
+
+        def synced(d):
+            search.send_keys("s")
+            search.send_keys(Keys.BACKSPACE)
+            time.sleep(0.4)
+            names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")]
+            return names == ["Saved during", "Saved before"] and d.find_element(By.ID, "preset-status").text == ""
+        WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(synced)
+    finally:
+        for n in ns:
+            n.stop()
+        db.destroy()
