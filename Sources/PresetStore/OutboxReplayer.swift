@@ -89,12 +89,22 @@ public final class OutboxReplayer: @unchecked Sendable {
             }
             return settled
         } catch let e as PGError {
-            logger.warning("outbox replay paused: database unavailable", ["error": e.description])
+            warn("outbox replay paused: database unavailable", e.description)
         } catch {
-            logger.warning("outbox replay paused: Redis unavailable", ["error": "\(error)"])
-            drain = nil
+            // The drain's connection reconnects by itself; keep it.
+            warn("outbox replay paused: Redis unavailable", "\(error)")
         }
         return 0
+    }
+
+    private var lastWarning: UInt64 = 0
+
+    /// At most one warning per 30 s: a pass runs four times a second.
+    private func warn(_ message: String, _ error: String) {
+        let now = monotonicNanos()
+        guard lastWarning == 0 || now - lastWarning > 30_000_000_000 else { return }
+        lastWarning = now
+        logger.warning(message, ["error": error])
     }
 
     /// A user's writes in order until none is left. Stops (throws) at the first one the database
@@ -141,7 +151,7 @@ public final class OutboxReplayer: @unchecked Sendable {
             if drain == nil { drain = try makeDrain() }
             if let drain { onPendingRevocations?(try drain.pendingRevocations()) }
         } catch {
-            drain = nil
+            warn("revocations waiting for the database could not be read from Redis", "\(error)")
         }
     }
 
