@@ -233,7 +233,15 @@ public final class RedisIdentityCache: SharedIdentityCache, @unchecked Sendable 
                 // The entry, the session marker and (once the entry names its key) the key's marker.
                 me.connection.send(["GET", me.keys.credential(h)], timeoutNanos: me.policy.timeoutNanos) { r in
                     guard case .success(let reply) = r else { return pending.fail() }
-                    guard let s = reply.string, let identity = RedisIdentityCache.decode(s) else { return pending.set(h, .absent) }
+                    guard let s = reply.string, let identity = RedisIdentityCache.decode(s) else {
+                        // No entry (never seen, expired, or removed at sign-out): a node's own copy may
+                        // still be asked, unless the session was ended.
+                        me.connection.send(["EXISTS", me.keys.endedSession(h)], timeoutNanos: me.policy.timeoutNanos) { r in
+                            guard case .success(let reply) = r, let n = reply.integer else { return pending.fail() }
+                            pending.set(h, n > 0 ? .revoked : .absent)
+                        }
+                        return
+                    }
                     me.connection.send(["EXISTS", me.keys.revokedKey(identity.keyID), me.keys.endedSession(h)],
                                        timeoutNanos: me.policy.timeoutNanos) { r in
                         guard case .success(let reply) = r, let n = reply.integer else { return pending.fail() }

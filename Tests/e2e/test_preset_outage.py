@@ -285,6 +285,20 @@ def test_revocation_during_outage_and_shared_identities():
         # Seen by the first node only.
         for k in (doomed, kept):
             assert api(ns[0], "GET", "/v1/models", k)[0] == 200
+        # A browser session, signed in on the first node.
+        req = urllib.request.Request(ns[0].url + "/v1/session", method="POST", data=json.dumps({"api_key": kept}).encode(),
+                                     headers={"Content-Type": "application/json", "Origin": ns[0].url})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            token = r.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+
+        def with_cookie(n, method, path):
+            req = urllib.request.Request(n.url + path, method=method, headers={"Cookie": f"pg_session={token}", "Origin": n.url})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+        assert with_cookie(ns[0], "GET", "/v1/session") == 200
         db.run("stop")
         for n in ns:
             assert api(n, "GET", "/v1/models", kept)[0] == 200, "a key any node saw works on every node"
@@ -298,6 +312,11 @@ def test_revocation_during_outage_and_shared_identities():
             s, body, _ = api(n, "GET", "/v1/models", doomed)
             assert s == 401 and body["error"]["code"] == "unauthorized", body
             assert api(n, "GET", "/v1/models", kept)[0] == 200
+        # Signing out during the outage, on the other node, ends the session on every node at once.
+        assert with_cookie(ns[1], "GET", "/v1/session") == 200, "a session any node saw works on every node"
+        assert with_cookie(ns[1], "DELETE", "/v1/session") == 200
+        for n in ns:
+            assert with_cookie(n, "GET", "/v1/session") == 401
         # A prefix cannot be resolved without the database: a clear refusal, exit 1.
         out = subprocess.run([BINARY, "admin", "keys", "revoke", kept[:12]], env=db.env(), capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and "key id" in out.stderr
@@ -305,9 +324,11 @@ def test_revocation_during_outage_and_shared_identities():
         db.run("start")
         wait_until("the revocation to reach the database",
                    lambda: db.sql(f"SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = {doomed_id}") == [["t"]], 30)
+        wait_until("the sign-out to reach the database", lambda: db.sql("SELECT count(*) FROM sessions") == [["0"]], 30)
         for n in ns:
             assert api(n, "GET", "/v1/models", doomed)[0] == 401
             assert api(n, "GET", "/v1/models", kept)[0] == 200
+            assert with_cookie(n, "GET", "/v1/session") == 401
     finally:
         stop_all(ns)
         db.destroy()
