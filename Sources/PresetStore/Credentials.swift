@@ -39,24 +39,7 @@ public enum Credentials {
     /// `\x…` bytea literal for a bound parameter.
     public static func bytea(_ b: [UInt8]) -> String { "\\x" + hex(b) }
 
-    public static func base64url(_ b: [UInt8]) -> String {
-        let a = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var out: [UInt8] = []
-        var i = 0
-        while i + 3 <= b.count {
-            let v = UInt32(b[i]) << 16 | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2])
-            out += [a[Int(v >> 18 & 63)], a[Int(v >> 12 & 63)], a[Int(v >> 6 & 63)], a[Int(v & 63)]]
-            i += 3
-        }
-        if b.count - i == 1 {
-            let v = UInt32(b[i]) << 16
-            out += [a[Int(v >> 18 & 63)], a[Int(v >> 12 & 63)]]
-        } else if b.count - i == 2 {
-            let v = UInt32(b[i]) << 16 | UInt32(b[i + 1]) << 8
-            out += [a[Int(v >> 18 & 63)], a[Int(v >> 12 & 63)], a[Int(v >> 6 & 63)]]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public static func base64url(_ b: [UInt8]) -> String { Base64URL.encode(b) }
 
     /// A plausible credential: bounded length, printable ASCII only (never reaches SQL unhashed).
     public static func looksValid(_ s: String) -> Bool {

@@ -58,7 +58,20 @@ public struct PresetCachePolicy: Sendable {
 
 /// The shared preset cache and outbox (lua/preset_*.lua, outbox_append.lua) on a node's command
 /// connection. Calls hop to the connection's loop; `done` runs there.
-public final class RedisPresetCache: PresetCache, PresetOutbox, @unchecked Sendable {
+/// Something whose calls run on its Redis connection's loop.
+protocol OnConnectionLoop: AnyObject {
+    var connection: RedisConnection { get }
+}
+
+extension OnConnectionLoop {
+    /// Runs `body` on the connection's loop (at once if already there).
+    func onLoop(_ body: @escaping @Sendable (Self) -> Void) {
+        let box = UncheckedBox(self)
+        if connection.loop.inEventLoop { body(self) } else { connection.loop.execute { body(box.value) } }
+    }
+}
+
+public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop, @unchecked Sendable {
     let connection: RedisConnection
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
@@ -73,11 +86,6 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, @unchecked Senda
         getScript = try RedisScript.load("preset_get", from: scriptsDirectory)
         dropScript = try RedisScript.load("preset_drop", from: scriptsDirectory)
         appendScript = try RedisScript.load("outbox_append", from: scriptsDirectory)
-    }
-
-    private func onLoop(_ body: @escaping @Sendable (RedisPresetCache) -> Void) {
-        let box = UncheckedBox(self)
-        if connection.loop.inEventLoop { body(self) } else { connection.loop.execute { body(box.value) } }
     }
 
     /// An entry "<version>|<C|P>|<json>" → the preset.
@@ -192,7 +200,7 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, @unchecked Senda
 
 /// The shared identity cache: the last good answer per credential hash, and revocation markers
 /// that outlive every entry they cancel. Plain keys (one per credential), no scripts.
-public final class RedisIdentityCache: SharedIdentityCache, @unchecked Sendable {
+public final class RedisIdentityCache: SharedIdentityCache, OnConnectionLoop, @unchecked Sendable {
     let connection: RedisConnection
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
@@ -201,11 +209,6 @@ public final class RedisIdentityCache: SharedIdentityCache, @unchecked Sendable 
         self.connection = connection
         self.keys = keys
         self.policy = policy
-    }
-
-    private func onLoop(_ body: @escaping @Sendable (RedisIdentityCache) -> Void) {
-        let box = UncheckedBox(self)
-        if connection.loop.inEventLoop { body(self) } else { connection.loop.execute { body(box.value) } }
     }
 
     /// "<key id>|<user>|<org>" (org empty when none).
