@@ -22,7 +22,8 @@ enum AdminCommand {
           admin quota set --user U [--rpm N] [--concurrency N] [--ttl 1h]
                                                  overrides U's limits on every node from the next request
           admin quota get --user U | clear --user U | list
-          admin status [--fleet F]               live nodes, job backlog, pending and dead-lettered jobs, leases in use
+          admin status [--fleet F]               live nodes, job backlog, pending and dead-lettered jobs, leases in use,
+                                                 preset writes and revocations waiting for the database
         """, usage: "keys|quota|status …", maxPositionals: 3, flags: [
         .option("database-url", "URL", "PostgreSQL (or DATABASE_URL)"),
         .option("redis-url", "URL", "Redis (or REDIS_URL)"),
@@ -267,7 +268,9 @@ enum QuotaAdmin {
         let backlog = try r.call(["XLEN", keys.stream]).integer ?? 0
         // Pending: handed to a worker that has not started it yet (a dead one's are reclaimed).
         var pending: Int64 = 0
-        if case .array(let groups) = try r.call(["XINFO", "GROUPS", keys.stream]) {
+        // (A fleet that never queued a job has no stream yet: XINFO answers "no such key".)
+        let streamExists = try r.call(["EXISTS", keys.stream]).integer ?? 0
+        if streamExists > 0, case .array(let groups) = try r.call(["XINFO", "GROUPS", keys.stream]) {
             for g in groups {
                 let f = g.array ?? []
                 if let i = f.firstIndex(where: { $0.string == "pending" }), i + 1 < f.count { pending += f[i + 1].integer ?? 0 }
@@ -284,6 +287,15 @@ enum QuotaAdmin {
             if n > 0 { users += 1 }
         }
         printLine("leases in use: \(leases) (\(users) users)")
+        // The preset outbox of the database DATABASE_URL names (its keys carry that database's name).
+        if let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") {
+            let pk = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))
+            let waiting = (try r.call(["SMEMBERS", pk.outboxUsers]).array ?? []).compactMap(\.string)
+            var writes: Int64 = 0
+            for u in waiting { writes += try r.call(["XLEN", pk.outbox(u)]).integer ?? 0 }
+            let revocations = try r.call(["SCARD", pk.pendingRevocations]).integer ?? 0
+            printLine("preset writes waiting for the database: \(writes) (\(waiting.count) users); revocations waiting: \(revocations)")
+        }
         return 0
     }
 }

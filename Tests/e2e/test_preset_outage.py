@@ -191,6 +191,11 @@ def test_outage_ten_users_three_gateways():
         pid = next(iter(model[some_user]))
         s, body, _ = api(gateways[2], "POST", "/v1/completions", keys[some_user], {"preset_id": pid, "input_context": "hi", "max_tokens": 3})
         assert s == 200 and body["choices"][0]["text"], body
+        time.sleep(2)
+        status = subprocess.run([BINARY, "admin", "status", "--fleet", fleet], env=db.env(), capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        waiting = [l for l in status.stdout.splitlines() if l.startswith("preset writes waiting")]
+        assert waiting and not waiting[0].startswith("preset writes waiting for the database: 0 "), status.stdout
         for t in threads:
             t.join()
         assert not failures, failures[:5]
@@ -204,6 +209,8 @@ def test_outage_ten_users_three_gateways():
             return all(api(gateways[0], "GET", "/v1/presets/pending", keys[u])[1].get("data") == [] for u in users)
         wait_until("the outbox to drain", drained, 90)
         replay_seconds = time.time() - back
+        status = subprocess.run([BINARY, "admin", "status", "--fleet", fleet], env=db.env(), capture_output=True, text=True, timeout=30)
+        assert "preset writes waiting for the database: 0 (0 users); revocations waiting: 0" in status.stdout, status.stdout
 
         # 0 lost, 0 applied twice: every write has exactly one applied row, and each preset's
         # version is 1 + the updates made to it.
@@ -303,6 +310,9 @@ def test_revocation_during_outage_and_shared_identities():
         for n in ns:
             assert api(n, "GET", "/v1/models", kept)[0] == 200, "a key any node saw works on every node"
             assert api(n, "GET", "/v1/models", doomed)[0] == 200
+        # A node started during the outage knows nobody, yet takes a key the others saw.
+        ns += nodes(db, 1, fleet=fleet)
+        assert api(ns[2], "GET", "/v1/models", kept)[0] == 200
         never = "pgk_never_seen_before_key_0000000"
         assert api(ns[1], "GET", "/v1/models", never)[0] == 503, "a key never seen cannot be checked: 503 as before"
 
