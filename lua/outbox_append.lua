@@ -9,15 +9,16 @@
 local n = redis.call('XLEN', KEYS[1])
 if n >= tonumber(ARGV[1]) then return redis.error_reply('FULL ' .. n) end
 local id = redis.call('XADD', KEYS[1], '*', 'w', ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[5] == 'show' then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[6] .. '|P|' .. ARGV[8])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[6] .. '|P|' .. now .. '|' .. ARGV[8])
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[3])
   redis.call('ZREM', KEYS[4], ARGV[3])
 else
   redis.call('HDEL', KEYS[2], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[3])
-  local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[3])
+  redis.call('ZADD', KEYS[4], now, ARGV[3])
 end
 for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
 return id

@@ -1,5 +1,6 @@
--- preset_put.lua: stores presets in a user's cache. An entry is "<version>|<C or P>|<preset JSON>"
--- (C: as the database has it; P: a write waiting in the outbox). In `fill` mode (what the database
+-- preset_put.lua: stores presets in a user's cache. An entry is
+-- "<version>|<C or P>|<stored at, ms>|<preset JSON>" (C: as the database has it; P: a write waiting
+-- in the outbox; the time lets readers refresh copies older than they accept while the database is up). In `fill` mode (what the database
 -- answered to a read or a write) an entry never replaces a newer version of itself, nor a pending
 -- write of the same version, nor brings back a preset deleted within the tombstone time; `force`
 -- (the replayer, after applying a write) replaces whatever is there. Keeps the newest `cap` presets
@@ -30,7 +31,7 @@ for i = 5, #ARGV, 5 do
     end
   end
   if ok then
-    redis.call('HSET', KEYS[1], id, v .. '|' .. flag .. '|' .. ARGV[i + 4])
+    redis.call('HSET', KEYS[1], id, v .. '|' .. flag .. '|' .. now .. '|' .. ARGV[i + 4])
     redis.call('ZADD', KEYS[2], ARGV[i + 3], id)
     redis.call('ZREM', KEYS[3], id)
     stored = stored + 1

@@ -45,6 +45,7 @@ struct NodeConfig {
     var rateLimitRPM: Int
     var maxConcurrent: Int
     var leaseTTLMs: Int
+    var presetCacheFreshSeconds: Int
     var redis: RedisEndpoint?
     var luaDir: String
     var fleet: String
@@ -67,6 +68,7 @@ struct NodeConfig {
             .option("rate-limit-rpm", "N", default: modelServer ? "0" : "60", "completions one user may start in any 60 s (0: no limit)"),
             .option("max-concurrent", "N", default: modelServer ? "0" : "2", "generations one user may run at once (0: no limit; both 0: limits off)"),
             .option("lease-ttl-ms", "MS", default: "30000", "a generation's concurrency lease, renewed every third of it"),
+            .option("preset-cache-fresh-s", "S", default: "300", "a cached preset older than this is checked against PostgreSQL while it is up"),
             .option("slots", "N", default: "256", "generations at once"),
             .option("max-queue", "N", default: "1024", "completions that may wait for a slot"),
             .option("max-tokens-cap", "N", default: "2048", "the largest max_tokens accepted"),
@@ -139,6 +141,8 @@ struct NodeConfig {
         rateLimitRPM = try a.int("rate-limit-rpm")
         maxConcurrent = try a.int("max-concurrent")
         leaseTTLMs = try a.int("lease-ttl-ms")
+        presetCacheFreshSeconds = try a.int("preset-cache-fresh-s")
+        guard (0...86_400).contains(presetCacheFreshSeconds) else { throw ArgumentError(message: "--preset-cache-fresh-s must be 0...86400") }
         luaDir = a.string("lua-dir")
         fleet = a.string("fleet")
         guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
@@ -339,6 +343,7 @@ enum ServeCommand {
                 let cache = try RedisPresetCache(connection: redis.commands, keys: keys, scriptsDirectory: config.luaDir)
                 presets.cache = cache
                 presets.outbox = cache
+                presets.freshMs = config.presetCacheFreshSeconds * 1000
                 identities?.shared = RedisIdentityCache(connection: redis.commands, keys: keys)
                 let luaDir = config.luaDir, endpoint = redis.endpoint
                 let r = OutboxReplayer(pool: pool!, owner: nodeID, logger: logger) {

@@ -103,7 +103,7 @@ public enum BenchPresetCacheCommand {
             }
         })
         let cached = measure("redis cache", { id, done in
-            cache.lookup(user: user.userID, id: id) { r in if case .hit(let c) = r { done(c.preset.id == id) } else { done(false) } }
+            cache.lookup(user: user.userID, id: id) { r in if case .hit(let c, _) = r { done(c.preset.id == id) } else { done(false) } }
         })
         printLine(String(format: "  cache / database: p50 ×%.2f, p99 ×%.2f", Double(cached[cached.count / 2]) / Double(max(1, db[db.count / 2])),
                          Double(cached[cached.count * 99 / 100]) / Double(max(1, db[db.count * 99 / 100]))))

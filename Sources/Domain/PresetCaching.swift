@@ -33,7 +33,8 @@ public struct CachedPreset: Sendable {
 }
 
 public enum PresetCacheLookup: Sendable {
-    case hit(CachedPreset)
+    /// `ageMs`: how long ago it was stored.
+    case hit(CachedPreset, ageMs: Int)
     /// Deleted a moment ago (a tombstone): not found, without asking the database.
     case deleted
     case miss
@@ -44,12 +45,17 @@ public enum PresetCacheLookup: Sendable {
 public protocol PresetCache: AnyObject, Sendable {
     func lookup(user: String, id: String, done: @escaping @Sendable (PresetCacheLookup) -> Void)
     /// Stores what the database answered; an entry never replaces a newer version of itself, nor
-    /// brings back one deleted a moment ago.
-    func fill(user: String, _ presets: [Preset])
+    /// brings back one deleted a moment ago. `done` tells whether the cache took it.
+    func fill(user: String, _ presets: [Preset], done: @escaping @Sendable (Bool) -> Void)
     /// Forgets a preset: `tombstone` when it was deleted (a racing fill cannot bring it back).
     func drop(user: String, id: String, tombstone: Bool, done: @escaping @Sendable (Bool) -> Void)
     /// The user's cached presets (the newest ones), or nil when the cache cannot answer.
     func recent(user: String, done: @escaping @Sendable ([CachedPreset]?) -> Void)
+}
+
+extension PresetCache {
+    /// Fills without waiting (reads: the answer does not depend on it).
+    public func fill(user: String, _ presets: [Preset]) { fill(user: user, presets) { _ in } }
 }
 
 /// A write accepted while the preset store was down: applied to the database later, exactly once

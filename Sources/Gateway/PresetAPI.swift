@@ -22,6 +22,8 @@ public final class PresetAPI: @unchecked Sendable {
     let metrics: Metrics
     public var cache: PresetCache?
     public var outbox: PresetOutbox?
+    /// A committed cached copy older than this is checked against the database while it is up.
+    public var freshMs = 300_000
     /// The version of each preset this node last wrote: a cached copy older than that is never
     /// served (another node's cache fill may lag this node's own write).
     private let written = Mutex<[String: Int]>([:])
@@ -94,38 +96,56 @@ public final class PresetAPI: @unchecked Sendable {
     /// Loads one of the user's presets (for reading or running it): through the shared cache,
     /// then the database (which fills the cache). `done` runs on `loop`.
     func load(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<Preset, APIError>) -> Void) {
-        loadEntry(id: id, for: user, on: loop) { r in done(r.map(\.preset)) }
+        loadEntry(id: id, for: user, on: loop) { r in done(r.map(\.cached.preset)) }
     }
 
-    func loadEntry(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<CachedPreset, APIError>) -> Void) {
+    /// A preset as loaded: `degraded` when it came from the cache because the database could not answer.
+    struct Loaded {
+        let cached: CachedPreset
+        let degraded: Bool
+    }
+
+    func loadEntry(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<Loaded, APIError>) -> Void) {
         guard UUIDText.isValid(id) else { return done(.failure(PresetAPI.notFound(id))) }
-        guard let cache else { return loadFromDatabase(id: id, for: user, on: loop, done: done) }
+        guard let cache else { return loadFromDatabase(id: id, for: user, on: loop, stale: nil, done: done) }
         let d = UncheckedBox(done)
         cache.lookup(user: user.userID, id: id) { [self] r in
             loop.execute { [self] in
                 switch r {
-                case .hit(let c) where c.preset.version >= writtenVersion(id):
-                    metrics.presetCacheHits.add(1, ordering: .relaxed)
-                    d.value(.success(c))
+                case .hit(let c, let age) where c.preset.version >= writtenVersion(id):
+                    // A committed copy older than `freshMs` is refreshed while the database is up
+                    // (bounds how long a copy can lag a write whose cache update failed); the
+                    // copy still answers if the database cannot.
+                    if c.pending || age <= freshMs || databaseDown {
+                        metrics.presetCacheHits.add(1, ordering: .relaxed)
+                        return d.value(.success(Loaded(cached: c, degraded: databaseDown)))
+                    }
+                    metrics.presetCacheMisses.add(1, ordering: .relaxed)
+                    loadFromDatabase(id: id, for: user, on: loop, stale: c, done: d.value)
                 case .deleted:
                     metrics.presetCacheHits.add(1, ordering: .relaxed)
                     d.value(.failure(PresetAPI.notFound(id)))
                 default:
                     metrics.presetCacheMisses.add(1, ordering: .relaxed)
-                    loadFromDatabase(id: id, for: user, on: loop, done: d.value)
+                    loadFromDatabase(id: id, for: user, on: loop, stale: nil, done: d.value)
                 }
             }
         }
     }
 
-    private func loadFromDatabase(id: String, for user: Identity, on loop: EventLoop, done: @escaping (Result<CachedPreset, APIError>) -> Void) {
+    private func loadFromDatabase(id: String, for user: Identity, on loop: EventLoop, stale: CachedPreset?,
+                                  done: @escaping (Result<Loaded, APIError>) -> Void) {
         pool.run(on: loop, { conn throws(PGError) in try PresetRepository.get(conn, user: user, id: id) }) { [self] r in
             switch r {
             case .success(let p?):
                 cache?.fill(user: user.userID, [p])
-                done(.success(CachedPreset(preset: p, pending: false)))
-            case .success(nil): done(.failure(PresetAPI.notFound(id)))
-            case .failure(let e): done(.failure(PresetAPI.storeFailure(e)))
+                done(.success(Loaded(cached: CachedPreset(preset: p, pending: false), degraded: false)))
+            case .success(nil):
+                if stale != nil { cache?.drop(user: user.userID, id: id, tombstone: true) { _ in } }
+                done(.failure(PresetAPI.notFound(id)))
+            case .failure(let e):
+                if let stale, e.isUnavailable { return done(.success(Loaded(cached: stale, degraded: true))) }
+                done(.failure(PresetAPI.storeFailure(e)))
             }
         }
     }
@@ -134,10 +154,9 @@ public final class PresetAPI: @unchecked Sendable {
         let id = call.pathParameters["id"] ?? ""
         loadEntry(id: id, for: call.identity, on: reply.loop) { [self] r in
             switch r {
-            case .success(let c):
-                let degraded = databaseDown
-                if degraded { metrics.presetReadsDegraded.add(1, ordering: .relaxed) }
-                respond(reply, c.preset, pending: c.pending, degraded: degraded)
+            case .success(let loaded):
+                if loaded.degraded { metrics.presetReadsDegraded.add(1, ordering: .relaxed) }
+                respond(reply, loaded.cached.preset, pending: loaded.cached.pending, degraded: loaded.degraded)
             case .failure(let e): reply.fail(e)
             }
         }
@@ -246,8 +265,7 @@ public final class PresetAPI: @unchecked Sendable {
                 switch r {
                 case .success(.success(let p)):
                     noteWritten(p)
-                    cache?.fill(user: user.userID, [p])
-                    respond(reply, status: 201, p)
+                    afterCaching(p, user: user, reply: reply) { [self] in respond(reply, status: 201, p) }
                 case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
                 case .success(.failure): reply.fail(APIError(.internalError, "could not save the preset"))
                 case .failure(let e) where e.isUnavailable && outbox != nil: enqueue(.create, id: id, fields: fields, user: user, reply: reply)
@@ -272,8 +290,7 @@ public final class PresetAPI: @unchecked Sendable {
                 switch r {
                 case .success(.success(let p)):
                     noteWritten(p)
-                    cache?.fill(user: user.userID, [p])
-                    respond(reply, p)
+                    afterCaching(p, user: user, reply: reply) { [self] in respond(reply, p) }
                 case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
                 case .success(.failure(.database(let e))), .failure(let e):
                     if e.isUnavailable && outbox != nil { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
@@ -307,6 +324,15 @@ public final class PresetAPI: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Runs `then` once the cache holds the written preset (or could not take it): the answer
+    /// leaves after the cache is current, so a read on any node after it sees this version.
+    private func afterCaching(_ p: Preset, user: Identity, reply: APIReply, then: @escaping () -> Void) {
+        guard let cache else { return then() }
+        let loop = reply.loop
+        let t = UncheckedBox(then)
+        cache.fill(user: user.userID, [p]) { _ in loop.execute { t.value() } }
     }
 
     static func respondDeleted(_ reply: APIReply, _ id: String, pending: Bool = false) {

@@ -88,15 +88,12 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
         appendScript = try RedisScript.load("outbox_append", from: scriptsDirectory)
     }
 
-    /// An entry "<version>|<C|P>|<json>" → the preset.
-    static func entry(_ s: String) -> CachedPreset? {
-        let u = s.utf8
-        guard let bar = u.firstIndex(of: UInt8(ascii: "|")) else { return nil }
-        let flagAt = u.index(after: bar)
-        guard flagAt < u.endIndex else { return nil }
-        let pending = u[flagAt] == UInt8(ascii: "P")
-        let jsonAt = u.index(flagAt, offsetBy: 2, limitedBy: u.endIndex) ?? u.endIndex
-        return CachedPreset.decode(String(s[jsonAt...]), pending: pending)
+    /// An entry "<version>|<C|P>|<stored at ms>|<json>" → the preset and when it was stored.
+    static func entry(_ s: String) -> (preset: CachedPreset, storedAtMs: Int64)? {
+        let parts = s.split(separator: "|", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, let at = Int64(parts[2]),
+              let c = CachedPreset.decode(String(parts[3]), pending: parts[1] == "P") else { return nil }
+        return (c, at)
     }
 
     // MARK: PresetCache
@@ -107,19 +104,21 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
                               timeoutNanos: me.policy.timeoutNanos) { r in
                 switch r {
                 case .success(.null): done(.miss)
-                case .success(let reply):
-                    guard let s = reply.string else { return done(.unavailable) }
-                    if s == "D" { return done(.deleted) }
-                    if let p = RedisPresetCache.entry(s), p.preset.userID == user { done(.hit(p)) } else { done(.miss) }
-                case .failure: done(.unavailable)
+                case .success(.array(let a)) where a.count == 2:
+                    guard let s = a[0].string, let now = a[1].integer, let e = RedisPresetCache.entry(s), e.preset.preset.userID == user else {
+                        return done(.miss)
+                    }
+                    done(.hit(e.preset, ageMs: Int(max(0, now - e.storedAtMs))))
+                case .success(let reply) where reply.string == "D": done(.deleted)
+                default: done(.unavailable)
                 }
             }
         }
     }
 
-    public func fill(user: String, _ presets: [Preset]) {
-        guard !presets.isEmpty else { return }
-        store(user: user, presets.map { CachedPreset(preset: $0, pending: false) }, mode: "fill") { _ in }
+    public func fill(user: String, _ presets: [Preset], done: @escaping @Sendable (Bool) -> Void) {
+        guard !presets.isEmpty else { return done(true) }
+        store(user: user, presets.map { CachedPreset(preset: $0, pending: false) }, mode: "fill", done: done)
     }
 
     func store(user: String, _ presets: [CachedPreset], mode: String, done: @escaping @Sendable (Bool) -> Void) {
@@ -148,7 +147,7 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
         onLoop { me in
             me.connection.send(["HVALS", me.keys.presets(user)], timeoutNanos: me.policy.timeoutNanos) { r in
                 guard case .success(let reply) = r, let values = reply.array else { return done(nil) }
-                done(values.compactMap { $0.string.flatMap(RedisPresetCache.entry) }.filter { $0.preset.userID == user })
+                done(values.compactMap { $0.string.flatMap(RedisPresetCache.entry)?.preset }.filter { $0.preset.userID == user })
             }
         }
     }

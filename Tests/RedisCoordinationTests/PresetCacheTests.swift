@@ -42,7 +42,8 @@ final class PresetCacheTests: RedisTestCase {
         cache.fill(user: "u", [preset(id, version: 3)])
         cache.fill(user: "u", [preset(id, version: 2)])  // an older read arriving late
         settleFills(cache, "u")
-        guard case .hit(let c) = lookup(cache, "u", id) else { return XCTFail() }
+        guard case .hit(let c, let age) = lookup(cache, "u", id) else { return XCTFail() }
+        XCTAssertLessThan(age, 5000, "stored a moment ago")
         XCTAssertEqual(c.preset.version, 3)
         XCTAssertFalse(c.pending)
         guard case .miss = lookup(cache, "someone-else", id) else { return XCTFail("per user") }
@@ -57,7 +58,7 @@ final class PresetCacheTests: RedisTestCase {
         guard case .success = r else { return XCTFail() }
         cache.fill(user: "u", [preset(id, version: 4)])
         settleFills(cache, "u")
-        guard case .hit(let p) = lookup(cache, "u", id), p.pending, p.preset.prompt == "pending" else { return XCTFail() }
+        guard case .hit(let p, _) = lookup(cache, "u", id), p.pending, p.preset.prompt == "pending" else { return XCTFail() }
         XCTAssertEqual(wait { done in cache.hasQueued(user: "u", done: done) }, true)
         XCTAssertEqual(wait { done in cache.queued(user: "u", done: done) }?.map(\.key), [w.key])
         // Deleted: a tombstone keeps a late fill from bringing it back.
@@ -102,7 +103,8 @@ final class PresetCacheTests: RedisTestCase {
         XCTAssertEqual(batch.map { $0.write?.queuedAt }, ["2026-12-01T10:00:00.000000Z", "2026-12-01T10:00:01.000000Z", "2026-12-01T10:00:02.000000Z"],
                        "in the order accepted")
         try drain.settle(user: "u", presetID: id, applied: preset(id, version: 1))  // force: replaces the pending v3
-        guard case .hit(let c) = lookup(cache, "u", id) else { return XCTFail() }
+        guard case .hit(let c, let age) = lookup(cache, "u", id) else { return XCTFail() }
+        XCTAssertLessThan(age, 5000, "stored a moment ago")
         XCTAssertEqual(c.preset.version, 1)
         XCTAssertFalse(c.pending)
         for (entry, _) in batch { try drain.acknowledge(user: "u", entry: entry) }

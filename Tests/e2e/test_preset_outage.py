@@ -392,3 +392,39 @@ def test_redis_flushed_mid_outage():
         subprocess.run([os.path.join(ROOT, "scripts", "redis.sh"), "stop", rdir], capture_output=True, timeout=30)
         shutil.rmtree(rdir, ignore_errors=True)
         db.destroy()
+
+
+def test_cache_is_current_after_a_write_and_refreshes_lagging_copies():
+    """A write's answer leaves after the cache holds it, so any node reads it next; a copy that lags
+    the database (its cache update was lost) is refreshed after --preset-cache-fresh-s while the
+    database is up, and still answers (stale, degraded) when it is down."""
+    db = Database()
+    ns = []
+    try:
+        user = "fresh-" + uuid.uuid4().hex[:6]
+        key = db.key(user)
+        ns = nodes(db, 2, "--preset-cache-fresh-s", "1")
+        s, p, _ = api(ns[0], "POST", "/v1/presets", key, {"name": "fresh", "prompt": "v1"})
+        assert s == 201
+        for i in range(2, 22):
+            writer, reader = ns[i % 2], ns[(i + 1) % 2]
+            s, body, _ = api(writer, "PATCH", f"/v1/presets/{p['id']}", key, {"prompt": f"v{i}"})
+            assert s == 200 and body["version"] == i
+            s, body, _ = api(reader, "GET", f"/v1/presets/{p['id']}", key)
+            assert s == 200 and body["prompt"] == f"v{i}" and body["version"] == i, (i, body)
+        # A change the cache never heard of (as if its update had been lost).
+        db.sql(f"UPDATE presets SET prompt = 'direct', version = version + 1 WHERE id = '{p['id']}'")
+        assert api(ns[1], "GET", f"/v1/presets/{p['id']}", key)[1]["prompt"] == "v21", "served from the cache while fresh"
+        time.sleep(1.3)
+        s, body, _ = api(ns[1], "GET", f"/v1/presets/{p['id']}", key)
+        assert s == 200 and body["prompt"] == "direct" and body["version"] == 22, body
+        db.run("stop")
+        time.sleep(1.3)
+        s, body, _ = api(ns[0], "GET", f"/v1/presets/{p['id']}", key)
+        assert s == 200 and body["prompt"] == "direct" and body.get("degraded") is True, body
+        metrics = urllib.request.urlopen(ns[1].url + "/metrics", timeout=5).read().decode()
+        hits = [l for l in metrics.splitlines() if l.startswith('playground_preset_cache_requests_total{result="hit"}')]
+        assert hits and int(hits[0].split()[-1]) >= 10, hits  # its half of the 20 reads after writes
+    finally:
+        stop_all(ns)
+        db.destroy()
