@@ -428,3 +428,46 @@ def test_cache_is_current_after_a_write_and_refreshes_lagging_copies():
     finally:
         stop_all(ns)
         db.destroy()
+
+
+def test_a_write_that_cannot_apply_is_kept_for_its_owner():
+    """A create queued during the outage whose name turns out to be taken (by a preset the cache
+    did not know) fails when replayed: it is kept, failed, in GET /v1/presets/pending — never
+    silently dropped — until its owner dismisses it; its pending copy leaves the cache."""
+    db = Database()
+    ns = []
+    try:
+        user = "failed-" + uuid.uuid4().hex[:6]
+        key = db.key(user)
+        ns = nodes(db, 1)
+        node = ns[0]
+        # A preset the cache never saw (written straight into the database).
+        db.sql(f"INSERT INTO presets (user_id, name, prompt, search_text) VALUES ('{user}', 'Taken', 'p', 'taken')")
+        assert api(node, "GET", "/v1/models", key)[0] == 200  # the key is known before the outage
+        db.run("stop")
+        s, queued, _ = api(node, "POST", "/v1/presets", key, {"name": "taken", "prompt": "mine"})
+        assert s == 202 and queued["pending"] is True
+        s, ok, _ = api(node, "POST", "/v1/presets", key, {"name": "free", "prompt": "fine"})
+        assert s == 202
+        s, body, _ = api(node, "GET", "/v1/presets/pending", key)
+        assert s == 200 and [(w["op"], w["status"], w["fields"]["name"]) for w in body["data"]] == [("create", "queued", "taken"), ("create", "queued", "free")]
+        db.run("start")
+
+        def failed():
+            data = api(node, "GET", "/v1/presets/pending", key)[1].get("data", [])
+            return len(data) == 1 and data[0]["status"] == "failed"
+        wait_until("the replay to settle", failed, 30)
+        w = api(node, "GET", "/v1/presets/pending", key)[1]["data"][0]
+        assert w["error"]["code"] == "conflict" and w["preset_id"] == queued["id"] and w["fields"]["prompt"] == "mine", w
+        assert api(node, "GET", f"/v1/presets/{queued['id']}", key)[0] == 404, "the pending copy is gone from the cache"
+        assert api(node, "GET", f"/v1/presets/{ok['id']}", key)[1]["prompt"] == "fine", "the write after it applied"
+        other = db.key("other-" + uuid.uuid4().hex[:6])
+        assert api(node, "DELETE", f"/v1/presets/pending/{w['key']}", other)[0] == 404, "only its owner dismisses it"
+        s, body, _ = api(node, "DELETE", f"/v1/presets/pending/{w['key']}", key)
+        assert s == 200 and body == {"key": w["key"], "dismissed": True}
+        assert api(node, "GET", "/v1/presets/pending", key)[1]["data"] == []
+        assert api(node, "DELETE", f"/v1/presets/pending/{w['key']}", key)[0] == 404
+        assert api(node, "DELETE", "/v1/presets/pending/not-a-key", key)[0] == 404
+    finally:
+        stop_all(ns)
+        db.destroy()
