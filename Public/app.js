@@ -287,6 +287,29 @@ async function searchPresets() {
   $("#preset-status").textContent = degraded || (presets.items.length ? "" : empty);
   $("#preset-status").classList.toggle("degraded", !!r.body.degraded);
   renderPresets();
+  // Changes saved during an outage that could not be applied later are shown until dismissed.
+  if (!r.body.degraded && !q) showFailedWrites();
+}
+
+async function showFailedWrites() {
+  const r = await call("GET", "/v1/presets/pending", null);
+  const list = $("#preset-failed");
+  list.textContent = "";
+  const failed = r.error ? [] : r.body.data.filter((w) => w.status === "failed");
+  list.hidden = failed.length === 0;
+  for (const w of failed) {
+    const li = document.createElement("li");
+    const what = w.op === "create" ? `Saving “${w.fields.name}”` : w.op === "update" ? "A change to a preset" : "A deletion";
+    li.textContent = `${what} (made while the preset store was down) could not be applied: ${w.error.message}. `;
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "dismiss"; b.textContent = "Dismiss";
+    b.addEventListener("click", async () => {
+      await call("DELETE", "/v1/presets/pending/" + encodeURIComponent(w.key), null);
+      showFailedWrites();
+    });
+    li.append(b);
+    list.append(li);
+  }
 }
 
 function renderPresets() {

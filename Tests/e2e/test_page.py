@@ -228,42 +228,54 @@ def test_presets_save_search_load_run_delete(browser, node):
 
 def test_presets_during_a_database_outage_say_so(browser):
     """With PostgreSQL down the sidebar says its list comes from the cache and may be incomplete;
-    a save says it will sync and the preset carries a "will sync" badge until it has."""
+    a save says it will sync and the preset carries a "will sync" badge until it has; a save that
+    could not be applied later (its name was taken) is shown until dismissed."""
     from test_preset_outage import Database, nodes
     db = Database()
     ns = []
+
+    def save(name, prompt):
+        type_prompt(browser, prompt)
+        browser.find_element(By.ID, "save").click()
+        field = browser.find_element(By.ID, "save-name")
+        field.clear()
+        field.send_keys(name)
+        browser.find_element(By.ID, "save-confirm").click()
+
+    def names(d):
+        return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")]
     try:
         ns = nodes(db, 1)
         node = ns[0]
         open_page(browser, node, prompt=None)
-        type_prompt(browser, "Before the outage: {{input}}")
-        browser.find_element(By.ID, "save").click()
-        browser.find_element(By.ID, "save-name").send_keys("Saved before")
-        browser.find_element(By.ID, "save-confirm").click()
+        save("Saved before", "Before the outage: {{input}}")
         WebDriverWait(browser, 5).until(lambda d: "Saved" in d.find_element(By.ID, "notice").text)
+        WebDriverWait(browser, 5, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: names(d) == ["Saved before"])
+        # Someone else's doing, straight into the database: a name the cache does not know is taken.
+        db.sql("INSERT INTO presets (user_id, name, prompt, search_text) VALUES ('alice', 'Taken', 'p', 'taken')")
         db.run("stop")
-        type_prompt(browser, "During the outage")
-        browser.find_element(By.ID, "save").click()
-        field = browser.find_element(By.ID, "save-name")
-        field.clear()
-        field.send_keys("Saved during")
-        browser.find_element(By.ID, "save-confirm").click()
+        save("Saved during", "During the outage")
         WebDriverWait(browser, 10).until(lambda d: "will sync" in d.find_element(By.ID, "notice").text)
+        save("taken", "Mine")
+        WebDriverWait(browser, 10).until(lambda d: "“taken” — will sync" in d.find_element(By.ID, "notice").text)
         WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d: "may be incomplete" in d.find_element(By.ID, "preset-status").text)
         WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-            lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")] == ["Saved during will sync", "Saved before"])
+            lambda d: names(d) == ["taken will sync", "Saved during will sync", "Saved before"])
         db.run("start")
-        # Once the replayer has applied it, a new search shows it plainly and the notice is gone.
+        # Once the replayer is done, a new listing shows what was applied, plainly, and what was not.
         search = browser.find_element(By.ID, "preset-search")
 
         def synced(d):
             search.send_keys("s")
             search.send_keys(Keys.BACKSPACE)
             time.sleep(0.4)
-            names = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")]
-            return names == ["Saved during", "Saved before"] and d.find_element(By.ID, "preset-status").text == ""
+            return (names(d) == ["Saved during", "Taken", "Saved before"] and d.find_element(By.ID, "preset-status").text == ""
+                    and "could not be applied" in d.find_element(By.ID, "preset-failed").text)
         WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(synced)
+        assert "Saving “taken”" in browser.find_element(By.ID, "preset-failed").text
+        browser.find_element(By.CSS_SELECTOR, "#preset-failed .dismiss").click()
+        WebDriverWait(browser, 5).until(lambda d: not d.find_element(By.ID, "preset-failed").is_displayed())
     finally:
         for n in ns:
             n.stop()
