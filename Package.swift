@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "Domain", dependencies: ["JSON"]),
         // Models behind the completions API, push-based (ModelBackend): the built-in n-gram model
         // now, upstream model servers later.
-        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime"]),
+        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime", "HTTP1", "JSON"]),
         // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
         // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
         .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
@@ -60,6 +60,7 @@ let package = Package(
         .executableTarget(name: "FuzzWebSocket", dependencies: ["WebSocket", "FuzzSupport"]),
         .executableTarget(name: "FuzzJSON", dependencies: ["JSON", "FuzzSupport"]),
         .executableTarget(name: "FuzzEnvelope", dependencies: ["Domain", "JSON", "FuzzSupport"]),
+        .executableTarget(name: "FuzzUpstream", dependencies: ["HTTP1", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (HTTP parser, WebSocket frame parser + state machine, JSON parser,
-# WebSocket envelope → request decoding) with AddressSanitizer and runs each for a bounded time
+# WebSocket envelope → request decoding, upstream HTTP response + SSE parsers) with AddressSanitizer and runs each for a bounded time
 # over a copy of the committed seed corpus.
 #   scripts/fuzz.sh [seconds-per-target]     (default 60)
 set -euo pipefail
@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 export SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0
 # One scratch path: modules the targets share compile once.
-for product in FuzzHTTP FuzzWebSocket FuzzJSON FuzzEnvelope; do
+for product in FuzzHTTP FuzzWebSocket FuzzJSON FuzzEnvelope FuzzUpstream; do
   swift build --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
     --product $product 2>&1 | grep -v "prohibited flag" | tail -1
 done
 mkdir -p reports/fuzz
 status=0
-for pair in FuzzHTTP:http FuzzWebSocket:websocket FuzzJSON:json FuzzEnvelope:envelope; do
+for pair in FuzzHTTP:http FuzzWebSocket:websocket FuzzJSON:json FuzzEnvelope:envelope FuzzUpstream:upstream; do
   target=${pair%%:*}; seeds=${pair##*:}
   work=$(mktemp -d)
   cp Tests/fuzz-corpus/$seeds/* "$work/"

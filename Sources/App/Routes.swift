@@ -12,8 +12,8 @@ import WebSocket
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, completions: CompletionService,
                         metrics: [Metrics], modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
-                        redisUp: (@Sendable () -> Bool)? = nil) throws {
-        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp)
+                        redisUp: (@Sendable () -> Bool)? = nil, extraMetrics: (@Sendable () -> String)? = nil) throws {
+        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp, extraMetrics: extraMetrics)
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator,
@@ -32,7 +32,8 @@ enum Routes {
 
     /// What every role serves: /healthz, /readyz (503 while draining; degraded while Redis is
     /// down) and /metrics (each set once).
-    static func installOps(on router: Router, completions: CompletionService, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?) {
+    static func installOps(on router: Router, completions: CompletionService, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?,
+                           extraMetrics: (@Sendable () -> String)? = nil) {
         var sets: [Metrics] = []
         for m in metrics where !sets.contains(where: { $0 === m }) { sets.append(m) }
         let all = sets
@@ -48,7 +49,7 @@ enum Routes {
             }
         }
         router.get("/metrics") { _, r in
-            r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: all.map { $0.render() }.joined())
+            r.send(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: all.map { $0.render() }.joined() + (extraMetrics?() ?? ""))
         }
     }
 }

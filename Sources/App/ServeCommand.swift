@@ -46,6 +46,7 @@ struct NodeConfig {
     var maxConcurrent: Int
     var leaseTTLMs: Int
     var presetCacheFreshSeconds: Int
+    var models: ModelsConfig?
     var redis: RedisEndpoint?
     var luaDir: String
     var fleet: String
@@ -69,6 +70,7 @@ struct NodeConfig {
             .option("max-concurrent", "N", default: modelServer ? "0" : "2", "generations one user may run at once (0: no limit; both 0: limits off)"),
             .option("lease-ttl-ms", "MS", default: "30000", "a generation's concurrency lease, renewed every third of it"),
             .option("preset-cache-fresh-s", "S", default: "300", "a cached preset older than this is checked against PostgreSQL while it is up"),
+            .option("models", "FILE", "upstream model servers and model aliases (JSON; see docs/MODELS.md); without it only the built-in model"),
             .option("slots", "N", default: "256", "generations at once"),
             .option("max-queue", "N", default: "1024", "completions that may wait for a slot"),
             .option("max-tokens-cap", "N", default: "2048", "the largest max_tokens accepted"),
@@ -142,6 +144,13 @@ struct NodeConfig {
         maxConcurrent = try a.int("max-concurrent")
         leaseTTLMs = try a.int("lease-ttl-ms")
         presetCacheFreshSeconds = try a.int("preset-cache-fresh-s")
+        if let file = a.optionalString("models") {
+            do throws(ConfigError) {
+                models = try ModelsConfig.load(path: file, environment: { Arguments.environment($0) })
+            } catch {
+                throw ArgumentError(message: "--models: \(error.description)")
+            }
+        }
         guard (0...86_400).contains(presetCacheFreshSeconds) else { throw ArgumentError(message: "--preset-cache-fresh-s must be 0...86400") }
         luaDir = a.string("lua-dir")
         fleet = a.string("fleet")
@@ -269,10 +278,22 @@ enum ServeCommand {
             sc.retentionNanos = 5_000_000_000
             sc.maxRetained = 4096
         }
-        let runner = CompletionScheduler(configuration: sc, model: model,
-                                         pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
-                                         metrics: role == .serve && fleetMode ? Metrics(prefix: "playground_worker") : metrics,
-                                         logger: logger, faults: config.faults)
+        let builtin = BuiltinBackend(model: model, pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
+                                     faults: config.faults)
+        // With a models file, generations go through the model proxy (upstreams, aliases, breakers).
+        var proxy: ProxyBackend?
+        if let m = config.models, role.runsGenerations {
+            do {
+                proxy = try ProxyBackend(config: m, builtin: builtin) { host, port in try SocketAddress.resolve(host: host, port: port) }
+            } catch {
+                throw ArgumentError(message: "--models: cannot resolve an upstream's host (\(error))")
+            }
+        }
+        let runner = CompletionScheduler(configuration: sc, backend: proxy ?? builtin,
+                                         metrics: role == .serve && fleetMode ? Metrics(prefix: "playground_worker") : metrics, logger: logger)
+        // The public model names: builtin, and the models file's aliases.
+        var models = ServeCommand.models
+        for a in config.models?.publicModels ?? [] where !models.contains(a) { models.append(a) }
         let policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
 
         // PostgreSQL: migrations at start, the pool, the identity cache fed by LISTEN.
@@ -329,6 +350,8 @@ enum ServeCommand {
         }
         let completions: CompletionService = fleet ?? runner
 
+        var proxyMetrics: (@Sendable () -> String)?
+        if let proxy { proxyMetrics = { proxy.renderMetrics() } }
         let router = Router()
         let sessions = SessionRegistry()
         var replayer: OutboxReplayer?
@@ -374,9 +397,10 @@ enum ServeCommand {
                 identities.startListening()
             }
             try Routes.install(on: router, config: config, api: api, completions: completions, metrics: [metrics, runner.metrics], modelServer: modelServer,
-                               identities: identities, sessions: sessions, redisUp: redis?.isUp)
+                               identities: identities, sessions: sessions, redisUp: redis?.isUp, extraMetrics: proxyMetrics)
         } else {
-            Routes.installOps(on: router, completions: completions, metrics: [metrics, runner.metrics], redisUp: redis?.isUp)
+            Routes.installOps(on: router, completions: completions, metrics: [metrics, runner.metrics], redisUp: redis?.isUp,
+                              extraMetrics: proxyMetrics)
         }
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000

@@ -208,6 +208,26 @@ public struct SocketAddress: CustomStringConvertible, Sendable {
     public var description: String { "\(host):\(port)" }
 }
 
+extension SocketAddress {
+    /// `host` (an IPv4 literal or a name) as its first IPv4 address. Names go through getaddrinfo,
+    /// which blocks: call it at start-up, never on an event loop.
+    public static func resolve(host: String, port: Int) throws(SystemError) -> SocketAddress {
+        if let literal = try? SocketAddress(host: host, port: port) { return literal }
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let first = result else { throw SystemError("getaddrinfo(\(host))", EINVAL) }
+        defer { freeaddrinfo(result) }
+        guard let sa = first.pointee.ai_addr else { throw SystemError("getaddrinfo(\(host))", EINVAL) }
+        let sin = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+        var out = SocketAddress(storage: sin)
+        out.storage.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        return out
+    }
+}
+
 /// Process-wide resource facts.
 public enum ProcessLimits {
     /// Raises the open-file soft limit to the hard limit; returns the limit now in force.

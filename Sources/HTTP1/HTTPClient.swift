@@ -1,0 +1,290 @@
+import NetCore
+import Runtime
+
+/// What a client exchange reports, in order, on its loop: `head`, any number of `body`, then
+/// exactly one of `end` or `failed` (unless it was cancelled: then nothing more).
+public protocol HTTPClientDelegate: AnyObject {
+    func responseHead(_ head: HTTPResponseHead)
+    func responseBody(_ bytes: UnsafeRawBufferPointer)
+    func responseEnd()
+    func responseFailed(_ error: HTTPClientError)
+}
+
+public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Phase: String, Sendable { case connect, firstByte = "first byte", idle }
+    case connectFailed(String)
+    case timedOut(Phase)
+    /// The response broke the protocol (or the parser's bounds).
+    case malformed(String)
+    /// The connection ended before the response did.
+    case closed(String)
+    /// Too many requests in flight to this upstream on this loop.
+    case saturated
+
+    public var description: String {
+        switch self {
+        case .connectFailed(let s): return "connect failed: \(s)"
+        case .timedOut(let p): return "no \(p.rawValue) within the timeout"
+        case .malformed(let s): return "malformed response: \(s)"
+        case .closed(let s): return "connection closed: \(s)"
+        case .saturated: return "too many requests in flight"
+        }
+    }
+}
+
+public struct HTTPClientTimeouts: Sendable {
+    public var connectNanos: UInt64
+    public var firstByteNanos: UInt64
+    public var idleNanos: UInt64
+    public init(connectMs: Int, firstByteMs: Int, idleMs: Int) {
+        connectNanos = UInt64(connectMs) * 1_000_000
+        firstByteNanos = UInt64(firstByteMs) * 1_000_000
+        idleNanos = UInt64(idleMs) * 1_000_000
+    }
+}
+
+/// A request in flight; `cancel` closes its connection at once (the upstream sees the stream end).
+public protocol HTTPClientExchange: AnyObject {
+    func cancel()
+}
+
+/// Keep-alive connections to one upstream, owned by one loop (every call on that loop). At most
+/// `maxConnections` are open; idle ones are reused newest first and closed after `idleKeepNanos`.
+public final class HTTPClientPool {
+    public let loop: EventLoop
+    public let address: SocketAddress
+    public let hostHeader: String
+    public let maxConnections: Int
+    public let idleKeepNanos: UInt64
+    var idle: [ClientConnection] = []
+    public internal(set) var openConnections = 0
+
+    public init(loop: EventLoop, address: SocketAddress, hostHeader: String, maxConnections: Int, idleKeepNanos: UInt64 = 30_000_000_000) {
+        self.loop = loop
+        self.address = address
+        self.hostHeader = hostHeader
+        self.maxConnections = maxConnections
+        self.idleKeepNanos = idleKeepNanos
+    }
+
+    /// Sends `method path` with `headers` and `body`; the delegate hears the response.
+    @discardableResult
+    public func request(method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeouts: HTTPClientTimeouts,
+                        delegate: HTTPClientDelegate) -> HTTPClientExchange {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nContent-Length: \(body.count)\r\n"
+        for (n, v) in headers.fields { head += "\(n): \(v)\r\n" }
+        head += "\r\n"
+        let bytes = Array(head.utf8) + body
+        let exchange = ClientExchange(pool: self, request: bytes, timeouts: timeouts, delegate: delegate)
+        exchange.begin()
+        return exchange
+    }
+
+    func take() -> ClientConnection? {
+        while let c = idle.popLast() {
+            c.idleTimer?.cancel()
+            c.idleTimer = nil
+            if c.connection.isOpen { return c }
+        }
+        return nil
+    }
+
+    func giveBack(_ c: ClientConnection) {
+        guard c.connection.isOpen else { return }
+        idle.append(c)
+        c.idleTimer = loop.schedule(afterNanos: idleKeepNanos) { [weak self, weak c] in
+            guard let self, let c else { return }
+            self.idle.removeAll { $0 === c }
+            c.connection.close(afterFlush: false)
+        }
+    }
+
+    func closed(_ c: ClientConnection) {
+        openConnections -= 1
+        idle.removeAll { $0 === c }
+    }
+
+    /// Closes every idle connection (shutdown).
+    public func closeIdle() {
+        for c in idle { c.idleTimer?.cancel(); c.connection.close(afterFlush: false) }
+        idle.removeAll()
+    }
+}
+
+/// One pooled TCP connection: at most one exchange at a time.
+final class ClientConnection: ConnectionHandler {
+    let connection: Connection
+    weak var pool: HTTPClientPool?
+    var exchange: ClientExchange?
+    var idleTimer: TimerHandle?
+    var served = 0
+
+    init(connection: Connection, pool: HTTPClientPool) {
+        self.connection = connection
+        self.pool = pool
+    }
+
+    func connectionRead(_ connection: Connection, _ bytes: UnsafeMutableRawBufferPointer) {
+        if let exchange { exchange.read(UnsafeRawBufferPointer(bytes)) } else {
+            connection.close(afterFlush: false)  // an idle connection that talks: not trusted again
+        }
+    }
+
+    func connectionClosed(_ connection: Connection, error: SystemError?) {
+        idleTimer?.cancel()
+        pool?.closed(self)
+        let e = exchange
+        exchange = nil
+        e?.connectionEnded(error)
+    }
+}
+
+final class ClientExchange: HTTPClientExchange {
+    let pool: HTTPClientPool
+    let request: [UInt8]
+    let timeouts: HTTPClientTimeouts
+    weak var delegate: HTTPClientDelegate?
+    var conn: ClientConnection?
+    var parser = HTTPResponseParser()
+    var timer: TimerHandle?
+    var finished = false
+    var receivedAny = false
+    var reused = false
+    var retried = false
+    var keepAlive = false
+
+    init(pool: HTTPClientPool, request: [UInt8], timeouts: HTTPClientTimeouts, delegate: HTTPClientDelegate) {
+        self.pool = pool
+        self.request = request
+        self.timeouts = timeouts
+        self.delegate = delegate
+    }
+
+    func begin() {
+        if let c = pool.take() {
+            reused = true
+            attach(c)
+            c.connection.write(request)
+            arm(timeouts.firstByteNanos, .firstByte)
+            return
+        }
+        guard pool.openConnections < pool.maxConnections else { return fail(.saturated) }
+        reused = false
+        do throws(SystemError) {
+            pool.openConnections += 1
+            let connection = try Connection.connect(to: pool.address, loop: pool.loop) { [weak self] _, error in
+                guard let self, !self.finished else { return }
+                if let error { return self.fail(.connectFailed(error.description)) }
+                self.arm(self.timeouts.firstByteNanos, .firstByte)
+            }
+            let c = ClientConnection(connection: connection, pool: pool)
+            connection.handler = c
+            attach(c)
+            connection.write(request)  // queued until connected
+            arm(timeouts.connectNanos, .connect)
+        } catch {
+            pool.openConnections -= 1
+            fail(.connectFailed(error.description))
+        }
+    }
+
+    private func attach(_ c: ClientConnection) {
+        conn = c
+        c.exchange = self
+        c.served += 1
+    }
+
+    private func arm(_ nanos: UInt64, _ phase: HTTPClientError.Phase) {
+        timer?.cancel()
+        timer = pool.loop.schedule(afterNanos: nanos) { [weak self] in self?.timedOut(phase) }
+    }
+
+    private func timedOut(_ phase: HTTPClientError.Phase) {
+        guard !finished else { return }
+        fail(.timedOut(phase))
+    }
+
+    func cancel() {
+        guard !finished else { return }
+        finished = true
+        delegate = nil
+        drop()
+    }
+
+    /// Closes the connection (what it was doing is abandoned).
+    private func drop() {
+        timer?.cancel()
+        timer = nil
+        if let c = conn {
+            conn = nil
+            c.exchange = nil
+            c.connection.close(afterFlush: false)
+        }
+    }
+
+    private func fail(_ e: HTTPClientError) {
+        guard !finished else { return }
+        finished = true
+        drop()
+        let d = delegate
+        delegate = nil
+        d?.responseFailed(e)
+    }
+
+    func read(_ bytes: UnsafeRawBufferPointer) {
+        guard !finished else { return }
+        receivedAny = true
+        arm(timeouts.idleNanos, .idle)
+        do throws(HTTPResponseError) {
+            try parser.feed(bytes) { event in
+                switch event {
+                case .head(let h):
+                    // (Not read from the parser later: it is mid-feed while events are reported.)
+                    keepAlive = h.keepAlive
+                    delegate?.responseHead(h)
+                case .body(let b): delegate?.responseBody(b)
+                case .end: complete()
+                }
+            }
+        } catch {
+            fail(.malformed(error.description))
+        }
+    }
+
+    private func complete() {
+        guard !finished else { return }
+        finished = true
+        timer?.cancel()
+        timer = nil
+        if let c = conn {
+            conn = nil
+            c.exchange = nil
+            // The response said whether the connection may be reused.
+            if keepAlive { pool.giveBack(c) } else { c.connection.close(afterFlush: false) }
+        }
+        let d = delegate
+        delegate = nil
+        d?.responseEnd()
+    }
+
+    func connectionEnded(_ error: SystemError?) {
+        guard !finished else { return }
+        conn = nil
+        // A reused connection the server had already closed: try once more on a new one.
+        if reused && !receivedAny && !retried {
+            retried = true
+            timer?.cancel()
+            parser = HTTPResponseParser()
+            begin()
+            return
+        }
+        do throws(HTTPResponseError) {
+            try parser.finish { event in
+                if case .end = event { complete() }
+            }
+            if !finished { fail(.closed("before the end of the response")) }
+        } catch {
+            fail(.closed(error.description))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import JSON
+import Runtime
+
+/// One OpenAI-compatible model server the proxy may send requests to.
+public struct UpstreamConfig: Sendable, Equatable {
+    public var name: String
+    public var url: UpstreamURL
+    /// The model name to ask it for.
+    public var model: String
+    public var region: String
+    /// Read from the environment variable the file names; never written in the file itself.
+    public var apiKey: String?
+    public var apiKeyEnv: String?
+    /// Requests in flight at most (past it, the upstream is skipped).
+    public var maxInFlight = 64
+    public var connectTimeoutMs = 2000
+    /// From sending the request to the first token.
+    public var firstTokenTimeoutMs = 15_000
+    /// Between two bytes of a stream once it flows.
+    public var idleTimeoutMs = 10_000
+    /// `chat` (POST /chat/completions) or `completions` (POST /completions).
+    public var api = "completions"
+    /// TLS: a PEM bundle to trust instead of the system's.
+    public var caFile: String?
+}
+
+/// `http://host:port/base` or `https://…`, parsed once.
+public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
+    public var tls: Bool
+    public var host: String
+    public var port: Int
+    /// Without a trailing slash ("/v1").
+    public var basePath: String
+
+    public init?(_ s: String) {
+        var rest: Substring
+        if s.hasPrefix("http://") { tls = false; rest = s.dropFirst(7) } else if s.hasPrefix("https://") { tls = true; rest = s.dropFirst(8) } else { return nil }
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        var path = String(rest[slash...])
+        while path.hasSuffix("/") { path.removeLast() }
+        guard !authority.isEmpty, !authority.contains("@"), !path.contains("?"), !path.contains("#") else { return nil }
+        if let colon = authority.lastIndex(of: ":") {
+            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else { return nil }
+            host = String(authority[..<colon])
+            port = p
+        } else {
+            host = String(authority)
+            port = tls ? 443 : 80
+        }
+        guard !host.isEmpty, host.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "/") }) else { return nil }
+        basePath = path
+    }
+
+    public var description: String { "\(tls ? "https" : "http")://\(host):\(port)\(basePath)" }
+}
+
+/// The models file (`--models FILE`): upstreams, and aliases that map a public model name to
+/// ordered groups of upstreams (primary regions first, then fallback models).
+public struct ModelsConfig: Sendable {
+    public var upstreams: [UpstreamConfig] = []
+    /// alias → groups → upstream names ("builtin" is the model inside the node).
+    public var aliases: [(name: String, groups: [[String]])] = []
+    /// At most this share of requests is hedged to a second upstream.
+    public var hedgeFraction = 0.1
+    /// An upstream that carried traffic and has been idle this long gets a tiny request (0: off).
+    public var warmupIdleMs = 0
+    public var breaker = BreakerPolicy()
+
+    public init() {}
+
+    public static let builtin = "builtin"
+
+    public var publicModels: [String] { aliases.map(\.name) }
+
+    /// Reads and checks a models file; every mistake is named (the node refuses to start).
+    public static func load(path: String, environment: (String) -> String?) throws(ConfigError) -> ModelsConfig {
+        guard let bytes = Files.read(path) else { throw ConfigError("cannot read \(path)") }
+        let value: JSONValue
+        do throws(JSONError) { value = try JSONParser.parse(bytes) } catch { throw ConfigError("\(path): not JSON (\(error))") }
+        guard let root = value.objectValue else { throw ConfigError("\(path): the top level must be an object") }
+        return try parse(root, environment: environment, source: path)
+    }
+
+    public static func parse(_ root: JSONObject, environment: (String) -> String?, source: String = "models file") throws(ConfigError) -> ModelsConfig {
+        var c = ModelsConfig()
+        try unknownKeys(root, ["upstreams", "aliases", "hedge_fraction", "warmup_idle_ms", "breaker"], "\(source)")
+        guard let ups = root["upstreams"]?.arrayValue else { throw ConfigError("\(source): \"upstreams\" must be an array") }
+        for (i, v) in ups.enumerated() {
+            guard let o = v.objectValue else { throw ConfigError("\(source): upstreams[\(i)] must be an object") }
+            let at = "\(source): upstreams[\(i)]"
+            try unknownKeys(o, ["name", "base_url", "model", "region", "api_key_env", "max_in_flight", "connect_timeout_ms",
+                                "first_token_timeout_ms", "idle_timeout_ms", "api", "ca_file"], at)
+            guard let name = o["name"]?.stringValue, !name.isEmpty, name.count <= 64,
+                  name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 }) else {
+                throw ConfigError("\(at).name: letters, digits, '-' and '_' (1...64)")
+            }
+            guard name != builtin else { throw ConfigError("\(at).name: \"builtin\" is the model inside the node; choose another name") }
+            guard !c.upstreams.contains(where: { $0.name == name }) else { throw ConfigError("\(at).name: \"\(name)\" is used twice") }
+            guard let base = o["base_url"]?.stringValue, let url = UpstreamURL(base) else {
+                throw ConfigError("\(at).base_url: an http:// or https:// URL (host[:port][/path])")
+            }
+            // TLS to upstreams (libssl) is not built yet: refuse rather than send in the clear.
+            guard !url.tls else { throw ConfigError("\(at).base_url: https upstreams are not supported yet (TLS is not built); use http:// on a trusted network") }
+            guard let model = o["model"]?.stringValue, !model.isEmpty else { throw ConfigError("\(at).model is required") }
+            var u = UpstreamConfig(name: name, url: url, model: model, region: o["region"]?.stringValue ?? "default")
+            if let env = o["api_key_env"] {
+                guard let e = env.stringValue, !e.isEmpty else { throw ConfigError("\(at).api_key_env must name an environment variable") }
+                guard let key = environment(e), !key.isEmpty else { throw ConfigError("\(at).api_key_env: the environment variable \(e) is not set") }
+                u.apiKeyEnv = e
+                u.apiKey = key
+            }
+            u.maxInFlight = try int(o, "max_in_flight", at, default: 64, 1...100_000)
+            u.connectTimeoutMs = try int(o, "connect_timeout_ms", at, default: 2000, 10...60_000)
+            u.firstTokenTimeoutMs = try int(o, "first_token_timeout_ms", at, default: 15_000, 10...600_000)
+            u.idleTimeoutMs = try int(o, "idle_timeout_ms", at, default: 10_000, 10...600_000)
+            if let api = o["api"] {
+                guard let a = api.stringValue, a == "chat" || a == "completions" else { throw ConfigError("\(at).api: \"chat\" or \"completions\"") }
+                u.api = a
+            }
+            if let ca = o["ca_file"] {
+                guard let f = ca.stringValue, Files.read(f) != nil else { throw ConfigError("\(at).ca_file: cannot read it") }
+                u.caFile = f
+            }
+            c.upstreams.append(u)
+        }
+        guard let aliases = root["aliases"]?.objectValue, aliases.count > 0 else {
+            throw ConfigError("\(source): \"aliases\" must be an object naming at least one model")
+        }
+        let known = Set(c.upstreams.map(\.name) + [builtin])
+        for (alias, v) in aliases.pairs {
+            let at = "\(source): aliases.\(alias)"
+            guard !alias.isEmpty, alias.count <= 128, !alias.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F }) else {
+                throw ConfigError("\(at): a model name without spaces or control characters")
+            }
+            guard let groups = v.arrayValue, !groups.isEmpty else { throw ConfigError("\(at): a list of groups, each a list of upstream names") }
+            var parsed: [[String]] = []
+            for (gi, g) in groups.enumerated() {
+                guard let names = g.arrayValue?.compactMap(\.stringValue), names.count == g.arrayValue?.count, !names.isEmpty else {
+                    throw ConfigError("\(at)[\(gi)]: a non-empty list of upstream names")
+                }
+                for n in names where !known.contains(n) { throw ConfigError("\(at)[\(gi)]: no upstream named \"\(n)\"") }
+                parsed.append(names)
+            }
+            c.aliases.append((alias, parsed))
+        }
+        if let h = root["hedge_fraction"] {
+            guard let f = h.doubleValue, (0...1).contains(f) else { throw ConfigError("\(source): hedge_fraction must be 0...1") }
+            c.hedgeFraction = f
+        }
+        c.warmupIdleMs = try int(root, "warmup_idle_ms", source, default: 0, 0...3_600_000)
+        if let b = root["breaker"]?.objectValue {
+            let at = "\(source): breaker"
+            try unknownKeys(b, ["consecutive_failures", "open_ms", "probes_to_close"], at)
+            c.breaker.consecutiveFailures = try int(b, "consecutive_failures", at, default: 3, 1...1000)
+            c.breaker.openNanos = UInt64(try int(b, "open_ms", at, default: 1000, 10...600_000)) * 1_000_000
+            c.breaker.probesToClose = try int(b, "probes_to_close", at, default: 2, 1...100)
+        }
+        return c
+    }
+
+    static func unknownKeys(_ o: JSONObject, _ allowed: [String], _ at: String) throws(ConfigError) {
+        for k in o.keys where !allowed.contains(k) { throw ConfigError("\(at): unknown field \"\(k)\"") }
+    }
+
+    static func int(_ o: JSONObject, _ key: String, _ at: String, default d: Int, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard let v = o[key] else { return d }
+        guard let i = v.intValue, range.contains(i) else { throw ConfigError("\(at).\(key) must be an integer in \(range.lowerBound)...\(range.upperBound)") }
+        return i
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

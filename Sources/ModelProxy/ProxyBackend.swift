@@ -1,0 +1,286 @@
+import Domain
+import NetCore
+import Runtime
+import Synchronization
+
+/// The model proxy: resolves a public model name (an alias) to ordered groups of upstreams and
+/// streams from the best one. Routing is power of two choices on a score of first-token time and
+/// load among the upstreams whose breaker lets a request through, in the first group that has
+/// one; a failure before the first token retries on another upstream (then the next group); after
+/// the first token a failure ends the stream with `generation_interrupted`. A first token slower
+/// than the chosen upstream's p95 is hedged to a second upstream (within `hedgeFraction` of
+/// requests): the first to answer wins, the other is cancelled.
+public final class ProxyBackend: ModelBackend, @unchecked Sendable {
+    public let upstreams: [String: Upstream]
+    public let ordered: [Upstream]
+    let aliases: [String: [[String]]]
+    let builtin: ModelBackend
+    let hedgeFraction: Double
+    let clock: @Sendable () -> UInt64
+    let started = Atomic<Int>(0)
+    let hedged = Atomic<Int>(0)
+    public let ttft = SecondsHistogram()
+    public let timePerToken = SecondsHistogram(bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1])
+    public let promptTokens = Atomic<Int>(0)
+    public let completionTokens = Atomic<Int>(0)
+
+    public init(config: ModelsConfig, builtin: ModelBackend, resolve: (String, Int) throws -> SocketAddress,
+                clock: @escaping @Sendable () -> UInt64 = { monotonicNanos() }) throws {
+        var ups: [String: Upstream] = [:]
+        var ordered: [Upstream] = []
+        for u in config.upstreams {
+            let up = Upstream(config: u, address: try resolve(u.url.host, u.url.port), breaker: config.breaker)
+            ups[u.name] = up
+            ordered.append(up)
+        }
+        upstreams = ups
+        self.ordered = ordered
+        var a: [String: [[String]]] = [:]
+        for (name, groups) in config.aliases { a[name] = groups }
+        if a[ModelsConfig.builtin] == nil { a[ModelsConfig.builtin] = [[ModelsConfig.builtin]] }
+        aliases = a
+        self.builtin = builtin
+        hedgeFraction = config.hedgeFraction
+        self.clock = clock
+    }
+
+    public func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration {
+        let groups = aliases[request.parameters.model] ?? [[ModelsConfig.builtin]]
+        started.add(1, ordering: .relaxed)
+        let run = ProxyRun(proxy: self, request: request, seed: seed, loop: loop, sink: sink, groups: groups)
+        run.next()
+        return run
+    }
+
+    /// Whether one more hedge stays within the budget.
+    func mayHedge() -> Bool {
+        let s = started.load(ordering: .relaxed), h = hedged.load(ordering: .relaxed)
+        return Double(h + 1) <= hedgeFraction * Double(max(s, 1))
+    }
+
+    /// The next upstream to try: power of two choices among the available ones of the first group
+    /// that has any, skipping those tried. nil name = the built-in model. When every upstream of
+    /// every group is ejected, the first group is tried anyway (never eject them all).
+    func pick(_ groups: [[String]], excluding tried: Set<String>, now: UInt64) -> (upstream: Upstream?, name: String, permit: CircuitBreaker.Permit)? {
+        var anyUntried = false
+        for group in groups {
+            let fresh = group.filter { !tried.contains($0) }
+            if fresh.isEmpty { continue }
+            anyUntried = true
+            if fresh.contains(ModelsConfig.builtin) && fresh.allSatisfy({ $0 == ModelsConfig.builtin || !(upstreams[$0]?.available(now: now) ?? false) }) {
+                return (nil, ModelsConfig.builtin, .normal)
+            }
+            var candidates = fresh.compactMap { upstreams[$0] }.filter { $0.available(now: now) }
+            while !candidates.isEmpty {
+                let chosen: Upstream
+                if candidates.count == 1 { chosen = candidates[0] } else {
+                    let i = Int.random(in: 0..<candidates.count)
+                    var j = Int.random(in: 0..<(candidates.count - 1))
+                    if j >= i { j += 1 }
+                    chosen = candidates[i].score(now: now) <= candidates[j].score(now: now) ? candidates[i] : candidates[j]
+                }
+                if let permit = chosen.acquire(now: now) { return (chosen, chosen.config.name, permit) }
+                candidates.removeAll { $0 === chosen }
+            }
+            if fresh.contains(ModelsConfig.builtin) { return (nil, ModelsConfig.builtin, .normal) }
+        }
+        guard anyUntried, tried.isEmpty else { return nil }
+        // Everything is ejected: try the best of the first group rather than refuse everyone.
+        let first = groups[0].compactMap { upstreams[$0] }.min { $0.score(now: now) < $1.score(now: now) }
+        if let first, let permit = first.acquire(now: now, force: true) { return (first, first.config.name, permit) }
+        return nil
+    }
+
+    /// Prometheus text: the OpenTelemetry GenAI names where they exist, and per-upstream state.
+    public func renderMetrics() -> String {
+        var out = ""
+        ttft.render("gen_ai_server_time_to_first_token_seconds", help: "Time to first token from the model proxy's upstream, seconds.", into: &out)
+        timePerToken.render("gen_ai_server_time_per_output_token_seconds", help: "Time per output token after the first, seconds.", into: &out)
+        out += "# HELP gen_ai_client_token_usage Tokens used by completions through the model proxy.\n# TYPE gen_ai_client_token_usage counter\n"
+        out += "gen_ai_client_token_usage{gen_ai_token_type=\"input\"} \(promptTokens.load(ordering: .relaxed))\n"
+        out += "gen_ai_client_token_usage{gen_ai_token_type=\"output\"} \(completionTokens.load(ordering: .relaxed))\n"
+        let snaps = ordered.map { $0.snapshot() }
+        func family(_ name: String, _ type: String, _ help: String, _ value: (Upstream.Snapshot) -> String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for s in snaps { out += "\(name){upstream=\"\(s.name)\",region=\"\(s.region)\"} \(value(s))\n" }
+        }
+        family("playground_upstream_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.") { $0.state == "closed" ? "0" : $0.state == "half_open" ? "1" : "2" }
+        family("playground_upstream_in_flight", "gauge", "Requests in flight to the upstream.") { "\($0.inFlight)" }
+        family("playground_upstream_requests_total", "counter", "Requests sent to the upstream.") { "\($0.requests)" }
+        family("playground_upstream_errors_total", "counter", "Requests that failed (timeouts included).") { "\($0.errors)" }
+        family("playground_upstream_timeouts_total", "counter", "Requests that timed out.") { "\($0.timeouts)" }
+        family("playground_upstream_throttled_total", "counter", "429 answers (weight lowered, not a failure).") { "\($0.throttled)" }
+        family("playground_upstream_breaker_opened_total", "counter", "Times the breaker opened.") { "\($0.timesOpened)" }
+        family("playground_upstream_hedges_total", "counter", "Hedged requests sent to this upstream.") { "\($0.hedges)" }
+        family("playground_upstream_retries_total", "counter", "Requests retried on this upstream after another failed before its first token.") { "\($0.retries)" }
+        family("playground_upstream_warmups_total", "counter", "Warm-up requests sent to this upstream.") { "\($0.warmups)" }
+        family("playground_upstream_ttft_ewma_seconds", "gauge", "Moving average of its time to first token.") { "\($0.ttftEWMAMs / 1000)" }
+        return out
+    }
+}
+
+/// One completion through the proxy, on its loop: attempts in order, maybe a hedge, one answer.
+final class ProxyRun: RunningGeneration, AttemptListener {
+    let proxy: ProxyBackend
+    let request: CompletionRequest
+    let seed: UInt64
+    let loop: EventLoop
+    weak var sink: GenerationSink?
+    let groups: [[String]]
+    var tried = Set<String>()
+    var attempts: [UpstreamAttempt] = []
+    /// The attempt whose tokens the client gets (set at the first token).
+    var winner: UpstreamAttempt?
+    var hedgeTimer: TimerHandle?
+    var done = false
+    var lastError: AttemptError?
+    let startedAt: UInt64
+    var firstTokenAt: UInt64 = 0
+    var tokens = 0
+
+    init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, sink: GenerationSink, groups: [[String]]) {
+        self.proxy = proxy
+        self.request = request
+        self.seed = seed
+        self.loop = loop
+        self.sink = sink
+        self.groups = groups
+        startedAt = proxy.clock()
+    }
+
+    /// Starts the next attempt, or ends the run when there is none left.
+    func next(hedge: Bool = false) {
+        guard !done else { return }
+        let now = proxy.clock()
+        guard let (up, name, permit) = proxy.pick(groups, excluding: tried, now: now) else {
+            if hedge || !attempts.isEmpty { return }  // a hedge with nowhere to go; the running attempt goes on
+            return finishFailed(APIError(.modelUnavailable, "no upstream could serve '\(request.parameters.model)'"
+                                         + (lastError.map { ": \($0.message)" } ?? ""), retryAfterMs: 1000))
+        }
+        tried.insert(name)
+        if hedge { up?.hedges.add(1, ordering: .relaxed); proxy.hedged.add(1, ordering: .relaxed) } else if tried.count > 1 { up?.retries.add(1, ordering: .relaxed) }
+        let a = UpstreamAttempt(upstream: up, permit: permit, startedAt: now, listener: self)
+        attempts.append(a)
+        a.start(request, seed: seed, loop: loop, builtin: proxy.builtin)
+        if !hedge, winner == nil, let up, let p95 = up.ttftP95Nanos, proxy.hedgeFraction > 0 {
+            hedgeTimer?.cancel()
+            hedgeTimer = loop.schedule(afterNanos: max(p95, 5_000_000)) { [weak self] in
+                guard let self, !self.done, self.winner == nil, self.proxy.mayHedge() else { return }
+                self.next(hedge: true)
+            }
+        }
+    }
+
+    func cancel() -> Usage {
+        done = true
+        hedgeTimer?.cancel()
+        for a in attempts { abandon(a) }
+        attempts.removeAll()
+        return Usage(promptTokens: 0, completionTokens: tokens)
+    }
+
+    private func abandon(_ a: UpstreamAttempt) {
+        a.cancel()
+        a.upstream?.ended(now: proxy.clock(), permit: a.permit, outcome: .abandoned)
+    }
+
+    // MARK: AttemptListener
+
+    func attemptToken(_ attempt: UpstreamAttempt, _ text: String) {
+        guard !done else { return }
+        if winner == nil {
+            winner = attempt
+            hedgeTimer?.cancel()
+            let now = proxy.clock()
+            firstTokenAt = now
+            attempt.upstream?.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: attempt.permit)
+            proxy.ttft.record(seconds: Double(now - startedAt) / 1e9)
+            // The others lose: cancel them (their upstreams see the stream end).
+            for other in attempts where other !== attempt { abandon(other) }
+            attempts = [attempt]
+        }
+        guard attempt === winner else { return }
+        tokens += 1
+        sink?.token(text)
+    }
+
+    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?) {
+        guard !done else { return }
+        if winner == nil {
+            // Finished without a single token (an empty answer): that upstream answered; take it.
+            winner = attempt
+            hedgeTimer?.cancel()
+            for other in attempts where other !== attempt { abandon(other) }
+        }
+        guard attempt === winner else { return }
+        done = true
+        let now = proxy.clock()
+        attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .success)
+        if tokens > 1 { proxy.timePerToken.record(seconds: Double(now - firstTokenAt) / 1e9 / Double(tokens - 1)) }
+        // Usage from the upstream's answer, else what was streamed.
+        let u = usage ?? Usage(promptTokens: 0, completionTokens: tokens)
+        proxy.promptTokens.add(u.promptTokens, ordering: .relaxed)
+        proxy.completionTokens.add(u.completionTokens, ordering: .relaxed)
+        sink?.finished(reason, usage: u, upstream: attempt.name)
+    }
+
+    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
+        guard !done else { return }
+        let now = proxy.clock()
+        switch error.kind {
+        case .throttled(let after): attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .throttled(until: now + after))
+        // It answered, and refused this request (4xx): not a sign the upstream is unwell.
+        case .refused: attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .abandoned)
+        default: attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .failure(timeout: error.isTimeout))
+        }
+        attempts.removeAll { $0 === attempt }
+        lastError = error
+        if attempt === winner {
+            // Tokens were sent: the stream cannot move elsewhere.
+            done = true
+            hedgeTimer?.cancel()
+            sink?.failed(APIError(.generationInterrupted, "the model stream broke after \(tokens) tokens (\(attempt.name): \(error.message)); retry",
+                                  retryAfterMs: 0), dropTransport: false)
+            return
+        }
+        // Before the first token: try elsewhere (unless another attempt is still running).
+        if attempts.isEmpty { next() }
+    }
+
+    private func finishFailed(_ e: APIError) {
+        done = true
+        hedgeTimer?.cancel()
+        sink?.failed(e, dropTransport: false)
+    }
+}
+
+/// A histogram in seconds (OpenTelemetry's unit), one short lock per record.
+public final class SecondsHistogram: Sendable {
+    let bounds: [Double]
+    private let counts: Mutex<(buckets: [Int], sum: Double, total: Int)>
+
+    public init(bounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10]) {
+        self.bounds = bounds
+        counts = Mutex(([Int](repeating: 0, count: bounds.count), 0, 0))
+    }
+
+    public func record(seconds: Double) {
+        let i = bounds.firstIndex { seconds <= $0 }
+        counts.withLock { c in
+            if let i { c.buckets[i] += 1 }
+            c.sum += seconds
+            c.total += 1
+        }
+    }
+
+    public func render(_ name: String, help: String, into out: inout String) {
+        let c = counts.withLock { $0 }
+        out += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        var cumulative = 0
+        for (i, b) in bounds.enumerated() {
+            cumulative += c.buckets[i]
+            out += "\(name)_bucket{le=\"\(b)\"} \(cumulative)\n"
+        }
+        out += "\(name)_bucket{le=\"+Inf\"} \(c.total)\n\(name)_sum \(c.sum)\n\(name)_count \(c.total)\n"
+    }
+}

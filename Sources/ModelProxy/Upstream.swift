@@ -1,0 +1,290 @@
+import Domain
+import HTTP1
+import JSON
+import NetCore
+import Runtime
+import Synchronization
+
+/// One upstream model server: its settings, health and breaker (shared by every loop, one short
+/// lock per request and per first token — never per token), and a connection pool per loop.
+public final class Upstream: @unchecked Sendable {
+    public let config: UpstreamConfig
+    let address: SocketAddress
+    struct Books {
+        var health = UpstreamHealth()
+        var breaker: CircuitBreaker
+    }
+    private let books: Mutex<Books>
+    private let pools = Mutex<[ObjectIdentifier: HTTPClientPool]>([:])
+    public let hedges = Atomic<Int>(0)
+    public let retries = Atomic<Int>(0)
+    public let warmups = Atomic<Int>(0)
+
+    public init(config: UpstreamConfig, address: SocketAddress, breaker: BreakerPolicy) {
+        self.config = config
+        self.address = address
+        books = Mutex(Books(breaker: CircuitBreaker(policy: breaker)))
+    }
+
+    func pool(on loop: EventLoop) -> HTTPClientPool {
+        pools.withLock { p in
+            if let existing = p[ObjectIdentifier(loop)] { return existing }
+            let host = config.url.port == (config.url.tls ? 443 : 80) ? config.url.host : "\(config.url.host):\(config.url.port)"
+            let made = HTTPClientPool(loop: loop, address: address, hostHeader: host, maxConnections: config.maxInFlight)
+            p[ObjectIdentifier(loop)] = made
+            return made
+        }
+    }
+
+    /// Whether it could take a request now (breaker and capacity), without taking it.
+    func available(now: UInt64) -> Bool {
+        books.withLock { $0.breaker.wouldPermit(now: now) && $0.health.inFlight < config.maxInFlight }
+    }
+
+    func score(now: UInt64) -> Double { books.withLock { $0.health.score(now: now) } }
+
+    /// Takes a request slot: nil if the breaker or the capacity says no (unless `force`).
+    func acquire(now: UInt64, force: Bool = false) -> CircuitBreaker.Permit? {
+        books.withLock { b in
+            guard b.health.inFlight < config.maxInFlight || force else { return nil }
+            guard let p = b.breaker.permit(now: now) ?? (force ? .normal : nil) else { return nil }
+            b.health.started(now: now)
+            return p
+        }
+    }
+
+    func firstToken(afterNanos t: UInt64, now: UInt64, permit: CircuitBreaker.Permit) {
+        books.withLock { b in
+            b.health.firstToken(afterNanos: t)
+            b.breaker.recordSuccess(now: now, permit: permit)
+        }
+    }
+
+    func ended(now: UInt64, permit: CircuitBreaker.Permit, outcome: AttemptOutcome) {
+        books.withLock { b in
+            b.health.ended()
+            switch outcome {
+            case .success: break  // recorded at its first token
+            case .failure(let timeout):
+                b.health.failed(timeout: timeout)
+                b.breaker.recordFailure(now: now, permit: permit)
+            case .throttled(let until):
+                b.health.throttle(until: until)
+                b.breaker.releaseProbe(permit: permit)
+            case .abandoned:
+                b.breaker.releaseProbe(permit: permit)
+            }
+        }
+    }
+
+    enum AttemptOutcome { case success, failure(timeout: Bool), throttled(until: UInt64), abandoned }
+
+    public struct Snapshot: Sendable {
+        public let name: String, region: String, model: String, state: String
+        public let inFlight: Int, requests: Int, errors: Int, timeouts: Int, throttled: Int, timesOpened: Int
+        public let ttftEWMAMs: Double, ttftP95Ms: Double?
+        public let hedges: Int, retries: Int, warmups: Int
+        public let lastUsed: UInt64
+    }
+
+    public func snapshot() -> Snapshot {
+        books.withLock { b in
+            Snapshot(name: config.name, region: config.region, model: config.model, state: b.breaker.state.name, inFlight: b.health.inFlight,
+                     requests: b.health.requests, errors: b.health.errors, timeouts: b.health.timeouts, throttled: b.health.throttled,
+                     timesOpened: b.breaker.timesOpened, ttftEWMAMs: b.health.ttftEWMANanos / 1e6,
+                     ttftP95Ms: b.health.ttftP95Nanos.map { Double($0) / 1e6 }, hedges: hedges.load(ordering: .relaxed),
+                     retries: retries.load(ordering: .relaxed), warmups: warmups.load(ordering: .relaxed), lastUsed: b.health.lastUsed)
+        }
+    }
+
+    var ttftP95Nanos: UInt64? { books.withLock { $0.health.ttftP95Nanos } }
+}
+
+/// What one attempt at one upstream reports to the run that started it (on the run's loop).
+protocol AttemptListener: AnyObject {
+    func attemptToken(_ attempt: UpstreamAttempt, _ text: String)
+    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?)
+    /// `throttledUntil`: it answered 429 (not a failure of the upstream).
+    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError)
+}
+
+struct AttemptError: Error {
+    enum Kind { case connect, timeout, http(Int), throttled(retryAfterNanos: UInt64), malformed, closedEarly, refused }
+    let kind: Kind
+    let message: String
+    var isTimeout: Bool { if case .timeout = kind { return true }; return false }
+}
+
+/// One streamed request to one upstream (OpenAI-compatible SSE), or to the built-in model.
+final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
+    let upstream: Upstream?   // nil: the built-in model
+    let permit: CircuitBreaker.Permit
+    let startedAt: UInt64
+    weak var listener: AttemptListener?
+    var exchange: HTTPClientExchange?
+    var builtinRun: RunningGeneration?
+    var status = 0
+    var errorBody: [UInt8] = []
+    var sse = SSEParser()
+    var sawDone = false
+    var finishReason: FinishReason?
+    var usage: Usage?
+    var tokens = 0
+    var over = false
+    var isChat = false
+    var retryAfterNanos: UInt64 = 1_000_000_000
+
+    init(upstream: Upstream?, permit: CircuitBreaker.Permit, startedAt: UInt64, listener: AttemptListener) {
+        self.upstream = upstream
+        self.permit = permit
+        self.startedAt = startedAt
+        self.listener = listener
+    }
+
+    var name: String { upstream?.config.name ?? ModelsConfig.builtin }
+
+    func start(_ request: CompletionRequest, seed: UInt64, loop: EventLoop, builtin: ModelBackend) {
+        guard let upstream else {
+            builtinRun = builtin.start(request, seed: seed, on: loop, sink: self)
+            return
+        }
+        let c = upstream.config
+        isChat = c.api == "chat"
+        var w = JSONWriter(capacity: 256 + request.prompt.utf8.count)
+        let p = request.parameters
+        w.beginObject()
+        w.key("model"); w.string(c.model)
+        if isChat {
+            w.key("messages"); w.beginArray(); w.beginObject(); w.key("role"); w.string("user"); w.key("content"); w.string(request.prompt)
+            w.endObject(); w.endArray()
+        } else {
+            w.key("prompt"); w.string(request.prompt)
+        }
+        w.key("stream"); w.bool(true)
+        w.key("stream_options"); w.beginObject(); w.key("include_usage"); w.bool(true); w.endObject()
+        w.key("max_tokens"); w.int(p.maxTokens)
+        w.key("temperature"); w.double(p.temperature)
+        w.key("top_p"); w.double(p.topP)
+        if !p.stop.isEmpty { w.key("stop"); w.beginArray(); for s in p.stop { w.string(s) }; w.endArray() }
+        if p.presencePenalty != 0 { w.key("presence_penalty"); w.double(p.presencePenalty) }
+        if p.frequencyPenalty != 0 { w.key("frequency_penalty"); w.double(p.frequencyPenalty) }
+        // JSON numbers are exact to 2^53: servers refuse bigger seeds.
+        w.key("seed"); w.int(Int((p.seed ?? seed) & ((1 << 53) - 1)))
+        w.endObject()
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/json")
+        h.add("Accept", "text/event-stream")
+        if let key = c.apiKey { h.add("Authorization", "Bearer \(key)") }
+        exchange = upstream.pool(on: loop).request(method: "POST", path: c.url.basePath + (isChat ? "/chat/completions" : "/completions"),
+                                                   headers: h, body: w.bytes,
+                                                   timeouts: HTTPClientTimeouts(connectMs: c.connectTimeoutMs, firstByteMs: c.firstTokenTimeoutMs,
+                                                                                idleMs: c.idleTimeoutMs), delegate: self)
+    }
+
+    func cancel() {
+        over = true
+        exchange?.cancel()
+        exchange = nil
+        _ = builtinRun?.cancel()
+        builtinRun = nil
+    }
+
+    private func fail(_ kind: AttemptError.Kind, _ message: String) {
+        guard !over else { return }
+        over = true
+        exchange?.cancel()
+        exchange = nil
+        listener?.attemptFailed(self, AttemptError(kind: kind, message: message))
+    }
+
+    // MARK: HTTPClientDelegate
+
+    func responseHead(_ head: HTTPResponseHead) {
+        status = head.status
+        if status == 429 || status == 503, let ra = head.headers.first("retry-after"), let secs = Double(ra), secs >= 0, secs < 3600 {
+            retryAfterNanos = UInt64(secs * 1e9)
+        }
+    }
+
+    func responseBody(_ bytes: UnsafeRawBufferPointer) {
+        guard !over else { return }
+        guard status == 200 else {
+            if errorBody.count < 2048 { errorBody.append(contentsOf: bytes.prefix(2048 - errorBody.count)) }
+            return
+        }
+        do throws(HTTPResponseError) {
+            try sse.feed(bytes) { event in
+                guard !over, case .message(_, let data) = event else { return }
+                handle(data)
+            }
+        } catch {
+            fail(.malformed, "malformed event stream: \(error)")
+        }
+    }
+
+    private func handle(_ data: String) {
+        if sawDone { return }
+        if data == "[DONE]" {
+            sawDone = true
+            return
+        }
+        guard let o = (try? JSONParser.parse(data))?.objectValue else { return fail(.malformed, "an event that is not JSON") }
+        if let e = o["error"]?.objectValue {
+            return fail(.http(500), "the upstream reported an error mid-stream: \(e["message"]?.stringValue ?? "?")")
+        }
+        if let u = o["usage"]?.objectValue, let pt = u["prompt_tokens"]?.intValue, let ct = u["completion_tokens"]?.intValue {
+            usage = Usage(promptTokens: pt, completionTokens: ct)
+        }
+        guard let choice = o["choices"]?.arrayValue?.first?.objectValue else { return }
+        let text = isChat ? choice["delta"]?.objectValue?["content"]?.stringValue : choice["text"]?.stringValue
+        if let text, !text.isEmpty {
+            tokens += 1
+            listener?.attemptToken(self, text)
+        }
+        if let r = choice["finish_reason"]?.stringValue {
+            finishReason = r == "length" ? .length : .stop
+        }
+    }
+
+    func responseEnd() {
+        guard !over else { return }
+        exchange = nil
+        if status == 429 { over = true; return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
+        guard status == 200 else {
+            let text = String(decoding: errorBody, as: UTF8.self)
+            return fail(status >= 500 || status == 408 ? .http(status) : .refused, "HTTP \(status): \(text.prefix(200))")
+        }
+        // The end marker must have come: a stream that just stops is an error, never a silent success.
+        guard sawDone else { return fail(.closedEarly, "the stream ended without its end marker after \(tokens) tokens") }
+        over = true
+        listener?.attemptFinished(self, finishReason ?? .stop, usage: usage)
+    }
+
+    func responseFailed(_ error: HTTPClientError) {
+        exchange = nil
+        switch error {
+        case .connectFailed, .saturated: fail(.connect, error.description)
+        case .timedOut: fail(.timeout, error.description)
+        case .malformed: fail(.malformed, error.description)
+        case .closed: fail(.closedEarly, "\(error.description) after \(tokens) tokens")
+        }
+    }
+
+    // MARK: GenerationSink (the built-in model)
+
+    func token(_ text: String) {
+        guard !over else { return }
+        tokens += 1
+        listener?.attemptToken(self, text)
+    }
+
+    func finished(_ reason: FinishReason, usage: Usage, upstream: String) {
+        guard !over else { return }
+        over = true
+        listener?.attemptFinished(self, reason, usage: usage)
+    }
+
+    func failed(_ error: APIError, dropTransport: Bool) {
+        fail(tokens == 0 ? .refused : .closedEarly, error.message)
+    }
+}
