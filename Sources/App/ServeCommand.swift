@@ -81,6 +81,9 @@ struct NodeConfig {
             .option("error-rate", "F", default: "0", "fraction of completions refused before the first token"),
             .option("midstream-failure-rate", "F", default: "0", "fraction of streams dropped after a few tokens"),
             .option("stall-rate", "F", default: "0", "fraction of streams that stop sending tokens"),
+            .option("throttle-rate", "F", default: "0", "fraction of completions refused with 429 and Retry-After: 1"),
+            .option("slow-first-token-rate", "F", default: "0", "fraction of completions whose first token is late (see --slow-first-token-ms)"),
+            .option("slow-first-token-ms", "MS", default: "1000", "how late such a first token is"),
             .option("public-dir", "DIR", default: ProjectPaths.directory("Public", marker: "index.html"), "the page's files"),
             .option("drain-seconds", "S", default: "30", "how long SIGTERM waits for running streams"),
             .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
@@ -167,6 +170,11 @@ struct NodeConfig {
         faults.errorRate = try a.double("error-rate")
         faults.midstreamFailureRate = try a.double("midstream-failure-rate")
         faults.stallRate = try a.double("stall-rate")
+        faults.throttleRate = try a.double("throttle-rate")
+        faults.slowFirstTokenRate = try a.double("slow-first-token-rate")
+        let slowMs = try a.double("slow-first-token-ms")
+        guard (0...3_600_000).contains(slowMs) else { throw ArgumentError(message: "--slow-first-token-ms must be 0...3600000") }
+        faults.slowFirstTokenNanos = UInt64(slowMs * 1e6)
         guard (1...64).contains(dbPoolSize) else { throw ArgumentError(message: "--db-pool-size must be 1...64") }
         guard (0...65535).contains(port) else { throw ArgumentError(message: "--port must be 0...65535") }
         guard loops >= 1 && loops <= 256 else { throw ArgumentError(message: "--loops must be 1...256") }
@@ -184,7 +192,8 @@ struct NodeConfig {
         guard (0...Double(day)).contains(modelTTFTMs), (0...Double(day)).contains(modelTokenMs), (0...1).contains(modelJitter) else {
             throw ArgumentError(message: "model pace must be ≥ 0 and jitter within 0...1")
         }
-        for (n, v) in [("error-rate", faults.errorRate), ("midstream-failure-rate", faults.midstreamFailureRate), ("stall-rate", faults.stallRate)] {
+        for (n, v) in [("error-rate", faults.errorRate), ("midstream-failure-rate", faults.midstreamFailureRate), ("stall-rate", faults.stallRate),
+                       ("throttle-rate", faults.throttleRate), ("slow-first-token-rate", faults.slowFirstTokenRate)] {
             guard (0...1).contains(v) else { throw ArgumentError(message: "--\(n) must be within 0...1") }
         }
     }

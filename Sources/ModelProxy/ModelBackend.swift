@@ -46,8 +46,13 @@ public struct FaultPlan: Sendable {
     public var midstreamFailureRate = 0.0
     /// Stop sending tokens after a few, keeping the connection open.
     public var stallRate = 0.0
+    /// Refuse with 429 and a 1 s Retry-After (throttling, not a failure).
+    public var throttleRate = 0.0
+    /// Send the first token `slowFirstTokenNanos` late (a stalled first token, for hedging).
+    public var slowFirstTokenRate = 0.0
+    public var slowFirstTokenNanos: UInt64 = 1_000_000_000
     public init() {}
-    var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 }
+    var isActive: Bool { errorRate > 0 || midstreamFailureRate > 0 || stallRate > 0 || throttleRate > 0 || slowFirstTokenRate > 0 }
 }
 
 /// The built-in n-gram model as a backend: paced by loop timers, with injectable faults.
@@ -84,6 +89,8 @@ final class BuiltinRun: RunningGeneration {
     private var faultAfterTokens: Int?
     private var faultIsStall = false
     private var refuse = false
+    private var throttle = false
+    private var extraFirstTokenNanos: UInt64 = 0
 
     init(backend: BuiltinBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, sink: GenerationSink) {
         pace = backend.pace
@@ -102,7 +109,10 @@ final class BuiltinRun: RunningGeneration {
             } else if roll < faults.errorRate + faults.midstreamFailureRate + faults.stallRate {
                 faultAfterTokens = Int.random(in: 1...3, using: &g)
                 faultIsStall = true
+            } else if roll < faults.errorRate + faults.midstreamFailureRate + faults.stallRate + faults.throttleRate {
+                throttle = true
             }
+            if Double.random(in: 0..<1, using: &g) < faults.slowFirstTokenRate { extraFirstTokenNanos = faults.slowFirstTokenNanos }
         }
     }
 
@@ -110,6 +120,15 @@ final class BuiltinRun: RunningGeneration {
         if refuse {
             done = true
             sink?.failed(APIError(.modelUnavailable, "the model is unavailable (injected fault)", retryAfterMs: 100), dropTransport: false)
+            return
+        }
+        if throttle {
+            done = true
+            sink?.failed(APIError(.rateLimitExceeded, "too many requests (injected fault)", retryAfterMs: 1000), dropTransport: false)
+            return
+        }
+        if extraFirstTokenNanos > 0 {
+            timer = loop.schedule(afterNanos: delay(pace.ttftNanos) + extraFirstTokenNanos) { [weak self] in self?.tick() }
             return
         }
         if pace.isInstant {

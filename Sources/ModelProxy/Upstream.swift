@@ -230,7 +230,18 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         }
         guard let o = (try? JSONParser.parse(data))?.objectValue else { return fail(.malformed, "an event that is not JSON") }
         if let e = o["error"]?.objectValue {
-            return fail(.http(500), "the upstream reported an error mid-stream: \(e["message"]?.stringValue ?? "?")")
+            // An error event (servers that start streaming before they know): throttling is not a failure.
+            let code = e["code"]?.stringValue ?? e["type"]?.stringValue ?? ""
+            let message = "the upstream reported \(code.isEmpty ? "an error" : code): \(e["message"]?.stringValue ?? "?")"
+            if tokens == 0 && (code == "rate_limit_exceeded" || code == "rate_limit_error") {
+                let ms = e["retry_after_ms"]?.intValue ?? 1000
+                over = true
+                exchange?.cancel()
+                exchange = nil
+                listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: UInt64(max(0, min(ms, 3_600_000))) * 1_000_000), message: message))
+                return
+            }
+            return fail(.http(500), message)
         }
         if let u = o["usage"]?.objectValue, let pt = u["prompt_tokens"]?.intValue, let ct = u["completion_tokens"]?.intValue {
             usage = Usage(promptTokens: pt, completionTokens: ct)
