@@ -174,10 +174,10 @@ public struct UpstreamHealth: Sendable {
         return s[min(s.count - 1, Int(Double(s.count) * 0.95))]
     }
 
-    /// Lower is better: expected first-token time scaled by load, ×4 while throttled. An upstream
-    /// with no history yet scores as if it answered in 50 ms (so new ones get tried).
+    /// Lower is better: expected first-token time (+1 ms) scaled by load, ×1000 while throttled
+    /// (chosen only when nothing else can take the request). An upstream with no history yet
+    /// scores as if instant, so it is tried and learnt.
     public func score(now: UInt64) -> Double {
-        let base = ttftEWMANanos == 0 ? 50_000_000 : ttftEWMANanos
-        return base * Double(1 + inFlight) * (now < throttledUntil ? 4 : 1)
+        (ttftEWMANanos + 1_000_000) * Double(1 + inFlight) * (now < throttledUntil ? 1000 : 1)
     }
 }

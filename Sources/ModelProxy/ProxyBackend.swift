@@ -137,6 +137,10 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     let startedAt: UInt64
     var firstTokenAt: UInt64 = 0
     var tokens = 0
+    /// A client that does not stream sees nothing until the end, so its answer is held here and a
+    /// stream that breaks midway can start over on another upstream.
+    let holdsAnswer: Bool
+    var held: [String] = []
 
     init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, sink: GenerationSink, groups: [[String]]) {
         self.proxy = proxy
@@ -146,6 +150,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         self.sink = sink
         self.groups = groups
         startedAt = proxy.clock()
+        holdsAnswer = !request.stream
     }
 
     /// Starts the next attempt, or ends the run when there is none left.
@@ -201,7 +206,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         }
         guard attempt === winner else { return }
         tokens += 1
-        sink?.token(text)
+        if holdsAnswer { held.append(text) } else { sink?.token(text) }
     }
 
     func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?) {
@@ -221,6 +226,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         let u = usage ?? Usage(promptTokens: 0, completionTokens: tokens)
         proxy.promptTokens.add(u.promptTokens, ordering: .relaxed)
         proxy.completionTokens.add(u.completionTokens, ordering: .relaxed)
+        if holdsAnswer { for t in held { sink?.token(t) } }
         sink?.finished(reason, usage: u, upstream: attempt.name)
     }
 
@@ -235,6 +241,14 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         }
         attempts.removeAll { $0 === attempt }
         lastError = error
+        if attempt === winner && holdsAnswer {
+            // Nothing reached the client yet: start over elsewhere.
+            winner = nil
+            held.removeAll()
+            tokens = 0
+            if attempts.isEmpty { next() }
+            return
+        }
         if attempt === winner {
             // Tokens were sent: the stream cannot move elsewhere.
             done = true

@@ -64,13 +64,14 @@ final class CircuitBreakerTests: XCTestCase {
     func testHealthScoresAndPercentiles() {
         var h = UpstreamHealth()
         XCTAssertNil(h.ttftP95Nanos)
+        XCTAssertLessThan(h.score(now: 0), 2_000_000, "no history: tried first")
         for i in 1...100 { h.firstToken(afterNanos: UInt64(i) * 1_000_000) }
         XCTAssertEqual(h.ttftP95Nanos, 96_000_000)
         let idle = h.score(now: 0)
         h.started(now: 0)
         XCTAssertEqual(h.score(now: 0), idle * 2, "load doubles the score")
         h.throttle(until: 10)
-        XCTAssertEqual(h.score(now: 5), idle * 8, "throttled: ×4")
+        XCTAssertEqual(h.score(now: 5), idle * 2000, "throttled: chosen only when nothing else can")
         XCTAssertEqual(h.score(now: 10), idle * 2, "… for as long as it asked")
     }
 }
