@@ -298,6 +298,7 @@ enum ServeCommand {
                 throw ArgumentError(message: "--models: cannot resolve an upstream's host (\(error))")
             }
         }
+        proxy?.startWarmups(on: group.loops[0])
         let runner = CompletionScheduler(configuration: sc, backend: proxy ?? builtin,
                                          metrics: role == .serve && fleetMode ? Metrics(prefix: "playground_worker") : metrics, logger: logger)
         // The public model names: builtin, and the models file's aliases.

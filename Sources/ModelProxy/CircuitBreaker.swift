@@ -141,13 +141,16 @@ public struct UpstreamHealth: Sendable {
     /// Until then it answered 429: its weight is lowered (not a failure).
     public private(set) var throttledUntil: UInt64 = 0
     public private(set) var lastUsed: UInt64 = 0
+    /// The last request a user (not a warmup) sent.
+    public private(set) var lastUserRequest: UInt64 = 0
 
     public init() {}
 
-    public mutating func started(now: UInt64) {
+    public mutating func started(now: UInt64, user: Bool = true) {
         inFlight += 1
         requests += 1
         lastUsed = now
+        if user { lastUserRequest = now }
     }
 
     public mutating func ended() { inFlight = max(0, inFlight - 1) }

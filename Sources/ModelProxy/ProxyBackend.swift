@@ -16,6 +16,9 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
     let aliases: [String: [[String]]]
     let builtin: ModelBackend
     let hedgeFraction: Double
+    let warmupIdleNanos: UInt64
+    /// Set once the warmup prober runs: breakers are then probed by it, not by users' requests.
+    private let prober = Atomic<Bool>(false)
     let clock: @Sendable () -> UInt64
     let started = Atomic<Int>(0)
     let hedged = Atomic<Int>(0)
@@ -41,7 +44,28 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         aliases = a
         self.builtin = builtin
         hedgeFraction = config.hedgeFraction
+        warmupIdleNanos = UInt64(config.warmupIdleMs) * 1_000_000
         self.clock = clock
+    }
+
+    /// Starts the warmup prober on `loop`: every 100 ms it sends a tiny request (one token) to each
+    /// upstream whose breaker wants a probe, and to each that carried traffic and has been idle
+    /// `warmup_idle_ms` (so it does not go cold). Users' requests then never serve as probes.
+    public func startWarmups(on loop: EventLoop) {
+        guard !ordered.isEmpty else { return }
+        prober.store(true, ordering: .relaxed)
+        let box = UncheckedBox(self)
+        loop.execute { box.value.warmupTick(loop) }
+    }
+
+    private func warmupTick(_ loop: EventLoop) {
+        let now = clock()
+        for u in ordered where u.warmupDue(now: now, idleNanos: warmupIdleNanos) {
+            guard let permit = u.acquire(now: now, user: false) else { continue }
+            u.warmups.add(1, ordering: .relaxed)
+            Warmup(proxy: self, upstream: u, permit: permit, loop: loop).start()
+        }
+        _ = loop.schedule(afterNanos: 100_000_000) { [weak self] in self?.warmupTick(loop) }
     }
 
     public func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration {
@@ -67,10 +91,11 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
             let fresh = group.filter { !tried.contains($0) }
             if fresh.isEmpty { continue }
             anyUntried = true
-            if fresh.contains(ModelsConfig.builtin) && fresh.allSatisfy({ $0 == ModelsConfig.builtin || !(upstreams[$0]?.available(now: now) ?? false) }) {
+            if fresh.contains(ModelsConfig.builtin) && fresh.allSatisfy({ $0 == ModelsConfig.builtin || !(upstreams[$0]?.available(now: now, probedByWarmups: prober.load(ordering: .relaxed)) ?? false) }) {
                 return (nil, ModelsConfig.builtin, .normal)
             }
-            var candidates = fresh.compactMap { upstreams[$0] }.filter { $0.available(now: now) }
+            let probed = prober.load(ordering: .relaxed)
+            var candidates = fresh.compactMap { upstreams[$0] }.filter { $0.available(now: now, probedByWarmups: probed) }
             while !candidates.isEmpty {
                 let chosen: Upstream
                 if candidates.count == 1 { chosen = candidates[0] } else {
@@ -116,6 +141,56 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         family("playground_upstream_warmups_total", "counter", "Warm-up requests sent to this upstream.") { "\($0.warmups)" }
         family("playground_upstream_ttft_ewma_seconds", "gauge", "Moving average of its time to first token.") { "\($0.ttftEWMAMs / 1000)" }
         return out
+    }
+}
+
+/// A one-token request that keeps an upstream warm or probes its half-open breaker.
+final class Warmup: AttemptListener {
+    let proxy: ProxyBackend
+    let upstream: Upstream
+    let permit: CircuitBreaker.Permit
+    let loop: EventLoop
+    var attempt: UpstreamAttempt?
+    var selfRef: Warmup?
+
+    init(proxy: ProxyBackend, upstream: Upstream, permit: CircuitBreaker.Permit, loop: EventLoop) {
+        self.proxy = proxy
+        self.upstream = upstream
+        self.permit = permit
+        self.loop = loop
+    }
+
+    func start() {
+        selfRef = self  // alive until it ends
+        var p = GenerationParameters(model: upstream.config.model)
+        p.maxTokens = 1
+        p.temperature = 0
+        let request = CompletionRequest(requestID: "warmup", clientSuppliedID: false, prompt: "Hi", parameters: p, stream: true, flavor: .text)
+        let a = UpstreamAttempt(upstream: upstream, permit: permit, startedAt: proxy.clock(), listener: self)
+        attempt = a
+        a.start(request, seed: 1, loop: loop, builtin: proxy.builtin)
+    }
+
+    func attemptToken(_ attempt: UpstreamAttempt, _ text: String) {
+        let now = proxy.clock()
+        if attempt.tokens == 1 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
+    }
+
+    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?) {
+        let now = proxy.clock()
+        if attempt.tokens == 0 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
+        upstream.ended(now: now, permit: permit, outcome: .success)
+        selfRef = nil
+    }
+
+    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
+        let now = proxy.clock()
+        switch error.kind {
+        case .throttled(let after): upstream.ended(now: now, permit: permit, outcome: .throttled(until: now + after))
+        case .refused: upstream.ended(now: now, permit: permit, outcome: .abandoned)
+        default: upstream.ended(now: now, permit: permit, outcome: .failure(timeout: error.isTimeout))
+        }
+        selfRef = nil
     }
 }
 

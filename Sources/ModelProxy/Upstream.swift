@@ -36,19 +36,38 @@ public final class Upstream: @unchecked Sendable {
         }
     }
 
-    /// Whether it could take a request now (breaker and capacity), without taking it.
-    func available(now: UInt64) -> Bool {
-        books.withLock { $0.breaker.wouldPermit(now: now) && $0.health.inFlight < config.maxInFlight }
+    /// Whether it could take a user's request now (breaker and capacity), without taking it. With
+    /// `probedByWarmups` an upstream that is not closed waits for the warmup prober's verdict.
+    func available(now: UInt64, probedByWarmups: Bool = false) -> Bool {
+        books.withLock { b in
+            guard b.health.inFlight < config.maxInFlight else { return false }
+            if probedByWarmups { return b.breaker.state == .closed }
+            return b.breaker.wouldPermit(now: now)
+        }
+    }
+
+    /// What the warmup prober should do now: probe a breaker whose open time is up, or warm an
+    /// upstream that carried traffic and has been idle `idleNanos`.
+    func warmupDue(now: UInt64, idleNanos: UInt64) -> Bool {
+        books.withLock { b in
+            switch b.breaker.state {
+            // Warm only what users used recently (within 10 idle periods): not forever.
+            case .closed:
+                return idleNanos > 0 && b.health.lastUserRequest > 0 && now - b.health.lastUsed >= idleNanos
+                    && now - b.health.lastUserRequest < 10 * idleNanos
+            case .open, .halfOpen: return b.breaker.wouldPermit(now: now)
+            }
+        }
     }
 
     func score(now: UInt64) -> Double { books.withLock { $0.health.score(now: now) } }
 
     /// Takes a request slot: nil if the breaker or the capacity says no (unless `force`).
-    func acquire(now: UInt64, force: Bool = false) -> CircuitBreaker.Permit? {
+    func acquire(now: UInt64, force: Bool = false, user: Bool = true) -> CircuitBreaker.Permit? {
         books.withLock { b in
             guard b.health.inFlight < config.maxInFlight || force else { return nil }
             guard let p = b.breaker.permit(now: now) ?? (force ? .normal : nil) else { return nil }
-            b.health.started(now: now)
+            b.health.started(now: now, user: user)
             return p
         }
     }

@@ -265,3 +265,38 @@ def test_a_bad_models_file_is_refused_naming_the_mistake():
     from conftest import BINARY
     out = subprocess.run([BINARY, "serve", "--port", "0", "--models", path], capture_output=True, text=True, timeout=20)
     assert out.returncode == 2 and 'no upstream named "zz"' in out.stderr, (out.returncode, out.stderr)
+
+
+def test_idle_upstreams_are_warmed_and_open_breakers_probed_by_warmups():
+    warm, spare = Region(), Region()
+    path = models_file({"warm": (warm, {}), "spare": (spare, {})}, {"m": [["warm"]], "other": [["spare"]]}, warmup_idle_ms=300,
+                       breaker={"consecutive_failures": 1, "open_ms": 200, "probes_to_close": 2})
+    node = proxy(path)
+    try:
+        c = client(node)
+        for _ in range(3):
+            c.completions.create(model="m", prompt="The sea", max_tokens=2)
+        time.sleep(1.2)
+        assert metric(node, "playground_upstream_warmups_total", "warm") >= 2, "warmed while idle"
+        assert metric(node, "playground_upstream_warmups_total", "spare") == 0, "never used: never warmed"
+        # A dead upstream is probed by warmups, not by users' requests; it comes back by itself.
+        warm.kill()
+        try:
+            c.completions.create(model="m", prompt="The sea", max_tokens=2)
+        except openai.APIStatusError:
+            pass
+        time.sleep(0.6)
+        assert metric(node, "playground_upstream_breaker_state", "warm") == 2
+        probes = metric(node, "playground_upstream_warmups_total", "warm")
+        time.sleep(0.8)
+        assert metric(node, "playground_upstream_warmups_total", "warm") > probes, "probed while open"
+        warm.start()
+        deadline = time.time() + 10
+        while metric(node, "playground_upstream_breaker_state", "warm") != 0:
+            assert time.time() < deadline, "closed again by warmup probes"
+            time.sleep(0.05)
+        assert c.completions.create(model="m", prompt="The sea", max_tokens=2).choices[0].text
+    finally:
+        node.stop()
+        warm.stop()
+        spare.stop()
