@@ -1,4 +1,5 @@
 import Domain
+import JSON
 import PresetStore
 import RedisCoordination
 import Runtime
@@ -261,9 +262,28 @@ enum QuotaAdmin {
         let now = (t0.first?.integer ?? 0) * 1000 + (t0.count > 1 ? (t0[1].integer ?? 0) / 1000 : 0)
         let nodes = (try r.call(["ZRANGEBYSCORE", keys.nodeIndex, "(\(now)", "+inf"]).array ?? []).compactMap(\.string).sorted()
         printLine("fleet \(fleet): \(nodes.count) live nodes")
+        var upstreamLines: [String] = []
         for n in nodes {
             let role = try r.call(["GET", keys.nodePrefix + n]).string ?? "?"
             printLine("  \(n)\t\(role)")
+            // Workers with a models file publish their upstreams' state.
+            if let json = try r.call(["GET", keys.upstreamsPrefix + n]).string,
+               let ups = (try? JSONParser.parse(json))?.arrayValue {
+                for u in ups.compactMap(\.objectValue) {
+                    func v(_ k: String) -> String {
+                        guard let x = u[k] else { return "-" }
+                        if let s = x.stringValue { return s }
+                        if let i = x.intValue { return "\(i)" }
+                        if let d = x.doubleValue { return "\(d)" }
+                        return "-"
+                    }
+                    upstreamLines.append("  \(v("name"))\t\(v("region"))\t\(v("state"))\tin flight \(v("in_flight"))\trequests \(v("requests"))\terrors \(v("errors"))\tthrottled \(v("throttled"))\tttft ewma \(v("ttft_ewma_ms")) ms p95 \(v("ttft_p95_ms")) ms\thedges \(v("hedges"))\tretries \(v("retries"))\twarmups \(v("warmups"))\t(seen by \(n))")
+                }
+            }
+        }
+        if !upstreamLines.isEmpty {
+            printLine("model upstreams:")
+            for l in upstreamLines { printLine(l) }
         }
         let backlog = try r.call(["XLEN", keys.stream]).integer ?? 0
         // Pending: handed to a worker that has not started it yet (a dead one's are reclaimed).

@@ -348,6 +348,16 @@ enum ServeCommand {
             w.start()
             worker = w
         }
+        // A worker tells the fleet how its upstreams are doing (admin status reads it).
+        if let proxy, let redis {
+            let key = FleetKeys(fleet: config.fleet).upstreamsPrefix + nodeID
+            let conn = UncheckedBox(redis.commands)
+            @Sendable func publish() {
+                conn.value.send(["SET", key, proxy.statusJSON(), "PX", "6000"], timeoutNanos: 1_000_000_000) { _ in }
+                _ = conn.value.loop.schedule(afterNanos: 2_000_000_000) { publish() }
+            }
+            redis.commands.loop.execute { publish() }
+        }
         // The gateway side: what the transports submit to.
         var fleet: FleetCompletions?
         if let redis, fleetMode, role.servesAPI {

@@ -1,4 +1,5 @@
 import Domain
+import JSON
 import NetCore
 import Runtime
 import Synchronization
@@ -114,6 +115,31 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         let first = groups[0].compactMap { upstreams[$0] }.min { $0.score(now: now) < $1.score(now: now) }
         if let first, let permit = first.acquire(now: now, force: true) { return (first, first.config.name, permit) }
         return nil
+    }
+
+    /// Each upstream's state as one JSON array (what `admin status` prints).
+    public func statusJSON() -> String {
+        var w = JSONWriter(capacity: 256 * max(1, ordered.count))
+        w.beginArray()
+        for s in ordered.map({ $0.snapshot() }) {
+            w.beginObject()
+            w.key("name"); w.string(s.name)
+            w.key("region"); w.string(s.region)
+            w.key("model"); w.string(s.model)
+            w.key("state"); w.string(s.state)
+            w.key("in_flight"); w.int(s.inFlight)
+            w.key("requests"); w.int(s.requests)
+            w.key("errors"); w.int(s.errors)
+            w.key("throttled"); w.int(s.throttled)
+            w.key("ttft_ewma_ms"); w.double((s.ttftEWMAMs * 10).rounded() / 10)
+            w.key("ttft_p95_ms"); if let p = s.ttftP95Ms { w.double((p * 10).rounded() / 10) } else { w.null() }
+            w.key("hedges"); w.int(s.hedges)
+            w.key("retries"); w.int(s.retries)
+            w.key("warmups"); w.int(s.warmups)
+            w.endObject()
+        }
+        w.endArray()
+        return w.string
     }
 
     /// Prometheus text: the OpenTelemetry GenAI names where they exist, and per-upstream state.

@@ -18,6 +18,8 @@ public struct FleetKeys: Sendable {
     public let nodePrefix: String
     /// The live nodes, scored by when their heartbeat expires.
     public let nodeIndex: String
+    /// A worker's model upstreams as it sees them (JSON, refreshed every 2 s): `admin status`.
+    public let upstreamsPrefix: String
 
     public init(fleet: String = "main") {
         self.fleet = fleet
@@ -27,6 +29,7 @@ public struct FleetKeys: Sendable {
         transcriptPrefix = "{jobs:\(fleet)}:done:"
         nodePrefix = "{fleet:\(fleet)}:node:"
         nodeIndex = "{fleet:\(fleet)}:nodes"
+        upstreamsPrefix = "{fleet:\(fleet)}:upstreams:"
     }
 
     /// Letters, digits, '-' and '_', 1...64 of them.

@@ -300,3 +300,28 @@ def test_idle_upstreams_are_warmed_and_open_breakers_probed_by_warmups():
         node.stop()
         warm.stop()
         spare.stop()
+
+
+def test_fleet_worker_streams_from_upstreams_and_admin_status_shows_them():
+    import subprocess
+    import uuid
+    from conftest import BINARY
+    east = Region()
+    path = models_file({"east": (east, {})}, {"chat": [["east"]]})
+    fleet = "mp" + uuid.uuid4().hex[:10]
+    gateway = Node("--fleet", fleet, "--models", path, "--auth", "off", command="gateway")
+    worker = Node("--fleet", fleet, "--models", path, command="worker")
+    try:
+        c = client(gateway)
+        text = "".join(ch.choices[0].text for ch in c.completions.create(model="chat", prompt="The sea", max_tokens=5, stream=True) if ch.choices)
+        assert text.strip()
+        time.sleep(2.5)
+        out = subprocess.run([BINARY, "admin", "status", "--fleet", fleet], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "model upstreams:" in out.stdout, out.stdout
+        line = next(l for l in out.stdout.splitlines() if l.strip().startswith("east"))
+        assert "closed" in line and "requests 1" in line, line
+    finally:
+        gateway.stop()
+        worker.stop()
+        east.stop()
