@@ -17,6 +17,9 @@ let package = Package(
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
+        // TLS to upstream model servers (the model proxy's HTTP client).
+        .systemLibrary(name: "CSSL", path: "Sources/CSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "TLS", dependencies: ["CSSL"]),
 
         // Logger, config helpers, signals, clock. Knows no network.
         .target(name: "Runtime", dependencies: ["CLinux"]),
@@ -28,7 +31,7 @@ let package = Package(
         .target(name: "Domain", dependencies: ["JSON"]),
         // Models behind the completions API, push-based (ModelBackend): the built-in n-gram model
         // now, upstream model servers later.
-        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime", "HTTP1", "JSON"]),
+        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
         // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
         // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
         .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
@@ -42,7 +45,7 @@ let package = Package(
         // coordination on it: admission (limits) now; the job queue and token relay join here.
         .target(name: "RedisCoordination", dependencies: ["CHiredis", "CCrypto", "Domain", "NetCore", "Runtime"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
-        .target(name: "HTTP1", dependencies: ["NetCore", "Runtime"]),
+        .target(name: "HTTP1", dependencies: ["NetCore", "Runtime", "TLS"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.
         .target(name: "WebSocket", dependencies: ["NetCore", "HTTP1", "CCrypto"]),
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).

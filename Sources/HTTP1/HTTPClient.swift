@@ -1,5 +1,6 @@
 import NetCore
 import Runtime
+import TLS
 
 /// What a client exchange reports, in order, on its loop: `head`, any number of `body`, then
 /// exactly one of `end` or `failed` (unless it was cancelled: then nothing more).
@@ -18,6 +19,8 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
     case malformed(String)
     /// The connection ended before the response did.
     case closed(String)
+    /// TLS refused (an untrusted certificate, a wrong host name) or broke.
+    case tls(String)
     /// Too many requests in flight to this upstream on this loop.
     case saturated
 
@@ -27,6 +30,7 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
         case .timedOut(let p): return "no \(p.rawValue) within the timeout"
         case .malformed(let s): return "malformed response: \(s)"
         case .closed(let s): return "connection closed: \(s)"
+        case .tls(let s): return "TLS: \(s)"
         case .saturated: return "too many requests in flight"
         }
     }
@@ -56,15 +60,19 @@ public final class HTTPClientPool {
     public let hostHeader: String
     public let maxConnections: Int
     public let idleKeepNanos: UInt64
+    /// TLS: the trust settings and the name the certificate must carry.
+    let tls: (context: TLSContext, serverName: String)?
     var idle: [ClientConnection] = []
     public internal(set) var openConnections = 0
 
-    public init(loop: EventLoop, address: SocketAddress, hostHeader: String, maxConnections: Int, idleKeepNanos: UInt64 = 30_000_000_000) {
+    public init(loop: EventLoop, address: SocketAddress, hostHeader: String, maxConnections: Int, idleKeepNanos: UInt64 = 30_000_000_000,
+                tls: (context: TLSContext, serverName: String)? = nil) {
         self.loop = loop
         self.address = address
         self.hostHeader = hostHeader
         self.maxConnections = maxConnections
         self.idleKeepNanos = idleKeepNanos
+        self.tls = tls
     }
 
     /// Sends `method path` with `headers` and `body`; the delegate hears the response.
@@ -111,22 +119,53 @@ public final class HTTPClientPool {
     }
 }
 
-/// One pooled TCP connection: at most one exchange at a time.
+/// One pooled TCP connection (TLS when the upstream is https): at most one exchange at a time.
 final class ClientConnection: ConnectionHandler {
     let connection: Connection
     weak var pool: HTTPClientPool?
     var exchange: ClientExchange?
     var idleTimer: TimerHandle?
     var served = 0
+    let tls: TLSSession?
+    /// Plaintext waiting for the TLS handshake to finish.
+    var pendingPlaintext: [UInt8] = []
 
-    init(connection: Connection, pool: HTTPClientPool) {
+    init(connection: Connection, pool: HTTPClientPool, tls: TLSSession?) {
         self.connection = connection
         self.pool = pool
+        self.tls = tls
+    }
+
+    /// The TCP connection is up: TLS starts its handshake.
+    func connected() throws(TLSError) {
+        if let tls { connection.write(try tls.start()) }
+    }
+
+    /// Sends request bytes (sealed when TLS; held until its handshake is done).
+    func send(_ bytes: [UInt8]) throws(TLSError) {
+        guard let tls else { return connection.write(bytes) }
+        guard tls.handshakeDone else { pendingPlaintext += bytes; return }
+        connection.write(try tls.seal(bytes))
     }
 
     func connectionRead(_ connection: Connection, _ bytes: UnsafeMutableRawBufferPointer) {
-        if let exchange { exchange.read(UnsafeRawBufferPointer(bytes)) } else {
+        guard let exchange else {
             connection.close(afterFlush: false)  // an idle connection that talks: not trusted again
+            return
+        }
+        guard let tls else { return exchange.read(UnsafeRawBufferPointer(bytes)) }
+        do throws(TLSError) {
+            let wasDone = tls.handshakeDone
+            try tls.receive(UnsafeRawBufferPointer(bytes)) { plain in exchange.read(plain) }
+            let out = tls.outgoing()
+            if !out.isEmpty { connection.write(out) }
+            if !wasDone && tls.handshakeDone && !pendingPlaintext.isEmpty {
+                let p = pendingPlaintext
+                pendingPlaintext = []
+                connection.write(try tls.seal(p))
+            }
+        } catch {
+            exchange.tlsFailed(error.description)
         }
     }
 
@@ -164,7 +203,7 @@ final class ClientExchange: HTTPClientExchange {
         if let c = pool.take() {
             reused = true
             attach(c)
-            c.connection.write(request)
+            do throws(TLSError) { try c.send(request) } catch { return fail(.tls(error.description)) }
             arm(timeouts.firstByteNanos, .firstByte)
             return
         }
@@ -172,15 +211,24 @@ final class ClientExchange: HTTPClientExchange {
         reused = false
         do throws(SystemError) {
             pool.openConnections += 1
+            var session: TLSSession?
+            if let tls = pool.tls {
+                do throws(TLSError) { session = try TLSSession(context: tls.context, host: tls.serverName) } catch {
+                    pool.openConnections -= 1
+                    return fail(.tls(error.description))
+                }
+            }
             let connection = try Connection.connect(to: pool.address, loop: pool.loop) { [weak self] _, error in
                 guard let self, !self.finished else { return }
                 if let error { return self.fail(.connectFailed(error.description)) }
+                do throws(TLSError) { try self.conn?.connected() } catch { return self.fail(.tls(error.description)) }
                 self.arm(self.timeouts.firstByteNanos, .firstByte)
             }
-            let c = ClientConnection(connection: connection, pool: pool)
+            let c = ClientConnection(connection: connection, pool: pool, tls: session)
             connection.handler = c
             attach(c)
-            connection.write(request)  // queued until connected
+            // Plain: queued until connected; TLS: held until the handshake is done.
+            do throws(TLSError) { try c.send(request) } catch { return fail(.tls(error.description)) }
             arm(timeouts.connectNanos, .connect)
         } catch {
             pool.openConnections -= 1
@@ -265,6 +313,10 @@ final class ClientExchange: HTTPClientExchange {
         let d = delegate
         delegate = nil
         d?.responseEnd()
+    }
+
+    func tlsFailed(_ message: String) {
+        fail(.tls(message))
     }
 
     func connectionEnded(_ error: SystemError?) {

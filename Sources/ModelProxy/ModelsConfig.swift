@@ -100,8 +100,6 @@ public struct ModelsConfig: Sendable {
             guard let base = o["base_url"]?.stringValue, let url = UpstreamURL(base) else {
                 throw ConfigError("\(at).base_url: an http:// or https:// URL (host[:port][/path])")
             }
-            // TLS to upstreams (libssl) is not built yet: refuse rather than send in the clear.
-            guard !url.tls else { throw ConfigError("\(at).base_url: https upstreams are not supported yet (TLS is not built); use http:// on a trusted network") }
             guard let model = o["model"]?.stringValue, !model.isEmpty else { throw ConfigError("\(at).model is required") }
             var u = UpstreamConfig(name: name, url: url, model: model, region: o["region"]?.stringValue ?? "default")
             if let env = o["api_key_env"] {

@@ -33,7 +33,7 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         var ups: [String: Upstream] = [:]
         var ordered: [Upstream] = []
         for u in config.upstreams {
-            let up = Upstream(config: u, address: try resolve(u.url.host, u.url.port), breaker: config.breaker)
+            let up = try Upstream(config: u, address: try resolve(u.url.host, u.url.port), breaker: config.breaker)
             ups[u.name] = up
             ordered.append(up)
         }

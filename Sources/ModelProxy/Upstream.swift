@@ -4,6 +4,7 @@ import JSON
 import NetCore
 import Runtime
 import Synchronization
+import TLS
 
 /// One upstream model server: its settings, health and breaker (shared by every loop, one short
 /// lock per request and per first token — never per token), and a connection pool per loop.
@@ -20,17 +21,21 @@ public final class Upstream: @unchecked Sendable {
     public let retries = Atomic<Int>(0)
     public let warmups = Atomic<Int>(0)
 
-    public init(config: UpstreamConfig, address: SocketAddress, breaker: BreakerPolicy) {
+    let tls: TLSContext?
+
+    public init(config: UpstreamConfig, address: SocketAddress, breaker: BreakerPolicy) throws(TLSError) {
         self.config = config
         self.address = address
         books = Mutex(Books(breaker: CircuitBreaker(policy: breaker)))
+        tls = config.url.tls ? try TLSContext(caFile: config.caFile) : nil
     }
 
     func pool(on loop: EventLoop) -> HTTPClientPool {
         pools.withLock { p in
             if let existing = p[ObjectIdentifier(loop)] { return existing }
             let host = config.url.port == (config.url.tls ? 443 : 80) ? config.url.host : "\(config.url.host):\(config.url.port)"
-            let made = HTTPClientPool(loop: loop, address: address, hostHeader: host, maxConnections: config.maxInFlight)
+            let made = HTTPClientPool(loop: loop, address: address, hostHeader: host, maxConnections: config.maxInFlight,
+                                      tls: tls.map { ($0, config.url.host) })
             p[ObjectIdentifier(loop)] = made
             return made
         }
@@ -293,7 +298,7 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
     func responseFailed(_ error: HTTPClientError) {
         exchange = nil
         switch error {
-        case .connectFailed, .saturated: fail(.connect, error.description)
+        case .connectFailed, .saturated, .tls: fail(.connect, error.description)
         case .timedOut: fail(.timeout, error.description)
         case .malformed: fail(.malformed, error.description)
         case .closed: fail(.closedEarly, "\(error.description) after \(tokens) tokens")

@@ -108,7 +108,6 @@ final class ModelsConfigTests: XCTestCase {
         let base = #""aliases": {"m": [["a"]]}"#
         for (json, words) in [
             (#"{"upstreams": [{"name": "a", "base_url": "ftp://x", "model": "m"}], \#(base)}"#, "base_url"),
-            (#"{"upstreams": [{"name": "a", "base_url": "https://x/v1", "model": "m"}], \#(base)}"#, "https upstreams are not supported"),
             (#"{"upstreams": [{"name": "a", "base_url": "http://x", "model": "m", "api_key_env": "NOPE"}], \#(base)}"#, "NOPE is not set"),
             (#"{"upstreams": [{"name": "a", "base_url": "http://x", "model": "m", "colour": 1}], \#(base)}"#, "unknown field \"colour\""),
             (#"{"upstreams": [{"name": "a", "base_url": "http://x", "model": "m"}, {"name": "a", "base_url": "http://y", "model": "m"}], \#(base)}"#, "used twice"),

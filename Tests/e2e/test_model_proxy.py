@@ -325,3 +325,103 @@ def test_fleet_worker_streams_from_upstreams_and_admin_status_shows_them():
         gateway.stop()
         worker.stop()
         east.stop()
+
+
+class TLSFront:
+    """A TLS-terminating forwarder (Python's ssl) in front of a model-server: the local TLS
+    upstream, with a certificate for `names` signed by a throw-away CA."""
+
+    def __init__(self, backend_port, names):
+        import socket
+        import ssl
+        import subprocess
+        self.dir = tempfile.mkdtemp(prefix="tls-")
+        d = self.dir
+        san = ",".join(("IP:" if n[0].isdigit() else "DNS:") + n for n in names)
+
+        def run(*args):
+            subprocess.run(args, check=True, capture_output=True, cwd=d)
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", f"/CN={names[0]}")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem", "-days", "2",
+            "-extfile", "ext.cnf")
+        self.ca = os.path.join(d, "ca.pem")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(d, "srv.pem"), os.path.join(d, "srv.key"))
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = False
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+        def serve():
+            while not self.stopped:
+                try:
+                    raw, _ = self.listener.accept()
+                except OSError:
+                    return
+                try:
+                    tls = ctx.wrap_socket(raw, server_side=True)
+                except (ssl.SSLError, OSError):
+                    raw.close()
+                    continue
+                back = socket.create_connection(("127.0.0.1", backend_port))
+                threading.Thread(target=pipe, args=(tls, back), daemon=True).start()
+                threading.Thread(target=pipe, args=(back, tls), daemon=True).start()
+        threading.Thread(target=serve, daemon=True).start()
+
+    def stop(self):
+        self.stopped = True
+        self.listener.close()
+
+
+def test_tls_upstream_with_its_ca_and_a_wrong_host_name_refused():
+    region = Region()
+    front = TLSFront(region.port, ["localhost"])
+    try:
+        path = models_file({"secure": (region, {})}, {"m": [["secure"]]})
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg["upstreams"][0]["base_url"] = f"https://localhost:{front.port}/v1"
+        cfg["upstreams"][0]["ca_file"] = front.ca
+        cfg["upstreams"].append({"name": "wrongname", "base_url": f"https://127.0.0.1:{front.port}/v1", "model": "builtin", "ca_file": front.ca})
+        cfg["upstreams"].append({"name": "untrusted", "base_url": f"https://localhost:{front.port}/v1", "model": "builtin"})
+        cfg["aliases"] = {"m": [["secure"]], "wrong": [["wrongname"]], "untrusted": [["untrusted"]]}
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        node = proxy(path)
+        try:
+            c = client(node)
+            text = "".join(ch.choices[0].text for ch in c.completions.create(model="m", prompt="The sea", max_tokens=6, stream=True) if ch.choices)
+            assert text.strip(), "streamed over TLS"
+            r = c.completions.create(model="m", prompt="The sea", max_tokens=3)
+            assert r.model_extra["timings"]["upstream"] == "secure"
+            for alias, words in (("wrong", "not trusted"), ("untrusted", "not trusted")):
+                try:
+                    c.completions.create(model=alias, prompt="x", max_tokens=2)
+                    raise AssertionError(f"{alias}: answered over an unverified TLS connection")
+                except openai.APIStatusError as e:
+                    assert e.status_code == 503 and words in str(e) and "certificate" in str(e), str(e)
+        finally:
+            node.stop()
+    finally:
+        front.stop()
+        region.stop()
