@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
 #   scripts/bench.sh            all of them (~3 minutes on 2 cores)
-#   scripts/bench.sh ws|ws100k|completions|fleet|presets   (fleet needs REDIS_URL; presets also DATABASE_URL)
+#   scripts/bench.sh ws|ws100k|completions|fleet|presets|proxy   (fleet and proxy need REDIS_URL; presets also DATABASE_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1
@@ -38,5 +38,14 @@ if [[ $what == all || $what == presets ]]; then
     echo "## preset load by id through the Redis cache vs PostgreSQL (one at a time, then 16 in flight); outbox replay"
     $BIN bench-preset-cache --concurrency 1 --loads 5000 --writes 0
     $BIN bench-preset-cache --concurrency 16 --loads 20000 --writes 2000
+  fi
+fi
+if [[ $what == all || $what == proxy ]]; then
+  if [[ -z ${REDIS_URL:-} ]]; then
+    echo "## model proxy: skipped (set REDIS_URL)"
+  else
+    echo "## the model proxy: straight to a model-server vs gateway → worker (proxy) → model-server, same run"
+    python3 scripts/bench-proxy.py --requests 500 --runs 3 --concurrency 1 --streams 10
+    python3 scripts/bench-proxy.py --requests 2000 --runs 3 --concurrency 16 --streams 1000
   fi
 fi
