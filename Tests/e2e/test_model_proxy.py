@@ -425,3 +425,29 @@ def test_tls_upstream_with_its_ca_and_a_wrong_host_name_refused():
     finally:
         front.stop()
         region.stop()
+
+
+def test_keepalives_flow_while_the_first_token_is_late():
+    import socket
+    slow = Region("--slow-first-token-rate", "1", "--slow-first-token-ms", "1500")
+    path = models_file({"slow": (slow, {})}, {"m": [["slow"]]})
+    node = proxy(path, "--sse-keepalive-ms", "300")
+    try:
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+        body = json.dumps({"model": "m", "prompt": "The sea", "max_tokens": 2, "stream": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while b"data: [DONE]" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        first_data = rest.find(b"data: {")
+        assert first_data > 0 and rest[:first_data].count(b":") >= 3, rest[:300]
+        assert b"keepalive" in rest[:first_data] or rest[:first_data].lstrip().startswith(b":") or b"\n:" in rest[:first_data], rest[:300]
+    finally:
+        node.stop()
+        slow.stop()
