@@ -451,3 +451,64 @@ def test_keepalives_flow_while_the_first_token_is_late():
     finally:
         node.stop()
         slow.stop()
+
+
+def test_traffic_shifts_to_the_faster_region():
+    slow, fast = Region("--model-ttft-ms", "250"), Region()
+    path = models_file({"slow": (slow, {}), "fast": (fast, {})}, {"m": [["slow", "fast"]]}, hedge_fraction=0)
+    node = proxy(path)
+    try:
+        c = client(node)
+        used = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                r = c.completions.create(model="m", prompt="The sea", max_tokens=3)
+                with lock:
+                    used.append((time.time(), r.model_extra["timings"]["upstream"]))
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        t0 = time.time()
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join()
+        late = [u for t, u in used if t - t0 > 2]
+        share = late.count("fast") / len(late)
+        assert share >= 0.9, (share, len(late))
+        print(f"after 2 s, {share:.1%} of {len(late)} completions went to the fast region")
+    finally:
+        node.stop()
+        slow.stop()
+        fast.stop()
+
+
+def test_cancelling_a_stream_closes_the_upstream_stream_at_once():
+    import socket
+    region = Region("--model-token-ms", "30")
+    path = models_file({"r": (region, {})}, {"m": [["r"]]})
+    node = proxy(path)
+    try:
+        def cancelled():
+            text = urllib.request.urlopen(f"http://127.0.0.1:{region.port}/metrics", timeout=5).read().decode()
+            return int(next(float(l.split()[-1]) for l in text.splitlines() if l.startswith('playground_completions_total{outcome="cancelled"}')))
+        before = cancelled()
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+        body = json.dumps({"model": "m", "prompt": "The sea was calm in the morning, and", "max_tokens": 300, "stream": True, "seed": 2}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while data.count(b"data: {") < 3:
+            data += s.recv(65536)
+        s.close()  # the client goes away mid-stream
+        t0 = time.time()
+        while cancelled() == before:
+            assert time.time() - t0 < 2, "the upstream stream was not closed"
+            time.sleep(0.05)
+        print(f"upstream saw the cancel after {time.time() - t0:.3f}s")
+    finally:
+        node.stop()
+        region.stop()
