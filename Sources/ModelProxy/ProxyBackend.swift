@@ -23,8 +23,9 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
     let clock: @Sendable () -> UInt64
     let started = Atomic<Int>(0)
     let hedged = Atomic<Int>(0)
-    public let ttft = SecondsHistogram()
-    public let timePerToken = SecondsHistogram(bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1])
+    /// In seconds (OpenTelemetry's unit).
+    public let ttft = Histogram(bounds: [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10])
+    public let timePerToken = Histogram(bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1])
     public let promptTokens = Atomic<Int>(0)
     public let completionTokens = Atomic<Int>(0)
 
@@ -300,7 +301,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
             let now = proxy.clock()
             firstTokenAt = now
             attempt.upstream?.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: attempt.permit)
-            proxy.ttft.record(seconds: Double(now - startedAt) / 1e9)
+            proxy.ttft.record(Double(now - startedAt) / 1e9)
             // The others lose: cancel them (their upstreams see the stream end).
             for other in attempts where other !== attempt { abandon(other) }
             attempts = [attempt]
@@ -322,7 +323,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         done = true
         let now = proxy.clock()
         attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .success)
-        if tokens > 1 { proxy.timePerToken.record(seconds: Double(now - firstTokenAt) / 1e9 / Double(tokens - 1)) }
+        if tokens > 1 { proxy.timePerToken.record(Double(now - firstTokenAt) / 1e9 / Double(tokens - 1)) }
         // Usage from the upstream's answer, else what was streamed.
         let u = usage ?? Usage(promptTokens: 0, completionTokens: tokens)
         proxy.promptTokens.add(u.promptTokens, ordering: .relaxed)
@@ -366,36 +367,5 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         done = true
         hedgeTimer?.cancel()
         sink?.failed(e, dropTransport: false)
-    }
-}
-
-/// A histogram in seconds (OpenTelemetry's unit), one short lock per record.
-public final class SecondsHistogram: Sendable {
-    let bounds: [Double]
-    private let counts: Mutex<(buckets: [Int], sum: Double, total: Int)>
-
-    public init(bounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10]) {
-        self.bounds = bounds
-        counts = Mutex(([Int](repeating: 0, count: bounds.count), 0, 0))
-    }
-
-    public func record(seconds: Double) {
-        let i = bounds.firstIndex { seconds <= $0 }
-        counts.withLock { c in
-            if let i { c.buckets[i] += 1 }
-            c.sum += seconds
-            c.total += 1
-        }
-    }
-
-    public func render(_ name: String, help: String, into out: inout String) {
-        let c = counts.withLock { $0 }
-        out += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
-        var cumulative = 0
-        for (i, b) in bounds.enumerated() {
-            cumulative += c.buckets[i]
-            out += "\(name)_bucket{le=\"\(b)\"} \(cumulative)\n"
-        }
-        out += "\(name)_bucket{le=\"+Inf\"} \(c.total)\n\(name)_sum \(c.sum)\n\(name)_count \(c.total)\n"
     }
 }
