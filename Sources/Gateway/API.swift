@@ -50,6 +50,10 @@ public protocol APIReply: AnyObject {
     func fail(_ error: APIError)
     /// A subscriber that writes a completion's events as this transport and route expect.
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber
+    /// Whether this transport shows every token as it comes, whatever the body's `stream` says
+    /// (the WebSocket envelope always does). The model proxy may hold an answer only when no one
+    /// sees it before the end.
+    var showsTokensLive: Bool { get }
     /// Remembers a running completion so it can be detached if the client goes away.
     func track(_ stream: CompletionStream, subscriber: CompletionSubscriber)
     /// The caller's request-rate standing, for transports that can show it (REST headers).

@@ -101,6 +101,8 @@ public final class CompletionAPI: @unchecked Sendable {
     }
 
     private func submit(_ request: CompletionRequest, _ reply: APIReply) {
+        var request = request
+        if reply.showsTokensLive { request.stream = true }
         guard reply.isOpen else {
             releaseLease(of: request)  // the client left while it was being admitted: start nothing
             return

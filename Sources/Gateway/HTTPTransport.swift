@@ -65,6 +65,8 @@ final class HTTPReply: APIReply {
         responder.send(status: error.status, headers: h, body: error.jsonBytes)
     }
 
+    var showsTokensLive: Bool { false }  // SSE only when the body asked for `stream`
+
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
         request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos, headers: extraHeaders) : BufferedSubscriber(self, request)
     }

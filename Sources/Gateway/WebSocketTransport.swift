@@ -217,6 +217,8 @@ final class EnvelopeReply: APIReply {
         if error.code == .unauthorized { session.ws.close(code: WSCloseCode.policyViolation, reason: "unauthorized") }
     }
 
+    var showsTokensLive: Bool { true }
+
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
         EnvelopeSubscriber(session: session, id: id)
     }
