@@ -289,6 +289,8 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     private func abandon(_ a: UpstreamAttempt) {
         a.cancel()
         a.upstream?.ended(now: proxy.clock(), permit: a.permit, outcome: .abandoned)
+        // It lost a race, it did not fail: a held answer that has to start over may go there.
+        tried.remove(a.name)
     }
 
     // MARK: AttemptListener
@@ -307,6 +309,13 @@ final class ProxyRun: RunningGeneration, AttemptListener {
             attempts = [attempt]
         }
         guard attempt === winner else { return }
+        // An upstream that sends more than max_tokens is stopped there (the extra token dropped):
+        // the client asked for no more. (A well-behaved one ends by itself and keeps its connection.)
+        if tokens >= request.parameters.maxTokens {
+            attempt.cancel()
+            attemptFinished(attempt, .length, usage: nil)
+            return
+        }
         tokens += 1
         if holdsAnswer { held.append(text) } else { sink?.token(text) }
     }

@@ -512,3 +512,46 @@ def test_cancelling_a_stream_closes_the_upstream_stream_at_once():
     finally:
         node.stop()
         region.stop()
+
+
+def test_an_upstream_that_ignores_max_tokens_is_cut_there():
+    """A hand-written upstream streams 50 tokens whatever it is asked: the client gets max_tokens."""
+    import http.server
+    import socketserver
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for i in range(50):
+                    self.wfile.write(f'data: {{"choices":[{{"text":" w{i}","finish_reason":null}}]}}\n\n'.encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+            except OSError:
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Fake:
+        port = server.server_address[1]
+    path = models_file({"endless": (Fake, {})}, {"m": [["endless"]]})
+    node = proxy(path)
+    try:
+        c = client(node)
+        r = c.completions.create(model="m", prompt="x", max_tokens=5)
+        assert r.choices[0].text == " w0 w1 w2 w3 w4" and r.choices[0].finish_reason == "length", r
+        chunks = [ch.choices[0].text for ch in c.completions.create(model="m", prompt="x", max_tokens=7, stream=True) if ch.choices]
+        assert "".join(chunks) == "".join(f" w{i}" for i in range(7)), chunks
+    finally:
+        node.stop()
+        server.shutdown()
