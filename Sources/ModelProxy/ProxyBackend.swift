@@ -212,11 +212,7 @@ final class Warmup: AttemptListener {
 
     func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
         let now = proxy.clock()
-        switch error.kind {
-        case .throttled(let after): upstream.ended(now: now, permit: permit, outcome: .throttled(until: now + after))
-        case .refused: upstream.ended(now: now, permit: permit, outcome: .abandoned)
-        default: upstream.ended(now: now, permit: permit, outcome: .failure(timeout: error.isTimeout))
-        }
+        upstream.ended(now: now, permit: permit, outcome: error.outcome(now: now))
         selfRef = nil
     }
 }
@@ -344,12 +340,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
         guard !done else { return }
         let now = proxy.clock()
-        switch error.kind {
-        case .throttled(let after): attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .throttled(until: now + after))
-        // It answered, and refused this request (4xx): not a sign the upstream is unwell.
-        case .refused: attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .abandoned)
-        default: attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: .failure(timeout: error.isTimeout))
-        }
+        attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: error.outcome(now: now))
         attempts.removeAll { $0 === attempt }
         lastError = error
         if attempt === winner && holdsAnswer {

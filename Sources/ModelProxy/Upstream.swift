@@ -137,6 +137,16 @@ struct AttemptError: Error {
     let kind: Kind
     let message: String
     var isTimeout: Bool { if case .timeout = kind { return true }; return false }
+
+    /// What it says about the upstream: a 429 is throttling, a 4xx the request's fault (neither a
+    /// failure of the upstream), anything else a failure.
+    func outcome(now: UInt64) -> Upstream.AttemptOutcome {
+        switch kind {
+        case .throttled(let after): return .throttled(until: now + after)
+        case .refused: return .abandoned
+        default: return .failure(timeout: isTimeout)
+        }
+    }
 }
 
 /// One streamed request to one upstream (OpenAI-compatible SSE), or to the built-in model.

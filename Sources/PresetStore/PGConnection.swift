@@ -1,5 +1,6 @@
 // The only file that touches libpq. A `PGConnection` is used by one thread at a time.
 internal import CLibpq
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -98,7 +99,7 @@ public final class PGConnection {
     /// abandoned; a new one is needed) and the error is a connection error.
     private func awaitResult(timeoutMs: Int) throws(PGError) -> PGRows {
         guard let conn else { throw PGError(kind: .connection, sqlState: nil, message: "not connected") }
-        let deadline = PGConnection.monotonicMillis() + Int64(timeoutMs)
+        let deadline = monotonicNanos() + UInt64(timeoutMs) * 1_000_000
         var first: Result<PGRows, PGError>?
         while true {
             while PQisBusy(conn) == 0 {
@@ -111,10 +112,10 @@ public final class PGConnection {
                 if case .failure = first {} else { first = r }
                 if PQstatus(conn) != CONNECTION_OK { return try r.get() }
             }
-            let left = deadline - PGConnection.monotonicMillis()
-            guard left > 0 else { throw lost("no answer from the database within \(timeoutMs) ms") }
+            let now = monotonicNanos()
+            guard now < deadline else { throw lost("no answer from the database within \(timeoutMs) ms") }
             var p = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
-            let n = poll(&p, 1, Int32(min(left, 1000)))
+            let n = poll(&p, 1, Int32(min((deadline - now) / 1_000_000 + 1, 1000)))
             if n < 0 && errno != EINTR { throw lost("poll failed: errno \(errno)") }
             if n > 0 && PQconsumeInput(conn) == 0 { throw lost(String(cString: PQerrorMessage(conn)).trimmingNewline()) }
         }
@@ -125,12 +126,6 @@ public final class PGConnection {
         if let conn { PQfinish(conn) }
         conn = nil
         return PGError(kind: .connection, sqlState: nil, message: message)
-    }
-
-    static func monotonicMillis() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     /// Converts (and frees) one libpq result.

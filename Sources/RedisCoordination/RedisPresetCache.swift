@@ -302,6 +302,14 @@ public final class RedisOutboxDrain: OutboxDrain {
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
     let putScript, dropScript: RedisScript
+    /// Deletes the lease only if it is still ours (it may have expired and been taken over).
+    static let unlockScript = RedisScript(name: "unlock", source: "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+    /// Moves one entry to the side stream, then deletes it.
+    static let buryScript = RedisScript(name: "bury", source: """
+        local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+        if #e == 1 then redis.call('XADD', KEYS[2], '*', unpack(e[1][2])) end
+        return redis.call('XDEL', KEYS[1], ARGV[1])
+        """)
 
     public init(redis: BlockingRedis, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy(),
                 scriptsDirectory: String) throws(RedisScriptError) {
@@ -321,9 +329,7 @@ public final class RedisOutboxDrain: OutboxDrain {
     }
 
     public func unlock(user: String, owner: String) throws {
-        // Only our own lease (it may have expired and been taken over).
-        let script = RedisScript(name: "unlock", source: "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
-        _ = try redis.run(script, keys: [keys.outboxLock(user)], args: [owner])
+        _ = try redis.run(RedisOutboxDrain.unlockScript, keys: [keys.outboxLock(user)], args: [owner])
     }
 
     public func writes(user: String, count: Int) throws -> [(entry: String, write: PresetWrite?)] {
@@ -339,12 +345,7 @@ public final class RedisOutboxDrain: OutboxDrain {
     }
 
     public func bury(user: String, entry: String) throws {
-        let script = RedisScript(name: "bury", source: """
-            local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-            if #e == 1 then redis.call('XADD', KEYS[2], '*', unpack(e[1][2])) end
-            return redis.call('XDEL', KEYS[1], ARGV[1])
-            """)
-        _ = try redis.run(script, keys: [keys.outbox(user), keys.outbox(user) + "-unreadable"], args: [entry])
+        _ = try redis.run(RedisOutboxDrain.buryScript, keys: [keys.outbox(user), keys.outbox(user) + "-unreadable"], args: [entry])
     }
 
     public func settle(user: String, presetID: String, applied preset: Preset?) throws {

@@ -446,8 +446,8 @@ def test_keepalives_flow_while_the_first_token_is_late():
         s.close()
         head, _, rest = data.partition(b"\r\n\r\n")
         first_data = rest.find(b"data: {")
-        assert first_data > 0 and rest[:first_data].count(b":") >= 3, rest[:300]
-        assert b"keepalive" in rest[:first_data] or rest[:first_data].lstrip().startswith(b":") or b"\n:" in rest[:first_data], rest[:300]
+        # 1.5 s late at one comment per 0.3 s: several keepalives before the first token.
+        assert first_data > 0 and rest[:first_data].count(b":keepalive") >= 3, rest[:300]
     finally:
         node.stop()
         slow.stop()

@@ -373,6 +373,9 @@ def test_redis_flushed_mid_outage():
         # (a list says it is degraded: what it shows may be incomplete, here empty)
         s, body, _ = api(node, "GET", "/v1/presets", key)
         assert s == 200 and body["degraded"] is True and body["data"] == [], body
+        # An update needs the preset's current state: not in the cache, so refused (not queued blind).
+        s, body, _ = api(node, "PATCH", f"/v1/presets/{p1['id']}", key, {"prompt": "changed"})
+        assert s == 503 and body["error"]["code"] == "presets_degraded" and "not in the cache" in body["error"]["message"], body
         # … while the node's own copy of the identity keeps completions going.
         s, body, _ = api(node, "POST", "/v1/completions", key, {"prompt": "The sea", "max_tokens": 3})
         assert s == 200, body
