@@ -10,9 +10,12 @@
 -- ARGV[1] request id   ARGV[2] default rpm   ARGV[3] default concurrency
 -- ARGV[4] lease TTL ms ARGV[5] window ms
 --
--- Reply: {1, fence, limit, remaining, reset_ms}  admitted (again, for a known request id)
+-- Reply: {1, fence, limit, remaining, reset_ms}  admitted (again, for a known request id whose
+--                                                 generation still holds its lease: attach to it)
 --        {2, limit, retry_after_ms}               refused: the window is full
 --        {3, limit, retry_after_ms}               refused: too many generations at once
+--        {4, fence}                               this request id ran in the window and has ended:
+--                                                 it is never run again (replay it or refuse)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = ARGV[1]
@@ -37,11 +40,17 @@ if oldest[2] and tonumber(oldest[2]) <= now - window then
   oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 end
 
--- 1. Idempotency: a request id already admitted gets the same answer, counted once.
+-- 1. Idempotency: a request id already admitted is counted once and runs once. While its lease
+-- lives it is running (or queued): the same grant, to attach to it. Once the lease is gone it has
+-- ended, and whatever was dropped meanwhile (its transcript, its locator) it must not run again.
 local prev = redis.call('HGET', KEYS[3], id)
 if prev then
   local f, l, r, s = string.match(prev, '^(%d+):(%d+):(-?%d+):(%d+)$')
-  return {1, tonumber(f), tonumber(l), tonumber(r), tonumber(s)}
+  local expiry = redis.call('ZSCORE', KEYS[2], id)
+  if expiry and tonumber(expiry) > now then
+    return {1, tonumber(f), tonumber(l), tonumber(r), tonumber(s)}
+  end
+  return {4, tonumber(f)}
 end
 
 -- 2. Concurrency: refused here, no quota is used. Expired holders are dropped first (looked for

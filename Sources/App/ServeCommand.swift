@@ -295,7 +295,7 @@ enum ServeCommand {
             do {
                 proxy = try ProxyBackend(config: m, builtin: builtin) { host, port in try SocketAddress.resolve(host: host, port: port) }
             } catch {
-                throw ArgumentError(message: "--models: an upstream cannot be set up (\(error))")
+                throw ArgumentError(message: "--models: \(error)")
             }
         }
         proxy?.startWarmups(on: group.loops[0])

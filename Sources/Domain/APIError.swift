@@ -64,6 +64,11 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
         APIError(.invalidRequest, message, field: field)
     }
 
+    /// A request_id that ran in the last window and whose result is no longer kept: it is never
+    /// run twice, so the client must choose a new one.
+    public static let requestIDUsed = APIError(.conflict, "request_id was used recently and its result is no longer kept; use a new one",
+                                               field: "request_id")
+
     public var status: Int { code.httpStatus }
     public var description: String { "\(code.rawValue): \(message)" }
 

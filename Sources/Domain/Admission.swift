@@ -42,6 +42,9 @@ public enum AdmissionRefusal: Sendable, Equatable {
 
 public enum AdmissionOutcome: Sendable, Equatable {
     case admitted(AdmissionGrant)
+    /// This request id was admitted in the window and its generation has ended (its lease is
+    /// gone): it never runs again. Its result may be replayed; nothing may be started for it.
+    case ended(fence: Int64)
     case refused(AdmissionRefusal)
     /// The shared store cannot answer (and no fallback applies).
     case unavailable(retryAfterMs: Int)
@@ -50,7 +53,8 @@ public enum AdmissionOutcome: Sendable, Equatable {
 /// Per-user admission, as it must behave wherever it runs: in memory here, and in Redis as
 /// `lua/admit.lua`, `lua/renew.lua`, `lua/release.lua`, which follow these rules step for step.
 ///
-/// 1. Idempotency: a request id already admitted gets the same grant and is not counted again.
+/// 1. Idempotency: a request id already admitted is counted once and runs once: while its lease
+///    lives, the same grant (attach to it); once the lease is gone, `.ended` (never run again).
 /// 2. Concurrency first (expired holders dropped first), so a request refused for concurrency
 ///    uses no quota.
 /// 3. Exact sliding window: at most N admissions in any `window`; a refused attempt is never
@@ -78,7 +82,10 @@ public struct AdmissionLedger: Sendable {
         var u = users[user] ?? User()
         prune(&u, now: now)
         defer { users[user] = u.count == 0 && u.leases.isEmpty ? nil : u }
-        if let g = u.admitted[requestID] { return .admitted(g) }
+        if let g = u.admitted[requestID] {
+            if let expiry = u.leases[requestID], expiry > now { return .admitted(g) }
+            return .ended(fence: g.fence)
+        }
         // Expired holders are dropped first (only when they could matter: at the limit).
         if u.leases.count >= quota.concurrency { u.leases = u.leases.filter { $0.value > now } }
         if u.leases.count >= quota.concurrency {
@@ -112,6 +119,18 @@ public struct AdmissionLedger: Sendable {
     public mutating func release(user: String, requestID: String) {
         guard var u = users[user] else { return }
         u.leases[requestID] = nil
+        users[user] = u.count == 0 && u.leases.isEmpty ? nil : u
+    }
+
+    /// Takes back an admission whose request never started (refused as busy after admission): its
+    /// window entry, lease and record go, so it used no quota and the id can be retried at once.
+    /// Only the admission with `fence` is taken back.
+    public mutating func unadmit(user: String, requestID: String, fence: Int64) {
+        guard var u = users[user], let g = u.admitted[requestID], g.fence == fence else { return }
+        u.admitted[requestID] = nil
+        u.leases[requestID] = nil
+        // Rare (the busy path) and usually the newest entry: searched from the end.
+        if let i = u.window[u.head...].lastIndex(where: { $0.id == requestID }) { u.window.remove(at: i) }
         users[user] = u.count == 0 && u.leases.isEmpty ? nil : u
     }
 
@@ -156,6 +175,9 @@ public protocol Admission: AnyObject, Sendable {
     func renew(user: String, requestID: String)
     /// Frees the lease; idempotent; called on every way a generation ends.
     func release(user: String, requestID: String)
+    /// Takes back the admission with `fence` of a request that never started (refused as busy
+    /// after it was admitted): no quota used, the id retryable at once.
+    func unadmit(user: String, requestID: String, fence: Int64)
     var leaseTTLNanos: UInt64 { get }
 }
 

@@ -23,6 +23,9 @@ public struct CompletionRequest: Sendable {
     public var keyID: Int64 = 0
     /// The admission's fencing counter (0: not admitted through limits, e.g. limits off).
     public var fence: Int64 = 0
+    /// Admission said this request_id already ran in the window: attach to it or replay it, never
+    /// start it again (it holds no lease and no place in the window of its own).
+    public var replayOnly = false
 
     public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
                 stream: Bool, flavor: CompletionFlavor) {

@@ -59,6 +59,9 @@ public protocol StreamDirectory: AnyObject, Sendable {
     func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int)
     /// A finished stream that will not be replayed elsewhere: its locator goes now.
     func forget(streamKey: String)
+    /// A finished stream whose transcript is not kept: its locator stays for `ttlMs` (the id is
+    /// taken; attach elsewhere asks the holder).
+    func keepLocator(streamKey: String, ttlMs: Int)
 }
 
 public enum StreamKey {

@@ -86,6 +86,11 @@ public final class CompletionAPI: @unchecked Sendable {
             request.fence = grant.fence
             reply.rateLimit(limit: grant.limit, remaining: grant.remaining, resetMs: grant.resetMs)
             submit(request, reply)
+        case .ended:
+            // It ran (or runs no more) somewhere: only its result can be had, never a second run.
+            var request = request
+            request.replayOnly = true
+            submit(request, reply)
         case .refused(let refusal):
             metrics.completionsLimited.add(1, ordering: .relaxed)
             if case .rateLimited(let limit, let ms) = refusal { reply.rateLimit(limit: limit, remaining: 0, resetMs: ms) }
@@ -96,21 +101,23 @@ public final class CompletionAPI: @unchecked Sendable {
         }
     }
 
-    private func releaseLease(of request: CompletionRequest) {
-        if request.fence != 0 { admission?.release(user: request.ownerID, requestID: request.requestID) }
+    /// Takes the admission back: the request never started, so it uses no quota and its id can
+    /// be retried at once.
+    private func unadmit(_ request: CompletionRequest) {
+        if request.fence != 0 { admission?.unadmit(user: request.ownerID, requestID: request.requestID, fence: request.fence) }
     }
 
     private func submit(_ request: CompletionRequest, _ reply: APIReply) {
         var request = request
         if reply.showsTokensLive { request.stream = true }
         guard reply.isOpen else {
-            releaseLease(of: request)  // the client left while it was being admitted: start nothing
+            unadmit(request)  // the client left while it was being admitted: start nothing
             return
         }
         let subscriber = reply.completionSubscriber(for: request)
         switch completions.submit(request, subscriber: subscriber) {
         case .failure(let e):
-            releaseLease(of: request)  // never started
+            unadmit(request)  // refused (busy, draining): never started
             reply.fail(e)
         case .success(let stream): reply.track(stream, subscriber: subscriber)
         }

@@ -70,10 +70,11 @@ public final class CompletionScheduler: CompletionService, @unchecked Sendable {
 
     func submitJob(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionJob, APIError> {
         let loop = subscriber.loop
-        enum Outcome { case start(CompletionJob), queued(CompletionJob), attach(CompletionJob), busy(Bool) }
+        enum Outcome { case start(CompletionJob), queued(CompletionJob), attach(CompletionJob), busy(Bool), gone }
         let outcome: Outcome = state.withLock { s in
             let key = CompletionScheduler.key(request.ownerID, request.requestID)
             if request.clientSuppliedID, let existing = s.jobs[key] { return .attach(existing) }
+            if request.replayOnly { return .gone }
             // A generated id never repeats; a client id that is busy under another owner cannot be, as keys include the owner.
             if s.draining { return .busy(true) }
             let job = CompletionJob(request: request, loop: loop, scheduler: self)
@@ -91,6 +92,8 @@ public final class CompletionScheduler: CompletionService, @unchecked Sendable {
             return .busy(false)
         }
         switch outcome {
+        case .gone:
+            return .failure(APIError.requestIDUsed)
         case .busy(let draining):
             metrics.completionsBusy.add(1, ordering: .relaxed)
             return .failure(APIError(.serverBusy, draining ? "this node is shutting down; retry on another" : "all worker slots are busy and the queue is full",

@@ -89,7 +89,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
 
     public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionStream, APIError> {
         let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
-        enum Outcome { case attach(FleetStream), start(FleetStream), refused(APIError) }
+        enum Outcome { case attach(FleetStream), start(FleetStream), replay(FleetStream), refused(APIError) }
         let up = isUp()
         let outcome: Outcome = state.withLock { s in
             if let existing = s.streams[key] {
@@ -102,7 +102,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             }
             let stream = FleetStream(key: key, request: request, loop: subscriber.loop, hub: self)
             s.streams[key] = stream
-            return .start(stream)
+            return request.replayOnly ? .replay(stream) : .start(stream)
         }
         switch outcome {
         case .refused(let e):
@@ -110,6 +110,16 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             return .failure(e)
         case .attach(let stream):
             stream.attachFromAnyLoop(subscriber)
+            return .success(stream)
+        case .replay(let stream):
+            // It ran already (admission says so): its result is replayed from wherever it is
+            // kept, or the id is refused; a second run is never started.
+            stream.ownsLease = false
+            live.add(1, ordering: .relaxed)
+            metrics.activeGenerations.add(1, ordering: .relaxed)
+            stream.attach(subscriber)
+            watch(on: stream.loop).add(stream)
+            follow(stream, holder: nil)
             return .success(stream)
         case .start(let stream):
             live.add(1, ordering: .relaxed)
@@ -155,8 +165,9 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     }
 
     /// Relays a stream that another gateway holds: replays its transcript if it finished, else
-    /// asks the holder to forward its events here (stream loop).
-    private func follow(_ stream: FleetStream, holder: String) {
+    /// asks the holder (`holder`, or the one the directory names) to forward its events here
+    /// (stream loop). With neither, the id is refused: it is never run twice.
+    private func follow(_ stream: FleetStream, holder knownHolder: String?) {
         let box = UncheckedBox(stream)
         directory.lookup(streamKey: stream.key) { [self] result in
             box.value.loop.execute { [self] in
@@ -164,9 +175,10 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 switch result {
                 case .success((_, let transcript?)):
                     stream.replay(transcript)
-                case .success where holder == nodeID:
-                    stream.fail(APIError(.conflict, "request_id was used recently; use a new one", field: "request_id"), tellWorker: false)
-                case .success:
+                case .success((let found, nil)):
+                    guard let holder = knownHolder ?? found, holder != nodeID else {
+                        return stream.fail(APIError.requestIDUsed, tellWorker: false)
+                    }
                     stream.following()
                     relay.publish(channel: FleetChannels.gateway(holder), RelayMessage.follow(requestID: stream.key, replyTo: channel).bytes) { n in
                         guard n == nil || n == 0 else { return }
@@ -230,6 +242,12 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         guard let stream = state.withLock({ $0.streams[key] }) else {
             // A worker started a job nobody waits for any more (its stream ended and was forgotten).
             if case .event(_, .accepted, let worker?) = message { tellWorkerToStop(key: key, worker: worker) }
+            // Asked to forward a stream this gateway no longer has: say so at once (the asker
+            // keeps nothing of a failed relay, and its client learns the id is spent).
+            if case .follow(_, let replyTo) = message {
+                let gone = RelayMessage.event(requestID: key, .failed(APIError.requestIDUsed, tokensSoFar: 0), worker: nil)
+                relay.publish(channel: replyTo, gone.bytes) { _ in }
+            }
             return
         }
         if stream.loop.inEventLoop { return stream.handle(message) }
@@ -264,15 +282,36 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             logger.warning("completion failed", ["request_id": stream.request.requestID, "code": e.code.rawValue, "error": e.message])
         default: break
         }
+        // Refused as busy before any worker took it: the admission is taken back (no quota used)
+        // and nothing is kept, so the same request_id can be retried at once, here or elsewhere.
+        if stream.ownsLease, stream.neverStarted, case .failed(let e, _) = event, e.code == .serverBusy {
+            if stream.request.fence != 0 {
+                admission?.unadmit(user: stream.request.ownerID, requestID: stream.request.requestID, fence: stream.request.fence)
+            }
+            directory.forget(streamKey: stream.key)
+            state.withLock { s in if s.streams[stream.key] === stream { s.streams[stream.key] = nil } }
+            return
+        }
+        // A relay of another gateway's stream that failed (refused there, lost, interrupted)
+        // keeps nothing: the next attempt asks the holder again instead of replaying a refusal.
+        if !stream.ownsLease, case .failed = event {
+            state.withLock { s in if s.streams[stream.key] === stream { s.streams[stream.key] = nil } }
+            return
+        }
         if stream.ownsLease, stream.request.fence != 0 {
             admission?.release(user: stream.request.ownerID, requestID: stream.request.requestID)
         }
         // Replay on another gateway is for request_ids the client chose (it can only ask again
         // by them); the rest are replayed by this gateway alone, which keeps Redis's keys bounded
         // by the streams running plus those with the client's id in the last retention window.
+        // A client's id whose transcript is too large keeps its locator all the same: the id is
+        // taken until then, and another gateway asks this one to replay it from memory.
         if stream.ownsLease {
+            let ttlMs = Int(configuration.retentionNanos / 1_000_000)
             if let transcript, transcript.count <= configuration.maxTranscriptBytes {
-                directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: Int(configuration.retentionNanos / 1_000_000))
+                directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: ttlMs)
+            } else if stream.request.clientSuppliedID {
+                directory.keepLocator(streamKey: stream.key, ttlMs: ttlMs)
             } else {
                 directory.forget(streamKey: stream.key)
             }

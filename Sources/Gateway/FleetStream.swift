@@ -43,6 +43,8 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     }
 
     var isFinished: Bool { finishedFlag.load(ordering: .acquiring) }
+    /// No worker (nor this process) ever took it: a refusal before any work.
+    var neverStarted: Bool { worker == nil && local == nil && startedNanos == nil }
 
     // MARK: subscribers
 
@@ -75,7 +77,10 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         enqueued()
         var one = request
         one.clientSuppliedID = false
-        if case .failure(let e) = runner.submit(one, subscriber: LocalFeed(stream: self)) { fail(e, tellWorker: false) }
+        if case .failure(let e) = runner.submit(one, subscriber: LocalFeed(stream: self)) {
+            local = nil  // it never ran here either
+            fail(e, tellWorker: false)
+        }
     }
 
     fileprivate func fromLocal(_ event: CompletionEvent) {

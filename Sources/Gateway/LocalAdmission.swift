@@ -41,6 +41,10 @@ public final class LocalAdmission: Admission, @unchecked Sendable {
         ledger.withLock { $0.release(user: user, requestID: requestID) }
     }
 
+    public func unadmit(user: String, requestID: String, fence: Int64) {
+        ledger.withLock { $0.unadmit(user: user, requestID: requestID, fence: fence) }
+    }
+
     public func leasesHeld(user: String) -> Int {
         let t = now()
         return ledger.withLock { $0.leasesHeld(user: user, now: t) }

@@ -23,6 +23,9 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
     case tls(String)
     /// Too many requests in flight to this upstream on this loop.
     case saturated
+    /// The request head would carry a control character or a space where none may be (a CR/LF
+    /// would start a header of its own): it is never written.
+    case invalidRequest(String)
 
     public var description: String {
         switch self {
@@ -32,6 +35,7 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
         case .closed(let s): return "connection closed: \(s)"
         case .tls(let s): return "TLS: \(s)"
         case .saturated: return "too many requests in flight"
+        case .invalidRequest(let s): return "request not sent: \(s)"
         }
     }
 }
@@ -84,8 +88,29 @@ public final class HTTPClientPool {
         head += "\r\n"
         let bytes = Array(head.utf8) + body
         let exchange = ClientExchange(pool: self, request: bytes, timeouts: timeouts, delegate: delegate)
+        exchange.refusal = HTTPClientPool.headProblem(method: method, path: path, host: hostHeader, headers: headers)
         exchange.begin()
         return exchange
+    }
+
+    /// What makes a request head unsafe to write, or nil: the method and header names must be
+    /// tokens (RFC 9110 §5.6.2), the target and Host visible ASCII, header values free of control
+    /// characters other than HTAB (RFC 9110 §5.5) — so nothing can split the head.
+    static func headProblem(method: String, path: String, host: String, headers: HTTPHeaders) -> String? {
+        func isToken(_ s: String) -> Bool {
+            !s.isEmpty && s.utf8.allSatisfy { c in
+                (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || "!#$%&'*+-.^_`|~".utf8.contains(c)
+            }
+        }
+        func isVisible(_ s: String) -> Bool { !s.isEmpty && s.utf8.allSatisfy { $0 > 32 && $0 < 127 } }
+        guard isToken(method) else { return "the method is not a token" }
+        guard isVisible(path) else { return "the target has spaces or control characters" }
+        guard isVisible(host) else { return "the Host has spaces or control characters" }
+        for (n, v) in headers.fields {
+            guard isToken(n) else { return "a header name is not a token" }
+            guard v.utf8.allSatisfy({ $0 == 9 || ($0 >= 32 && $0 != 127) }) else { return "the value of \(n) has control characters" }
+        }
+        return nil
     }
 
     func take() -> ClientConnection? {
@@ -191,6 +216,8 @@ final class ClientExchange: HTTPClientExchange {
     var reused = false
     var retried = false
     var keepAlive = false
+    /// Why the request must not be written (nil: it may).
+    var refusal: String?
 
     init(pool: HTTPClientPool, request: [UInt8], timeouts: HTTPClientTimeouts, delegate: HTTPClientDelegate) {
         self.pool = pool
@@ -200,6 +227,7 @@ final class ClientExchange: HTTPClientExchange {
     }
 
     func begin() {
+        if let refusal { return fail(.invalidRequest(refusal)) }
         if let c = pool.take() {
             reused = true
             attach(c)

@@ -3,9 +3,12 @@
 public struct JSONParser {
     public static let maxDepth = 64
 
-    public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
+    /// `rejectDuplicateKeys`: a key repeated in one object is an error (configuration files, where
+    /// a silent last-wins hides a mistake); otherwise the last value wins (requests, as OpenAI does).
+    public static func parse(_ bytes: [UInt8], rejectDuplicateKeys: Bool = false) throws(JSONError) -> JSONValue {
         try bytes.withUnsafeBufferPointer { (p: UnsafeBufferPointer<UInt8>) throws(JSONError) -> JSONValue in
             var parser = JSONParser(p)
+            parser.rejectDuplicateKeys = rejectDuplicateKeys
             parser.skipWhitespace()
             let v = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -18,6 +21,7 @@ public struct JSONParser {
 
     private let p: UnsafeBufferPointer<UInt8>
     private var i = 0
+    private var rejectDuplicateKeys = false
 
     private init(_ p: UnsafeBufferPointer<UInt8>) { self.p = p }
 
@@ -73,6 +77,7 @@ public struct JSONParser {
                 index = built
             }
             if let at = index?[k] ?? (index == nil ? o.pairs.firstIndex(where: { $0.key == k }) : nil) {
+                if rejectDuplicateKeys { throw error("the key \"\(k.prefix(64))\" appears twice in one object") }
                 o.replaceValue(at: at, with: v)
             } else {
                 index?[k] = o.count

@@ -3,6 +3,7 @@ import JSON
 import NetCore
 import Runtime
 import Synchronization
+import TLS
 
 /// The model proxy: resolves a public model name (an alias) to ordered groups of upstreams and
 /// streams from the best one. Routing is power of two choices on a score of first-token time and
@@ -33,8 +34,17 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
                 clock: @escaping @Sendable () -> UInt64 = { monotonicNanos() }) throws {
         var ups: [String: Upstream] = [:]
         var ordered: [Upstream] = []
-        for u in config.upstreams {
-            let up = try Upstream(config: u, address: try resolve(u.url.host, u.url.port), breaker: config.breaker)
+        for (i, u) in config.upstreams.enumerated() {
+            // Every failure names the upstream and the field at fault (the node exits 2 with it).
+            let at = "upstreams[\(i)] (\(u.name))"
+            let address: SocketAddress
+            do { address = try resolve(u.url.host, u.url.port) } catch {
+                throw ConfigError("\(at).base_url: cannot resolve the host \"\(u.url.host)\" to an IPv4 address")
+            }
+            let up: Upstream
+            do throws(TLSError) { up = try Upstream(config: u, address: address, breaker: config.breaker) } catch {
+                throw ConfigError("\(at).\(u.caFile == nil ? "base_url" : "ca_file"): \(error)")
+            }
             ups[u.name] = up
             ordered.append(up)
         }
@@ -331,8 +341,9 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         if tokens > 1 { proxy.timePerToken.record(Double(now - firstTokenAt) / 1e9 / Double(tokens - 1)) }
         // Usage from the upstream's answer, else what was streamed.
         let u = usage ?? Usage(promptTokens: 0, completionTokens: tokens)
-        proxy.promptTokens.add(u.promptTokens, ordering: .relaxed)
-        proxy.completionTokens.add(u.completionTokens, ordering: .relaxed)
+        // Counters only grow, whatever a backend claims.
+        proxy.promptTokens.add(max(0, u.promptTokens), ordering: .relaxed)
+        proxy.completionTokens.add(max(0, u.completionTokens), ordering: .relaxed)
         if holdsAnswer { for t in held { sink?.token(t) } }
         sink?.finished(reason, usage: u, upstream: attempt.name)
     }

@@ -167,6 +167,10 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
     var over = false
     var isChat = false
     var retryAfterNanos: UInt64 = 1_000_000_000
+    /// The two bounds of a stream, on the loop: its first *token* (bytes, comments and empty
+    /// deltas do not count) and its whole length; the HTTP client only times bytes.
+    var firstTokenTimer: TimerHandle?
+    var streamTimer: TimerHandle?
 
     init(upstream: Upstream?, permit: CircuitBreaker.Permit, startedAt: UInt64, listener: AttemptListener) {
         self.upstream = upstream
@@ -209,14 +213,30 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         h.add("Content-Type", "application/json")
         h.add("Accept", "text/event-stream")
         if let key = c.apiKey { h.add("Authorization", "Bearer \(key)") }
+        let firstMs = c.firstTokenTimeoutMs, streamMs = c.streamTimeoutMs
+        firstTokenTimer = loop.schedule(afterNanos: UInt64(firstMs) * 1_000_000) { [weak self] in
+            guard let self, self.tokens == 0 else { return }
+            self.fail(.timeout, "no first token within \(firstMs) ms (first_token_timeout_ms)")
+        }
+        streamTimer = loop.schedule(afterNanos: UInt64(streamMs) * 1_000_000) { [weak self] in
+            self?.fail(.timeout, "the stream did not end within \(streamMs) ms (stream_timeout_ms)")
+        }
         exchange = upstream.pool(on: loop).request(method: "POST", path: c.url.basePath + (isChat ? "/chat/completions" : "/completions"),
                                                    headers: h, body: w.bytes,
                                                    timeouts: HTTPClientTimeouts(connectMs: c.connectTimeoutMs, firstByteMs: c.firstTokenTimeoutMs,
                                                                                 idleMs: c.idleTimeoutMs), delegate: self)
     }
 
+    private func stopTimers() {
+        firstTokenTimer?.cancel()
+        streamTimer?.cancel()
+        firstTokenTimer = nil
+        streamTimer = nil
+    }
+
     func cancel() {
         over = true
+        stopTimers()
         exchange?.cancel()
         exchange = nil
         _ = builtinRun?.cancel()
@@ -226,9 +246,19 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
     private func fail(_ kind: AttemptError.Kind, _ message: String) {
         guard !over else { return }
         over = true
+        stopTimers()
         exchange?.cancel()
         exchange = nil
         listener?.attemptFailed(self, AttemptError(kind: kind, message: message))
+    }
+
+    /// An upstream's usage numbers, if they are believable: whole, not negative, and within what
+    /// any model could count (10 M tokens). Otherwise nil, and our own count stands.
+    static func trustedUsage(_ u: JSONObject) -> Usage? {
+        let limit = 10_000_000
+        guard let pt = u["prompt_tokens"]?.intValue, let ct = u["completion_tokens"]?.intValue,
+              (0...limit).contains(pt), (0...limit).contains(ct) else { return nil }
+        return Usage(promptTokens: pt, completionTokens: ct)
     }
 
     // MARK: HTTPClientDelegate
@@ -270,6 +300,7 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
             if tokens == 0 && (code == "rate_limit_exceeded" || code == "rate_limit_error") {
                 let ms = e["retry_after_ms"]?.intValue ?? 1000
                 over = true
+                stopTimers()
                 exchange?.cancel()
                 exchange = nil
                 listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: UInt64(max(0, min(ms, 3_600_000))) * 1_000_000), message: message))
@@ -277,13 +308,12 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
             }
             return fail(.http(500), message)
         }
-        if let u = o["usage"]?.objectValue, let pt = u["prompt_tokens"]?.intValue, let ct = u["completion_tokens"]?.intValue {
-            usage = Usage(promptTokens: pt, completionTokens: ct)
-        }
+        if let u = o["usage"]?.objectValue, let valid = UpstreamAttempt.trustedUsage(u) { usage = valid }
         guard let choice = o["choices"]?.arrayValue?.first?.objectValue else { return }
         let text = isChat ? choice["delta"]?.objectValue?["content"]?.stringValue : choice["text"]?.stringValue
         if let text, !text.isEmpty {
             tokens += 1
+            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
             listener?.attemptToken(self, text)
         }
         if let r = choice["finish_reason"]?.stringValue {
@@ -294,7 +324,7 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
     func responseEnd() {
         guard !over else { return }
         exchange = nil
-        if status == 429 { over = true; return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
+        if status == 429 { over = true; stopTimers(); return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
         guard status == 200 else {
             let text = String(decoding: errorBody, as: UTF8.self)
             return fail(status >= 500 || status == 408 ? .http(status) : .refused, "HTTP \(status): \(text.prefix(200))")
@@ -302,6 +332,7 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         // The end marker must have come: a stream that just stops is an error, never a silent success.
         guard sawDone else { return fail(.closedEarly, "the stream ended without its end marker after \(tokens) tokens") }
         over = true
+        stopTimers()
         listener?.attemptFinished(self, finishReason ?? .stop, usage: usage)
     }
 
@@ -311,6 +342,7 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         case .connectFailed, .saturated, .tls: fail(.connect, error.description)
         case .timedOut: fail(.timeout, error.description)
         case .malformed: fail(.malformed, error.description)
+        case .invalidRequest: fail(.refused, error.description)
         case .closed: fail(.closedEarly, "\(error.description) after \(tokens) tokens")
         }
     }

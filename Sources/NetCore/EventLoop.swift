@@ -59,10 +59,19 @@ public final class EventLoop: @unchecked Sendable {
 
     public init(name: String) throws(SystemError) {
         self.name = name
-        epfd = try Posix.epollCreate()
-        wakeFD = try Posix.eventfdCreate()
+        // Descriptors are stored only once all are made (a throwing init with every property set
+        // runs deinit; one with some unset does not, so each failure closes what it opened).
+        let ep = try Posix.epollCreate()
+        let wake: Int32
+        do { wake = try Posix.eventfdCreate() } catch { Posix.close(ep); throw error }
+        do { try Posix.epollCtl(ep, EPOLL_CTL_ADD, wake, events: EPOLLIN.rawValue, data: UInt64(UInt32.max)) } catch {
+            Posix.close(ep)
+            Posix.close(wake)
+            throw error
+        }
+        epfd = ep
+        wakeFD = wake
         readBuffer = .allocate(byteCount: EventLoop.readBufferSize, alignment: 16)
-        try Posix.epollCtl(epfd, EPOLL_CTL_ADD, wakeFD, events: EPOLLIN.rawValue, data: UInt64(UInt32.max))
     }
 
     deinit {

@@ -19,6 +19,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
     let admitScript: RedisScript
     let renewScript: RedisScript
     let releaseScript: RedisScript
+    let unadmitScript: RedisScript
     let defaults: Quota
     public let leaseTTLNanos: UInt64
     let windowMs: Int
@@ -31,6 +32,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
         admitScript = try RedisScript.load("admit", from: scriptsDirectory)
         renewScript = try RedisScript.load("renew", from: scriptsDirectory)
         releaseScript = try RedisScript.load("release", from: scriptsDirectory)
+        unadmitScript = try RedisScript.load("unadmit", from: scriptsDirectory)
         self.defaults = defaults
         self.leaseTTLNanos = leaseTTLNanos
         self.windowMs = windowMs
@@ -65,6 +67,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
         case (1, 5): return .admitted(AdmissionGrant(fence: a[1], limit: Int(a[2]), remaining: Int(a[3]), resetMs: Int(a[4])))
         case (2, 3): return .refused(.rateLimited(limit: Int(a[1]), retryAfterMs: Int(a[2])))
         case (3, 3): return .refused(.tooManyConcurrent(limit: Int(a[1]), retryAfterMs: Int(a[2])))
+        case (4, 2): return .ended(fence: a[1])
         default: return nil
         }
     }
@@ -88,6 +91,17 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
                               timeoutNanos: me.timeoutNanos * 4) { _ in }
         }
         fallback?.release(user: user, requestID: requestID)
+    }
+
+    public func unadmit(user: String, requestID: String, fence: Int64) {
+        let box = UncheckedBox(self)
+        onLoop {
+            let me = box.value
+            // Lost, it costs the user one place in the window until it leaves (never a second run).
+            me.connection.run(me.unadmitScript, keys: [AdmissionKeys.window(user), AdmissionKeys.leases(user), AdmissionKeys.admitted(user)],
+                              args: [requestID, "\(fence)"], timeoutNanos: me.timeoutNanos * 4) { _ in }
+        }
+        fallback?.unadmit(user: user, requestID: requestID, fence: fence)
     }
 
     private func onLoop(_ body: @escaping @Sendable () -> Void) {

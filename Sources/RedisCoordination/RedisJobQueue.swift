@@ -139,6 +139,15 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
 
+    public func keepLocator(streamKey: String, ttlMs: Int) {
+        let me = UncheckedBox(self)
+        let body: @Sendable () -> Void = {
+            let q = me.value
+            q.connection.send(["PEXPIRE", q.keys.locatorPrefix + streamKey, "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+        }
+        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
+    }
+
     public func forget(streamKey: String) {
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {

@@ -16,4 +16,10 @@ public enum Files {
         }
         return out
     }
+
+    /// Whether `path` names a regular file (not a directory, device or socket), following links.
+    public static func isRegularFile(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }
 }

@@ -14,19 +14,22 @@ public final class TLSContext: @unchecked Sendable {
 
     /// `caFile`: a PEM bundle to trust instead of the system's store.
     public init(caFile: String?) throws(TLSError) {
+        // The context is stored only once it is complete: a throwing initializer whose stored
+        // properties are all set runs `deinit`, which would free it a second time.
         guard let c = SSL_CTX_new(TLS_client_method()) else { throw TLSError("cannot create a TLS context") }
-        ctx = c
         _ = playground_ctx_min_tls12(c)
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nil)
         if let caFile {
             guard SSL_CTX_load_verify_locations(c, caFile, nil) == 1 else {
+                let why = TLSSession.lastError()
                 SSL_CTX_free(c)
-                throw TLSError("cannot load the CA file \(caFile): \(TLSSession.lastError())")
+                throw TLSError("cannot load the CA file \(caFile): \(why)")
             }
         } else if SSL_CTX_set_default_verify_paths(c) != 1 {
             SSL_CTX_free(c)
             throw TLSError("cannot load the system's trusted certificates")
         }
+        ctx = c
     }
 
     deinit { SSL_CTX_free(ctx) }
@@ -42,13 +45,12 @@ public final class TLSSession {
     let host: String
 
     public init(context: TLSContext, host: String) throws(TLSError) {
+        // As in TLSContext: every failure frees what was made and throws before a stored
+        // property is set, so `deinit` never sees a half-made session.
         guard let s = SSL_new(context.ctx) else { throw TLSError("cannot create a TLS session") }
-        guard let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else { SSL_free(s); throw TLSError("out of memory") }
-        ssl = s
-        rbio = r
-        wbio = w
-        self.host = host
-        SSL_set_bio(s, r, w)  // the session owns both BIOs now
+        guard let r = BIO_new(BIO_s_mem()) else { SSL_free(s); throw TLSError("out of memory") }
+        guard let w = BIO_new(BIO_s_mem()) else { _ = BIO_free(r); SSL_free(s); throw TLSError("out of memory") }
+        SSL_set_bio(s, r, w)  // the session owns both BIOs now: SSL_free frees them
         SSL_set_connect_state(s)
         // Verify the name the URL gave: an IP address against the certificate's IP entries, a
         // name against its DNS names (and sent as SNI).
@@ -58,6 +60,10 @@ public final class TLSSession {
         } else {
             guard SSL_set1_host(s, host) == 1, playground_ssl_set_sni(s, host) == 1 else { SSL_free(s); throw TLSError("bad host name \(host)") }
         }
+        ssl = s
+        rbio = r
+        wbio = w
+        self.host = host
     }
 
     deinit { SSL_free(ssl) }

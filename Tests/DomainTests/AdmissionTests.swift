@@ -65,4 +65,40 @@ final class AdmissionLedgerTests: XCTestCase {
         l.sweep(now: 200 * s)
         XCTAssertEqual(l.trackedUsers, 0, "idle users are forgotten")
     }
+
+    /// Issue 15 item 2: an id that ran is never run again in the window, whatever was dropped
+    /// meanwhile (released, or its lease expired), and never gets a grant without a lease.
+    func testAnEndedRequestIDIsNeverAdmittedAgainInItsWindow() {
+        var l = AdmissionLedger(leaseTTLNanos: 30 * s)
+        let q = Quota(requestsPerMinute: 10, concurrency: 2)
+        guard case .admitted(let g) = l.admit(user: "u", requestID: "x", quota: q, now: 0) else { return XCTFail() }
+        l.release(user: "u", requestID: "x")
+        XCTAssertEqual(l.admit(user: "u", requestID: "x", quota: q, now: s), .ended(fence: g.fence))
+        XCTAssertEqual(l.leasesHeld(user: "u", now: s), 0, "no lease was taken for it")
+        // A lease that expired (its holder died) ends it just the same.
+        guard case .admitted(let h) = l.admit(user: "u", requestID: "y", quota: q, now: 2 * s) else { return XCTFail() }
+        XCTAssertEqual(l.admit(user: "u", requestID: "y", quota: q, now: 40 * s), .ended(fence: h.fence))
+        // Once it left the window, the id is a new request (counted as one).
+        guard case .admitted(let again) = l.admit(user: "u", requestID: "x", quota: q, now: 61 * s) else { return XCTFail() }
+        XCTAssertGreaterThan(again.fence, h.fence)
+    }
+
+    /// Issue 15 item 10: a request refused as busy after admission is taken back: no quota, no
+    /// lease, and the same id is admitted afresh at once; only that admission's fence counts.
+    func testUnadmitTakesBackQuotaLeaseAndRecord() {
+        var l = AdmissionLedger()
+        let q = Quota(requestsPerMinute: 2, concurrency: 1)
+        guard case .admitted(let g) = l.admit(user: "u", requestID: "busy", quota: q, now: 0) else { return XCTFail() }
+        l.unadmit(user: "u", requestID: "busy", fence: g.fence + 1)
+        XCTAssertEqual(l.leasesHeld(user: "u", now: 1), 1, "another fence is not taken back")
+        l.unadmit(user: "u", requestID: "busy", fence: g.fence)
+        XCTAssertEqual(l.leasesHeld(user: "u", now: 1), 0)
+        guard case .admitted(let retry) = l.admit(user: "u", requestID: "busy", quota: q, now: s) else { return XCTFail("retryable at once") }
+        XCTAssertEqual(retry.remaining, 1, "the refused attempt used no quota")
+        XCTAssertGreaterThan(retry.fence, g.fence)
+        l.release(user: "u", requestID: "busy")
+        guard case .admitted(let other) = l.admit(user: "u", requestID: "other", quota: q, now: 2 * s) else { return XCTFail() }
+        XCTAssertEqual(other.remaining, 0)
+        guard case .refused(.rateLimited) = l.admit(user: "u", requestID: "third", quota: q, now: 3 * s) else { return XCTFail() }
+    }
 }

@@ -73,6 +73,32 @@ final class AdmissionScriptTests: RedisTestCase {
         }
     }
 
+    /// admit.lua keeps the ledger's rule: an id whose lease is gone has ended and is never run
+    /// again in its window (issue 15 item 2); unadmit.lua takes a busy refusal back (item 10).
+    func testEndedIDsAreNotReadmittedAndUnadmitRefunds() throws {
+        let conn = try connect()
+        let a = try admission(conn, rpm: 2, concurrency: 2, windowMs: 60_000, ttlMs: 300)
+        let u = user()
+        guard case .admitted(let gx) = admit(a, u, "x") else { return XCTFail() }
+        a.release(user: u, requestID: "x")
+        usleep(30_000)
+        XCTAssertEqual(admit(a, u, "x"), .ended(fence: gx.fence))
+        XCTAssertEqual(try call(conn, ["ZSCORE", AdmissionKeys.leases(u), "x"]).get(), .null, "no lease for an ended id")
+        guard case .admitted(let gy) = admit(a, u, "y") else { return XCTFail() }
+        usleep(400_000)  // y's lease expires: its holder died
+        XCTAssertEqual(admit(a, u, "y"), .ended(fence: gy.fence))
+        // The window is full (x, y): a busy refusal of z... first free a place by taking y back.
+        a.unadmit(user: u, requestID: "y", fence: gy.fence + 7)  // not its fence: nothing happens
+        usleep(30_000)
+        guard case .refused(.rateLimited(2, _)) = admit(a, u, "z") else { return XCTFail("a wrong fence takes nothing back") }
+        a.unadmit(user: u, requestID: "y", fence: gy.fence)
+        usleep(30_000)
+        XCTAssertEqual(try call(conn, ["HEXISTS", AdmissionKeys.admitted(u), "y"]).get(), .integer(0))
+        guard case .admitted(let gz) = admit(a, u, "z") else { return XCTFail("y's place in the window came back") }
+        XCTAssertEqual(gz.remaining, 0)
+        guard case .refused = admit(a, u, "y") else { return XCTFail("y is a new request now, and the window is full") }
+    }
+
     func testQuotaOverrideAndScriptFlush() throws {
         let conn = try connect()
         let a = try admission(conn, rpm: 100, concurrency: 100, windowMs: 60_000)
@@ -111,4 +137,7 @@ final class LocalLedgerAdmission: Admission, @unchecked Sendable {
     }
     func renew(user: String, requestID: String) {}
     func release(user: String, requestID: String) { ledger.withLock { $0.release(user: user, requestID: requestID) } }
+    func unadmit(user: String, requestID: String, fence: Int64) {
+        ledger.withLock { $0.unadmit(user: user, requestID: requestID, fence: fence) }
+    }
 }

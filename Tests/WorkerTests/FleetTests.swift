@@ -77,6 +77,7 @@ final class MemoryQueue: JobQueue, StreamDirectory, @unchecked Sendable {
     }
     func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) { state.withLock { $0.transcripts[streamKey] = transcript } }
     func forget(streamKey: String) { state.withLock { $0.holders[streamKey] = nil } }
+    func keepLocator(streamKey: String, ttlMs: Int) {}
 }
 
 /// The relay port in memory: one ordered delivery queue, like one Redis connection.
