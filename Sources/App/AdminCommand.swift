@@ -73,14 +73,13 @@ enum AdminCommand {
         let conn = try connection(a)
         switch words[1] {
         case "create":
-            guard let user = a.optionalString("user"), !user.isEmpty, user.utf8.count <= 200 else {
-                throw ArgumentError(message: "--user is required (at most 200 bytes)")
-            }
-            let (id, key) = try KeyAdmin.create(conn, user: user, org: a.optionalString("org"))
+            let user = try AdminCommand.name(a, "user")
+            let org = try a.optionalString("org").map { _ in try AdminCommand.name(a, "org") }
+            let (id, key) = try KeyAdmin.create(conn, user: user, org: org)
             printError("created key \(id) for user \(user); it is shown once — store it now:")
             printLine(key)
         case "list":
-            let keys = try KeyAdmin.list(conn, user: a.optionalString("user"))
+            let keys = try KeyAdmin.list(conn, user: a.optionalString("user").map { _ in try AdminCommand.name(a, "user") })
             printLine("id\tprefix\tuser\torg\tcreated\trevoked")
             for k in keys {
                 printLine("\(k.id)\t\(k.prefix)…\t\(k.userID)\t\(k.orgID ?? "-")\t\(k.createdAt)\t\(k.revokedAt ?? "-")")
@@ -96,6 +95,14 @@ enum AdminCommand {
 }
 
 extension AdminCommand {
+    /// A user or org name from `--<option>`: required, and checked by the one rule every entry
+    /// point shares (Identity.nameProblem), so no list can print a forged line.
+    static func name(_ a: Arguments, _ option: String) throws -> String {
+        guard let v = a.optionalString(option) else { throw ArgumentError(message: "--\(option) is required") }
+        if let problem = Identity.nameProblem(v) { throw ArgumentError(message: "--\(option): \(problem)") }
+        return v
+    }
+
     /// Revokes in the database (nodes hear it through LISTEN) and in the shared identity cache
     /// (so no node honours the key from the cache during an outage). While the database is down a
     /// key id is revoked in the cache alone and recorded in the database by a node's replayer
@@ -163,10 +170,7 @@ enum QuotaAdmin {
         }
     }
 
-    static func user(_ a: Arguments) throws -> String {
-        guard let u = a.optionalString("user"), !u.isEmpty, u.utf8.count <= 200 else { throw ArgumentError(message: "--user is required") }
-        return u
-    }
+    static func user(_ a: Arguments) throws -> String { try AdminCommand.name(a, "user") }
 
     /// 30s, 10m, 1h, 2d (or plain seconds) → milliseconds.
     static func duration(_ s: String) -> Int? {
@@ -223,6 +227,12 @@ enum QuotaAdmin {
             for k in keys {
                 guard k.hasPrefix("{u:"), let close = k.lastIndex(of: "}") else { continue }
                 let u = String(k[k.index(k.startIndex, offsetBy: 3)..<close])
+                // Written by something other than this command (which refuses such names): shown
+                // escaped, never as a line of its own.
+                guard Identity.nameProblem(u) == nil else {
+                    printLine("\(u.unicodeScalars.map { $0.escaped(asASCII: true) }.joined())\t(not a valid user name: clear it with redis-cli)")
+                    continue
+                }
                 printLine(try row(r, u))
             }
         default:

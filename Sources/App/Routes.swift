@@ -12,8 +12,10 @@ import WebSocket
 enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, completions: CompletionService,
                         metrics: [Metrics], modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
-                        redisUp: (@Sendable () -> Bool)? = nil, extraMetrics: (@Sendable () -> String)? = nil) throws {
-        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp, extraMetrics: extraMetrics)
+                        redisUp: (@Sendable () -> Bool)? = nil, redisRefusesWrites: (@Sendable () -> Bool)? = nil,
+                        extraMetrics: (@Sendable () -> String)? = nil) throws {
+        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp, redisRefusesWrites: redisRefusesWrites,
+                   extraMetrics: extraMetrics)
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator,
@@ -33,6 +35,7 @@ enum Routes {
     /// What every role serves: /healthz, /readyz (503 while draining; degraded while Redis is
     /// down) and /metrics (each set once).
     static func installOps(on router: Router, completions: CompletionService, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?,
+                           redisRefusesWrites: (@Sendable () -> Bool)? = nil,
                            extraMetrics: (@Sendable () -> String)? = nil) {
         var sets: [Metrics] = []
         for m in metrics where !sets.contains(where: { $0 === m }) { sets.append(m) }
@@ -44,6 +47,10 @@ enum Routes {
             } else if let redisUp, !redisUp() {
                 // Still up (what it does then is the README's Redis-down policy), but say so.
                 r.sendJSON("{\"status\":\"degraded\",\"redis\":\"down\"}")
+            } else if let redisRefusesWrites, redisRefusesWrites() {
+                // Up, but refusing writes (maxmemory, a failed snapshot): admissions and queued
+                // writes fail as they would with Redis down.
+                r.sendJSON("{\"status\":\"degraded\",\"redis\":\"refusing writes\"}")
             } else {
                 r.sendJSON("{\"status\":\"ready\"}")
             }

@@ -417,15 +417,17 @@ enum ServeCommand {
                 identities.startListening()
             }
             try Routes.install(on: router, config: config, api: api, completions: completions, metrics: [metrics, runner.metrics], modelServer: modelServer,
-                               identities: identities, sessions: sessions, redisUp: redis?.isUp, extraMetrics: proxyMetrics)
+                               identities: identities, sessions: sessions, redisUp: redis?.isUp, redisRefusesWrites: redis?.refusesWrites,
+                               extraMetrics: proxyMetrics)
         } else {
             Routes.installOps(on: router, completions: completions, metrics: [metrics, runner.metrics], redisUp: redis?.isUp,
-                              extraMetrics: proxyMetrics)
+                              redisRefusesWrites: redis?.refusesWrites, extraMetrics: proxyMetrics)
         }
         var http = HTTPServerConfiguration()
         http.requestReadTimeoutNanos = UInt64(config.requestReadTimeoutMs) * 1_000_000
         http.idleTimeoutNanos = UInt64(config.idleTimeoutMs) * 1_000_000
         http.sharePort = config.sharePort
+        http.logger = logger
         let server = HTTPServer(router: router, configuration: http)
         let address = try server.start(group: group, host: config.host, port: config.port)
         group.start()
@@ -497,6 +499,12 @@ struct FleetRedis {
     var isUp: @Sendable () -> Bool {
         let c = UncheckedBox(commands), s = UncheckedBox(subscriptions)
         return { c.value.isUp && s.value.isUp }
+    }
+
+    /// Whether Redis answers but refused a write lately (out of memory, a failed snapshot).
+    var refusesWrites: @Sendable () -> Bool {
+        let c = UncheckedBox(commands)
+        return { c.value.refusedWritesRecently() }
     }
 }
 

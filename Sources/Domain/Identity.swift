@@ -13,6 +13,22 @@ public struct Identity: Sendable, Equatable {
 
     /// The identity used when a node runs with `--auth off` (benchmarks, local experiments).
     public static let anonymous = Identity(userID: "local", orgID: nil, keyID: 0)
+
+    /// What is wrong with a user (or org) name, or nil: 1...200 bytes of visible characters — no
+    /// spaces, tabs, line breaks or other control or format characters, which would forge lines
+    /// and columns wherever names are printed (CLI lists, logs) and split protocol fields.
+    public static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "must not be empty" }
+        if name.utf8.count > 200 { return "at most 200 bytes (this one has \(name.utf8.count))" }
+        for u in name.unicodeScalars {
+            switch u.properties.generalCategory {
+            case .control, .format, .spaceSeparator, .lineSeparator, .paragraphSeparator, .surrogate, .unassigned, .privateUse:
+                return "only visible characters: no spaces, tabs, line breaks or control characters (U+\(String(u.value, radix: 16, uppercase: true)))"
+            default: continue
+            }
+        }
+        return nil
+    }
 }
 
 /// A credential stopped being valid, as the account store announces it (LISTEN/NOTIFY).

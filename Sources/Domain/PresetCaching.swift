@@ -103,10 +103,15 @@ public struct PresetWrite: Sendable, Equatable {
     }
 }
 
-public enum OutboxAppendError: Error, Sendable {
-    /// The user has too many writes waiting.
-    case full
+public enum OutboxAppendError: Error, Sendable, Equatable {
+    /// A bound was reached: the user's writes waiting (count or bytes), or every user's bytes.
+    case full(OutboxBound)
     case unavailable
+}
+
+/// The bounds of the outbox, each with its limit: what a refusal names.
+public enum OutboxBound: String, Sendable, Equatable {
+    case userCount = "user_count", userBytes = "user_bytes", totalBytes = "total_bytes"
 }
 
 /// Where writes wait while the database is down (one ordered stream per user). `done` may run on any thread.
@@ -114,6 +119,9 @@ public protocol PresetOutbox: AnyObject, Sendable {
     /// Whether the user has writes waiting (new writes must queue behind them to keep their
     /// order); nil when the outbox cannot answer.
     func hasQueued(user: String, done: @escaping @Sendable (Bool?) -> Void)
+    /// Whether a write of `bytes` would fit now (nil), or which bound refuses it; one cheap call,
+    /// made before any costly work so a refusal costs the node next to nothing.
+    func room(user: String, bytes: Int, done: @escaping @Sendable (OutboxAppendError?) -> Void)
     /// Appends the write and, in the same step, shows its result in the cache (`showing`: the
     /// preset as it will be; nil for a delete).
     func append(_ write: PresetWrite, showing: Preset?, done: @escaping @Sendable (Result<Void, OutboxAppendError>) -> Void)

@@ -27,6 +27,8 @@ public final class Metrics: Sendable {
     public let presetCacheMisses = Atomic<Int>(0)
     public let presetReadsDegraded = Atomic<Int>(0)
     public let presetWritesQueued = Atomic<Int>(0)
+    /// Preset writes refused because the outbox reached a bound (user count, user bytes, total bytes).
+    public let presetWritesRefusedFull = Mutex<[OutboxBound: Int]>([:])
     public let presetWritesReplayed = Atomic<Int>(0)
     public let presetWritesFailed = Atomic<Int>(0)
     public let ttft = Histogram(bounds: [1, 2, 5, 10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000])
@@ -86,6 +88,11 @@ public final class Metrics: Sendable {
                               ("playground_preset_writes_replayed_total", "Queued preset writes applied to the database by this node.", presetWritesReplayed.load(ordering: .relaxed)),
                               ("playground_preset_writes_failed_total", "Queued preset writes that could not be applied any more (kept for their owner).", presetWritesFailed.load(ordering: .relaxed))] {
                 out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
+            }
+            let n = "playground_preset_writes_refused_full_total"
+            out += "# HELP \(n) Preset writes refused during an outage because the outbox reached a bound.\n# TYPE \(n) counter\n"
+            for bound in [OutboxBound.userCount, .userBytes, .totalBytes] {
+                out += "\(n){bound=\"\(bound.rawValue)\"} \(presetWritesRefusedFull.withLock { $0[bound] ?? 0 })\n"
             }
         }
         ttft.render("\(p)_ttft_ms", help: "Time to first token, milliseconds.", into: &out)

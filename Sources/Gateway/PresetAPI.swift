@@ -81,8 +81,14 @@ public final class PresetAPI: @unchecked Sendable {
         APIError(.conflict, "you already have a preset named '\(name ?? "")' (names are unique, ignoring case)", field: "name")
     }
 
-    static func queueFull() -> APIError {
-        APIError(.presetsDegraded, "you have too many preset changes waiting for the preset store; try again when it is back", retryAfterMs: 5000)
+    static func queueFull(_ bound: OutboxBound) -> APIError {
+        let what: String
+        switch bound {
+        case .userCount: what = "you have too many preset changes waiting for the preset store"
+        case .userBytes: what = "your preset changes waiting for the preset store are too large together"
+        case .totalBytes: what = "too many preset changes are waiting for the preset store"
+        }
+        return APIError(.presetsDegraded, "\(what); try again when it is back", retryAfterMs: 5000)
     }
 
     func respond(_ reply: APIReply, status: Int = 200, _ preset: Preset, pending: Bool = false, degraded: Bool = false) {
@@ -335,10 +341,16 @@ public final class PresetAPI: @unchecked Sendable {
         cache.fill(user: user.userID, [p]) { _ in loop.execute { t.value() } }
     }
 
-    static func respondDeleted(_ reply: APIReply, _ id: String, pending: Bool = false) {
+    /// `unverified`: queued during an outage for a preset the cache does not hold, so whether it
+    /// exists could not be checked; the delete applies when the database is back, if it does.
+    static func respondDeleted(_ reply: APIReply, _ id: String, pending: Bool = false, unverified: Bool = false) {
         var w = JSONWriter()
         w.beginObject(); w.key("id"); w.string(id); w.key("deleted"); w.bool(true)
         if pending { w.key("pending"); w.bool(true) }
+        if unverified {
+            w.key("verified"); w.bool(false)
+            w.key("message"); w.string("the preset store is down and this preset is not in the cache: the delete is applied when the store is back, if the preset exists")
+        }
         w.endObject()
         reply.respond(status: pending ? 202 : 200, json: w.bytes)
     }
@@ -352,6 +364,28 @@ public final class PresetAPI: @unchecked Sendable {
         let rb = UncheckedBox(reply)
         let now = PresetAPI.nowISO()
         let write = PresetWrite(key: Credentials.newUUID(), op: op, presetID: id, userID: user.userID, orgID: user.orgID, fields: fields, queuedAt: now)
+        // Whether it fits first (one cheap call): a refusal never reads the user's cached presets.
+        outbox.room(user: user.userID, bytes: write.encoded.utf8.count) { [self] refusal in
+            loop.execute { [self] in
+                switch refusal {
+                case nil: enqueue(write, op, id: id, fields: fields, user: user, now: now, reply: rb.value)
+                case .full(let bound)?: refuseFull(bound, reply: rb.value)
+                case .unavailable?: rb.value.fail(PresetAPI.unavailable)
+                }
+            }
+        }
+    }
+
+    private func refuseFull(_ bound: OutboxBound, reply: APIReply) {
+        metrics.presetWritesRefusedFull.withLock { $0[bound, default: 0] += 1 }
+        reply.fail(PresetAPI.queueFull(bound))
+    }
+
+    private func enqueue(_ write: PresetWrite, _ op: PresetWrite.Op, id: String, fields: PresetFields, user: Identity, now: String,
+                         reply: APIReply) {
+        guard let outbox, let cache else { return reply.fail(PresetAPI.unavailable) }
+        let loop = reply.loop
+        let rb = UncheckedBox(reply)
         cache.recent(user: user.userID) { [self] cached in
             loop.execute { [self] in
                 let reply = rb.value
@@ -386,9 +420,9 @@ public final class PresetAPI: @unchecked Sendable {
                         case .success:
                             metrics.presetWritesQueued.add(1, ordering: .relaxed)
                             if let shown { noteWritten(shown); respond(reply, status: 202, shown, pending: true) } else {
-                                PresetAPI.respondDeleted(reply, id, pending: true)
+                                PresetAPI.respondDeleted(reply, id, pending: true, unverified: current == nil)
                             }
-                        case .failure(.full): reply.fail(PresetAPI.queueFull())
+                        case .failure(.full(let bound)): refuseFull(bound, reply: reply)
                         case .failure(.unavailable):
                             reply.fail(PresetAPI.unavailable)
                         }

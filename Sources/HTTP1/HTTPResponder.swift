@@ -33,8 +33,13 @@ public final class HTTPResponder {
         let isHead = head.method == "HEAD"
         let bytes = HTTPResponseEncoder.head(status: status, headers: headers, contentLength: body.count, chunked: false,
                                              keepAlive: keepAlive, date: owner.dateCache.current())
-        owner.connection.write(bytes)
-        if !isHead && !body.isEmpty { owner.connection.write(body) }
+        // The outbound cap drops readers too slow for a stream; one complete answer larger than
+        // it (a big /metrics, a large export) is not that: the cap makes room for it.
+        let c = owner.connection
+        let size = bytes.count + (isHead ? 0 : body.count)
+        if c.pendingOutboundBytes + size > c.maxOutboundBytes { c.maxOutboundBytes = c.pendingOutboundBytes + size + owner.configuration.maxOutboundBytes }
+        c.write(bytes)
+        if !isHead && !body.isEmpty { c.write(body) }
         owner.responderFinished(self, keepAlive: keepAlive)
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NetCore
 import Runtime
 
@@ -13,6 +16,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxPipelineBufferBytes = 64 * 1024
     /// Join a port another process already listens on (SO_REUSEPORT), splitting its traffic.
     public var sharePort = false
+    /// Where a connection dropped mid-answer is reported (nil: nowhere).
+    public var logger: Logger?
     public init() {}
 }
 
@@ -238,6 +243,11 @@ final class HTTPServerConnection: ConnectionHandler {
     }
 
     func connectionClosed(_ c: Connection, error: SystemError?) {
+        // An answer dropped because it could not be sent (the outbound cap) is never silent.
+        if let error, error.errno == ENOBUFS, let active, let logger = configuration.logger {
+            logger.warning("connection dropped before its answer was sent", ["path": String(active.head.path.prefix(200)),
+                                                                               "error": error.description])
+        }
         timer?.cancel()
         timer = nil
         active?.connectionDidClose()

@@ -326,8 +326,11 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         exchange = nil
         if status == 429 { over = true; stopTimers(); return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
         guard status == 200 else {
+            // A 4xx is about the request the client sent: its words are the client's to read. A
+            // 5xx body is the upstream's own business (stack traces, hosts): not passed on.
+            if status >= 500 || status == 408 { return fail(.http(status), "HTTP \(status)") }
             let text = String(decoding: errorBody, as: UTF8.self)
-            return fail(status >= 500 || status == 408 ? .http(status) : .refused, "HTTP \(status): \(text.prefix(200))")
+            return fail(.refused, "HTTP \(status): \(text.prefix(200))")
         }
         // The end marker must have come: a stream that just stops is an error, never a silent success.
         guard sawDone else { return fail(.closedEarly, "the stream ended without its end marker after \(tokens) tokens") }

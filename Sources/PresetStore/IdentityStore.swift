@@ -225,7 +225,7 @@ public final class IdentityStore: @unchecked Sendable {
                 WHERE key_hash = ANY (SELECT decode(h, 'hex') FROM unnest($1::text[]) h) AND revoked_at IS NULL
                 """, ["{" + keys.keys.joined(separator: ",") + "}"])
             for r in rows.rows {
-                if let h = r[0], let c = keys[h], let id = r[1].flatMap(Int64.init), let user = r[2] {
+                if let h = r[0], let c = keys[h], let id = r[1].flatMap(Int64.init), let user = r[2], Identity.nameProblem(user) == nil {
                     out[c] = Identity(userID: user, orgID: r[3], keyID: id)
                 }
             }
@@ -237,7 +237,7 @@ public final class IdentityStore: @unchecked Sendable {
                   AND s.expires_at > now() AND k.revoked_at IS NULL
                 """, ["{" + sessions.keys.joined(separator: ",") + "}"])
             for r in rows.rows {
-                if let h = r[0], let c = sessions[h], let id = r[1].flatMap(Int64.init), let user = r[2] {
+                if let h = r[0], let c = sessions[h], let id = r[1].flatMap(Int64.init), let user = r[2], Identity.nameProblem(user) == nil {
                     out[c] = Identity(userID: user, orgID: r[3], keyID: id)
                 }
             }
@@ -257,7 +257,10 @@ public final class IdentityStore: @unchecked Sendable {
                 WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
                 """, [Credentials.bytea(Credentials.sha256(t))])
         }
-        guard rows.count == 1, let id = rows.rows[0][0].flatMap(Int64.init), let user = rows.rows[0][1] else { return nil }
+        // A name that breaks the rule (written by hand or an older version) is no identity.
+        guard rows.count == 1, let id = rows.rows[0][0].flatMap(Int64.init), let user = rows.rows[0][1], Identity.nameProblem(user) == nil else {
+            return nil
+        }
         return Identity(userID: user, orgID: rows.rows[0][2], keyID: id)
     }
 
@@ -319,10 +322,15 @@ public final class IdentityStore: @unchecked Sendable {
     }
 
     private func listenLoop() {
+        // Warned at most every 30 s while the database stays away (it retries twice a second).
+        var lastWarned: UInt64 = 0
+        var failures = 0
         while !stopping.load(ordering: .acquiring) {
             do throws(PGError) {
                 let conn = try PGConnection(url: pool.url)
                 try conn.query("LISTEN playground_auth")
+                lastWarned = 0
+                failures = 0
                 // Anything cached before we listened may have been revoked meanwhile.
                 cache.withLock { $0.removeAll() }
                 onRevocation?(.recheckAll)
@@ -334,7 +342,13 @@ public final class IdentityStore: @unchecked Sendable {
                     if !conn.isHealthy { break }
                 }
             } catch {
-                logger.warning("revocation feed down; identity cache bypassed", ["error": error.message])
+                failures += 1
+                let now = monotonicNanos()
+                if lastWarned == 0 || now - lastWarned >= 30_000_000_000 {
+                    logger.warning("revocation feed down; identity cache bypassed", ["error": error.message, "attempts": "\(failures)"])
+                    lastWarned = now
+                    failures = 0
+                }
             }
             if !stopping.load(ordering: .acquiring) { usleep(500_000) }
         }
@@ -367,6 +381,10 @@ public enum KeyAdmin {
     }
 
     public static func create(_ conn: PGConnection, user: String, org: String?) throws(PGError) -> (Int64, String) {
+        for (field, name) in [("user", user), ("org", org)] {
+            guard let name, let problem = Identity.nameProblem(name) else { continue }
+            throw PGError(kind: .invalidInput, sqlState: nil, message: "\(field): \(problem)")
+        }
         let key = Credentials.newKey()
         let rows = try conn.query("INSERT INTO api_keys (key_hash, prefix, user_id, org_id) VALUES ($1, $2, $3, $4) RETURNING id",
                                   [Credentials.bytea(Credentials.sha256(key)), String(key.prefix(12)), user, org])

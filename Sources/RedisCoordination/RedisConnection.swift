@@ -146,15 +146,34 @@ public final class RedisConnection: Pollable {
     final class Pending {
         let deadline: UInt64
         var done: ((Result<RedisReply, RedisError>) -> Void)?
-        init(deadline: UInt64, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
+        unowned let connection: RedisConnection
+        init(deadline: UInt64, connection: RedisConnection, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
             self.deadline = deadline
+            self.connection = connection
             self.done = done
         }
         func complete(_ r: Result<RedisReply, RedisError>) {
+            if case .success(.error(let e)) = r { connection.noteError(e) }
             let d = done
             done = nil
             d?(r)
         }
+    }
+
+    /// When Redis last refused a write (out of memory, a failed snapshot, a read-only replica):
+    /// it is up but cannot take writes, which /readyz reports.
+    private let writesRefusedAt = Atomic<UInt64>(0)
+
+    func noteError(_ e: String) {
+        if e.hasPrefix("OOM") || e.hasPrefix("MISCONF") || e.hasPrefix("READONLY") || e.hasPrefix("NOREPLICAS") {
+            writesRefusedAt.store(monotonicNanos() | 1, ordering: .relaxed)
+        }
+    }
+
+    /// Whether Redis refused a write in the last `withinNanos` (any thread).
+    public func refusedWritesRecently(withinNanos: UInt64 = 5_000_000_000) -> Bool {
+        let at = writesRefusedAt.load(ordering: .relaxed)
+        return at != 0 && monotonicNanos() &- at < withinNanos
     }
 
     public init(endpoint: RedisEndpoint, loop: EventLoop, connectTimeoutNanos: UInt64 = 1_000_000_000, logger: Logger) {
@@ -179,7 +198,7 @@ public final class RedisConnection: Pollable {
     /// `.error` reply, not a failure), or why there is none.
     public func send(_ args: [String], timeoutNanos: UInt64, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
         guard isReady, let c = context else { return done(.failure(.unavailable)) }
-        let p = Pending(deadline: loop.now &+ timeoutNanos, done: done)
+        let p = Pending(deadline: loop.now &+ timeoutNanos, connection: self, done: done)
         guard RedisConnection.write(c, args, p) else { return done(.failure(.disconnected)) }
         pending.append(p)
         armDeadline(p.deadline)
@@ -283,7 +302,7 @@ public final class RedisConnection: Pollable {
         var left = setup.count
         var failed = false
         for cmd in setup {
-            let p = Pending(deadline: loop.now &+ connectTimeoutNanos) { [weak self] r in
+            let p = Pending(deadline: loop.now &+ connectTimeoutNanos, connection: self) { [weak self] r in
                 guard let self else { return }
                 left -= 1
                 if case .success(let reply) = r, !reply.isError {} else if !failed {

@@ -1,6 +1,7 @@
 import Domain
 import NetCore
 import Runtime
+import Synchronization
 
 /// Where presets, the outbox and identities live in Redis. `namespace` names the database they
 /// come from (several deployments, or tests, may share one Redis). A user's preset keys share the
@@ -28,6 +29,12 @@ public struct PresetCacheKeys: Sendable {
     public func gone(_ user: String) -> String { tag(user) + ":gone" }
     public func outbox(_ user: String) -> String { tag(user) + ":outbox" }
     public func outboxLock(_ user: String) -> String { tag(user) + ":outbox-lock" }
+    /// The bytes of the user's queued writes (outbox_append.lua adds, outbox_ack.lua takes off).
+    public func outboxBytes(_ user: String) -> String { tag(user) + ":outbox-bytes" }
+    public func outboxUnreadable(_ user: String) -> String { outbox(user) + "-unreadable" }
+    /// Every user's queued bytes (not in any user's slot: kept beside the scripts, a soft bound
+    /// reset whenever no user has writes waiting).
+    public var outboxTotalBytes: String { "playground:outbox:\(namespace):bytes" }
     /// Users with writes waiting (the replayer's index).
     public var outboxUsers: String { "playground:outbox:\(namespace):users" }
 
@@ -48,6 +55,10 @@ public struct PresetCachePolicy: Sendable {
     public var tombstoneMs = 3600 * 1000
     /// Writes one user may have waiting in the outbox.
     public var maxQueuedPerUser = 10_000
+    /// Bytes of writes one user may have waiting (a few hundred large presets).
+    public var maxQueuedBytesPerUser = 16 << 20
+    /// Bytes of writes every user together may have waiting: Redis memory the outbox may take.
+    public var maxQueuedBytesTotal = 512 << 20
     /// How long an identity stays usable from the shared cache (and a revocation is remembered).
     public var identityTTLMs = 3600 * 1000
     /// Redis calls on a request's path give up after this long (the request then acts as if the
@@ -162,19 +173,46 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
         }
     }
 
+    public func room(user: String, bytes: Int, done: @escaping @Sendable (OutboxAppendError?) -> Void) {
+        onLoop { me in
+            let p = me.policy
+            // Two commands on one connection, answered in order: the second's callback sees both.
+            let userState = Mutex<(Int, Int)?>(nil)
+            me.connection.send(["EVAL", "return {redis.call('XLEN', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}", "2",
+                                me.keys.outbox(user), me.keys.outboxBytes(user)], timeoutNanos: p.timeoutNanos) { r in
+                if case .success(let reply) = r, let a = reply.array, a.count == 2, let n = a[0].integer, let b = a[1].integer {
+                    userState.withLock { $0 = (Int(n), Int(b)) }
+                }
+            }
+            me.connection.send(["GET", me.keys.outboxTotalBytes], timeoutNanos: p.timeoutNanos) { r in
+                guard let (n, b) = userState.withLock({ $0 }), case .success(let reply) = r else { return done(.unavailable) }
+                let total = reply.string.flatMap { Int($0) } ?? 0
+                if n >= p.maxQueuedPerUser { return done(.full(.userCount)) }
+                if n > 0 && b + bytes > p.maxQueuedBytesPerUser { return done(.full(.userBytes)) }
+                if total + bytes > p.maxQueuedBytesTotal { return done(.full(.totalBytes)) }
+                done(nil)
+            }
+        }
+    }
+
     public func append(_ write: PresetWrite, showing: Preset?, done: @escaping @Sendable (Result<Void, OutboxAppendError>) -> Void) {
         onLoop { me in
             let user = write.userID
             // The index first: if the script then fails, the replayer finds an empty stream (harmless).
             me.connection.send(["SADD", me.keys.outboxUsers, user], timeoutNanos: me.policy.timeoutNanos) { _ in }
             let shown = showing.map { CachedPreset(preset: $0, pending: true) }
-            let args = ["\(me.policy.maxQueuedPerUser)", write.encoded, write.presetID, "\(me.policy.ttlMs)", shown == nil ? "gone" : "show",
-                        "\(shown?.preset.version ?? 0)", "\(shown?.createdScore ?? 0)", shown?.encoded ?? ""]
-            me.connection.run(me.appendScript, keys: [me.keys.outbox(user), me.keys.presets(user), me.keys.recent(user), me.keys.gone(user)],
+            let encoded = write.encoded
+            let args = ["\(me.policy.maxQueuedPerUser)", encoded, write.presetID, "\(me.policy.ttlMs)", shown == nil ? "gone" : "show",
+                        "\(shown?.preset.version ?? 0)", "\(shown?.createdScore ?? 0)", shown?.encoded ?? "", "\(me.policy.maxQueuedBytesPerUser)"]
+            me.connection.run(me.appendScript, keys: [me.keys.outbox(user), me.keys.presets(user), me.keys.recent(user), me.keys.gone(user),
+                                                      me.keys.outboxBytes(user)],
                               args: args, timeoutNanos: me.policy.timeoutNanos * 4) { r in
                 switch r {
-                case .success(.error(let e)) where e.hasPrefix("FULL"): done(.failure(.full))
-                case .success(let reply) where reply.string != nil && !reply.isError: done(.success(()))
+                case .success(.error(let e)) where e.hasPrefix("FULL bytes"): done(.failure(.full(.userBytes)))
+                case .success(.error(let e)) where e.hasPrefix("FULL"): done(.failure(.full(.userCount)))
+                case .success(let reply) where reply.string != nil && !reply.isError:
+                    me.connection.send(["INCRBY", me.keys.outboxTotalBytes, "\(encoded.utf8.count)"], timeoutNanos: me.policy.timeoutNanos) { _ in }
+                    done(.success(()))
                 default: done(.failure(.unavailable))
                 }
             }
@@ -301,15 +339,9 @@ public final class RedisOutboxDrain: OutboxDrain {
     let redis: BlockingRedis
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
-    let putScript, dropScript: RedisScript
+    let putScript, dropScript, ackScript: RedisScript
     /// Deletes the lease only if it is still ours (it may have expired and been taken over).
     static let unlockScript = RedisScript(name: "unlock", source: "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
-    /// Moves one entry to the side stream, then deletes it.
-    static let buryScript = RedisScript(name: "bury", source: """
-        local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-        if #e == 1 then redis.call('XADD', KEYS[2], '*', unpack(e[1][2])) end
-        return redis.call('XDEL', KEYS[1], ARGV[1])
-        """)
 
     public init(redis: BlockingRedis, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy(),
                 scriptsDirectory: String) throws(RedisScriptError) {
@@ -318,10 +350,15 @@ public final class RedisOutboxDrain: OutboxDrain {
         self.policy = policy
         putScript = try RedisScript.load("preset_put", from: scriptsDirectory)
         dropScript = try RedisScript.load("preset_drop", from: scriptsDirectory)
+        ackScript = try RedisScript.load("outbox_ack", from: scriptsDirectory)
     }
 
     public func usersWithWrites() throws -> [String] {
-        (try redis.call(["SMEMBERS", keys.outboxUsers]).array ?? []).compactMap(\.string)
+        let users = (try redis.call(["SMEMBERS", keys.outboxUsers]).array ?? []).compactMap(\.string)
+        // Nothing waits anywhere: the fleet-wide byte count is exactly zero (whatever drift lost
+        // acknowledgements left in it).
+        if users.isEmpty { _ = try redis.call(["DEL", keys.outboxTotalBytes]) }
+        return users
     }
 
     public func lock(user: String, owner: String, ttlMs: Int) throws -> Bool {
@@ -340,12 +377,14 @@ public final class RedisOutboxDrain: OutboxDrain {
         }
     }
 
-    public func acknowledge(user: String, entry: String) throws {
-        _ = try redis.call(["XDEL", keys.outbox(user), entry])
-    }
+    public func acknowledge(user: String, entry: String) throws { try remove(user: user, entry: entry, mode: "ack") }
 
-    public func bury(user: String, entry: String) throws {
-        _ = try redis.run(RedisOutboxDrain.buryScript, keys: [keys.outbox(user), keys.outbox(user) + "-unreadable"], args: [entry])
+    public func bury(user: String, entry: String) throws { try remove(user: user, entry: entry, mode: "bury") }
+
+    private func remove(user: String, entry: String, mode: String) throws {
+        let size = try redis.run(ackScript, keys: [keys.outbox(user), keys.outboxBytes(user), keys.outboxUnreadable(user)],
+                                 args: [entry, mode]).integer ?? 0
+        if size > 0 { _ = try redis.call(["DECRBY", keys.outboxTotalBytes, "\(size)"]) }
     }
 
     public func settle(user: String, presetID: String, applied preset: Preset?) throws {
