@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
-        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain", "NetCore", "Runtime"]),
+        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

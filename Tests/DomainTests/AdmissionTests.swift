@@ -99,6 +99,7 @@ final class AdmissionLedgerTests: XCTestCase {
         l.release(user: "u", requestID: "busy")
         guard case .admitted(let other) = l.admit(user: "u", requestID: "other", quota: q, now: 2 * s) else { return XCTFail() }
         XCTAssertEqual(other.remaining, 0)
+        l.release(user: "u", requestID: "other")
         guard case .refused(.rateLimited) = l.admit(user: "u", requestID: "third", quota: q, now: 3 * s) else { return XCTFail() }
     }
 }

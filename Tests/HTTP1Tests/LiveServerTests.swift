@@ -38,6 +38,26 @@ final class LiveServerTests: XCTestCase {
         }
     }
 
+    /// Issue 15 item 11: one complete answer larger than the outbound cap (a worker's /metrics
+    /// with thousands of upstreams) used to be dropped silently; it is sent whole, and the
+    /// connection still serves the next request.
+    func testACompleteAnswerLargerThanTheOutboundCapIsSent() throws {
+        var http = HTTPServerConfiguration()
+        http.maxOutboundBytes = 64 * 1024
+        let body = [UInt8]((0..<(1 << 20)).map { UInt8(65 + $0 % 26) })
+        let server = try TestServer(http: http, loops: 1) { router in
+            router.get("/big") { _, r in r.send(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain")]), body: body) }
+        }
+        let client = try BlockingClient(port: server.port, timeoutMs: 5000)
+        try client.send("GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        let (bytes, end) = client.readAll()
+        XCTAssertEqual(end, .closed)
+        let (rs, _) = ResponseParser.parseAll(bytes)
+        XCTAssertEqual(rs.map(\.status), [200, 200])
+        XCTAssertEqual(rs.first?.body.count, body.count, "the whole body")
+        XCTAssertTrue(rs.first?.body == body, "the same bytes")
+    }
+
     func testKeepAliveServesSequentialRequests() throws {
         let client = try BlockingClient(port: port)
         for i in 0..<5 {

@@ -125,10 +125,52 @@ final class PresetCacheTests: RedisTestCase {
                                 userID: "u", orgID: nil, fields: PresetFields(), queuedAt: "2026-12-01T10:00:00.000000Z")
             let r: Result<Void, OutboxAppendError> = wait { done in cache.append(w, showing: nil, done: done) }
             switch (n, r) {
-            case (0, .success), (1, .success), (2, .failure(.full)): break
+            case (0, .success), (1, .success), (2, .failure(.full(.userCount))): break
             default: XCTFail("write \(n): \(r)")
             }
         }
+    }
+
+    /// Issue 15 item 4: the outbox is bounded in bytes per user (in the script, atomically) and in
+    /// total (a counter the room check reads); acknowledgements give the bytes back.
+    func testOutboxIsBoundedInBytesPerUserAndInTotal() throws {
+        var policy = PresetCachePolicy()
+        let k = keys()
+        func write(_ n: Int, prompt: Int, user: String = "u") -> PresetWrite {
+            var f = PresetFields()
+            f.prompt = String(repeating: "x", count: prompt)
+            return PresetWrite(key: UUIDText.make(Array(repeating: UInt8(n), count: 16)), op: .create, presetID: UUIDText.make(Array(repeating: UInt8(n), count: 16)),
+                               userID: user, orgID: nil, fields: f, queuedAt: "2026-12-01T10:00:00.000000Z")
+        }
+        let size = write(0, prompt: 10_000).encoded.utf8.count
+        policy.maxQueuedBytesPerUser = size * 3 + size / 2  // three fit, the fourth does not
+        policy.maxQueuedBytesTotal = size * 5 + size / 2    // five fit across users
+        let cache = try RedisPresetCache(connection: try connect(), keys: k, policy: policy, scriptsDirectory: Self.luaDir)
+        func append(_ w: PresetWrite) -> Result<Void, OutboxAppendError> { wait { done in cache.append(w, showing: nil, done: done) } }
+        func room(_ user: String) -> OutboxAppendError? { wait { done in cache.room(user: user, bytes: size, done: done) } }
+        for n in 0..<3 {
+            XCTAssertNil(room("u"))
+            guard case .success = append(write(n, prompt: 10_000)) else { return XCTFail("write \(n)") }
+        }
+        XCTAssertEqual(room("u"), .full(.userBytes), "the room check refuses before any work")
+        guard case .failure(.full(.userBytes)) = append(write(3, prompt: 10_000)) else { return XCTFail("the script holds the bound too") }
+        // Small writes still fit the user's bytes; the total bound counts every user.
+        for n in 10..<12 { guard case .success = append(write(n, prompt: 10_000, user: "v")) else { return XCTFail() } }
+        XCTAssertEqual(room("w"), .full(.totalBytes), "five writes of every user fill the total")
+        // Applied writes give their bytes back.
+        let drain = try RedisOutboxDrain(redis: try BlockingRedis(endpoint: endpoint), keys: k, policy: policy, scriptsDirectory: Self.luaDir)
+        let batch = try drain.writes(user: "u", count: 10)
+        XCTAssertEqual(batch.count, 3)
+        try drain.acknowledge(user: "u", entry: batch[0].entry)
+        XCTAssertNil(room("u"))
+        XCTAssertNil(room("w"), "the total went down by the acknowledged write")
+        try drain.bury(user: "u", entry: batch[1].entry)
+        try drain.acknowledge(user: "u", entry: batch[2].entry)
+        try drain.acknowledge(user: "u", entry: batch[2].entry)  // twice: nothing more taken off
+        let conn = try connect()
+        XCTAssertEqual(try call(conn, ["EXISTS", k.outboxBytes("u")]).get(), .integer(0), "an empty outbox keeps no count")
+        XCTAssertEqual(try call(conn, ["XLEN", k.outboxUnreadable("u")]).get(), .integer(1), "a buried write is kept aside")
+        XCTAssertEqual(try call(conn, ["GET", k.outboxTotalBytes]).get().string.flatMap { Int($0) }, 2 * (size - 0), "v's two writes")
     }
 
     func testIdentitiesAreSharedAndRevocationsWin() throws {
