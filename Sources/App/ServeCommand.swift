@@ -46,6 +46,10 @@ struct NodeConfig {
     var maxConcurrent: Int
     var leaseTTLMs: Int
     var presetCacheFreshSeconds: Int
+    /// Bounds of the preset-write outbox (writes queued while PostgreSQL is down).
+    var outboxMaxWrites: Int
+    var outboxMaxUserBytes: Int
+    var outboxMaxTotalBytes: Int
     var models: ModelsConfig?
     var redis: RedisEndpoint?
     var luaDir: String
@@ -70,6 +74,9 @@ struct NodeConfig {
             .option("max-concurrent", "N", default: modelServer ? "0" : "2", "generations one user may run at once (0: no limit; both 0: limits off)"),
             .option("lease-ttl-ms", "MS", default: "30000", "a generation's concurrency lease, renewed every third of it"),
             .option("preset-cache-fresh-s", "S", default: "300", "a cached preset older than this is checked against PostgreSQL while it is up"),
+            .option("outbox-max-writes", "N", default: "10000", "preset writes one user may have waiting for PostgreSQL"),
+            .option("outbox-max-user-bytes", "N", default: "\(16 << 20)", "bytes of preset writes one user may have waiting for PostgreSQL"),
+            .option("outbox-max-total-bytes", "N", default: "\(512 << 20)", "bytes of preset writes all users together may have waiting (Redis memory)"),
             .option("models", "FILE", "upstream model servers and model aliases (JSON; see docs/MODELS.md); without it only the built-in model"),
             .option("slots", "N", default: "256", "generations at once"),
             .option("max-queue", "N", default: "1024", "completions that may wait for a slot"),
@@ -147,6 +154,12 @@ struct NodeConfig {
         maxConcurrent = try a.int("max-concurrent")
         leaseTTLMs = try a.int("lease-ttl-ms")
         presetCacheFreshSeconds = try a.int("preset-cache-fresh-s")
+        outboxMaxWrites = try a.int("outbox-max-writes")
+        outboxMaxUserBytes = try a.int("outbox-max-user-bytes")
+        outboxMaxTotalBytes = try a.int("outbox-max-total-bytes")
+        guard (1...1_000_000).contains(outboxMaxWrites) else { throw ArgumentError(message: "--outbox-max-writes must be 1...1000000") }
+        guard (1024...(1 << 34)).contains(outboxMaxUserBytes) else { throw ArgumentError(message: "--outbox-max-user-bytes must be 1024...17179869184") }
+        guard (1024...(1 << 40)).contains(outboxMaxTotalBytes) else { throw ArgumentError(message: "--outbox-max-total-bytes must be 1024...1099511627776") }
         if let file = a.optionalString("models") {
             do throws(ConfigError) {
                 models = try ModelsConfig.load(path: file, environment: { Arguments.environment($0) })
@@ -383,14 +396,19 @@ enum ServeCommand {
             if let presets, let redis, let url = config.databaseURL {
                 // Presets and identities outlive a database outage through Redis (issue 9).
                 let keys = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))
-                let cache = try RedisPresetCache(connection: redis.commands, keys: keys, scriptsDirectory: config.luaDir)
+                var cachePolicy = PresetCachePolicy()
+                cachePolicy.maxQueuedPerUser = config.outboxMaxWrites
+                cachePolicy.maxQueuedBytesPerUser = config.outboxMaxUserBytes
+                cachePolicy.maxQueuedBytesTotal = config.outboxMaxTotalBytes
+                let cache = try RedisPresetCache(connection: redis.commands, keys: keys, policy: cachePolicy, scriptsDirectory: config.luaDir)
                 presets.cache = cache
                 presets.outbox = cache
                 presets.freshMs = config.presetCacheFreshSeconds * 1000
                 identities?.shared = RedisIdentityCache(connection: redis.commands, keys: keys)
                 let luaDir = config.luaDir, endpoint = redis.endpoint
                 let r = OutboxReplayer(pool: pool!, owner: nodeID, logger: logger) {
-                    try RedisOutboxDrain(redis: BlockingRedis(endpoint: endpoint, timeoutSeconds: 2), keys: keys, scriptsDirectory: luaDir)
+                    try RedisOutboxDrain(redis: BlockingRedis(endpoint: endpoint, timeoutSeconds: 2), keys: keys, policy: cachePolicy,
+                                         scriptsDirectory: luaDir)
                 }
                 r.onSettled = { [metrics] outcome in
                     if case .failed = outcome { metrics.presetWritesFailed.add(1, ordering: .relaxed) } else {

@@ -188,7 +188,9 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
                 guard let (n, b) = userState.withLock({ $0 }), case .success(let reply) = r else { return done(.unavailable) }
                 let total = reply.string.flatMap { Int($0) } ?? 0
                 if n >= p.maxQueuedPerUser { return done(.full(.userCount)) }
-                if n > 0 && b + bytes > p.maxQueuedBytesPerUser { return done(.full(.userBytes)) }
+                // As outbox_append.lua counts: an empty outbox holds no bytes, whatever a lost
+                // acknowledgement left in the counter.
+                if (n == 0 ? 0 : b) + bytes > p.maxQueuedBytesPerUser { return done(.full(.userBytes)) }
                 if total + bytes > p.maxQueuedBytesTotal { return done(.full(.totalBytes)) }
                 done(nil)
             }
