@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
 #   scripts/bench.sh            all of them (~3 minutes on 2 cores)
-#   scripts/bench.sh ws|ws100k|completions|fleet|presets|proxy   (fleet and proxy need REDIS_URL; presets also DATABASE_URL)
+#   scripts/bench.sh ws|ws100k|completions|fleet|presets|proxy|outbox   (fleet and proxy need REDIS_URL; presets also DATABASE_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release 2>&1 | grep -v "prohibited flag" | tail -1
@@ -48,4 +48,8 @@ if [[ $what == all || $what == proxy ]]; then
     python3 scripts/bench-proxy.py --requests 500 --runs 3 --concurrency 1 --streams 10
     python3 scripts/bench-proxy.py --requests 2000 --runs 3 --concurrency 16 --streams 1000
   fi
+fi
+if [[ $what == all || $what == outbox ]]; then
+  echo "## preset writes refused at the outbox's bound during a PostgreSQL outage: their cost, and other users meanwhile"
+  python3 scripts/bench-outbox-refusals.py --writes 300
 fi

@@ -82,7 +82,7 @@ enum AdminCommand {
             let keys = try KeyAdmin.list(conn, user: a.optionalString("user").map { _ in try AdminCommand.name(a, "user") })
             printLine("id\tprefix\tuser\torg\tcreated\trevoked")
             for k in keys {
-                printLine("\(k.id)\t\(k.prefix)…\t\(k.userID)\t\(k.orgID ?? "-")\t\(k.createdAt)\t\(k.revokedAt ?? "-")")
+                printLine("\(k.id)\t\(k.prefix)…\t\(AdminCommand.printable(k.userID))\t\(k.orgID.map(AdminCommand.printable) ?? "-")\t\(k.createdAt)\t\(k.revokedAt ?? "-")")
             }
         case "check":
             guard let key = a.optionalString("key") else { throw ArgumentError(message: "--key is required") }
@@ -97,6 +97,12 @@ enum AdminCommand {
 extension AdminCommand {
     /// A user or org name from `--<option>`: required, and checked by the one rule every entry
     /// point shares (Identity.nameProblem), so no list can print a forged line.
+    /// A name as a list may print it: as it is if it keeps the rule, else escaped (written by hand
+    /// or by an older version), so it can never forge a line or a column.
+    static func printable(_ name: String) -> String {
+        Identity.nameProblem(name) == nil ? name : name.unicodeScalars.map { $0.escaped(asASCII: true) }.joined()
+    }
+
     static func name(_ a: Arguments, _ option: String) throws -> String {
         guard let v = a.optionalString(option) else { throw ArgumentError(message: "--\(option) is required") }
         if let problem = Identity.nameProblem(v) { throw ArgumentError(message: "--\(option): \(problem)") }
@@ -230,7 +236,7 @@ enum QuotaAdmin {
                 // Written by something other than this command (which refuses such names): shown
                 // escaped, never as a line of its own.
                 guard Identity.nameProblem(u) == nil else {
-                    printLine("\(u.unicodeScalars.map { $0.escaped(asASCII: true) }.joined())\t(not a valid user name: clear it with redis-cli)")
+                    printLine("\(AdminCommand.printable(u))\t(not a valid user name: clear it with redis-cli)")
                     continue
                 }
                 printLine(try row(r, u))
