@@ -37,7 +37,9 @@ public final class HTTPResponder {
         // it (a big /metrics, a large export) is not that: the cap makes room for it.
         let c = owner.connection
         let size = bytes.count + (isHead ? 0 : body.count)
-        if c.pendingOutboundBytes + size > c.maxOutboundBytes { c.maxOutboundBytes = c.pendingOutboundBytes + size + owner.configuration.maxOutboundBytes }
+        // Only for a reader that has taken everything before: one pipelining without reading is
+        // still dropped at the cap.
+        if c.pendingOutboundBytes == 0 && size > c.maxOutboundBytes { c.maxOutboundBytes = size + owner.configuration.maxOutboundBytes }
         c.write(bytes)
         if !isHead && !body.isEmpty { c.write(body) }
         owner.responderFinished(self, keepAlive: keepAlive)
