@@ -14,6 +14,8 @@
 --                                                 generation still holds its lease: attach to it)
 --        {2, limit, retry_after_ms}               refused: the window is full
 --        {3, limit, retry_after_ms}               refused: too many generations at once
+--        {5, fence}                               this request id is running (or queued) under
+--                                                 its first admission: attach to it, own nothing
 --        {4, fence}                               this request id ran in the window and has ended:
 --                                                 it is never run again (replay it or refuse)
 local t = redis.call('TIME')
@@ -48,7 +50,7 @@ if prev then
   local f, l, r, s = string.match(prev, '^(%d+):(%d+):(-?%d+):(%d+)$')
   local expiry = redis.call('ZSCORE', KEYS[2], id)
   if expiry and tonumber(expiry) > now then
-    return {1, tonumber(f), tonumber(l), tonumber(r), tonumber(s)}
+    return {5, tonumber(f)}
   end
   return {4, tonumber(f)}
 end

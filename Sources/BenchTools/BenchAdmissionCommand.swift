@@ -84,7 +84,7 @@ public enum BenchAdmissionCommand {
                     switch outcome {
                     case .admitted: admission.release(user: user, requestID: id)
                     case .refused: s.refused += 1
-                    case .unavailable, .ended: s.failed += 1
+                    case .unavailable, .ended, .running: s.failed += 1
                     }
                     s.finished += 1
                     if s.finished == total { done.signal() } else { pump() }

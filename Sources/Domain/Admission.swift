@@ -45,6 +45,9 @@ public enum AdmissionOutcome: Sendable, Equatable {
     /// This request id was admitted in the window and its generation has ended (its lease is
     /// gone): it never runs again. Its result may be replayed; nothing may be started for it.
     case ended(fence: Int64)
+    /// This request id is running (or queued) under its first admission: attach to it; this
+    /// request owns nothing (no lease to release, no admission to take back).
+    case running(fence: Int64)
     case refused(AdmissionRefusal)
     /// The shared store cannot answer (and no fallback applies).
     case unavailable(retryAfterMs: Int)
@@ -83,7 +86,7 @@ public struct AdmissionLedger: Sendable {
         prune(&u, now: now)
         defer { users[user] = u.count == 0 && u.leases.isEmpty ? nil : u }
         if let g = u.admitted[requestID] {
-            if let expiry = u.leases[requestID], expiry > now { return .admitted(g) }
+            if let expiry = u.leases[requestID], expiry > now { return .running(fence: g.fence) }
             return .ended(fence: g.fence)
         }
         // Expired holders are dropped first (only when they could matter: at the limit).

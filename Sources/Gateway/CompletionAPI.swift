@@ -86,7 +86,7 @@ public final class CompletionAPI: @unchecked Sendable {
             request.fence = grant.fence
             reply.rateLimit(limit: grant.limit, remaining: grant.remaining, resetMs: grant.resetMs)
             submit(request, reply)
-        case .ended:
+        case .ended, .running:
             // It ran (or runs no more) somewhere: only its result can be had, never a second run.
             var request = request
             request.replayOnly = true

@@ -68,6 +68,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
         case (2, 3): return .refused(.rateLimited(limit: Int(a[1]), retryAfterMs: Int(a[2])))
         case (3, 3): return .refused(.tooManyConcurrent(limit: Int(a[1]), retryAfterMs: Int(a[2])))
         case (4, 2): return .ended(fence: a[1])
+        case (5, 2): return .running(fence: a[1])
         default: return nil
         }
     }

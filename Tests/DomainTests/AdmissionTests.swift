@@ -44,8 +44,8 @@ final class AdmissionLedgerTests: XCTestCase {
         var l = AdmissionLedger()
         let q = Quota(requestsPerMinute: 2, concurrency: 1)
         guard case .admitted(let first) = l.admit(user: "u", requestID: "same", quota: q, now: 0) else { return XCTFail() }
-        guard case .admitted(let again) = l.admit(user: "u", requestID: "same", quota: q, now: s) else { return XCTFail("not refused for concurrency") }
-        XCTAssertEqual(first, again)
+        XCTAssertEqual(l.admit(user: "u", requestID: "same", quota: q, now: s), .running(fence: first.fence),
+                       "not refused for concurrency, and owns nothing")
         l.release(user: "u", requestID: "same")
         guard case .admitted(let second) = l.admit(user: "u", requestID: "other", quota: q, now: 2 * s) else { return XCTFail() }
         XCTAssertEqual(second.remaining, 0)
