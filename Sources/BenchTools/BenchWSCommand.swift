@@ -188,32 +188,40 @@ public enum BenchWSCommand {
 }
 
 /// Round-trip times at 1 µs resolution up to 100 ms, then one overflow bucket.
+/// Latencies in microseconds: a 1 µs bucket each up to 100 ms, and every slower sample kept
+/// as it is, so percentiles past 100 ms are exact too (not clipped at the last bucket).
 struct RTTHistogram {
     static let limit = 100_000
     var buckets = [UInt32](repeating: 0, count: RTTHistogram.limit + 1)
+    /// Samples above `limit`, exact (rare: they cost an array entry each).
+    var slow: [Int] = []
     var count = 0
     var maxMicros = 0
 
     mutating func record(micros: Int) {
-        buckets[min(max(0, micros), RTTHistogram.limit)] &+= 1
+        let m = max(0, micros)
+        if m <= RTTHistogram.limit { buckets[m] &+= 1 } else { slow.append(m) }
         count += 1
-        if micros > maxMicros { maxMicros = micros }
+        if m > maxMicros { maxMicros = m }
     }
 
     func percentile(_ p: Double) -> Double {
         guard count > 0 else { return 0 }
-        let rank = Int((Double(count) * p).rounded(.up))
+        let rank = max(1, Int((Double(count) * p).rounded(.up)))
         var seen = 0
         for (i, c) in buckets.enumerated() where c > 0 {
             seen += Int(c)
             if seen >= rank { return Double(i) }
         }
-        return Double(maxMicros)
+        let sorted = slow.sorted()
+        let k = min(rank - seen, sorted.count) - 1
+        return k >= 0 ? Double(sorted[k]) : Double(maxMicros)
     }
 
     var sparse: String {
         var s = "\(maxMicros)"
         for (i, c) in buckets.enumerated() where c > 0 { s += ",\(i):\(c)" }
+        for m in slow { s += ",\(m):1" }
         return s
     }
 
@@ -222,8 +230,8 @@ struct RTTHistogram {
         maxMicros = max(maxMicros, Int(parts.first ?? "0") ?? 0)
         for p in parts.dropFirst() {
             let kv = p.split(separator: ":")
-            guard kv.count == 2, let i = Int(kv[0]), let c = Int(kv[1]) else { continue }
-            buckets[min(i, RTTHistogram.limit)] &+= UInt32(c)
+            guard kv.count == 2, let i = Int(kv[0]), i >= 0, let c = Int(kv[1]), c > 0 else { continue }
+            if i <= RTTHistogram.limit { buckets[i] &+= UInt32(c) } else { slow += repeatElement(i, count: c) }
             count += c
         }
     }

@@ -82,9 +82,36 @@ public struct AdmissionLedger: Sendable {
     }
 
     public mutating func admit(user: String, requestID: String, quota: Quota, now: UInt64) -> AdmissionOutcome {
-        var u = users[user] ?? User()
-        prune(&u, now: now)
-        defer { users[user] = u.count == 0 && u.leases.isEmpty ? nil : u }
+        fence += 1  // taken back below unless admitted (fences stay dense and increasing)
+        let next = fence
+        let (window, ttl) = (windowNanos, leaseTTLNanos)
+        let outcome = withUser(user, create: true) { u in
+            Self.admit(&u, requestID: requestID, quota: quota, now: now, fence: next, windowNanos: window, leaseTTLNanos: ttl)
+        }!  // `create: true` always answers
+        if case .admitted = outcome {} else { fence -= 1 }
+        return outcome
+    }
+
+    /// The user's state mutated in place: copying it out of the dictionary and back would copy
+    /// its whole window on every call (copy-on-write), O(window) per admit. A user left with no
+    /// state is dropped. nil when the user is unknown and `create` is false.
+    private mutating func withUser<R>(_ user: String, create: Bool, _ body: (inout User) -> R) -> R? {
+        if !create && users[user] == nil { return nil }
+        var empty = false
+        let r: R = Self.inPlace(&users[user, default: User()]) { u in
+            let r = body(&u)
+            empty = u.count == 0 && u.leases.isEmpty
+            return r
+        }
+        if empty { users[user] = nil }
+        return r
+    }
+
+    @inline(__always) private static func inPlace<R>(_ u: inout User, _ body: (inout User) -> R) -> R { body(&u) }
+
+    private static func admit(_ u: inout User, requestID: String, quota: Quota, now: UInt64, fence: Int64, windowNanos: UInt64,
+                              leaseTTLNanos: UInt64) -> AdmissionOutcome {
+        prune(&u, now: now, windowNanos: windowNanos)
         if let g = u.admitted[requestID] {
             if let expiry = u.leases[requestID], expiry > now { return .running(fence: g.fence) }
             return .ended(fence: g.fence)
@@ -101,7 +128,6 @@ public struct AdmissionLedger: Sendable {
             let leaves = u.window[k].at &+ windowNanos
             return .refused(.rateLimited(limit: quota.requestsPerMinute, retryAfterMs: max(1, Int((leaves - now + 999_999) / 1_000_000))))
         }
-        fence += 1
         u.window.append((requestID, now))
         u.leases[requestID] = now &+ leaseTTLNanos
         let reset = Int((u.window[u.head].at &+ windowNanos - now) / 1_000_000)
@@ -112,29 +138,30 @@ public struct AdmissionLedger: Sendable {
 
     /// Extends a live lease; an expired or released one is never brought back (false).
     public mutating func renew(user: String, requestID: String, now: UInt64) -> Bool {
-        guard var u = users[user], let expiry = u.leases[requestID], expiry > now else { return false }
-        u.leases[requestID] = now &+ leaseTTLNanos
-        users[user] = u
-        return true
+        let ttl = leaseTTLNanos
+        return withUser(user, create: false) { u in
+            guard let expiry = u.leases[requestID], expiry > now else { return false }
+            u.leases[requestID] = now &+ ttl
+            return true
+        } ?? false
     }
 
     /// Frees the lease; idempotent.
     public mutating func release(user: String, requestID: String) {
-        guard var u = users[user] else { return }
-        u.leases[requestID] = nil
-        users[user] = u.count == 0 && u.leases.isEmpty ? nil : u
+        _ = withUser(user, create: false) { u in u.leases[requestID] = nil }
     }
 
     /// Takes back an admission whose request never started (refused as busy after admission): its
     /// window entry, lease and record go, so it used no quota and the id can be retried at once.
     /// Only the admission with `fence` is taken back.
     public mutating func unadmit(user: String, requestID: String, fence: Int64) {
-        guard var u = users[user], let g = u.admitted[requestID], g.fence == fence else { return }
-        u.admitted[requestID] = nil
-        u.leases[requestID] = nil
-        // Rare (the busy path) and usually the newest entry: searched from the end.
-        if let i = u.window[u.head...].lastIndex(where: { $0.id == requestID }) { u.window.remove(at: i) }
-        users[user] = u.count == 0 && u.leases.isEmpty ? nil : u
+        _ = withUser(user, create: false) { u in
+            guard let g = u.admitted[requestID], g.fence == fence else { return }
+            u.admitted[requestID] = nil
+            u.leases[requestID] = nil
+            // Rare (the busy path) and usually the newest entry: searched from the end.
+            if let i = u.window[u.head...].lastIndex(where: { $0.id == requestID }) { u.window.remove(at: i) }
+        }
     }
 
     public func leasesHeld(user: String, now: UInt64) -> Int {
@@ -146,16 +173,17 @@ public struct AdmissionLedger: Sendable {
 
     /// Forgets what has expired everywhere (call now and then: idle users are dropped).
     public mutating func sweep(now: UInt64) {
+        let window = windowNanos
         for key in Array(users.keys) {
-            var u = users[key]!
-            prune(&u, now: now)
-            u.leases = u.leases.filter { $0.value > now }
-            users[key] = u.count == 0 && u.leases.isEmpty ? nil : u
+            _ = withUser(key, create: false) { u in
+                Self.prune(&u, now: now, windowNanos: window)
+                u.leases = u.leases.filter { $0.value > now }
+            }
         }
     }
 
     /// Drops window entries that left it: O(what left), the array compacted only when mostly dead.
-    private func prune(_ u: inout User, now: UInt64) {
+    private static func prune(_ u: inout User, now: UInt64, windowNanos: UInt64) {
         while u.head < u.window.count, u.window[u.head].at &+ windowNanos <= now {
             u.admitted[u.window[u.head].id] = nil
             u.head += 1
