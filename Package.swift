@@ -29,15 +29,20 @@ let package = Package(
         .target(name: "JSON"),
         // Requests, parameters and their validation, events, errors. Knows no C module, no I/O.
         .target(name: "Domain", dependencies: ["JSON"]),
+        // What both sides of the completion engine share, below them: the model port (needs a
+        // loop), the subscriber port, the relay publisher, the node's metrics, and the fleet in this
+        // process's memory (queue, relay, directory).
+        .target(name: "FleetCore", dependencies: ["Domain", "NetCore", "Runtime"]),
         // Models behind the completions API, push-based (ModelBackend): the built-in n-gram model
-        // now, upstream model servers later.
-        .target(name: "ModelProxy", dependencies: ["Domain", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
-        // The completion flow on a node: scheduler (queue + slots + request_id registry), jobs, the
-        // transport-neutral API routes and their HTTP/SSE and WebSocket-envelope transports.
-        .target(name: "Gateway", dependencies: ["Domain", "ModelProxy", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "CLinux", "PresetStore"]),
-        // The worker side of the fleet: claims jobs while it has free slots, runs them, relays
-        // their events. Knows the queue and relay ports, not Redis.
-        .target(name: "Worker", dependencies: ["Domain", "Gateway", "NetCore", "Runtime", "CLinux"]),
+        // and upstream model servers (aliases, breakers, hedging).
+        .target(name: "ModelProxy", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
+        // The engine's gateway side: the stream hub (registry, leases, replay, attach, deadlines)
+        // over the fleet's ports, the transport-neutral API routes and their HTTP/SSE and
+        // WebSocket-envelope transports.
+        .target(name: "Gateway", dependencies: ["Domain", "FleetCore", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "PresetStore"]),
+        // The engine's worker side: slots (a pure table), one run per generation, the puller of
+        // a queue. Knows the queue, relay and model ports; not Redis, not the gateway.
+        .target(name: "Worker", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime"]),
         // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
         // sessions and presets.
         .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
@@ -51,10 +56,10 @@ let package = Package(
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // Load generators and benchmarks (bench, bench-ws, bench-presets, bench-admission).
-        .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "Gateway", "ModelProxy", "JSON",
+        .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "FleetCore", "Gateway", "ModelProxy", "JSON",
                                                    "PresetStore", "RedisCoordination"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools", "Worker"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "FleetCore", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools", "Worker"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).
@@ -66,13 +71,13 @@ let package = Package(
         .executableTarget(name: "FuzzUpstream", dependencies: ["HTTP1", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
-        .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance", "Domain", "FleetCore"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
         .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "Domain", "ModelProxy", "NetCore", "Runtime"]),
-        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "FleetCore", "Domain", "ModelProxy", "NetCore", "Runtime", "TestSupport"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "FleetCore", "Domain", "ModelProxy", "NetCore", "Runtime", "TestSupport"]),
+        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "FleetCore", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -1,5 +1,6 @@
 import Conformance
 import Domain
+import FleetCore
 import Gateway
 import HTTP1
 import JSON
@@ -14,7 +15,7 @@ enum Routes {
                         metrics: [Metrics], modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
                         redisUp: (@Sendable () -> Bool)? = nil, redisRefusesWrites: (@Sendable () -> Bool)? = nil,
                         extraMetrics: (@Sendable () -> String)? = nil) throws {
-        installOps(on: router, completions: completions, metrics: metrics, redisUp: redisUp, redisRefusesWrites: redisRefusesWrites,
+        installOps(on: router, isDraining: { completions.isDraining }, metrics: metrics, redisUp: redisUp, redisRefusesWrites: redisRefusesWrites,
                    extraMetrics: extraMetrics)
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
@@ -34,7 +35,7 @@ enum Routes {
 
     /// What every role serves: /healthz, /readyz (503 while draining; degraded while Redis is
     /// down) and /metrics (each set once).
-    static func installOps(on router: Router, completions: CompletionService, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?,
+    static func installOps(on router: Router, isDraining: @escaping @Sendable () -> Bool, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?,
                            redisRefusesWrites: (@Sendable () -> Bool)? = nil,
                            extraMetrics: (@Sendable () -> String)? = nil) {
         var sets: [Metrics] = []
@@ -42,7 +43,7 @@ enum Routes {
         let all = sets
         router.get("/healthz") { _, r in r.sendJSON("{\"status\":\"ok\"}") }
         router.get("/readyz") { _, r in
-            if completions.isDraining {
+            if isDraining() {
                 r.sendJSON(status: 503, "{\"status\":\"draining\"}")
             } else if let redisUp, !redisUp() {
                 // Still up (what it does then is the README's Redis-down policy), but say so.

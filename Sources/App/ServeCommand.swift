@@ -1,4 +1,5 @@
 import Domain
+import FleetCore
 import Gateway
 import HTTP1
 import ModelProxy
@@ -287,19 +288,12 @@ enum ServeCommand {
         let fdLimit = ProcessLimits.raiseOpenFileLimit()
 
         let group = try EventLoopGroup(count: config.loops)
+        // Set on SIGTERM: /readyz answers 503 from then on, whatever the role.
+        let draining = Atomic<Bool>(false)
         let metrics = Metrics()
         let nodeID = NodeIdentity.make()
         let model = NGramModel()
-        // The in-process runner: every generation this process runs (for the fleet or on its own).
-        var sc = SchedulerConfiguration()
-        sc.slots = config.slots
-        sc.maxQueue = config.maxQueue
         let fleetMode = config.redis != nil && !modelServer
-        if fleetMode {
-            // The gateways keep the replay; a worker forgets finished jobs quickly.
-            sc.retentionNanos = 5_000_000_000
-            sc.maxRetained = 4096
-        }
         let builtin = BuiltinBackend(model: model, pace: ModelPace(ttftMs: config.modelTTFTMs, tokenMs: config.modelTokenMs, jitter: config.modelJitter),
                                      faults: config.faults)
         // With a models file, generations go through the model proxy (upstreams, aliases, breakers).
@@ -312,8 +306,12 @@ enum ServeCommand {
             }
         }
         proxy?.startWarmups(on: group.loops[0])
-        let runner = CompletionScheduler(configuration: sc, backend: proxy ?? builtin,
-                                         metrics: role == .serve && fleetMode ? Metrics(prefix: "playground_worker") : metrics, logger: logger)
+        let backend: ModelBackend = proxy ?? builtin
+        // One engine for every role: a gateway side and a worker side meeting through the fleet's
+        // ports, in Redis or in this process's memory. A process with both sides keeps the
+        // worker's counts apart (playground_worker_*): the gateway's are what clients see.
+        let workerMetrics = role.servesAPI ? Metrics(prefix: "playground_worker") : metrics
+        let local: LocalFleet? = role.servesAPI && role.runsGenerations ? LocalFleet(maxBacklog: config.maxQueue) : nil
         // The public model names: builtin, and the models file's aliases.
         var models = ServeCommand.models
         for a in config.models?.publicModels ?? [] where !models.contains(a) { models.append(a) }
@@ -351,15 +349,23 @@ enum ServeCommand {
             return try RedisAdmission(connection: redis.commands, scriptsDirectory: config.luaDir, defaults: q, leaseTTLNanos: leaseTTL,
                                       fallback: fallback)
         }
-        runner.admission = admission
 
-        // The worker side: pulls jobs while the runner has free slots.
-        var worker: FleetWorker?
-        if let redis, fleetMode, role.runsGenerations {
-            let w = FleetWorker(nodeID: nodeID, queue: redis.queue, relay: redis.relay, runner: runner, loops: group.loops,
-                                metrics: metrics, logger: logger)
-            w.start()
-            worker = w
+        // The worker side: pulls jobs while the node has free slots, from the fleet's queue and
+        // (serve) from this process's memory, sharing the slots.
+        var workers: [FleetWorker] = []
+        let slots = WorkerSlots(slots: config.slots)
+        if role.runsGenerations {
+            if let redis, fleetMode {
+                workers.append(FleetWorker(nodeID: nodeID, queue: redis.queue, relay: redis.relay, backend: backend, slots: slots,
+                                           loops: group.loops, metrics: workerMetrics, logger: logger))
+            }
+            if let local {
+                var wc = WorkerConfiguration()
+                wc.keepaliveNanos = 0  // a worker in this process cannot go silent on its own
+                workers.append(FleetWorker(nodeID: nodeID, queue: local, relay: local, backend: backend, slots: slots, loops: group.loops,
+                                           metrics: workerMetrics, logger: logger, configuration: wc))
+            }
+            for w in workers { w.start() }
         }
         // A worker tells the fleet how its upstreams are doing (admin status reads it).
         if let proxy, let redis {
@@ -372,16 +378,18 @@ enum ServeCommand {
             redis.commands.loop.execute { publish() }
         }
         // The gateway side: what the transports submit to.
-        var fleet: FleetCompletions?
-        if let redis, fleetMode, role.servesAPI {
-            let f = FleetCompletions(nodeID: nodeID, queue: redis.queue, directory: redis.queue, relay: redis.relay, metrics: metrics,
-                                     logger: logger, isUp: redis.isUp)
+        let completions: FleetCompletions? = role.servesAPI ? {
+            let f: FleetCompletions
+            if let redis, fleetMode {
+                f = FleetCompletions(nodeID: nodeID, lane: FleetLane(queue: redis.queue, relay: redis.relay, remote: true, isUp: redis.isUp),
+                                     fallback: local.map { .local($0) }, directory: redis.queue, metrics: metrics, logger: logger)
+            } else {
+                f = FleetCompletions(nodeID: nodeID, local: local!, metrics: metrics, logger: logger)
+            }
             f.admission = admission
-            if role == .serve { f.localRunner = runner }
             f.start()
-            fleet = f
-        }
-        let completions: CompletionService = fleet ?? runner
+            return f
+        }() : nil
 
         var proxyMetrics: (@Sendable () -> String)?
         if let proxy { proxyMetrics = { proxy.renderMetrics() } }
@@ -420,7 +428,7 @@ enum ServeCommand {
                 replayer = r
             }
             presets?.install(on: api)
-            CompletionAPI(completions: completions, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
+            CompletionAPI(completions: completions!, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
                           presets: presets, admission: admission).install(on: api)
             if let identities {
                 // A revoked key or ended session closes its open sockets (1008) at once; a revoked
@@ -428,17 +436,17 @@ enum ServeCommand {
                 identities.onRevocation = { [logger] r in
                     sessions.apply(r)
                     if case .key(let id) = r {
-                        let n = completions.cancelAll(keyID: id)
+                        let n = completions?.cancelAll(keyID: id) ?? 0
                         logger.info("api key revoked", ["key_id": "\(id)", "generations_stopped": "\(n)"])
                     }
                 }
                 identities.startListening()
             }
-            try Routes.install(on: router, config: config, api: api, completions: completions, metrics: [metrics, runner.metrics], modelServer: modelServer,
+            try Routes.install(on: router, config: config, api: api, completions: completions!, metrics: [metrics, workerMetrics], modelServer: modelServer,
                                identities: identities, sessions: sessions, redisUp: redis?.isUp, redisRefusesWrites: redis?.refusesWrites,
                                extraMetrics: proxyMetrics)
         } else {
-            Routes.installOps(on: router, completions: completions, metrics: [metrics, runner.metrics], redisUp: redis?.isUp,
+            Routes.installOps(on: router, isDraining: { draining.load(ordering: .relaxed) }, metrics: [metrics, workerMetrics], redisUp: redis?.isUp,
                               redisRefusesWrites: redis?.refusesWrites, extraMetrics: proxyMetrics)
         }
         var http = HTTPServerConfiguration()
@@ -461,21 +469,23 @@ enum ServeCommand {
         // 503 tells the load balancer), stop accepting, let its streams finish (its jobs may still
         // be claimed by this node's worker, which keeps working). Then the worker: stop claiming,
         // let the generations it runs finish.
-        logger.info("draining", ["signal": "\(sig)", "in_flight": "\(completions.inFlight)"])
+        let gatewayInFlight = { completions?.inFlight ?? 0 }
+        let workerInFlight = { slots.inFlight }
+        logger.info("draining", ["signal": "\(sig)", "in_flight": "\(gatewayInFlight())"])
         let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
-        completions.beginDraining()
+        draining.store(true, ordering: .relaxed)
+        completions?.beginDraining()
         let closed = DispatchSemaphoreLite()
         Task { await server.stopAccepting(); closed.signal() }
         closed.wait()
-        while completions.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
-        worker?.stop()
-        runner.beginDraining()
-        while runner.inFlight > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        while gatewayInFlight() > 0 && monotonicNanos() < deadline { usleep(20_000) }
+        for w in workers { w.stop() }
+        while workerInFlight() > 0 && monotonicNanos() < deadline { usleep(20_000) }
         // Tell WebSocket clients to go elsewhere (close 1001) and give the frames a moment to leave.
         sessions.closeAll(reason: "node shutting down")
         if sessions.count > 0 { usleep(200_000) }
         redis?.heartbeat.stop()
-        logger.info("stopped", ["unfinished": "\(completions.inFlight + runner.inFlight)"])
+        logger.info("stopped", ["unfinished": "\(gatewayInFlight() + workerInFlight())"])
         group.shutdown()
         identities?.stopListening()
         replayer?.stop()

@@ -63,6 +63,13 @@ public struct Timings: Sendable, Equatable {
         self.totalMs = totalMs
         self.upstream = upstream
     }
+
+    /// The one place timings are made, from monotonic nanoseconds as the client's gateway saw
+    /// them: accepted at `created`, started at `started` (nil: never), first token, end.
+    public init(created: UInt64, started: UInt64?, firstToken: UInt64?, end: UInt64, upstream: String) {
+        let ms: (UInt64) -> Double = { Double($0 &- created) / 1e6 }
+        self.init(queueMs: ms(started ?? end), ttftMs: firstToken.map(ms), totalMs: ms(end), upstream: upstream)
+    }
 }
 
 /// What a completion stream carries, in order: accepted, delta*, then done or error.

@@ -1,11 +1,28 @@
-/// A job on the fleet's queue: the entry id, the encoded request, and how often it was delivered.
-public struct QueuedJob: Sendable, Equatable {
+/// A completion handed to the fleet: the request, the channel its events go to and when nobody
+/// waits for it any more (`CompletionWire.Job`). Typed: an in-memory queue moves it as it is; a
+/// queue between processes encodes it (`CompletionWire`).
+public struct FleetJob: Sendable {
+    public var request: CompletionRequest
+    public var ticket: CompletionWire.Job
+    /// The gateway's loop, for a worker in the same process (it runs the job there: no hop per
+    /// token). Never leaves the process; nil from another.
+    public var affinity: ObjectIdentifier?
+    public init(request: CompletionRequest, ticket: CompletionWire.Job, affinity: ObjectIdentifier? = nil) {
+        self.request = request
+        self.ticket = ticket
+        self.affinity = affinity
+    }
+}
+
+/// A job on the fleet's queue: the entry id, the job (nil: the entry could not be read — it is
+/// acknowledged and dropped), and how often it was delivered.
+public struct QueuedJob: Sendable {
     public let id: String
-    public let payload: [UInt8]
+    public let job: FleetJob?
     public let deliveries: Int
-    public init(id: String, payload: [UInt8], deliveries: Int) {
+    public init(id: String, job: FleetJob?, deliveries: Int) {
         self.id = id
-        self.payload = payload
+        self.job = job
         self.deliveries = deliveries
     }
 }
@@ -23,13 +40,18 @@ public enum JobQueueError: Error, Sendable, Equatable {
     case unavailable
 }
 
+/// A queue that says when a job arrives (in memory: claims do not wait, the worker is woken).
+public protocol JobArrivals: AnyObject, Sendable {
+    func whenJobArrives(_ wake: @escaping @Sendable () -> Void)
+}
+
 /// The cross-node job queue (a port): gateways enqueue; workers claim only when they have a free
 /// slot (so the least loaded worker wins), acknowledge however a job ends, and take over jobs whose
 /// worker went silent. `done` may run on any thread.
 public protocol JobQueue: AnyObject, Sendable {
     /// Adds a job and records `holder` (the gateway relaying it) under `streamKey` (owner and
     /// request_id), unless that key already has a stream.
-    func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void)
+    func enqueue(_ job: FleetJob, streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void)
     /// Up to `max` new jobs for `consumer`, waiting at most `blockMs` for one (0: do not wait).
     func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)
     func ack(_ id: String)
@@ -47,8 +69,8 @@ public protocol JobQueue: AnyObject, Sendable {
 public protocol EventRelay: AnyObject, Sendable {
     /// `done` gets how many subscribers received it (0: nobody listens — stop the generation), or
     /// nil if the relay could not be reached.
-    func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void)
-    func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void)
+    func publish(channel: String, _ message: RelayMessage, done: @escaping @Sendable (Int?) -> Void)
+    func subscribe(channel: String, _ onMessage: @escaping @Sendable (RelayMessage) -> Void)
 }
 
 /// Where a request_id's stream lives across the fleet (a port): the gateway relaying it while it
@@ -62,6 +84,13 @@ public protocol StreamDirectory: AnyObject, Sendable {
     /// A finished stream whose transcript is not kept: its locator stays for `ttlMs` (the id is
     /// taken; attach elsewhere asks the holder).
     func keepLocator(streamKey: String, ttlMs: Int)
+    /// Whether finished streams are kept at all (false for a node on its own: its registry is
+    /// the directory, and a transcript is not worth writing out).
+    var keepsTranscripts: Bool { get }
+}
+
+extension StreamDirectory {
+    public var keepsTranscripts: Bool { true }
 }
 
 public enum StreamKey {

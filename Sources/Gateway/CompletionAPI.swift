@@ -1,4 +1,5 @@
 import Domain
+import FleetCore
 import JSON
 import NetCore
 import Runtime
@@ -12,7 +13,7 @@ public final class CompletionAPI: @unchecked Sendable {
     let presets: PresetAPI?
     /// Per-user limits (nil: none, e.g. benchmarks).
     let admission: Admission?
-    let startedEpoch = Int(clinux_epochSeconds())
+    let startedEpoch = Int(wallClockNanos() / 1_000_000_000)
 
     public init(completions: CompletionService, parser: CompletionRequestParser, metrics: Metrics, models: [String], presets: PresetAPI?,
                 admission: Admission? = nil) {

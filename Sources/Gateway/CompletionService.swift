@@ -1,17 +1,6 @@
 import Domain
+import FleetCore
 import NetCore
-
-/// Receives a completion's events, on its own loop.
-public protocol CompletionSubscriber: AnyObject {
-    var loop: EventLoop { get }
-    func receive(_ event: CompletionEvent)
-    /// Ends the transport abruptly (an injected mid-stream failure): no end marker is written.
-    func abortTransport()
-}
-
-extension CompletionSubscriber {
-    public func abortTransport() {}
-}
 
 /// A completion a subscriber listens to: what a transport keeps to let go of it when its client leaves.
 public protocol CompletionStream: AnyObject, Sendable {
@@ -21,8 +10,8 @@ public protocol CompletionStream: AnyObject, Sendable {
 
 public enum CancelOutcome: Sendable { case cancelled, alreadyFinished, notFound }
 
-/// Where completions run, as the transports see it: in this process (`CompletionScheduler`) or on
-/// the fleet's workers through Redis (`FleetCompletions`). The transports know nothing else.
+/// Where completions run, as the transports see it: `FleetCompletions`, over the fleet's ports in
+/// Redis or in this process's memory. The transports know nothing else.
 public protocol CompletionService: AnyObject, Sendable {
     /// Starts, queues or (for a known client-supplied request_id) attaches to a completion. The
     /// subscriber receives the events on its loop. Call on the subscriber's loop.

@@ -1,5 +1,5 @@
-import CLinux
 import Domain
+import FleetCore
 import JSON
 import NetCore
 import Runtime
@@ -23,29 +23,51 @@ public struct FleetConfiguration: Sendable {
     public init() {}
 }
 
-/// The gateway side of the fleet: every completion becomes a job on the shared queue, and its
-/// events come back on this gateway's relay channel, to a `FleetStream` that owns the
-/// subscribers, the replay and the deadlines. Cancels go to the worker running it; a request_id
-/// held by another gateway is cancelled or followed there. Knows the ports, not Redis.
+/// A queue and a relay that workers pull from and answer on: the fleet's (Redis), or this
+/// process's memory (`LocalFleet`).
+public struct FleetLane: Sendable {
+    public let queue: JobQueue
+    public let relay: EventRelay
+    /// Whether the queue and relay can be reached now.
+    public let isUp: @Sendable () -> Bool
+    /// Whether its workers run in other processes: their silence then means they died.
+    public let remote: Bool
+
+    public init(queue: JobQueue, relay: EventRelay, remote: Bool, isUp: @escaping @Sendable () -> Bool) {
+        self.queue = queue
+        self.relay = relay
+        self.remote = remote
+        self.isUp = isUp
+    }
+
+    /// Workers in this process, through memory.
+    public static func local(_ fleet: LocalFleet) -> FleetLane {
+        FleetLane(queue: fleet, relay: fleet, remote: false, isUp: { true })
+    }
+}
+
+/// The completion engine's gateway side, the only one there is: every completion becomes a job on
+/// a lane's queue, and its events come back on this gateway's relay channel, to a `FleetStream`
+/// that owns the subscribers, the replay, the deadlines and the lease (admitted by the API,
+/// renewed and released here, nowhere else). Cancels go to the worker running it; a request_id
+/// held by another gateway is cancelled or followed there. A node on its own uses one lane in
+/// memory; a fleet node uses Redis's, and a serve node this process's memory as its fallback
+/// while Redis is away. Knows the ports, not Redis.
 ///
 /// Thread rules: the registry is behind one mutex (one short lock per message); a stream's state
 /// belongs to its loop.
 public final class FleetCompletions: CompletionService, @unchecked Sendable {
     public let nodeID: String
     public let channel: String
-    let queue: JobQueue
+    /// The fleet's lane first; then the fallback, if any (a job goes there when the first cannot
+    /// be reached; without one, the client gets server_busy at once).
+    let lanes: [FleetLane]
     let directory: StreamDirectory
-    let relay: EventRelay
     let metrics: Metrics
     let logger: Logger
     let configuration: FleetConfiguration
-    /// Whether the queue and relay can be reached now (false: refuse at once with server_busy).
-    let isUp: @Sendable () -> Bool
-    /// Leases of admitted requests: released however their stream ends.
+    /// Leases of admitted requests: renewed while their stream lives, released however it ends.
     public var admission: Admission?
-    /// Where a completion runs when the fleet cannot be reached (serve nodes; nil: refuse with
-    /// server_busy, as gateway-only nodes do).
-    public var localRunner: CompletionScheduler?
 
     private struct State {
         var streams: [String: FleetStream] = [:]
@@ -67,22 +89,29 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         }
     }
 
-    public init(nodeID: String, queue: JobQueue, directory: StreamDirectory, relay: EventRelay, metrics: Metrics, logger: Logger,
-                configuration: FleetConfiguration = FleetConfiguration(), isUp: @escaping @Sendable () -> Bool) {
+    public init(nodeID: String, lane: FleetLane, fallback: FleetLane? = nil, directory: StreamDirectory, metrics: Metrics, logger: Logger,
+                configuration: FleetConfiguration = FleetConfiguration()) {
         self.nodeID = nodeID
         channel = FleetChannels.gateway(nodeID)
-        self.queue = queue
+        lanes = [lane] + (fallback.map { [$0] } ?? [])
         self.directory = directory
-        self.relay = relay
         self.metrics = metrics
         self.logger = logger
         self.configuration = configuration
-        self.isUp = isUp
     }
 
-    /// Listens on this gateway's channel (re-subscribed by the relay after reconnects).
+    /// A node on its own: one lane in this process's memory, which is also its directory.
+    public convenience init(nodeID: String, local: LocalFleet, metrics: Metrics, logger: Logger, configuration: FleetConfiguration = FleetConfiguration()) {
+        self.init(nodeID: nodeID, lane: .local(local), directory: local, metrics: metrics, logger: logger, configuration: configuration)
+    }
+
+    private var relay: EventRelay { lanes[0].relay }
+
+    /// Listens on this gateway's channel on every lane (re-subscribed by the relay after reconnects).
     public func start() {
-        relay.subscribe(channel: channel) { [weak self] bytes in self?.received(bytes) }
+        for (i, lane) in lanes.enumerated() {
+            lane.relay.subscribe(channel: channel) { [weak self] message in self?.received(message, lane: i) }
+        }
     }
 
     // MARK: CompletionService
@@ -90,14 +119,15 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     public func submit(_ request: CompletionRequest, subscriber: CompletionSubscriber) -> Result<CompletionStream, APIError> {
         let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
         enum Outcome { case attach(FleetStream), start(FleetStream), replay(FleetStream), refused(APIError) }
-        let up = isUp()
+        let up = lanes[0].isUp()
+        let canRun = up || lanes.count > 1
         let outcome: Outcome = state.withLock { s in
             if let existing = s.streams[key] {
                 if request.clientSuppliedID { return .attach(existing) }
                 return .refused(APIError(.conflict, "request_id is in use", field: "request_id"))
             }
             if s.draining { return .refused(APIError(.serverBusy, "this node is shutting down; retry on another", retryAfterMs: 100)) }
-            guard up || localRunner != nil else {
+            guard canRun else {
                 return .refused(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000))
             }
             let stream = FleetStream(key: key, request: request, loop: subscriber.loop, hub: self)
@@ -124,25 +154,27 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         case .start(let stream):
             live.add(1, ordering: .relaxed)
             metrics.activeGenerations.add(1, ordering: .relaxed)
+            metrics.queueLength.add(1, ordering: .relaxed)
+            stream.countedAsQueued = true
             stream.attach(subscriber)
             watch(on: stream.loop).add(stream)
-            if up {
-                enqueue(stream)
-            } else if let localRunner {
-                // Redis is away: a serve node runs it itself (the README's Redis-down policy).
-                stream.runLocally(on: localRunner)
-            }
+            // Redis away: a serve node runs it itself (the README's Redis-down policy).
+            enqueue(stream, lane: up ? 0 : 1)
             return .success(stream)
         }
     }
 
-    private func enqueue(_ stream: FleetStream) {
+    /// Puts the stream's job on lane `lane`'s queue; one that cannot be reached hands it to the
+    /// next lane, if there is one.
+    func enqueue(_ stream: FleetStream, lane: Int) {
+        stream.lane = lane
         let request = stream.request
-        let expires = Int(clinux_realtime_ns() / 1_000_000) + Int(configuration.queueWaitNanos / 1_000_000)
-        let payload = CompletionWire.encode(request, job: .init(replyTo: channel, expiresAtMs: expires))
+        let expires = Int(wallClockNanos() / 1_000_000) + Int(configuration.queueWaitNanos / 1_000_000)
+        let job = FleetJob(request: request, ticket: .init(replyTo: channel, expiresAtMs: expires),
+                           affinity: lanes[lane].remote ? nil : ObjectIdentifier(stream.loop))
         let box = UncheckedBox(stream)
-        queue.enqueue(payload, streamKey: stream.key, holder: nodeID) { [self] result in
-            box.value.loop.execute { [self] in
+        lanes[lane].queue.enqueue(job, streamKey: stream.key, holder: nodeID) { [self] result in
+            let settle: @Sendable () -> Void = { [self] in
                 let stream = box.value
                 switch result {
                 case .success(.queued): stream.enqueued()
@@ -152,15 +184,19 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                     stream.ownsLease = false
                     follow(stream, holder: holder)
                 case .failure(.busy(let backlog)):
-                    stream.fail(APIError(.serverBusy, "the fleet's queue is full (\(backlog) jobs waiting)", retryAfterMs: 1000), tellWorker: false)
+                    let message = lanes[lane].remote ? "the fleet's queue is full (\(backlog) jobs waiting)"
+                        : "all worker slots are busy and the queue is full"
+                    stream.fail(APIError(.serverBusy, message, retryAfterMs: 1000), tellWorker: false)
                 case .failure(.unavailable):
-                    if let localRunner {
-                        stream.runLocally(on: localRunner)
+                    if lane + 1 < lanes.count {
+                        enqueue(stream, lane: lane + 1)
                     } else {
                         stream.fail(APIError(.serverBusy, "the job queue cannot be reached; retry shortly", retryAfterMs: 1000), tellWorker: false)
                     }
                 }
             }
+            // A queue in memory answers at once, on this loop: no hop.
+            if box.value.loop.inEventLoop { settle() } else { box.value.loop.execute(settle) }
         }
     }
 
@@ -180,7 +216,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                         return stream.fail(APIError.requestIDUsed, tellWorker: false)
                     }
                     stream.following()
-                    relay.publish(channel: FleetChannels.gateway(holder), RelayMessage.follow(requestID: stream.key, replyTo: channel).bytes) { n in
+                    relay.publish(channel: FleetChannels.gateway(holder), .follow(requestID: stream.key, replyTo: channel)) { n in
                         guard n == nil || n == 0 else { return }
                         box.value.loop.execute {
                             box.value.fail(APIError(.generationInterrupted, "the gateway relaying this request_id is gone", retryAfterMs: 100),
@@ -206,7 +242,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             switch result {
             case .success((_, _?)): done(.alreadyFinished)
             case .success((let holder?, nil)) where holder != nodeID:
-                relay.publish(channel: FleetChannels.gateway(holder), RelayMessage.cancel(requestID: key, owner: owner).bytes) { n in
+                relay.publish(channel: FleetChannels.gateway(holder), .cancel(requestID: key, owner: owner)) { n in
                     done((n ?? 0) > 0 ? .cancelled : .notFound)
                 }
             default: done(.notFound)
@@ -216,7 +252,8 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
 
     @discardableResult
     public func cancelAll(keyID: Int64) -> Int {
-        let hit = state.withLock { s in s.streams.values.filter { $0.request.keyID == keyID } }
+        // Finished streams kept for replay are not stopped again (nor counted).
+        let hit = state.withLock { s in s.streams.values.filter { $0.request.keyID == keyID && !$0.isFinished } }
         for stream in hit {
             let box = UncheckedBox(stream)
             stream.loop.execute { _ = box.value.cancel() }
@@ -230,34 +267,30 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
 
     // MARK: relay messages (any thread)
 
-    func received(_ bytes: [UInt8]) {
-        guard let message = try? RelayMessage.decode(bytes) else {
-            logger.warning("undecodable relay message", ["bytes": "\(bytes.count)"])
-            return
-        }
+    func received(_ message: RelayMessage, lane: Int) {
         let key: String
         switch message {
         case .event(let k, _, _), .keepalive(let k), .abort(let k), .cancel(let k, _), .follow(let k, _): key = k
         }
         guard let stream = state.withLock({ $0.streams[key] }) else {
             // A worker started a job nobody waits for any more (its stream ended and was forgotten).
-            if case .event(_, .accepted, let worker?) = message { tellWorkerToStop(key: key, worker: worker) }
+            if case .event(_, .accepted, let worker?) = message { tellWorkerToStop(key: key, worker: worker, lane: lane) }
             // Asked to forward a stream this gateway no longer has: say so at once (the asker
             // keeps nothing of a failed relay, and its client learns the id is spent).
             if case .follow(_, let replyTo) = message {
                 let gone = RelayMessage.event(requestID: key, .failed(APIError.requestIDUsed, tokensSoFar: 0), worker: nil)
-                relay.publish(channel: replyTo, gone.bytes) { _ in }
+                lanes[lane].relay.publish(channel: replyTo, gone) { _ in }
             }
             return
         }
-        if stream.loop.inEventLoop { return stream.handle(message) }
+        if stream.loop.inEventLoop { return stream.handle(message, from: lane) }
         let box = UncheckedBox(stream)
-        stream.loop.execute { box.value.handle(message) }
+        stream.loop.execute { box.value.handle(message, from: lane) }
     }
 
-    func tellWorkerToStop(key: String, worker: String) {
+    func tellWorkerToStop(key: String, worker: String, lane: Int) {
         guard let (owner, id) = StreamKey.parse(key) else { return }
-        relay.publish(channel: FleetChannels.worker(worker), RelayMessage.cancel(requestID: id, owner: owner).bytes) { _ in }
+        lanes[lane].relay.publish(channel: FleetChannels.worker(worker), .cancel(requestID: id, owner: owner)) { _ in }
     }
 
     /// Forwards a stream's events to another gateway that attached to it.
@@ -277,6 +310,9 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         switch event {
         case .done(let reason, _, let timings):
             metrics.recordFinished(reason, timings: timings)
+        case .failed(let e, _) where e.code == .serverBusy && stream.neverStarted:
+            // Refused for want of room (queue full, no worker in time, draining): busy, not an error.
+            metrics.completionsBusy.add(1, ordering: .relaxed)
         case .failed(let e, _):
             metrics.completionsError.add(1, ordering: .relaxed)
             logger.warning("completion failed", ["request_id": stream.request.requestID, "code": e.code.rawValue, "error": e.message])

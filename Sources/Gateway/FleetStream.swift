@@ -1,13 +1,15 @@
-import CLinux
 import Domain
+import FleetCore
 import JSON
 import NetCore
 import Runtime
 import Synchronization
 
-/// One completion as a gateway relays it from the fleet: the subscribers, what was streamed (for
-/// replay), the worker running it, and two deadlines (a job no worker takes; a worker gone silent).
-/// Everything but `isFinished` is confined to `loop`.
+/// One completion as a gateway relays it from the fleet (Redis or this process's memory): the
+/// subscribers, what was streamed (for replay), the worker running it, the lease (renewed while it
+/// lives) and two deadlines (a job no worker takes; a worker gone silent). `accepted` and the
+/// client's timings are made here and nowhere else. Everything but `isFinished` is confined to
+/// `loop`.
 final class FleetStream: CompletionStream, @unchecked Sendable {
     let key: String
     let request: CompletionRequest
@@ -15,17 +17,26 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     // Strong: the hub outlives its streams (it forgets finished ones after retention).
     let hub: FleetCompletions
     let createdNanos = monotonicNanos()
-    let createdEpoch = Int(clinux_realtime_ns() / 1_000_000_000)
+    let createdEpoch = Int(wallClockNanos() / 1_000_000_000)
     /// False for a stream that relays another gateway's (its lease is not ours to release).
     var ownsLease = true
 
+    /// The lane (`FleetCompletions.lanes`) its job went to: the fleet's, or this process's
+    /// fallback. Events from the other lane are not its own.
+    var lane = 0
+
+    /// Listeners one running generation accepts (attach by request_id): a bound on the fan-out a
+    /// client can cause by attaching again and again.
+    static let maxSubscribers = 32
+
     /// enqueueing: not on the queue yet (subscribers get `accepted` only once it is, so a refusal
-    /// is an ordinary error answer); waiting: for a worker; running: a worker (or this process,
-    /// or the gateway it follows) sends its events.
+    /// is an ordinary error answer); waiting: for a worker; running: a worker (or the gateway it
+    /// follows) sends its events.
     private enum Phase { case enqueueing, waiting, running, finished }
     private var phase = Phase.enqueueing
-    /// Running in this process because the fleet could not be reached (serve nodes only).
-    private var local: CompletionScheduler?
+    /// Counted in the queue-length gauge (until a worker takes it or it ends).
+    var countedAsQueued = false
+    private var lastRenewedNanos = monotonicNanos()
     private let finishedFlag = Atomic<Bool>(false)
     private var worker: String?
     private var pieces: [String] = []
@@ -43,14 +54,14 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     }
 
     var isFinished: Bool { finishedFlag.load(ordering: .acquiring) }
-    /// No worker (nor this process) ever took it: a refusal before any work.
-    var neverStarted: Bool { worker == nil && local == nil && startedNanos == nil }
+    /// No worker ever took it: a refusal before any work.
+    var neverStarted: Bool { worker == nil && startedNanos == nil }
 
     // MARK: subscribers
 
     func attach(_ s: CompletionSubscriber) {
-        if final == nil && subscribers.count >= CompletionJob.maxSubscribers {
-            s.receive(.failed(APIError(.invalidRequest, "too many clients are attached to this request_id (at most \(CompletionJob.maxSubscribers))",
+        if final == nil && subscribers.count >= FleetStream.maxSubscribers {
+            s.receive(.failed(APIError(.invalidRequest, "too many clients are attached to this request_id (at most \(FleetStream.maxSubscribers))",
                                        field: "request_id"), tokensSoFar: 0))
             return
         }
@@ -69,32 +80,10 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         for s in subscribers { s.receive(accepted) }
     }
 
-    /// Runs the completion in this process (the fleet could not be reached), feeding its events
-    /// into this stream as a worker's would be.
-    func runLocally(on runner: CompletionScheduler) {
-        guard phase == .enqueueing || phase == .waiting else { return }
-        local = runner
-        enqueued()
-        var one = request
-        one.clientSuppliedID = false
-        if case .failure(let e) = runner.submit(one, subscriber: LocalFeed(stream: self)) {
-            local = nil  // it never ran here either
-            fail(e, tellWorker: false)
-        }
-    }
-
-    fileprivate func fromLocal(_ event: CompletionEvent) {
-        handle(.event(requestID: key, event, worker: nil), fromLocal: true)
-    }
-
-    fileprivate func fromLocalAbort() {
-        handle(.abort(requestID: key), fromLocal: true)
-    }
-
     /// Attaches a subscriber that lives on another loop (events hop to it).
     func attachFromAnyLoop(_ s: CompletionSubscriber) {
         if s.loop === loop { return attach(s) }
-        let hop = UncheckedBox(LoopHop(target: s, jobLoop: loop))
+        let hop = UncheckedBox(ForeignSubscriber(target: s, streamLoop: loop))
         loop.execute { [self] in attach(hop.value) }
     }
 
@@ -103,7 +92,7 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
             detachMatching { $0 === s }
         } else {
             let box = UncheckedBox(s)
-            loop.execute { [self] in detachMatching { $0 === box.value || ($0 as? LoopHop)?.target === box.value } }
+            loop.execute { [self] in detachMatching { $0 === box.value || ($0 as? ForeignSubscriber)?.target === box.value } }
         }
     }
 
@@ -116,22 +105,29 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
 
     // MARK: lifecycle
 
-    /// Checks the two deadlines (called by the loop's `StreamWatch`); false once the stream ended.
+    /// Checks the two deadlines and renews the lease (called by the loop's `StreamWatch`); false
+    /// once the stream ended.
     func checkDeadlines(now: UInt64) -> Bool {
+        if phase != .finished, ownsLease, request.fence != 0, let admission = hub.admission,
+           now > lastRenewedNanos, now - lastRenewedNanos >= max(admission.leaseTTLNanos / 3, 1_000_000) {
+            lastRenewedNanos = now
+            admission.renew(user: request.ownerID, requestID: request.requestID)
+        }
         switch phase {
         case .finished: return false
-        case .enqueueing where now - createdNanos > hub.configuration.queueWaitNanos,
-             .waiting where now - createdNanos > hub.configuration.queueWaitNanos:
+        case .enqueueing where now > createdNanos && now - createdNanos > hub.configuration.queueWaitNanos,
+             .waiting where now > createdNanos && now - createdNanos > hub.configuration.queueWaitNanos:
             fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
             return false
-        case .running where local == nil && now - lastHeardNanos > hub.configuration.silenceNanos:
+        case .running where hub.lanes[lane].remote && now > lastHeardNanos && now - lastHeardNanos > hub.configuration.silenceNanos:
             hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
             fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
                  tellWorker: true)
             return false
-        case .waiting where local == nil && !hub.isUp():
-            // The fleet went away with the job: a serve node runs it itself.
-            if let runner = hub.localRunner { runLocally(on: runner) }
+        case .waiting where ownsLease && !hub.lanes[lane].isUp() && lane + 1 < hub.lanes.count:
+            // The fleet went away with the job: the next lane (this process) runs it. If a
+            // worker of the fleet takes it after all, it is told to stop.
+            hub.enqueue(self, lane: lane + 1)
             return phase != .finished
         default:
             return true
@@ -143,13 +139,22 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         enqueued()
         guard phase == .waiting else { return }
         phase = .running
+        leftQueue()
         lastHeardNanos = monotonicNanos()
     }
 
-    func handle(_ message: RelayMessage, fromLocal: Bool = false) {
-        if local != nil && !fromLocal {
-            // It runs here now: a worker that took the job after all is told to stop.
-            if case .event(_, .accepted, let w?) = message { hub.tellWorkerToStop(key: key, worker: w) }
+    /// Taken by a worker or ended: no longer counted as queued.
+    private func leftQueue() {
+        guard countedAsQueued else { return }
+        countedAsQueued = false
+        hub.metrics.queueLength.subtract(1, ordering: .relaxed)
+    }
+
+    /// A message for this stream from lane `from` (replays and tests: its own lane).
+    func handle(_ message: RelayMessage, from: Int? = nil) {
+        if let from, from != lane {
+            // It moved to another lane: a worker that took the job after all is told to stop.
+            if case .event(_, .accepted, let w?) = message { hub.tellWorkerToStop(key: key, worker: w, lane: from) }
             return
         }
         if phase == .enqueueing { enqueued() }
@@ -163,6 +168,7 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
                     tellWorkerToStop()
                 } else if startedNanos == nil {
                     startedNanos = monotonicNanos()
+                    leftQueue()
                 }
             case .delta(let index, let text):
                 guard phase != .finished else { return }
@@ -180,11 +186,7 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
             case .done(let reason, let usage, let timings):
                 guard phase != .finished else { return }
                 // Times as this gateway saw them (they include the queue and the hops).
-                let end = monotonicNanos()
-                let ms: (UInt64) -> Double = { Double($0) / 1e6 }
-                let t = Timings(queueMs: ms((startedNanos ?? end) - createdNanos), ttftMs: firstTokenNanos.map { ms($0 - createdNanos) },
-                                totalMs: ms(end - createdNanos), upstream: timings.upstream)
-                finish(.done(reason, usage, t))
+                finish(.done(reason, usage, clientTimings(upstream: timings.upstream)))
             case .failed(let e, _):
                 guard phase != .finished else { return }
                 finish(.failed(e, tokensSoFar: pieces.count))
@@ -205,18 +207,21 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
 
     private func heard() {
         lastHeardNanos = monotonicNanos()
-        if phase == .waiting { phase = .running }
+        if phase == .waiting {
+            phase = .running
+            leftQueue()
+        }
+    }
+
+    private func clientTimings(upstream: String) -> Timings {
+        Timings(created: createdNanos, started: startedNanos, firstToken: firstTokenNanos, end: monotonicNanos(), upstream: upstream)
     }
 
     /// Ends the stream with finish_reason "cancelled" and tells the worker; false if it had ended.
     func cancel() -> Bool {
         guard phase != .finished else { return false }
         tellWorkerToStop()
-        let end = monotonicNanos()
-        let ms: (UInt64) -> Double = { Double($0) / 1e6 }
-        finish(.done(.cancelled, Usage(promptTokens: 0, completionTokens: pieces.count),
-                     Timings(queueMs: ms((startedNanos ?? end) - createdNanos), ttftMs: firstTokenNanos.map { ms($0 - createdNanos) },
-                             totalMs: ms(end - createdNanos), upstream: "fleet")))
+        finish(.done(.cancelled, Usage(promptTokens: 0, completionTokens: pieces.count), clientTimings(upstream: "fleet")))
         return true
     }
 
@@ -239,12 +244,12 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     }
 
     private func tellWorkerToStop() {
-        if let local { local.cancel(requestID: request.requestID, owner: request.ownerID) }
-        if let worker { hub.tellWorkerToStop(key: key, worker: worker) }
+        if let worker { hub.tellWorkerToStop(key: key, worker: worker, lane: lane) }
     }
 
     private func finish(_ event: CompletionEvent) {
         phase = .finished
+        leftQueue()
         finishedFlag.store(true, ordering: .releasing)
         final = event
         let subs = subscribers
@@ -252,7 +257,8 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         for s in subs { s.receive(event) }
         // Only a request_id the client chose can be asked for again elsewhere: only then is the
         // stream written out for Redis (not on every completion).
-        hub.ended(self, event, transcript: ownsLease && request.clientSuppliedID ? transcript(final: event) : nil)
+        let keep = ownsLease && request.clientSuppliedID && hub.directory.keepsTranscripts
+        hub.ended(self, event, transcript: keep ? transcript(final: event) : nil)
     }
 
     /// The stream as relay messages, one per line (JSON strings hold no raw newline).
@@ -271,13 +277,23 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
     }
 }
 
-/// Carries a completion running in this process into the fleet stream that relays it.
-private final class LocalFeed: CompletionSubscriber {
-    let stream: FleetStream
-    var loop: EventLoop { stream.loop }
-    init(stream: FleetStream) { self.stream = stream }
-    func receive(_ event: CompletionEvent) { stream.fromLocal(event) }
-    func abortTransport() { stream.fromLocalAbort() }
+/// Delivers a stream's events to a subscriber that lives on another loop (attach by request_id
+/// from a connection on another loop).
+final class ForeignSubscriber: CompletionSubscriber, @unchecked Sendable {
+    let target: CompletionSubscriber
+    let loop: EventLoop
+    init(target: CompletionSubscriber, streamLoop: EventLoop) {
+        self.target = target
+        loop = streamLoop
+    }
+    func receive(_ event: CompletionEvent) {
+        let t = UncheckedBox(target)
+        target.loop.execute { t.value.receive(event) }
+    }
+    func abortTransport() {
+        let t = UncheckedBox(target)
+        target.loop.execute { t.value.abortTransport() }
+    }
 }
 
 /// The deadlines of one loop's fleet streams, checked by one timer for all of them (a timer per

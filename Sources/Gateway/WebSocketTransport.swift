@@ -1,4 +1,5 @@
 import Domain
+import FleetCore
 import HTTP1
 import JSON
 import NetCore

@@ -1,28 +1,7 @@
 import Domain
+import FleetCore
 import NetCore
 import Runtime
-
-/// Receives one generation's output, on the loop it was started on.
-public protocol GenerationSink: AnyObject {
-    func token(_ text: String)
-    func finished(_ reason: FinishReason, usage: Usage, upstream: String)
-    /// `dropTransport`: the model's connection broke without an end marker; the clients'
-    /// transports are dropped the same way (no end marker either).
-    func failed(_ error: APIError, dropTransport: Bool)
-}
-
-/// A generation in progress.
-public protocol RunningGeneration: AnyObject {
-    /// Stops it now (no more calls to the sink); returns the usage so far.
-    func cancel() -> Usage
-}
-
-/// Where tokens come from (push-based): start a generation on a loop and it calls the sink as
-/// tokens arrive, then exactly once `finished` or `failed` — unless cancelled. The built-in model is
-/// one backend; upstream model servers will be others.
-public protocol ModelBackend: Sendable {
-    func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration
-}
 
 /// How fast the built-in model answers: a first-token delay, then a delay per token.
 public struct ModelPace: Sendable {

@@ -1,4 +1,5 @@
 import Domain
+import FleetCore
 import JSON
 import NetCore
 import Runtime

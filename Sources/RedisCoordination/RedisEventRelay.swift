@@ -1,5 +1,6 @@
 import Domain
 import NetCore
+import Synchronization
 
 /// The relay on Redis pub/sub: PUBLISH on the pipelined command connection (one message per event,
 /// written at once), SUBSCRIBE on a connection of its own (subscribe mode takes no other commands).
@@ -14,8 +15,9 @@ public final class RedisEventRelay: EventRelay, @unchecked Sendable {
         self.timeoutNanos = timeoutNanos
     }
 
-    public func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void) {
+    public func publish(channel: String, _ message: RelayMessage, done: @escaping @Sendable (Int?) -> Void) {
         let me = UncheckedBox(self)
+        let payload = message.bytes
         let body: @Sendable () -> Void = {
             let r = me.value
             r.publisher.send(["PUBLISH", channel, String(decoding: payload, as: UTF8.self)], timeoutNanos: r.timeoutNanos) { res in
@@ -25,8 +27,20 @@ public final class RedisEventRelay: EventRelay, @unchecked Sendable {
         if publisher.loop.inEventLoop { body() } else { publisher.loop.execute(body) }
     }
 
-    public func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void) {
+    /// Messages that cannot be read are dropped (and counted: `undecodable`).
+    public func subscribe(channel: String, _ onMessage: @escaping @Sendable (RelayMessage) -> Void) {
         let me = UncheckedBox(self)
-        subscriber.loop.execute { me.value.subscriber.subscribe(channel, onMessage: onMessage) }
+        subscriber.loop.execute {
+            me.value.subscriber.subscribe(channel) { bytes in
+                guard let message = try? RelayMessage.decode(bytes) else {
+                    me.value.undecodable.add(1, ordering: .relaxed)
+                    return
+                }
+                onMessage(message)
+            }
+        }
     }
+
+    /// Messages received that could not be read.
+    public let undecodable = Atomic<Int>(0)
 }

@@ -82,7 +82,8 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         }
     }
 
-    public func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
+    public func enqueue(_ job: FleetJob, streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
+        let payload = CompletionWire.encode(job.request, job: job.ticket)
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
@@ -178,7 +179,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                 let jobs = entries.compactMap { e -> QueuedJob? in
                     guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
                           fields.count >= 2, case .bulk(let payload) = fields[1] else { return nil }
-                    return QueuedJob(id: id, payload: payload, deliveries: 1)
+                    return QueuedJob(id: id, job: RedisJobQueue.decode(payload), deliveries: 1)
                 }
                 done(.success(jobs))
             }
@@ -206,11 +207,17 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                     (v.array ?? []).compactMap { e in
                         guard let p = e.array, p.count == 3, let id = p[0].string, case .bulk(let payload) = p[1],
                               let n = p[2].integer else { return nil }
-                        return QueuedJob(id: id, payload: payload, deliveries: Int(n))
+                        return QueuedJob(id: id, job: RedisJobQueue.decode(payload), deliveries: Int(n))
                     }
                 }
                 done(.success((jobs(halves[0]), jobs(halves[1]))))
             }
         }
+    }
+
+    /// A job as the queue holds it; nil if it cannot be read (the worker drops it).
+    static func decode(_ payload: [UInt8]) -> FleetJob? {
+        guard let (request, ticket) = try? CompletionWire.decodeJob(payload) else { return nil }
+        return FleetJob(request: request, ticket: ticket)
     }
 }

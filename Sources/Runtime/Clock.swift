@@ -4,6 +4,9 @@ import Synchronization
 /// Monotonic time in nanoseconds.
 @inline(__always) public func monotonicNanos() -> UInt64 { clinux_monotonic_ns() }
 
+/// Wall-clock time in nanoseconds since 1970 (for times other nodes and clients read).
+@inline(__always) public func wallClockNanos() -> UInt64 { clinux_realtime_ns() }
+
 /// Seeds for generations that have none of their own: a SplitMix64 sequence from one system
 /// random seed per process. Unpredictable enough for sampling, and no syscall per completion
 /// (the system generator costs a getrandom call each time).

@@ -1,14 +1,15 @@
-import CLinux
 import Domain
-import Gateway
+import FleetCore
 import NetCore
 import Runtime
 import Synchronization
 
 public struct WorkerConfiguration: Sendable {
+    /// Generations this node runs at once (shared by every queue it pulls from).
+    public var slots = 256
     /// Jobs taken in one claim (never more than free slots).
     public var claimBatch = 32
-    /// How long one claim waits for a job.
+    /// How long one claim waits for a job (a queue that wakes its workers is never waited on).
     public var blockMs = 1000
     /// How often silent workers' jobs are looked for, and the backlog counted.
     public var reclaimEveryNanos: UInt64 = 1_000_000_000
@@ -16,101 +17,127 @@ public struct WorkerConfiguration: Sendable {
     public var reclaimMinIdleMs = 2000
     /// Deliveries after which a job is dead-lettered and its client told.
     public var maxDeliveries = 3
-    /// Quiet time after which a running job says "still running" to its gateway.
+    /// Quiet time after which a running job says "still running" to its gateway (0: never, for
+    /// a queue in this process, whose worker cannot go silent on its own).
     public var keepaliveNanos: UInt64 = 500_000_000
     public init() {}
 }
 
-/// The worker side of the fleet: pulls jobs from the shared queue only while it has free slots
-/// (the least loaded worker wins), runs them on the in-process runner, and publishes each event to
-/// the gateway that holds the client. A job is acknowledged once it started (after that, a dead
-/// worker shows as silence to the gateway, which ends the stream as interrupted); a job claimed
-/// by a worker that died before starting it is taken over by another, and dead-lettered after
-/// too many deliveries. Cancels arrive on the worker's own channel. Knows the ports, not Redis.
+/// The slots of one worker node, shared by the pullers of every queue it takes jobs from.
+public final class WorkerSlots: Sendable {
+    let table: Mutex<SlotTable>
+    public init(slots: Int) {
+        table = Mutex(SlotTable(slots: slots))
+    }
+    /// Generations running or claimed to run.
+    public var inFlight: Int { table.withLock { $0.inFlight } }
+    public var slots: Int { table.withLock { $0.slots } }
+    func update<R>(_ body: (inout SlotTable) -> R) -> R { table.withLock { body(&$0) } }
+}
+
+/// The worker side of the fleet, for one queue: pulls jobs only while the node has free slots
+/// (the least loaded worker wins), runs each as one `GenerationRun` into a relay publisher to
+/// the gateway that holds the client. A job is acknowledged once started (after that, a dead
+/// worker shows as silence to the gateway, which ends the stream as interrupted); a job claimed by
+/// a worker that died before starting it is taken over by another, and dead-lettered after too
+/// many deliveries. Cancels arrive on the worker's own channel. The worker never touches
+/// admission: the gateway holds the lease. Knows the ports, not Redis.
 public final class FleetWorker: @unchecked Sendable {
     public let nodeID: String
     public let channel: String
     let queue: JobQueue
     let relay: EventRelay
-    let runner: CompletionScheduler
+    let backend: ModelBackend
+    let slots: WorkerSlots
     let loops: [EventLoop]
     let metrics: Metrics
     let logger: Logger
     let configuration: WorkerConfiguration
+    /// Whether claims wait for jobs (false: the queue wakes this worker when one arrives).
+    private let claimsWait: Bool
 
     private struct State {
         var claiming = false
-        /// Jobs claimed and not yet handed to the runner: their slots are spoken for.
-        var reserved = 0
         var stopped = false
         var nextLoop = 0
+        /// Running generations by stream key (cancels find them here).
+        var runs: [String: GenerationRun] = [:]
     }
     private let state = Mutex(State())
     private var reclaimTimer: TimerHandle?
 
-    public init(nodeID: String, queue: JobQueue, relay: EventRelay, runner: CompletionScheduler, loops: [EventLoop],
+    public init(nodeID: String, queue: JobQueue, relay: EventRelay, backend: ModelBackend, slots: WorkerSlots, loops: [EventLoop],
                 metrics: Metrics, logger: Logger, configuration: WorkerConfiguration = WorkerConfiguration()) {
         self.nodeID = nodeID
         channel = FleetChannels.worker(nodeID)
         self.queue = queue
         self.relay = relay
-        self.runner = runner
+        self.backend = backend
+        self.slots = slots
         self.loops = loops
         self.metrics = metrics
         self.logger = logger
         self.configuration = configuration
+        claimsWait = !(queue is JobArrivals)
     }
 
     public func start() {
-        relay.subscribe(channel: channel) { [weak self] bytes in
-            guard let self, case .cancel(let id, let owner)? = try? RelayMessage.decode(bytes) else { return }
-            self.runner.cancel(requestID: id, owner: owner)
+        relay.subscribe(channel: channel) { [weak self] message in
+            guard let self, case .cancel(let id, let owner) = message else { return }
+            self.cancel(key: StreamKey.make(owner: owner, requestID: id))
         }
+        if let arrivals = queue as? JobArrivals { arrivals.whenJobArrives { [weak self] in self?.pump() } }
         pump()
         let box = UncheckedBox(self)
         loops[0].execute { box.value.scheduleReclaim() }
     }
 
-    /// Takes no more jobs; the ones running go on (the runner drains them).
+    /// Takes no more jobs; the ones running go on.
     public func stop() {
         state.withLock { $0.stopped = true }
+        slots.update { $0.drain() }
         let box = UncheckedBox(self)
         loops[0].execute { box.value.reclaimTimer?.cancel() }
     }
 
-    private var freeSlots: Int { runner.configuration.slots - runner.inFlight - state.withLock { $0.reserved } }
+    /// Generations this worker runs now.
+    public var running: Int { state.withLock { $0.runs.count } }
 
-    /// Claims as many jobs as there are free slots, unless a claim is already waiting.
+    /// Claims as many jobs as there are free slots, unless a claim is already out.
     func pump() {
-        let inFlight = runner.inFlight
-        let free: Int = state.withLock { s in
-            let free = runner.configuration.slots - inFlight - s.reserved
-            guard !s.claiming, !s.stopped, free > 0 else { return 0 }
+        let go = state.withLock { s -> Bool in
+            guard !s.claiming, !s.stopped else { return false }
             s.claiming = true
-            return free
+            return true
         }
-        guard free > 0 else { return }
-        queue.claim(consumer: nodeID, max: min(free, configuration.claimBatch), blockMs: configuration.blockMs) { [self] result in
+        guard go else { return }
+        let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
+        guard asked > 0 else {
+            state.withLock { $0.claiming = false }
+            return
+        }
+        queue.claim(consumer: nodeID, max: asked, blockMs: claimsWait ? configuration.blockMs : 0) { [self] result in
             switch result {
             case .success(let jobs):
                 if !jobs.isEmpty { logger.debug("jobs claimed", ["count": "\(jobs.count)"]) }
-                state.withLock { s in
-                    s.claiming = false
-                    s.reserved += jobs.count
-                }
+                slots.update { $0.claimed(jobs.count, of: asked) }
+                state.withLock { $0.claiming = false }
                 for job in jobs { run(job) }
-                pump()
+                // A queue that wakes its workers is asked again only when it has work.
+                if claimsWait || !jobs.isEmpty { pump() }
             case .failure(let e):
                 logger.debug("claim failed", ["error": "\(e)"])
+                slots.update { $0.claimed(0, of: asked) }
                 state.withLock { $0.claiming = false }
-                // Redis is away: try again shortly (the connection reconnects by itself).
+                // The queue is away: try again shortly (the connection reconnects by itself).
                 let box = UncheckedBox(self)
                 loops[0].execute { _ = box.value.loops[0].schedule(afterNanos: 100_000_000) { box.value.pump() } }
             }
         }
     }
 
-    private func pickLoop() -> EventLoop {
+    private func pickLoop(_ affinity: ObjectIdentifier?) -> EventLoop {
+        if let affinity, let same = loops.first(where: { ObjectIdentifier($0) == affinity }) { return same }
         let i = state.withLock { s -> Int in
             s.nextLoop = (s.nextLoop + 1) % loops.count
             return s.nextLoop
@@ -120,38 +147,60 @@ public final class FleetWorker: @unchecked Sendable {
 
     /// Runs one claimed job (its slot was reserved by the claim).
     func run(_ queued: QueuedJob) {
-        let unreserve: @Sendable () -> Void = { [self] in state.withLock { $0.reserved -= 1 } }
-        guard let (decoded, job) = try? CompletionWire.decodeJob(queued.payload) else {
-            logger.error("undecodable job dropped", ["id": queued.id, "bytes": "\(queued.payload.count)"])
-            queue.ack(queued.id)
-            unreserve()
-            return
+        guard let job = queued.job else {
+            logger.error("undecodable job dropped", ["id": queued.id])
+            return drop(queued)
         }
-        if Int(clinux_realtime_ns() / 1_000_000) > job.expiresAtMs {
+        if Int(wallClockNanos() / 1_000_000) > job.ticket.expiresAtMs {
             // Its gateway stopped waiting for it (and told its client): do not run it.
-            queue.ack(queued.id)
-            unreserve()
-            return
+            return drop(queued)
         }
-        var one = decoded
-        one.clientSuppliedID = false  // the gateway owns attach; here each job runs once
-        let request = one
-        let loop = pickLoop()
+        let request = job.request
+        let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
+        let loop = pickLoop(job.affinity)
         let box = UncheckedBox(self)
         loop.execute {
             let me = box.value
-            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.replyTo,
-                                           routingKey: StreamKey.make(owner: request.ownerID, requestID: request.requestID),
+            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key,
                                            worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos)
-            // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
-            publisher.onNobodyListening = { box.value.runner.cancel(requestID: request.requestID, owner: request.ownerID) }
-            // The runner frees the slot right after the final event is delivered: claim then.
-            publisher.onEnd = { loop.runAfterTick { box.value.pump() } }
-            let submitted = me.runner.submit(request, subscriber: publisher)
-            unreserve()
-            if case .failure(let e) = submitted { publisher.receive(.failed(e, tokensSoFar: 0)) }
+            let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
+            // The gateway is gone (nobody received an event): stop, freeing the slot.
+            let r = UncheckedBox(run)
+            publisher.onNobodyListening = { loop.execute { r.value.cancel() } }
+            me.slots.update { $0.started() }
+            me.state.withLock { $0.runs[key] = run }
+            me.metrics.activeGenerations.add(1, ordering: .relaxed)
             me.queue.ack(queued.id)
+            run.start(backend: me.backend, worker: me.nodeID, createdEpoch: Int(wallClockNanos() / 1_000_000_000))
         }
+    }
+
+    private func drop(_ queued: QueuedJob) {
+        queue.ack(queued.id)
+        slots.update { $0.dropped() }
+    }
+
+    /// A generation ended (its loop): its slot goes to the next job at once.
+    private func ended(_ run: GenerationRun, key: String, _ event: CompletionEvent) {
+        state.withLock { s in if s.runs[key] === run { s.runs[key] = nil } }
+        metrics.activeGenerations.subtract(1, ordering: .relaxed)
+        switch event {
+        case .done(let reason, _, let timings): metrics.recordFinished(reason, timings: timings)
+        case .failed: metrics.completionsError.add(1, ordering: .relaxed)
+        default: break
+        }
+        if slots.update({ $0.finished() }) {
+            let box = UncheckedBox(self)
+            run.loop.runAfterTick { box.value.pump() }
+        }
+    }
+
+    /// Stops a running generation (cancel from its gateway), on its loop: never inside a call
+    /// of the run itself (an in-memory relay delivers on the publisher's thread).
+    private func cancel(key: String) {
+        guard let run = state.withLock({ $0.runs[key] }) else { return }
+        let box = UncheckedBox(run)
+        run.loop.execute { box.value.cancel() }
     }
 
     private func scheduleReclaim() {
@@ -165,11 +214,15 @@ public final class FleetWorker: @unchecked Sendable {
 
     private func reclaim() {
         queue.backlog { [metrics] n in if let n { metrics.jobsBacklog.store(n, ordering: .relaxed) } }
-        let free = max(1, freeSlots)
-        queue.reclaim(consumer: nodeID, minIdleMs: configuration.reclaimMinIdleMs, max: min(free, configuration.claimBatch),
+        let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
+        guard asked > 0 else { return }
+        queue.reclaim(consumer: nodeID, minIdleMs: configuration.reclaimMinIdleMs, max: asked,
                       maxDeliveries: configuration.maxDeliveries) { [self] result in
-            guard case .success(let (claimed, dead)) = result else { return }
-            state.withLock { $0.reserved += claimed.count }
+            guard case .success(let (claimed, dead)) = result else {
+                slots.update { $0.claimed(0, of: asked) }
+                return
+            }
+            slots.update { $0.claimed(claimed.count, of: asked) }
             for job in claimed {
                 metrics.jobsReclaimed.add(1, ordering: .relaxed)
                 logger.warning("job taken over from a silent worker", ["id": job.id, "deliveries": "\(job.deliveries)"])
@@ -183,9 +236,9 @@ public final class FleetWorker: @unchecked Sendable {
     private func deadLettered(_ queued: QueuedJob) {
         metrics.jobsDeadLettered.add(1, ordering: .relaxed)
         logger.error("job dead-lettered", ["id": queued.id, "deliveries": "\(queued.deliveries)"])
-        guard let (request, job) = try? CompletionWire.decodeJob(queued.payload) else { return }
+        guard let job = queued.job else { return }
         let error = APIError(.internalError, "this completion failed on \(queued.deliveries) workers and was given up")
-        let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
-        relay.publish(channel: job.replyTo, RelayMessage.event(requestID: key, .failed(error, tokensSoFar: 0), worker: nil).bytes) { _ in }
+        let key = StreamKey.make(owner: job.request.ownerID, requestID: job.request.requestID)
+        relay.publish(channel: job.ticket.replyTo, .event(requestID: key, .failed(error, tokensSoFar: 0), worker: nil)) { _ in }
     }
 }

@@ -1,4 +1,5 @@
 import Domain
+import FleetCore
 import ModelProxy
 import NetCore
 import Runtime

@@ -1,6 +1,7 @@
 import Foundation
 @testable import HTTP1
 import Domain
+import FleetCore
 import JSON
 @testable import ModelProxy
 import NetCore

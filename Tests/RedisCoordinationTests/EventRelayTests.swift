@@ -15,11 +15,13 @@ final class EventRelayTests: RedisTestCase {
         let relay = RedisEventRelay(publisher: pub, subscriber: sub)
         let channel = "tokens:test-\(UUID().uuidString.prefix(8))"
         let got = Mutex<[String]>([])
-        relay.subscribe(channel: channel) { p in got.withLock { $0.append(String(decoding: p, as: UTF8.self)) } }
+        relay.subscribe(channel: channel) { m in
+            if case .keepalive(let id) = m { got.withLock { $0.append(id) } }
+        }
         usleep(100_000)  // the SUBSCRIBE goes out on its own connection
         let receivers = Mutex<[Int?]>([])
         for i in 0..<1000 {
-            relay.publish(channel: channel, Array("e\(i)".utf8)) { n in receivers.withLock { $0.append(n) } }
+            relay.publish(channel: channel, .keepalive(requestID: "e\(i)")) { n in receivers.withLock { $0.append(n) } }
         }
         let deadline = Date().addingTimeInterval(5)
         while got.withLock({ $0.count }) < 1000 && Date() < deadline { usleep(5000) }
@@ -27,7 +29,7 @@ final class EventRelayTests: RedisTestCase {
         XCTAssertEqual(Set(receivers.withLock { $0 }), [1])
         // Nobody listens on another channel: the publisher can tell (and stop the generation).
         let none = Mutex<Int?>(-1)
-        relay.publish(channel: channel + ":nobody", Array("x".utf8)) { n in none.withLock { $0 = n } }
+        relay.publish(channel: channel + ":nobody", .keepalive(requestID: "x")) { n in none.withLock { $0 = n } }
         usleep(100_000)
         XCTAssertEqual(none.withLock { $0 }, 0)
         // The subscriber's connection is killed: it reconnects and subscribes again by itself.
@@ -36,11 +38,18 @@ final class EventRelayTests: RedisTestCase {
         let until = Date().addingTimeInterval(5)
         while !delivered && Date() < until {
             let n = Mutex<Int?>(nil)
-            relay.publish(channel: channel, Array("after".utf8)) { v in n.withLock { $0 = v } }
+            relay.publish(channel: channel, .keepalive(requestID: "after")) { v in n.withLock { $0 = v } }
             usleep(100_000)
             delivered = n.withLock { $0 } == 1
         }
         XCTAssertTrue(delivered, "resubscribed after the connection was dropped")
         XCTAssertEqual(got.withLock { $0.last }, "after")
+        // Something that is not a relay message is dropped and counted, and what follows still arrives.
+        XCTAssertEqual(try call(pub, ["PUBLISH", channel, "{not a message"]).get().integer, 1)
+        relay.publish(channel: channel, .keepalive(requestID: "after-garbage")) { _ in }
+        let end = Date().addingTimeInterval(3)
+        while got.withLock({ $0.last }) != "after-garbage" && Date() < end { usleep(5000) }
+        XCTAssertEqual(got.withLock { $0.last }, "after-garbage")
+        XCTAssertEqual(relay.undecodable.load(ordering: .relaxed), 1)
     }
 }

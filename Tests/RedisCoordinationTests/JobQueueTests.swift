@@ -17,6 +17,13 @@ final class JobQueueTests: RedisTestCase {
         return q
     }
 
+    /// A job whose request_id is `id` (what the tests look for after a round trip).
+    static func job(_ id: String) -> FleetJob {
+        FleetJob(request: CompletionRequest(requestID: id, clientSuppliedID: false, prompt: "p", parameters: GenerationParameters(model: "builtin"),
+                                            stream: true, flavor: .text),
+                 ticket: .init(replyTo: "pg:gw:test", expiresAtMs: 1))
+    }
+
     static func freshKey() -> String { StreamKey.make(owner: "u", requestID: "r-\(UInt64.random(in: 0...UInt64.max))") }
 
     func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
@@ -31,29 +38,29 @@ final class JobQueueTests: RedisTestCase {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 5)
         for i in 0..<5 {
-            let r = wait { done in q.enqueue(Array("job-\(i)".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
+            let r = wait { done in q.enqueue(Self.job("job-\(i)"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
             XCTAssertNotNil(try? r.get())
         }
-        let full = wait { done in q.enqueue(Array("job-5".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
+        let full = wait { done in q.enqueue(Self.job("job-5"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         XCTAssertEqual(full, .failure(.busy(backlog: 5)))
         let a = try wait { done in q.claim(consumer: "w1", max: 3, blockMs: 0) { done($0) } }.get()
         let b = try wait { done in q.claim(consumer: "w2", max: 3, blockMs: 0) { done($0) } }.get()
         XCTAssertEqual(a.count, 3)
         XCTAssertEqual(b.count, 2)
-        XCTAssertEqual(Set((a + b).map { String(decoding: $0.payload, as: UTF8.self) }), Set((0..<5).map { "job-\($0)" }))
+        XCTAssertEqual(Set((a + b).compactMap { $0.job?.request.requestID }), Set((0..<5).map { "job-\($0)" }))
         XCTAssertTrue(try wait { done in q.claim(consumer: "w3", max: 3, blockMs: 0) { done($0) } }.get().isEmpty)
         // Acknowledged jobs leave the stream: the backlog has room again, exactly as much as was acked.
         for j in a { q.ack(j.id) }
         usleep(50_000)
         XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 2)
-        for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Array("more-\(i)".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }.get()) }
-        XCTAssertEqual(wait { done in q.enqueue(Array("over".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }, .failure(.busy(backlog: 5)))
+        for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Self.job("more-\(i)"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }.get()) }
+        XCTAssertEqual(wait { done in q.enqueue(Self.job("over"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }, .failure(.busy(backlog: 5)))
     }
 
     func testSilentWorkersJobsAreReclaimedThenDeadLettered() throws {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 100)
-        _ = wait { done in q.enqueue(Array("{\"id\":\"poison\"}".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
+        _ = wait { done in q.enqueue(Self.job("poison"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         let first = try wait { done in q.claim(consumer: "dies-1", max: 1, blockMs: 0) { done($0) } }.get()
         XCTAssertEqual(first.count, 1)
         // Not idle long enough yet: nothing moves.
@@ -63,7 +70,7 @@ final class JobQueueTests: RedisTestCase {
         let second = try wait { done in q.reclaim(consumer: "dies-2", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
         XCTAssertEqual(second.claimed.map(\.id), first.map(\.id))
         XCTAssertEqual(second.claimed.first?.deliveries, 2)
-        XCTAssertEqual(second.claimed.first?.payload, first.first?.payload)
+        XCTAssertEqual(second.claimed.first?.job?.request.requestID, "poison")
         usleep(250_000)
         let third = try wait { done in q.reclaim(consumer: "dies-3", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
         XCTAssertEqual(third.claimed.first?.deliveries, 3)
@@ -71,7 +78,7 @@ final class JobQueueTests: RedisTestCase {
         let last = try wait { done in q.reclaim(consumer: "w", minIdleMs: 200, max: 10, maxDeliveries: 3) { done($0) } }.get()
         XCTAssertTrue(last.claimed.isEmpty)
         XCTAssertEqual(last.dead.map(\.id), first.map(\.id), "delivered 3 times: dead-lettered")
-        XCTAssertEqual(last.dead.first?.payload, first.first?.payload, "with its job, so its client can be told")
+        XCTAssertEqual(last.dead.first?.job?.request.requestID, "poison", "with its job, so its client can be told")
         XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 0)
         XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().dead]).get().integer, 1)
     }
@@ -87,12 +94,25 @@ final class JobQueueTests: RedisTestCase {
         usleep(100_000)
         XCTAssertNil(got.withLock { $0 }, "still waiting")
         let start = Date()
-        _ = wait { done in q.enqueue(Array("late".utf8), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
+        _ = wait { done in q.enqueue(Self.job("late"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         while got.withLock({ $0 }) == nil && Date().timeIntervalSince(start) < 2 { usleep(1000) }
-        XCTAssertEqual(got.withLock { $0 }?.first.map { String(decoding: $0.payload, as: UTF8.self) }, "late")
+        XCTAssertEqual(got.withLock { $0 }?.first?.job?.request.requestID, "late")
         XCTAssertLessThan(Date().timeIntervalSince(start), 0.5, "woken by the job, not the timeout")
         // And the other connection stayed usable meanwhile (the blocked read is on its own).
         XCTAssertEqual(try call(conn, ["PING"]).get(), .status("PONG"))
+    }
+
+    /// An entry no worker can read comes out as a job-less entry (the worker drops it), not as
+    /// an error that stops the claim.
+    func testAnUnreadableEntryIsClaimedWithoutAJob() throws {
+        let conn = try connect()
+        let q = try queue(conn, maxBacklog: 10)
+        XCTAssertFalse(try call(conn, ["XADD", FleetKeys().stream, "*", "job", "not json"]).get().isError)
+        _ = wait { done in q.enqueue(Self.job("fine"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
+        let got = try wait { done in q.claim(consumer: "w", max: 5, blockMs: 0) { done($0) } }.get()
+        XCTAssertEqual(got.count, 2)
+        XCTAssertNil(got[0].job)
+        XCTAssertEqual(got[1].job?.request.requestID, "fine")
     }
 
     func testArgumentsAreBinarySafe() throws {
@@ -105,10 +125,10 @@ final class JobQueueTests: RedisTestCase {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 100)
         let key = Self.freshKey()
-        let first = wait { done in q.enqueue(Array("a".utf8), streamKey: key, holder: "gw-1") { done($0) } }
+        let first = wait { done in q.enqueue(Self.job("a"), streamKey: key, holder: "gw-1") { done($0) } }
         guard case .success(.queued) = first else { return XCTFail("\(first)") }
         // The same request_id again (another gateway, a retry): not queued twice, attach to gw-1.
-        XCTAssertEqual(wait { done in q.enqueue(Array("b".utf8), streamKey: key, holder: "gw-2") { done($0) } }, .success(.duplicate(holder: "gw-1")))
+        XCTAssertEqual(wait { done in q.enqueue(Self.job("b"), streamKey: key, holder: "gw-2") { done($0) } }, .success(.duplicate(holder: "gw-1")))
         XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 1)
         XCTAssertEqual(wait { done in q.backlog { done($0) } }, 1)
         let found = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()

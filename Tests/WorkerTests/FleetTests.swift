@@ -1,125 +1,14 @@
 import Dispatch
 import Domain
+import FleetCore
 import Gateway
 import ModelProxy
 import NetCore
 import Runtime
 import Synchronization
+import TestSupport
 import Worker
 import XCTest
-
-/// The queue port in memory: FIFO, claims that wait, locators and transcripts.
-final class MemoryQueue: JobQueue, StreamDirectory, @unchecked Sendable {
-    struct Entry { var id: String; var payload: [UInt8]; var consumer: String?; var deliveries: Int }
-    private struct State {
-        var entries: [Entry] = []
-        var next = 0
-        var waiters: [(consumer: String, max: Int, done: @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)] = []
-        var holders: [String: String] = [:]
-        var transcripts: [String: [UInt8]] = [:]
-    }
-    private let state = Mutex(State())
-    let maxBacklog: Int
-    init(maxBacklog: Int = 100) { self.maxBacklog = maxBacklog }
-
-    var length: Int { state.withLock { $0.entries.count } }
-
-    func enqueue(_ payload: [UInt8], streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
-        let (result, wake): (Result<Enqueued, JobQueueError>, [(@Sendable (Result<[QueuedJob], JobQueueError>) -> Void, QueuedJob)]) = state.withLock { s in
-            if let h = s.holders[streamKey] { return (.success(.duplicate(holder: h)), []) }
-            if s.entries.count >= maxBacklog { return (.failure(.busy(backlog: s.entries.count)), []) }
-            s.next += 1
-            let id = "\(s.next)-0"
-            s.holders[streamKey] = holder
-            var e = Entry(id: id, payload: payload, consumer: nil, deliveries: 0)
-            var wake: [(@Sendable (Result<[QueuedJob], JobQueueError>) -> Void, QueuedJob)] = []
-            if !s.waiters.isEmpty {
-                let w = s.waiters.removeFirst()
-                e.consumer = w.consumer
-                e.deliveries = 1
-                wake.append((w.done, QueuedJob(id: id, payload: payload, deliveries: 1)))
-            }
-            s.entries.append(e)
-            return (.success(.queued(id: id)), wake)
-        }
-        DispatchQueue.global().async {
-            done(result)
-            for (w, job) in wake { w(.success([job])) }
-        }
-    }
-
-    func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
-        let jobs: [QueuedJob]? = state.withLock { s in
-            var out: [QueuedJob] = []
-            for i in s.entries.indices where s.entries[i].consumer == nil && out.count < max {
-                s.entries[i].consumer = consumer
-                s.entries[i].deliveries += 1
-                out.append(QueuedJob(id: s.entries[i].id, payload: s.entries[i].payload, deliveries: s.entries[i].deliveries))
-            }
-            if out.isEmpty && blockMs > 0 {
-                s.waiters.append((consumer, max, done))
-                return nil
-            }
-            return out
-        }
-        if let jobs { DispatchQueue.global().async { done(.success(jobs)) } }
-    }
-
-    func ack(_ id: String) { state.withLock { $0.entries.removeAll { $0.id == id } } }
-    func backlog(done: @escaping @Sendable (Int?) -> Void) { done(length) }
-    func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
-                 done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void) {
-        done(.success(([], [])))
-    }
-    func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void) {
-        let r = state.withLock { ($0.holders[streamKey], $0.transcripts[streamKey]) }
-        done(.success(r))
-    }
-    func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) { state.withLock { $0.transcripts[streamKey] = transcript } }
-    func forget(streamKey: String) { state.withLock { $0.holders[streamKey] = nil } }
-    func keepLocator(streamKey: String, ttlMs: Int) {}
-}
-
-/// The relay port in memory: one ordered delivery queue, like one Redis connection.
-final class MemoryRelay: EventRelay, @unchecked Sendable {
-    private let handlers = Mutex<[String: [@Sendable ([UInt8]) -> Void]]>([:])
-    let published = Mutex<[(String, [UInt8])]>([])
-    private let delivery = DispatchQueue(label: "relay")
-
-    func publish(channel: String, _ payload: [UInt8], done: @escaping @Sendable (Int?) -> Void) {
-        published.withLock { $0.append((channel, payload)) }
-        let hs = handlers.withLock { $0[channel] ?? [] }
-        delivery.async {
-            for h in hs { h(payload) }
-            done(hs.count)
-        }
-    }
-    func subscribe(channel: String, _ onMessage: @escaping @Sendable ([UInt8]) -> Void) {
-        handlers.withLock { $0[channel, default: []].append(onMessage) }
-    }
-    func unsubscribeAll(_ channel: String) { handlers.withLock { $0[channel] = nil } }
-    func messages(to channel: String) -> [RelayMessage] {
-        published.withLock { $0.filter { $0.0 == channel }.compactMap { try? RelayMessage.decode($0.1) } }
-    }
-}
-
-final class Recorder: CompletionSubscriber, @unchecked Sendable {
-    let loop: EventLoop
-    let events = Mutex<[CompletionEvent]>([])
-    init(_ loop: EventLoop) { self.loop = loop }
-    func receive(_ event: CompletionEvent) { events.withLock { $0.append(event) } }
-    var kinds: [String] {
-        events.withLock { $0.map { e in
-            switch e {
-            case .accepted: return "accepted"
-            case .delta: return "delta"
-            case .done(let r, _, _): return "done:\(r.rawValue)"
-            case .failed(let e, _): return "error:\(e.code.rawValue)"
-            }
-        } }
-    }
-    var ended: Bool { kinds.last.map { $0.hasPrefix("done") || $0.hasPrefix("error") } ?? false }
-}
 
 /// The gateway side (FleetCompletions) and the worker side (FleetWorker) through in-memory ports.
 final class FleetTests: XCTestCase {
@@ -133,24 +22,40 @@ final class FleetTests: XCTestCase {
     }
     override func tearDown() { group.shutdown() }
 
-    func runner(tokenMs: Double) -> CompletionScheduler {
-        CompletionScheduler(configuration: SchedulerConfiguration(), model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0),
-                            metrics: Metrics(), logger: logger)
+    /// A worker node's model and slots (the old "runner": what runs, and how many at once).
+    final class Node: @unchecked Sendable {
+        let backend: BuiltinBackend
+        let slots: WorkerSlots
+        let metrics = Metrics()
+        var worker: FleetWorker?
+        init(backend: BuiltinBackend, slots: WorkerSlots) {
+            self.backend = backend
+            self.slots = slots
+        }
+        /// Generations running (a waiting claim reserves slots but runs nothing).
+        var inFlight: Int { worker?.running ?? 0 }
     }
 
-    func gateway(_ q: MemoryQueue, _ r: MemoryRelay, configure: (inout FleetConfiguration) -> Void = { _ in }) -> FleetCompletions {
+    func runner(tokenMs: Double, slots: Int = 256) -> Node {
+        Node(backend: BuiltinBackend(model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0)), slots: WorkerSlots(slots: slots))
+    }
+
+    func gateway(_ q: FakeQueue, _ r: FakeRelay, configure: (inout FleetConfiguration) -> Void = { _ in }) -> FleetCompletions {
         var c = FleetConfiguration()
         c.watchNanos = 50_000_000
         configure(&c)
-        let g = FleetCompletions(nodeID: "gw", queue: q, directory: q, relay: r, metrics: Metrics(), logger: logger, configuration: c, isUp: { true })
+        let g = FleetCompletions(nodeID: "gw", lane: FleetLane(queue: q, relay: r, remote: true, isUp: { true }), directory: q,
+                                 metrics: Metrics(), logger: logger, configuration: c)
         g.start()
         return g
     }
 
-    func worker(_ q: MemoryQueue, _ r: MemoryRelay, _ runner: CompletionScheduler, id: String = "wk") -> FleetWorker {
+    func worker(_ q: FakeQueue, _ r: FakeRelay, _ node: Node, id: String = "wk") -> FleetWorker {
         var c = WorkerConfiguration()
         c.blockMs = 200
-        let w = FleetWorker(nodeID: id, queue: q, relay: r, runner: runner, loops: group.loops, metrics: Metrics(), logger: logger, configuration: c)
+        let w = FleetWorker(nodeID: id, queue: q, relay: r, backend: node.backend, slots: node.slots, loops: group.loops, metrics: node.metrics,
+                            logger: logger, configuration: c)
+        node.worker = w
         w.start()
         return w
     }
@@ -173,13 +78,8 @@ final class FleetTests: XCTestCase {
         return (rec, stream.value)
     }
 
-    func waitUntil(_ cond: () -> Bool, timeout: Double = 5) async {
-        let end = monotonicNanos() + UInt64(timeout * 1e9)
-        while !cond() && monotonicNanos() < end { try? await Task.sleep(nanoseconds: 5_000_000) }
-    }
-
     func testAJobRunsOnTheWorkerAndStreamsBackInOrder() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r)
         let run = runner(tokenMs: 1)
         _ = worker(q, r, run)
@@ -198,14 +98,14 @@ final class FleetTests: XCTestCase {
     }
 
     func testASilentWorkerEndsTheStreamAsInterruptedAndIsToldToStop() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r) { $0.silenceNanos = 300_000_000 }
         let (rec, _) = try await submit(g, request("b"))
         await waitUntil { q.length == 1 }
         // A worker took it, said "accepted" and one token, then died.
         let key = StreamKey.make(owner: "alice", requestID: "b")
-        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "b", model: "builtin", created: 1), worker: "w9").bytes) { _ in }
-        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .delta(index: 0, text: "x"), worker: nil).bytes) { _ in }
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "b", model: "builtin", created: 1), worker: "w9")) { _ in }
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .delta(index: 0, text: "x"), worker: nil)) { _ in }
         let start = monotonicNanos()
         await waitUntil { rec.ended }
         let took = Double(monotonicNanos() - start) / 1e9
@@ -215,34 +115,34 @@ final class FleetTests: XCTestCase {
     }
 
     func testKeepalivesKeepASlowStreamAlive() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r) { $0.silenceNanos = 300_000_000 }
         let (rec, _) = try await submit(g, request("c"))
         let key = StreamKey.make(owner: "alice", requestID: "c")
-        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "c", model: "builtin", created: 1), worker: "w1").bytes) { _ in }
+        r.publish(channel: g.channel, RelayMessage.event(requestID: key, .accepted(requestID: "c", model: "builtin", created: 1), worker: "w1")) { _ in }
         for _ in 0..<8 {
             try await Task.sleep(nanoseconds: 100_000_000)
-            r.publish(channel: g.channel, RelayMessage.keepalive(requestID: key).bytes) { _ in }
+            r.publish(channel: g.channel, RelayMessage.keepalive(requestID: key)) { _ in }
         }
         XCTAssertEqual(rec.kinds, ["accepted"], "800 ms of keepalives is not silence")
     }
 
     func testALostMessageIsAnInterruptionNotAHoleInTheText() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r)
         let (rec, _) = try await submit(g, request("d"))
         let key = StreamKey.make(owner: "alice", requestID: "d")
         for m: RelayMessage in [.event(requestID: key, .accepted(requestID: "d", model: "builtin", created: 1), worker: "w1"),
                                 .event(requestID: key, .delta(index: 0, text: "a"), worker: nil),
                                 .event(requestID: key, .delta(index: 2, text: "c"), worker: nil)] {
-            r.publish(channel: g.channel, m.bytes) { _ in }
+            r.publish(channel: g.channel, m) { _ in }
         }
         await waitUntil { rec.ended }
         XCTAssertEqual(rec.kinds, ["accepted", "delta", "error:generation_interrupted"])
     }
 
     func testAFullBacklogIsRefusedBeforeAnythingIsAccepted() async throws {
-        let q = MemoryQueue(maxBacklog: 1), r = MemoryRelay()
+        let q = FakeQueue(maxBacklog: 1), r = FakeRelay()
         let g = gateway(q, r)
         let (first, _) = try await submit(g, request("e1"))
         let (second, _) = try await submit(g, request("e2"))
@@ -252,7 +152,7 @@ final class FleetTests: XCTestCase {
     }
 
     func testNoWorkerInTimeIsServerBusy() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r) { $0.queueWaitNanos = 200_000_000 }
         let (rec, _) = try await submit(g, request("f"))
         await waitUntil { rec.ended }
@@ -260,7 +160,7 @@ final class FleetTests: XCTestCase {
     }
 
     func testCancelAndDisconnectStopTheWorker() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r)
         let run = runner(tokenMs: 20)
         _ = worker(q, r, run)
@@ -289,12 +189,9 @@ final class FleetTests: XCTestCase {
     }
 
     func testAWorkerTakesNoMoreJobsThanItHasSlots() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r)
-        var c = SchedulerConfiguration()
-        c.slots = 2
-        let run = CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: 20, tokenMs: 20, jitter: 0),
-                                      metrics: Metrics(), logger: logger)
+        let run = runner(tokenMs: 20, slots: 2)
         _ = worker(q, r, run)
         var recs: [Recorder] = []
         for i in 0..<5 { recs.append(try await submit(g, request("h\(i)", maxTokens: 400)).0) }
@@ -307,12 +204,9 @@ final class FleetTests: XCTestCase {
     }
 
     func testAOneSlotWorkerTakesTheNextJobAsSoonAsItsSlotFrees() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let g = gateway(q, r)
-        var c = SchedulerConfiguration()
-        c.slots = 1
-        let run = CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: 1, tokenMs: 1, jitter: 0),
-                                      metrics: Metrics(), logger: logger)
+        let run = runner(tokenMs: 1, slots: 1)
         _ = worker(q, r, run)
         var recs: [Recorder] = []
         for i in 0..<4 { recs.append(try await submit(g, request("s\(i)", maxTokens: 3)).0) }
@@ -325,15 +219,15 @@ final class FleetTests: XCTestCase {
     }
 
     func testUndecodableAndExpiredJobsAreDroppedNotRun() async throws {
-        let q = MemoryQueue(), r = MemoryRelay()
+        let q = FakeQueue(), r = FakeRelay()
         let run = runner(tokenMs: 1)
         let w = worker(q, r, run)
         // Garbage on the queue, and a job whose gateway stopped waiting a minute ago.
-        q.enqueue(Array("not a job".utf8), streamKey: "k1", holder: "gw") { _ in }
+        q.enqueueUnreadable(streamKey: "k1")
         var late = request("late", maxTokens: 3)
         late.ownerID = "alice"
         let expired = 1_000  // 1970: long past
-        q.enqueue(CompletionWire.encode(late, job: .init(replyTo: FleetChannels.gateway("gw"), expiresAtMs: expired)),
+        q.enqueue(FleetJob(request: late, ticket: .init(replyTo: FleetChannels.gateway("gw"), expiresAtMs: expired)),
                   streamKey: "k2", holder: "gw") { _ in }
         await waitUntil { q.length == 0 }
         XCTAssertEqual(q.length, 0, "both acknowledged")

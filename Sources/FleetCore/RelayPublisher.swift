@@ -1,5 +1,4 @@
 import Domain
-import JSON
 import NetCore
 import Runtime
 import Synchronization
@@ -25,7 +24,6 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
     private var keepaliveTimer: TimerHandle?
     private var ended = false
     private let gone = Atomic<Bool>(false)
-    private var writer = JSONWriter(capacity: 256)
 
     public init(loop: EventLoop, relay: EventRelay, channel: String, routingKey: String, worker: String?, keepaliveNanos: UInt64) {
         self.loop = loop
@@ -40,9 +38,7 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
         guard !ended else { return }
         var named: String?
         if case .accepted = event { named = worker }
-        writer.reset()
-        RelayMessage.event(requestID: routingKey, event, worker: named).encode(into: &writer)
-        publish(writer.bytes)
+        publish(.event(requestID: routingKey, event, worker: named))
         switch event {
         case .accepted: armKeepalive()
         case .done, .failed: end()
@@ -52,7 +48,7 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
 
     public func abortTransport() {
         guard !ended else { return }
-        publish(RelayMessage.abort(requestID: routingKey).bytes)
+        publish(.abort(requestID: routingKey))
         end()
     }
 
@@ -67,10 +63,10 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
         onEnd = nil
     }
 
-    private func publish(_ bytes: [UInt8]) {
-        lastSentNanos = monotonicNanos()
+    private func publish(_ message: RelayMessage) {
+        lastSentNanos = loop.now
         let gone = UncheckedBox(self)
-        relay.publish(channel: channel, bytes) { receivers in
+        relay.publish(channel: channel, message) { receivers in
             guard receivers == nil || receivers == 0 else { return }
             let me = gone.value
             if !me.gone.exchange(true, ordering: .relaxed) { me.onNobodyListening?() }
@@ -81,8 +77,8 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
         guard keepaliveNanos > 0 else { return }
         keepaliveTimer = loop.schedule(afterNanos: keepaliveNanos) { [weak self] in
             guard let self, !self.ended else { return }
-            if monotonicNanos() - self.lastSentNanos >= self.keepaliveNanos * 9 / 10 {
-                self.publish(RelayMessage.keepalive(requestID: self.routingKey).bytes)
+            if self.loop.now &- self.lastSentNanos >= self.keepaliveNanos * 9 / 10 {
+                self.publish(.keepalive(requestID: self.routingKey))
             }
             self.armKeepalive()
         }

@@ -1,31 +1,17 @@
 import Domain
+import FleetCore
 import Gateway
 import ModelProxy
 import NetCore
 import Runtime
 import Synchronization
+import TestSupport
+import Worker
 import XCTest
 
-/// Records events on the loop.
-final class Recorder: CompletionSubscriber, @unchecked Sendable {
-    let loop: EventLoop
-    let events = Mutex<[String]>([])
-    init(_ loop: EventLoop) { self.loop = loop }
-    func receive(_ event: CompletionEvent) {
-        let s: String
-        switch event {
-        case .accepted: s = "accepted"
-        case .delta: s = "delta"
-        case .done(let r, _, _): s = "done:\(r.rawValue)"
-        case .failed(let e, _): s = "error:\(e.code.rawValue)"
-        }
-        events.withLock { $0.append(s) }
-    }
-    var last: String? { events.withLock { $0.last } }
-    var finished: Bool { last.map { $0.hasPrefix("done") || $0.hasPrefix("error") } ?? false }
-}
-
-final class SchedulerTests: XCTestCase {
+/// The engine as a node on its own runs it (serve without Redis, model-server, the Redis-down
+/// fallback): the gateway side and the worker side through `LocalFleet`, in one process.
+final class LocalEngineTests: XCTestCase {
     static let model = NGramModel()
     var group: EventLoopGroup!
 
@@ -35,12 +21,39 @@ final class SchedulerTests: XCTestCase {
     }
     override func tearDown() { group.shutdown() }
 
-    func scheduler(slots: Int, queue: Int, tokenMs: Double = 20) -> CompletionScheduler {
-        var c = SchedulerConfiguration()
-        c.slots = slots
-        c.maxQueue = queue
-        return CompletionScheduler(configuration: c, model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0),
-                                   metrics: Metrics(), logger: Logger(label: "t", level: .error))
+    /// A node on its own: `slots` generations at once, `queue` waiting.
+    final class Node: @unchecked Sendable {
+        let hub: FleetCompletions
+        let worker: FleetWorker
+        let fleet: LocalFleet
+        let metrics: Metrics
+        var inFlight: Int { hub.inFlight }
+        init(hub: FleetCompletions, worker: FleetWorker, fleet: LocalFleet, metrics: Metrics) {
+            self.metrics = metrics
+            self.hub = hub
+            self.worker = worker
+            self.fleet = fleet
+        }
+        func cancel(requestID: String, owner: String) async -> CancelOutcome {
+            await withCheckedContinuation { c in hub.cancel(requestID: requestID, owner: owner) { c.resume(returning: $0) } }
+        }
+        func beginDraining() { hub.beginDraining() }
+        func cancelAll(keyID: Int64) -> Int { hub.cancelAll(keyID: keyID) }
+    }
+
+    func scheduler(slots: Int, queue: Int, tokenMs: Double = 20) -> Node {
+        let logger = Logger(label: "t", level: .error)
+        let fleet = LocalFleet(maxBacklog: queue)
+        let metrics = Metrics()
+        let hub = FleetCompletions(nodeID: "node", local: fleet, metrics: metrics, logger: logger)
+        hub.start()
+        var wc = WorkerConfiguration()
+        wc.keepaliveNanos = 0
+        let worker = FleetWorker(nodeID: "node", queue: fleet, relay: fleet,
+                                 backend: BuiltinBackend(model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0)),
+                                 slots: WorkerSlots(slots: slots), loops: group.loops, metrics: Metrics(prefix: "w"), logger: logger, configuration: wc)
+        worker.start()
+        return Node(hub: hub, worker: worker, fleet: fleet, metrics: metrics)
     }
 
     func request(_ id: String, maxTokens: Int = 30, supplied: Bool = true) -> CompletionRequest {
@@ -49,19 +62,16 @@ final class SchedulerTests: XCTestCase {
                           stream: true, flavor: .text)
     }
 
-    func submit(_ s: CompletionScheduler, _ r: CompletionRequest, on loop: EventLoop) async throws -> (Recorder, Bool) {
+    /// Submits on `loop`; ok is false for a refusal (an error before `accepted`: the transport
+    /// answers it as a plain error).
+    func submit(_ s: Node, _ r: CompletionRequest, on loop: EventLoop) async throws -> (Recorder, Bool) {
         let rec = Recorder(loop)
         let box = UncheckedBox((s, r, rec))
         let ok = try await loop.submit { () -> Bool in
-            if case .success = box.value.0.submit(box.value.1, subscriber: box.value.2) { return true }
+            if case .success = box.value.0.hub.submit(box.value.1, subscriber: box.value.2) { return true }
             return false
         }
-        return (rec, ok)
-    }
-
-    func waitUntil(_ cond: () -> Bool, timeout: Double = 5) async {
-        let end = monotonicNanos() + UInt64(timeout * 1e9)
-        while !cond() && monotonicNanos() < end { try? await Task.sleep(nanoseconds: 5_000_000) }
+        return (rec, ok && rec.kinds.first.map { !$0.hasPrefix("error") } ?? true)
     }
 
     func testQueueIsFIFOAndBoundedAndBusyIsImmediate() async throws {
@@ -75,8 +85,8 @@ final class SchedulerTests: XCTestCase {
         XCTAssertFalse(okD, "queue full → busy at once")
         XCTAssertEqual(s.metrics.completionsBusy.load(ordering: .relaxed), 1)
         XCTAssertEqual(s.inFlight, 3)
-        await waitUntil { c.finished }
-        XCTAssertTrue(a.finished && b.finished && c.finished)
+        await waitUntil { c.ended }
+        XCTAssertTrue(a.ended && b.ended && c.ended)
         // b only started after a finished (one slot): its first delta comes after a's done.
         XCTAssertEqual(s.inFlight, 0)
         XCTAssertEqual(s.metrics.activeGenerations.load(ordering: .relaxed), 0)
@@ -89,27 +99,32 @@ final class SchedulerTests: XCTestCase {
         let (a, _) = try await submit(s, request("ra", maxTokens: 500), on: loop)
         let (b, _) = try await submit(s, request("rb", maxTokens: 500), on: loop)
         let (c, _) = try await submit(s, request("rc", maxTokens: 5), on: loop)
-        XCTAssertEqual(s.cancel(requestID: "rb", owner: ""), .cancelled, "queued")
-        await waitUntil { b.finished }
+        let o1 = await s.cancel(requestID: "rb", owner: "")
+        XCTAssertEqual(o1, .cancelled, "queued")
+        await waitUntil { b.ended }
         XCTAssertEqual(b.last, "done:cancelled")
-        XCTAssertEqual(s.cancel(requestID: "ra", owner: ""), .cancelled, "running")
-        await waitUntil { a.finished }
+        let o2 = await s.cancel(requestID: "ra", owner: "")
+        XCTAssertEqual(o2, .cancelled, "running")
+        await waitUntil { a.ended }
         XCTAssertEqual(a.last, "done:cancelled")
-        await waitUntil { c.finished }
+        await waitUntil { c.ended }
         XCTAssertTrue(c.last == "done:length" || c.last == "done:stop", "the queued job got the freed slot")
-        XCTAssertEqual(s.cancel(requestID: "ra", owner: ""), .alreadyFinished)
-        XCTAssertEqual(s.cancel(requestID: "nope", owner: ""), .notFound)
+        let o3 = await s.cancel(requestID: "ra", owner: "")
+        XCTAssertEqual(o3, .alreadyFinished)
+        let o4 = await s.cancel(requestID: "nope", owner: "")
+        XCTAssertEqual(o4, .notFound)
         XCTAssertEqual(s.inFlight, 0)
     }
 
     func testAttachFromAnotherLoopReplaysEverything() async throws {
         let s = scheduler(slots: 4, queue: 4, tokenMs: 5)
         let (a, _) = try await submit(s, request("shared", maxTokens: 20), on: group.loops[0])
-        await waitUntil { a.finished }
+        await waitUntil { a.ended }
         let (b, ok) = try await submit(s, request("shared", maxTokens: 3), on: group.loops[1])
         XCTAssertTrue(ok)
-        await waitUntil { b.finished }
-        XCTAssertEqual(a.events.withLock { $0 }, b.events.withLock { $0 })
+        await waitUntil { b.ended }
+        XCTAssertEqual(a.kinds, b.kinds)
+        XCTAssertEqual(a.text, b.text)
     }
 
     func testDetachingTheLastListenerCancels() async throws {
@@ -118,7 +133,7 @@ final class SchedulerTests: XCTestCase {
         let rec = Recorder(loop)
         let box = UncheckedBox((s, rec, request("solo", maxTokens: 500)))
         try await loop.submit {
-            guard case .success(let stream) = box.value.0.submit(box.value.2, subscriber: box.value.1) else { return }
+            guard case .success(let stream) = box.value.0.hub.submit(box.value.2, subscriber: box.value.1) else { return }
             stream.detach(box.value.1)
         }
         await waitUntil { s.inFlight == 0 }
@@ -135,9 +150,11 @@ final class SchedulerTests: XCTestCase {
         let (a, _) = try await submit(s, alice, on: group.loops[0])
         let (b, _) = try await submit(s, bob, on: group.loops[0])
         XCTAssertEqual(s.inFlight, 2, "bob's request with alice's id starts its own generation")
-        XCTAssertEqual(s.cancel(requestID: "same", owner: "mallory"), .notFound)
-        XCTAssertEqual(s.cancel(requestID: "same", owner: "alice"), .cancelled)
-        await waitUntil { a.finished && b.finished }
+        let o5 = await s.cancel(requestID: "same", owner: "mallory")
+        XCTAssertEqual(o5, .notFound)
+        let o6 = await s.cancel(requestID: "same", owner: "alice")
+        XCTAssertEqual(o6, .cancelled)
+        await waitUntil { a.ended && b.ended }
         XCTAssertEqual(a.last, "done:cancelled")
         XCTAssertNotEqual(b.last, "done:cancelled")
     }
@@ -150,7 +167,7 @@ final class SchedulerTests: XCTestCase {
     }
 }
 
-extension SchedulerTests {
+extension LocalEngineTests {
     /// A revoked key stops its running and queued generations, and only its own.
     func testCancelAllByKeyStopsOnlyThatKeysGenerations() async throws {
         let s = scheduler(slots: 2, queue: 4, tokenMs: 20)
@@ -164,64 +181,58 @@ extension SchedulerTests {
         let (c, _) = try await submit(s, keyed("c", 7), on: group.loops[1])   // queued
         XCTAssertEqual(s.inFlight, 3)
         XCTAssertEqual(s.cancelAll(keyID: 7), 2)
-        await waitUntil { a.finished && c.finished }
+        await waitUntil { a.ended && c.ended }
         XCTAssertEqual(a.last, "done:cancelled")
         XCTAssertEqual(c.last, "done:cancelled")
-        XCTAssertFalse(b.finished, "another key's generation goes on")
+        XCTAssertFalse(b.ended, "another key's generation goes on")
         // The scheduler books a job as finished just after its subscribers hear the end.
         await waitUntil { s.inFlight == 1 }
         XCTAssertEqual(s.cancelAll(keyID: 7), 0, "nothing left to stop")
         XCTAssertEqual(s.cancelAll(keyID: 8), 1)
-        await waitUntil { b.finished }
+        await waitUntil { b.ended }
         await waitUntil { s.inFlight == 0 }
         XCTAssertEqual(s.inFlight, 0)
     }
 }
 
-extension SchedulerTests {
-    /// A job taken from the queue to start on its own loop, but cancelled there before it started,
-    /// still gives its slot back (it used to leak the slot: the node ran one slot short for good).
-    func testJobCancelledBetweenDequeueAndStartGivesItsSlotBack() async throws {
+extension LocalEngineTests {
+    /// Cancelled while it waits for a slot: it ends at once, and the slot it never took is the
+    /// next job's (a worker that takes it later is told to stop).
+    func testCancelledWhileQueuedNeverHoldsASlot() async throws {
         let s = scheduler(slots: 1, queue: 4, tokenMs: 20)
         let (a, _) = try await submit(s, request("a", maxTokens: 500), on: group.loops[0])
         let (b, _) = try await submit(s, request("b", maxTokens: 500), on: group.loops[1])
-        XCTAssertEqual(s.inFlight, 2)
-        let box = UncheckedBox((s, b))
-        let blocked = Atomic<Bool>(false)
-        group.loops[1].execute {
-            blocked.store(true, ordering: .releasing)
-            usleep(300_000)  // meanwhile a ends and b is dequeued; its start waits behind us
-            let (sched, rec) = box.value
-            _ = sched.cancel(requestID: "b", owner: "")  // b is no longer in the queue: cancelled on its loop
-            _ = rec
-        }
-        while !blocked.load(ordering: .acquiring) { usleep(1000) }
-        _ = s.cancel(requestID: "a", owner: "")
-        await waitUntil { a.finished && b.finished }
-        await waitUntil { s.inFlight == 0 }
-        XCTAssertEqual(s.inFlight, 0, "the slot came back")
+        await waitUntil { a.kinds.contains("delta") }
+        XCTAssertEqual(s.fleet.length, 1, "b waits")
+        let outB = await s.cancel(requestID: "b", owner: "")
+        XCTAssertEqual(outB, .cancelled)
+        let outA = await s.cancel(requestID: "a", owner: "")
+        XCTAssertEqual(outA, .cancelled)
+        await waitUntil { a.ended && b.ended }
+        await waitUntil { s.worker.running == 0 && s.fleet.length == 0 }
+        XCTAssertEqual(s.worker.running, 0, "b ran for a moment at most, then was told to stop")
         let (c, ok) = try await submit(s, request("c", maxTokens: 2), on: group.loops[0])
         XCTAssertTrue(ok)
-        await waitUntil { c.finished }
+        await waitUntil { c.ended }
         XCTAssertEqual(c.last, "done:length", "the slot is usable")
     }
 }
 
-extension SchedulerTests {
+extension LocalEngineTests {
     /// Attaching to a running generation again and again is bounded.
     func testAttachIsBoundedPerGeneration() async throws {
         let s = scheduler(slots: 2, queue: 2, tokenMs: 50)
         var recs: [Recorder] = []
-        for _ in 0..<(1 + 32) {
+        for _ in 0..<32 {  // the generation's first listener and 31 more
             let (r, ok) = try await submit(s, request("same", maxTokens: 100), on: group.loops[0])
             XCTAssertTrue(ok)
             recs.append(r)
         }
         let (extra, _) = try await submit(s, request("same", maxTokens: 100), on: group.loops[0])
-        await waitUntil { extra.finished }
+        await waitUntil { extra.ended }
         XCTAssertEqual(extra.last, "error:invalid_request")
-        XCTAssertFalse(recs[0].finished, "the generation itself goes on")
-        _ = s.cancel(requestID: "same", owner: "")
-        await waitUntil { recs.allSatisfy(\.finished) }
+        XCTAssertFalse(recs[0].ended, "the generation itself goes on")
+        _ = await s.cancel(requestID: "same", owner: "")
+        await waitUntil { recs.allSatisfy(\.ended) }
     }
 }

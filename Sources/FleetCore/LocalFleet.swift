@@ -1,0 +1,108 @@
+import Domain
+import Runtime
+import Synchronization
+
+/// The fleet's ports in this process's memory: a node on its own (`serve` without Redis,
+/// `model-server`) and a fleet node's Redis-down fallback run the same gateway and worker code
+/// over it as the fleet does over Redis. Messages stay typed (nothing is encoded); a job is handed
+/// to a worker woken by `whenJobArrives` (claims never wait); events are delivered on the
+/// publisher's thread, so a worker running a job on its gateway's loop (`FleetJob.affinity`)
+/// reaches the client without a hop.
+///
+/// The registry of the gateway that uses it is its directory (one process, one registry): no
+/// locator and no transcript is kept twice.
+public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirectory, @unchecked Sendable {
+    /// Jobs waiting for a worker (or claimed, not yet started) past which enqueue is refused.
+    public let maxBacklog: Int
+
+    private struct Queue {
+        var waiting: [QueuedJob] = []
+        var head = 0
+        /// Claimed and not yet acknowledged.
+        var claimed: Set<String> = []
+        var next = 0
+        var backlog: Int { waiting.count - head + claimed.count }
+    }
+    private let queue = Mutex(Queue())
+    private let wakers = Mutex<[@Sendable () -> Void]>([])
+    private let channels = Mutex<[String: [@Sendable (RelayMessage) -> Void]]>([:])
+
+    public init(maxBacklog: Int) {
+        self.maxBacklog = max(1, maxBacklog)
+    }
+
+    // MARK: JobQueue
+
+    public func enqueue(_ job: FleetJob, streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
+        let result: Result<Enqueued, JobQueueError> = queue.withLock { q in
+            guard q.backlog < maxBacklog else { return .failure(.busy(backlog: q.backlog)) }
+            q.next += 1
+            let id = String(q.next)
+            q.waiting.append(QueuedJob(id: id, job: job, deliveries: 0))
+            return .success(.queued(id: id))
+        }
+        done(result)
+        if case .success = result { for wake in wakers.withLock({ $0 }) { wake() } }
+    }
+
+    public func whenJobArrives(_ wake: @escaping @Sendable () -> Void) {
+        wakers.withLock { $0.append(wake) }
+    }
+
+    /// Up to `max` waiting jobs, at once (an empty answer never waits: the worker is woken).
+    public func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        let jobs: [QueuedJob] = queue.withLock { q in
+            var out: [QueuedJob] = []
+            while q.head < q.waiting.count && out.count < max {
+                let j = q.waiting[q.head]
+                q.head += 1
+                q.claimed.insert(j.id)
+                out.append(QueuedJob(id: j.id, job: j.job, deliveries: 1))
+            }
+            if q.head == q.waiting.count {
+                q.waiting.removeAll(keepingCapacity: true)
+                q.head = 0
+            } else if q.head > 1024 && q.head * 2 > q.waiting.count {
+                q.waiting.removeFirst(q.head)
+                q.head = 0
+            }
+            return out
+        }
+        done(.success(jobs))
+    }
+
+    public func ack(_ id: String) { queue.withLock { _ = $0.claimed.remove(id) } }
+
+    public func backlog(done: @escaping @Sendable (Int?) -> Void) { done(queue.withLock { $0.backlog }) }
+
+    /// Jobs waiting or claimed and not started.
+    public var length: Int { queue.withLock { $0.backlog } }
+
+    /// A worker in this process cannot go silent on its own: nothing is ever taken over.
+    public func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
+                        done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void) {
+        done(.success(([], [])))
+    }
+
+    // MARK: EventRelay
+
+    public func publish(channel: String, _ message: RelayMessage, done: @escaping @Sendable (Int?) -> Void) {
+        let handlers = channels.withLock { $0[channel] ?? [] }
+        for h in handlers { h(message) }
+        done(handlers.count)
+    }
+
+    public func subscribe(channel: String, _ onMessage: @escaping @Sendable (RelayMessage) -> Void) {
+        channels.withLock { $0[channel, default: []].append(onMessage) }
+    }
+
+    // MARK: StreamDirectory (the gateway's registry is the directory)
+
+    public func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void) {
+        done(.success((nil, nil)))
+    }
+    public func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) {}
+    public func forget(streamKey: String) {}
+    public func keepLocator(streamKey: String, ttlMs: Int) {}
+    public var keepsTranscripts: Bool { false }
+}
