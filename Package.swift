@@ -28,7 +28,7 @@ let package = Package(
         // Strict JSON parser and allocation-light writer. Pure; knows nothing else.
         .target(name: "JSON"),
         // Requests, parameters and their validation, events, errors. Knows no C module, no I/O.
-        .target(name: "Domain", dependencies: ["JSON"]),
+        .target(name: "Domain", dependencies: ["JSON", "Runtime"]),
         // What both sides of the completion engine share, below them: the model port (needs a
         // loop), the subscriber port, the relay publisher, the node's metrics, and the fleet in this
         // process's memory (queue, relay, directory).
@@ -39,7 +39,7 @@ let package = Package(
         // The engine's gateway side: the stream hub (registry, leases, replay, attach, deadlines)
         // over the fleet's ports, the transport-neutral API routes and their HTTP/SSE and
         // WebSocket-envelope transports.
-        .target(name: "Gateway", dependencies: ["Domain", "FleetCore", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime", "PresetStore"]),
+        .target(name: "Gateway", dependencies: ["Domain", "FleetCore", "JSON", "NetCore", "HTTP1", "WebSocket", "Runtime"]),
         // The engine's worker side: slots (a pure table), one run per generation, the puller of
         // a queue. Knows the queue, relay and model ports; not Redis, not the gateway.
         .target(name: "Worker", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime"]),

@@ -365,7 +365,11 @@ enum ServeCommand {
                 workers.append(FleetWorker(nodeID: nodeID, queue: local, relay: local, backend: backend, slots: slots, loops: group.loops,
                                            metrics: workerMetrics, logger: logger, configuration: wc))
             }
-            for w in workers { w.start() }
+            for w in workers {
+                // Its gateway died mid-stream: nobody else will hand the lease back before its TTL.
+                w.onAbandoned = { r in if r.fence != 0 { admission?.release(user: r.ownerID, requestID: r.requestID) } }
+                w.start()
+            }
         }
         // A worker tells the fleet how its upstreams are doing (admin status reads it).
         if let proxy, let redis {
@@ -394,13 +398,13 @@ enum ServeCommand {
         var proxyMetrics: (@Sendable () -> String)?
         if let proxy { proxyMetrics = { proxy.renderMetrics() } }
         let router = Router()
-        let sessions = SessionRegistry()
+        let sessions = SessionRegistry(tokenHash: { Credentials.hex(Credentials.sha256($0)) })
         var replayer: OutboxReplayer?
         if role.servesAPI {
             let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
             if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
             let api = APIRouter(authenticator: authenticator)
-            let presets = pool.map { PresetAPI(pool: $0, validator: PresetValidator(policy: policy), metrics: metrics, logger: logger) }
+            let presets = pool.map { PresetAPI(store: PostgresPresetStorage(pool: $0), validator: PresetValidator(policy: policy), metrics: metrics, logger: logger) }
             if let presets, let redis, let url = config.databaseURL {
                 // Presets and identities outlive a database outage through Redis (issue 9).
                 let keys = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))

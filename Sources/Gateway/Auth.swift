@@ -1,17 +1,16 @@
 import Domain
 import HTTP1
 import NetCore
-import PresetStore
 
 /// Turns a credential into an identity, on the caller's loop.
 public protocol Authenticator: AnyObject, Sendable {
     func authenticate(_ credential: Credential?, on loop: EventLoop, done: @escaping (Result<Identity, APIError>) -> Void)
 }
 
-/// API keys and sessions from PostgreSQL (through the node's identity cache).
+/// API keys and sessions from the identity directory (PostgreSQL, through the node's identity cache).
 public final class StoreAuthenticator: Authenticator, @unchecked Sendable {
-    let store: IdentityStore
-    public init(store: IdentityStore) { self.store = store }
+    let store: IdentityDirectory
+    public init(store: IdentityDirectory) { self.store = store }
 
     public func authenticate(_ credential: Credential?, on loop: EventLoop, done: @escaping (Result<Identity, APIError>) -> Void) {
         guard let credential else {

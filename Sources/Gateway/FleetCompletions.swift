@@ -308,8 +308,16 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         live.subtract(1, ordering: .relaxed)
         metrics.activeGenerations.subtract(1, ordering: .relaxed)
         switch event {
-        case .done(let reason, _, let timings):
+        case .done(let reason, let usage, let timings):
             metrics.recordFinished(reason, timings: timings)
+            if logger.level <= .info {
+                let ms = { (v: Double) in "\((v * 10).rounded() / 10)" }
+                logger.info("completion finished", [
+                    "request_id": stream.request.requestID, "finish_reason": reason.rawValue, "completion_tokens": "\(usage.completionTokens)",
+                    "queue_ms": ms(timings.queueMs), "ttft_ms": timings.ttftMs.map(ms) ?? "-", "total_ms": ms(timings.totalMs),
+                    "upstream": timings.upstream,
+                ])
+            }
         case .failed(let e, _) where e.code == .serverBusy && stream.neverStarted:
             // Refused for want of room (queue full, no worker in time, draining): busy, not an error.
             metrics.completionsBusy.add(1, ordering: .relaxed)

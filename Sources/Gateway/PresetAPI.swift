@@ -2,7 +2,6 @@ import Domain
 import FleetCore
 import JSON
 import NetCore
-import PresetStore
 import Runtime
 import Synchronization
 #if canImport(Glibc)
@@ -17,7 +16,7 @@ import Glibc
 /// queued (202, `pending`) and applied by the replayer once it is back; a user with writes
 /// waiting has every new write queued behind them, so their order holds.
 public final class PresetAPI: @unchecked Sendable {
-    let pool: PGPool
+    let store: PresetStorage
     let validator: PresetValidator
     let logger: Logger
     let metrics: Metrics
@@ -29,8 +28,8 @@ public final class PresetAPI: @unchecked Sendable {
     /// served (another node's cache fill may lag this node's own write).
     private let written = Mutex<[String: Int]>([:])
 
-    public init(pool: PGPool, validator: PresetValidator, metrics: Metrics = Metrics(), logger: Logger) {
-        self.pool = pool
+    public init(store: PresetStorage, validator: PresetValidator, metrics: Metrics = Metrics(), logger: Logger) {
+        self.store = store
         self.validator = validator
         self.metrics = metrics
         self.logger = logger
@@ -48,7 +47,7 @@ public final class PresetAPI: @unchecked Sendable {
     }
 
     /// Whether the database is down as far as this node knows (no connection up).
-    var databaseDown: Bool { pool.healthyConnections == 0 }
+    var databaseDown: Bool { store.isDown }
 
     func noteWritten(_ p: Preset) {
         written.withLock { w in
@@ -68,10 +67,12 @@ public final class PresetAPI: @unchecked Sendable {
     /// What a client sees for a database failure: only an unreachable database is
     /// `presets_degraded` with a retry hint; data the database refused is the request's fault
     /// (400, retrying cannot help); any other database error is ours (500, no retry hint).
-    static func storeFailure(_ e: PGError) -> APIError {
-        if e.isDataError { return APIError(.invalidRequest, "the preset store cannot hold this text (for example a NUL character)") }
-        if e.isUnavailable { return unavailable }
-        return APIError(.internalError, "the preset store could not answer this request")
+    static func storeFailure(_ e: StoreFailure) -> APIError {
+        switch e {
+        case .refusedData: return APIError(.invalidRequest, "the preset store cannot hold this text (for example a NUL character)")
+        case .unavailable: return unavailable
+        case .failed: return APIError(.internalError, "the preset store could not answer this request")
+        }
     }
 
     static let unavailable = APIError(.presetsDegraded, "presets are temporarily unavailable; completions still work", retryAfterMs: 2000)
@@ -142,7 +143,7 @@ public final class PresetAPI: @unchecked Sendable {
 
     private func loadFromDatabase(id: String, for user: Identity, on loop: EventLoop, stale: CachedPreset?,
                                   done: @escaping (Result<Loaded, APIError>) -> Void) {
-        pool.run(on: loop, { conn throws(PGError) in try PresetRepository.get(conn, user: user, id: id) }) { [self] r in
+        store.get(user: user, id: id, on: loop) { [self] r in
             switch r {
             case .success(let p?):
                 cache?.fill(user: user.userID, [p])
@@ -190,19 +191,17 @@ public final class PresetAPI: @unchecked Sendable {
         let cursor = call.query["cursor"].flatMap { $0.isEmpty ? nil : $0 }
         let user = call.identity
         let pageSize = limit
-        pool.run(on: reply.loop, { conn throws(PGError) in
-            try PresetRepository.search(conn, user: user, query: query, limit: pageSize, cursor: cursor)
-        }) { [self] r in
+        store.search(user: user, query: query, limit: pageSize, cursor: cursor, on: reply.loop) { [self] r in
             switch r {
-            case .success(.success(let page)):
+            case .success(let page?):
                 // The sidebar's first page is what a user needs most during an outage: keep it cached.
                 if query.trimmingWhitespace().isEmpty && cursor == nil { cache?.fill(user: user.userID, page.items.map(\.preset)) }
                 respondList(reply, page.items, next: page.nextCursor, pendingIDs: [], degraded: false)
-            case .success(.failure(.badCursor)):
+            case .success(nil):
                 reply.fail(.invalid("cursor", "cursor is not one this server issued for this query"))
-            case .success(.failure(.database(let e))), .failure(let e):
+            case .failure(let e):
                 guard e.isUnavailable, let cache else {
-                    logger.warning("preset search failed", ["error": e.description])
+                    logger.warning("preset search failed", ["error": "\(e)"])
                     return reply.fail(PresetAPI.storeFailure(e))
                 }
                 searchCache(cache, user: user, query: query, limit: pageSize, cursor: cursor, reply: reply, failure: e)
@@ -211,7 +210,7 @@ public final class PresetAPI: @unchecked Sendable {
     }
 
     /// The database is down: search the user's cached presets by the same rules.
-    private func searchCache(_ cache: PresetCache, user: Identity, query: String, limit: Int, cursor: String?, reply: APIReply, failure: PGError) {
+    private func searchCache(_ cache: PresetCache, user: Identity, query: String, limit: Int, cursor: String?, reply: APIReply, failure: StoreFailure) {
         let loop = reply.loop
         let r = UncheckedBox(reply)
         cache.recent(user: user.userID) { [self] cached in
@@ -265,10 +264,10 @@ public final class PresetAPI: @unchecked Sendable {
         let user = call.identity
         // The id is ours, so an insert whose answer was lost can be retried through the outbox
         // without making a second preset.
-        let id = Credentials.newUUID()
+        let id = UUIDText.random()
         withQueueState(user, on: reply.loop) { [self] queued in
             if queued { return enqueue(.create, id: id, fields: fields, user: user, reply: reply) }
-            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.create(conn, user: user, fields: fields, id: id) }) { [self] r in
+            store.create(user: user, fields: fields, id: id, on: reply.loop) { [self] r in
                 switch r {
                 case .success(.success(let p)):
                     noteWritten(p)
@@ -276,7 +275,7 @@ public final class PresetAPI: @unchecked Sendable {
                 case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
                 case .success(.failure): reply.fail(APIError(.internalError, "could not save the preset"))
                 case .failure(let e) where e.isUnavailable && outbox != nil: enqueue(.create, id: id, fields: fields, user: user, reply: reply)
-                case .failure(let e): logger.warning("preset create failed", ["error": e.description]); reply.fail(PresetAPI.storeFailure(e))
+                case .failure(let e): logger.warning("preset create failed", ["error": "\(e)"]); reply.fail(PresetAPI.storeFailure(e))
                 }
             }
         }
@@ -293,16 +292,16 @@ public final class PresetAPI: @unchecked Sendable {
         let user = call.identity
         withQueueState(user, on: reply.loop) { [self] queued in
             if queued { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
-            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.update(conn, user: user, id: id, fields: fields) }) { [self] r in
+            store.update(user: user, id: id, fields: fields, on: reply.loop) { [self] r in
                 switch r {
                 case .success(.success(let p)):
                     noteWritten(p)
                     afterCaching(p, user: user, reply: reply) { [self] in respond(reply, p) }
                 case .success(.failure(.conflict)): reply.fail(PresetAPI.conflict(fields.name))
-                case .success(.failure(.database(let e))), .failure(let e):
+                case .failure(let e):
                     if e.isUnavailable && outbox != nil { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
                     reply.fail(PresetAPI.storeFailure(e))
-                case .success(.failure):
+                case .success(.failure(.notFound)):
                     cache?.drop(user: user.userID, id: id, tombstone: true) { _ in }
                     reply.fail(PresetAPI.notFound(id))
                 }
@@ -316,7 +315,7 @@ public final class PresetAPI: @unchecked Sendable {
         let user = call.identity
         withQueueState(user, on: reply.loop) { [self] queued in
             if queued { return enqueue(.delete, id: id, fields: PresetFields(), user: user, reply: reply) }
-            pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.delete(conn, user: user, id: id) }) { [self] r in
+            store.delete(user: user, id: id, on: reply.loop) { [self] r in
                 switch r {
                 case .success(let deleted):
                     guard let cache else { return deleted ? PresetAPI.respondDeleted(reply, id) : reply.fail(PresetAPI.notFound(id)) }
@@ -364,7 +363,7 @@ public final class PresetAPI: @unchecked Sendable {
         let loop = reply.loop
         let rb = UncheckedBox(reply)
         let now = PresetAPI.nowISO()
-        let write = PresetWrite(key: Credentials.newUUID(), op: op, presetID: id, userID: user.userID, orgID: user.orgID, fields: fields, queuedAt: now)
+        let write = PresetWrite(key: UUIDText.random(), op: op, presetID: id, userID: user.userID, orgID: user.orgID, fields: fields, queuedAt: now)
         // Whether it fits first (one cheap call): a refusal never reads the user's cached presets.
         outbox.room(user: user.userID, bytes: write.encoded.utf8.count) { [self] refusal in
             loop.execute { [self] in
@@ -442,7 +441,7 @@ public final class PresetAPI: @unchecked Sendable {
         let loop = reply.loop
         let rb = UncheckedBox(reply)
         let collect: ([PresetWrite]?) -> Void = { [self] queued in
-            pool.run(on: loop, { conn throws(PGError) in try PresetRepository.failedWrites(conn, user: user) }) { r in
+            store.failedWrites(user: user, on: loop) { r in
                 let reply = rb.value
                 let failed = try? r.get()
                 if queued == nil && failed == nil { return reply.fail(PresetAPI.unavailable) }
@@ -484,7 +483,7 @@ public final class PresetAPI: @unchecked Sendable {
     func dismiss(_ call: APICall, _ reply: APIReply) {
         let key = call.pathParameters["key"] ?? ""
         let user = call.identity
-        pool.run(on: reply.loop, { conn throws(PGError) in try PresetRepository.dismissFailedWrite(conn, user: user, key: key) }) { r in
+        store.dismissFailedWrite(user: user, key: key, on: reply.loop) { r in
             switch r {
             case .success(true):
                 var w = JSONWriter()

@@ -2,16 +2,15 @@ import Domain
 import HTTP1
 import JSON
 import NetCore
-import PresetStore
 
 /// The browser's sign-in: trade an API key for an HttpOnly, SameSite=Strict session cookie.
 public struct SessionRoutes {
-    let store: IdentityStore
+    let store: IdentityDirectory
     let secure: Bool
     let authenticator: Authenticator
     let origins: OriginPolicy
 
-    public init(store: IdentityStore, secure: Bool, authenticator: Authenticator, origins: OriginPolicy) {
+    public init(store: IdentityDirectory, secure: Bool, authenticator: Authenticator, origins: OriginPolicy) {
         self.store = store
         self.secure = secure
         self.authenticator = authenticator
@@ -74,7 +73,7 @@ public struct SessionRoutes {
                 switch result {
                 case .success((let token, let id)):
                     var h = HTTPHeaders()
-                    h.add("Set-Cookie", cookie(token, maxAge: IdentityStore.sessionLifetimeSeconds))
+                    h.add("Set-Cookie", cookie(token, maxAge: store.sessionLifetimeSeconds))
                     r.send(status: 200, contentType: "application/json", body: SessionRoutes.identityJSON(id), headers: h)
                 case .failure(.invalid): fail(r, APIError(.unauthorized, "that API key is not valid"))
                 case .failure(.unavailable): fail(r, APIError(.serverBusy, "the account store is unavailable; retry shortly", retryAfterMs: 1000))

@@ -3,7 +3,6 @@ import FleetCore
 import HTTP1
 import JSON
 import NetCore
-import PresetStore
 import Synchronization
 import WebSocket
 
@@ -11,7 +10,10 @@ import WebSocket
 public final class SessionRegistry: @unchecked Sendable {
     private struct Weak: @unchecked Sendable { weak var session: EnvelopeSession? }
     private let sessions = Mutex<[ObjectIdentifier: Weak]>([:])
-    public init() {}
+    /// How the identity directory names a session token in a revocation (a hash: the token
+    /// itself is never stored).
+    let tokenHash: @Sendable (String) -> String
+    public init(tokenHash: @escaping @Sendable (String) -> String) { self.tokenHash = tokenHash }
 
     func add(_ s: EnvelopeSession) { sessions.withLock { $0[ObjectIdentifier(s)] = Weak(session: s) } }
     func remove(_ s: EnvelopeSession) { _ = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(s)) } }
@@ -27,7 +29,7 @@ public final class SessionRegistry: @unchecked Sendable {
             case .key(let id):
                 guard s.identity.keyID == id else { continue }
             case .session(let hash):
-                guard case .session(let token)? = s.credential, Credentials.hex(Credentials.sha256(token)) == hash else { continue }
+                guard case .session(let token)? = s.credential, tokenHash(token) == hash else { continue }
             case .recheckAll:
                 break
             }

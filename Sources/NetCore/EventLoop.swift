@@ -28,7 +28,7 @@ public final class TimerHandle {
 ///
 /// Thread rules: `execute`, `wakeUp` and the `SerialExecutor` entry points may be called from any
 /// thread; everything else (register, timers, connections) only on the loop thread.
-public final class EventLoop: @unchecked Sendable {
+public final class EventLoop: CallbackQueue, @unchecked Sendable {
     public let name: String
     let epfd: Int32
     private let wakeFD: Int32

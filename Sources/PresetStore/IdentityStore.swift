@@ -11,10 +11,11 @@ import Glibc
 /// that, while the database is down, signed-in users keep generating (stale-if-error, up to an
 /// hour). Revocations reach the cache through LISTEN/NOTIFY, so a revoked key is not honoured even
 /// from the cache during an outage.
-public final class IdentityStore: @unchecked Sendable {
+public final class IdentityStore: IdentityDirectory, @unchecked Sendable {
     let pool: PGPool
     let logger: Logger
     public static let sessionLifetimeSeconds = 7 * 24 * 3600
+    public var sessionLifetimeSeconds: Int { IdentityStore.sessionLifetimeSeconds }
 
     private struct Entry {
         let identity: Identity
@@ -79,13 +80,13 @@ public final class IdentityStore: @unchecked Sendable {
         self.logger = logger
     }
 
-    public enum Failure: Error, Sendable { case invalid, unavailable }
+    public typealias Failure = IdentityFailure
 
     /// Resolves a credential; `done` runs on `loop`. Every call asks the database, so a key revoked
     /// a moment ago is refused on the very next request; the cache only answers while the database
     /// cannot. Lookups that arrive while one is running are answered together by the next query
     /// (`key_hash = ANY(…)`), so under load the database sees one query per batch, not per request.
-    public func authenticate(_ credential: Credential, on loop: EventLoop, done: @escaping (Result<Identity, Failure>) -> Void) {
+    public func authenticate(_ credential: Credential, on loop: CallbackQueue, done: @escaping (Result<Identity, IdentityFailure>) -> Void) {
         switch credential {
         case .apiKey(let k), .session(let k):
             guard Credentials.looksValid(k) else { done(.failure(.invalid)); return }
@@ -101,7 +102,7 @@ public final class IdentityStore: @unchecked Sendable {
 
     private struct PendingLookup: @unchecked Sendable {
         let credential: Credential
-        let loop: EventLoop
+        let loop: CallbackQueue
         let done: (Result<Identity, Failure>) -> Void
     }
     private struct Batch { var items: [PendingLookup] = []; var running = false }
@@ -265,7 +266,7 @@ public final class IdentityStore: @unchecked Sendable {
     }
 
     /// Trades a valid API key for a new session token (the browser's cookie).
-    public func createSession(key: String, on loop: EventLoop, done: @escaping (Result<(String, Identity), Failure>) -> Void) {
+    public func createSession(key: String, on loop: CallbackQueue, done: @escaping (Result<(String, Identity), IdentityFailure>) -> Void) {
         guard Credentials.looksValid(key) else { done(.failure(.invalid)); return }
         let token = Credentials.newSessionToken()
         pool.run(on: loop, { conn throws(PGError) -> Identity? in
@@ -284,7 +285,7 @@ public final class IdentityStore: @unchecked Sendable {
 
     /// Ends a session: at once in this node's and the shared cache; in the database now, or (while
     /// it is down) through the replayer, so signing out works during an outage too.
-    public func deleteSession(token: String, on loop: EventLoop, done: @escaping (Bool) -> Void) {
+    public func deleteSession(token: String, on loop: CallbackQueue, done: @escaping (Bool) -> Void) {
         cache.withLock { $0[.session(token)] = nil }
         guard Credentials.looksValid(token) else { done(true); return }
         let hash = IdentityStore.hash(.session(token))

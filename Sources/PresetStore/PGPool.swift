@@ -66,8 +66,8 @@ public final class PGPool: @unchecked Sendable {
 
     public var healthyConnections: Int { state.withLock { $0.healthy } }
 
-    /// Runs `body` on a pool thread; `done` runs on `loop` with its result.
-    public func run<T: Sendable>(on loop: EventLoop, _ body: @escaping @Sendable (PGConnection) throws(PGError) -> T,
+    /// Runs `body` on a pool thread; `done` runs on `loop` (an event loop) with its result.
+    public func run<T: Sendable>(on loop: CallbackQueue, _ body: @escaping @Sendable (PGConnection) throws(PGError) -> T,
                                  done: @escaping (Result<T, PGError>) -> Void) {
         let d = UncheckedBox(done)
         let work = Work(body: { conn in

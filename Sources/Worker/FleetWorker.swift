@@ -65,6 +65,11 @@ public final class FleetWorker: @unchecked Sendable {
     }
     private let state = Mutex(State())
     private var reclaimTimer: TimerHandle?
+    /// A generation whose gateway is gone (its events reached nobody): the lease's owner died
+    /// with it, so the worker hands the lease back through this (wired to admission by the
+    /// composition root) instead of leaving the user blocked until the lease's TTL. The only
+    /// time a worker touches a lease; the worker module knows no admission.
+    public var onAbandoned: (@Sendable (CompletionRequest) -> Void)?
 
     public init(nodeID: String, queue: JobQueue, relay: EventRelay, backend: ModelBackend, slots: WorkerSlots, loops: [EventLoop],
                 metrics: Metrics, logger: Logger, configuration: WorkerConfiguration = WorkerConfiguration()) {
@@ -164,9 +169,12 @@ public final class FleetWorker: @unchecked Sendable {
             let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key,
                                            worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos)
             let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
-            // The gateway is gone (nobody received an event): stop, freeing the slot.
+            // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
             let r = UncheckedBox(run)
-            publisher.onNobodyListening = { loop.execute { r.value.cancel() } }
+            publisher.onNobodyListening = {
+                box.value.onAbandoned?(request)
+                loop.execute { r.value.cancel() }
+            }
             me.slots.update { $0.started() }
             me.state.withLock { $0.runs[key] = run }
             me.metrics.activeGenerations.add(1, ordering: .relaxed)
