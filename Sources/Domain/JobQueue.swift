@@ -7,11 +7,20 @@ public struct FleetJob: Sendable {
     /// The gateway's loop, for a worker in the same process (it runs the job there: no hop per
     /// token). Never leaves the process; nil from another.
     public var affinity: ObjectIdentifier?
-    public init(request: CompletionRequest, ticket: CompletionWire.Job, affinity: ObjectIdentifier? = nil) {
+    /// The gateway's stream itself, for a worker in the same process: events go straight to it
+    /// (typed, no channel or registry lookup per event). Never leaves the process.
+    public var replyTarget: RelayTarget?
+    public init(request: CompletionRequest, ticket: CompletionWire.Job, affinity: ObjectIdentifier? = nil, replyTarget: RelayTarget? = nil) {
         self.request = request
         self.ticket = ticket
         self.affinity = affinity
+        self.replyTarget = replyTarget
     }
+}
+
+/// Receives one stream's relay messages directly (a gateway's stream, in the worker's process).
+public protocol RelayTarget: AnyObject, Sendable {
+    func deliver(_ message: RelayMessage)
 }
 
 /// A job on the fleet's queue: the entry id, the job (nil: the entry could not be read — it is
@@ -43,6 +52,8 @@ public enum JobQueueError: Error, Sendable, Equatable {
 /// A queue that says when a job arrives (in memory: claims do not wait, the worker is woken).
 public protocol JobArrivals: AnyObject, Sendable {
     func whenJobArrives(_ wake: @escaping @Sendable () -> Void)
+    /// Whether a job waits to be claimed (cheap: no lock).
+    var hasWaitingJobs: Bool { get }
 }
 
 /// The cross-node job queue (a port): gateways enqueue; workers claim only when they have a free

@@ -24,6 +24,8 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
         var backlog: Int { waiting.count - head + claimed.count }
     }
     private let queue = Mutex(Queue())
+    /// Jobs not claimed yet, readable without the lock.
+    private let unclaimed = Atomic<Int>(0)
     private let wakers = Mutex<[@Sendable () -> Void]>([])
     private let channels = Mutex<[String: [@Sendable (RelayMessage) -> Void]]>([:])
 
@@ -39,11 +41,14 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
             q.next += 1
             let id = String(q.next)
             q.waiting.append(QueuedJob(id: id, job: job, deliveries: 0))
+            unclaimed.add(1, ordering: .relaxed)
             return .success(.queued(id: id))
         }
         done(result)
         if case .success = result { for wake in wakers.withLock({ $0 }) { wake() } }
     }
+
+    public var hasWaitingJobs: Bool { unclaimed.load(ordering: .relaxed) > 0 }
 
     public func whenJobArrives(_ wake: @escaping @Sendable () -> Void) {
         wakers.withLock { $0.append(wake) }
@@ -59,6 +64,7 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
                 q.claimed.insert(j.id)
                 out.append(QueuedJob(id: j.id, job: j.job, deliveries: 1))
             }
+            if !out.isEmpty { unclaimed.subtract(out.count, ordering: .relaxed) }
             if q.head == q.waiting.count {
                 q.waiting.removeAll(keepingCapacity: true)
                 q.head = 0

@@ -25,7 +25,12 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
     private var ended = false
     private let gone = Atomic<Bool>(false)
 
-    public init(loop: EventLoop, relay: EventRelay, channel: String, routingKey: String, worker: String?, keepaliveNanos: UInt64) {
+    /// Set when the receiver is a stream in this process: messages go straight to it.
+    let target: RelayTarget?
+
+    public init(loop: EventLoop, relay: EventRelay, channel: String, routingKey: String, worker: String?, keepaliveNanos: UInt64,
+                target: RelayTarget? = nil) {
+        self.target = target
         self.loop = loop
         self.relay = relay
         self.channel = channel
@@ -65,6 +70,7 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
 
     private func publish(_ message: RelayMessage) {
         lastSentNanos = loop.now
+        if let target { return target.deliver(message) }
         let gone = UncheckedBox(self)
         relay.publish(channel: channel, message) { receivers in
             guard receivers == nil || receivers == 0 else { return }

@@ -170,8 +170,10 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         stream.lane = lane
         let request = stream.request
         let expires = Int(wallClockNanos() / 1_000_000) + Int(configuration.queueWaitNanos / 1_000_000)
+        // A worker in this process runs it on the stream's loop and hands it the events directly.
+        let local = !lanes[lane].remote
         let job = FleetJob(request: request, ticket: .init(replyTo: channel, expiresAtMs: expires),
-                           affinity: lanes[lane].remote ? nil : ObjectIdentifier(stream.loop))
+                           affinity: local ? ObjectIdentifier(stream.loop) : nil, replyTarget: local ? stream : nil)
         let box = UncheckedBox(stream)
         lanes[lane].queue.enqueue(job, streamKey: stream.key, holder: nodeID) { [self] result in
             let settle: @Sendable () -> Void = { [self] in
@@ -297,8 +299,9 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     func forward(_ stream: FleetStream, to channel: String) {
         let publisher = RelayPublisher(loop: stream.loop, relay: relay, channel: channel, routingKey: stream.key, worker: nil,
                                        keepaliveNanos: configuration.keepaliveNanos)
-        let s = UncheckedBox(stream), p = UncheckedBox(publisher)
-        publisher.onNobodyListening = { s.value.loop.execute { s.value.detach(p.value) } }
+        // Weak: the publisher holds this closure; a strong capture of itself would never be freed.
+        let s = UncheckedBox(stream), p = WeakSubscriber(publisher)
+        publisher.onNobodyListening = { s.value.loop.execute { if let gone = p.subscriber { s.value.detach(gone) } } }
         stream.attach(publisher)
     }
 
@@ -375,4 +378,10 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             }
         }
     }
+}
+
+/// A subscriber referred to without keeping it alive.
+private final class WeakSubscriber: @unchecked Sendable {
+    weak var subscriber: RelayPublisher?
+    init(_ s: RelayPublisher) { subscriber = s }
 }

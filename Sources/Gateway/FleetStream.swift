@@ -10,7 +10,7 @@ import Synchronization
 /// lives) and two deadlines (a job no worker takes; a worker gone silent). `accepted` and the
 /// client's timings are made here and nowhere else. Everything but `isFinished` is confined to
 /// `loop`.
-final class FleetStream: CompletionStream, @unchecked Sendable {
+final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     let key: String
     let request: CompletionRequest
     let loop: EventLoop
@@ -148,6 +148,13 @@ final class FleetStream: CompletionStream, @unchecked Sendable {
         guard countedAsQueued else { return }
         countedAsQueued = false
         hub.metrics.queueLength.subtract(1, ordering: .relaxed)
+    }
+
+    /// A message from a worker in this process (straight from its publisher: no lookup).
+    func deliver(_ message: RelayMessage) {
+        if loop.inEventLoop { return handle(message) }
+        let box = UncheckedBox(self)
+        loop.execute { box.value.handle(message) }
     }
 
     /// A message for this stream from lane `from` (replays and tests: its own lane).

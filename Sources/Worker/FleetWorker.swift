@@ -116,6 +116,11 @@ public final class FleetWorker: @unchecked Sendable {
             return true
         }
         guard go else { return }
+        // A queue that wakes its workers says cheaply whether anything waits.
+        if let arrivals = queue as? JobArrivals, !arrivals.hasWaitingJobs {
+            state.withLock { $0.claiming = false }
+            return
+        }
         let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
         guard asked > 0 else {
             state.withLock { $0.claiming = false }
@@ -164,16 +169,18 @@ public final class FleetWorker: @unchecked Sendable {
         let key = StreamKey.make(owner: request.ownerID, requestID: request.requestID)
         let loop = pickLoop(job.affinity)
         let box = UncheckedBox(self)
-        loop.execute {
+        let begin: @Sendable () -> Void = {
             let me = box.value
             let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key,
-                                           worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos)
+                                           worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos, target: job.replyTarget)
             let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
             // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
-            let r = UncheckedBox(run)
+            // Weak: the run holds the publisher (its sink); a strong capture here would keep both
+            // alive for good once the run ended.
+            let r = WeakRun(run)
             publisher.onNobodyListening = {
                 box.value.onAbandoned?(request)
-                loop.execute { r.value.cancel() }
+                loop.execute { r.run?.cancel() }
             }
             me.slots.update { $0.started() }
             me.state.withLock { $0.runs[key] = run }
@@ -181,6 +188,9 @@ public final class FleetWorker: @unchecked Sendable {
             me.queue.ack(queued.id)
             run.start(backend: me.backend, worker: me.nodeID, createdEpoch: Int(wallClockNanos() / 1_000_000_000))
         }
+        // Claimed on the job's loop (a queue in memory answers on the gateway's): start it now,
+        // without a wake-up of the loop.
+        if loop.inEventLoop { begin() } else { loop.execute(begin) }
     }
 
     private func drop(_ queued: QueuedJob) {
@@ -249,4 +259,10 @@ public final class FleetWorker: @unchecked Sendable {
         let key = StreamKey.make(owner: job.request.ownerID, requestID: job.request.requestID)
         relay.publish(channel: job.ticket.replyTo, .event(requestID: key, .failed(error, tokensSoFar: 0), worker: nil)) { _ in }
     }
+}
+
+/// A run referred to without keeping it alive (it lives while the worker's registry holds it).
+private final class WeakRun: @unchecked Sendable {
+    weak var run: GenerationRun?
+    init(_ run: GenerationRun) { self.run = run }
 }
