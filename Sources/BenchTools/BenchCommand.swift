@@ -27,7 +27,9 @@ public enum BenchCommand {
         .option("window", "N", default: "8", "completions in flight per connection (closed loop)"),
         .option("clients", "N", default: "1", "client processes"),
         .option("phases", "LIST", default: "rate,max,sse", "which phases, in order"),
-        .option("paths", "LIST", default: "local", "local: one serve node on its own; fleet: a gateway and a worker process through Redis (needs REDIS_URL); both in one run: local,fleet"),
+        .option("paths", "LIST", default: "local", "local: one serve node on its own; serve-redis: one serve node through Redis; fleet: a gateway and a worker process through Redis (both need REDIS_URL); several in one run: local,fleet"),
+        .toggle("high-limits", "admission on at limits no client reaches (one user: 10^9 requests/min, 10^6 at once) instead of off"),
+        .option("server-binary", "PATH", default: "", "run the nodes from this playground binary (a baseline build) instead of this one"),
         .option("server-loops", "N", default: "\(CPU.count)", "the node's event loops"),
         .toggle("with-auth", "authenticate every request against PostgreSQL (needs DATABASE_URL)"),
         .toggle("child", "internal: run as a client process"),
@@ -60,11 +62,22 @@ public enum BenchCommand {
         }
 
         let paths = a.string("paths").split(separator: ",").map(String.init)
-        for path in paths where path != "local" && path != "fleet" { throw ArgumentError(message: "--paths: unknown path '\(path)' (local, fleet)") }
-        if paths.contains("fleet") && Arguments.environment("REDIS_URL") == nil { throw ArgumentError(message: "--paths fleet needs REDIS_URL") }
+        for path in paths where !["local", "serve-redis", "fleet"].contains(path) {
+            throw ArgumentError(message: "--paths: unknown path '\(path)' (local, serve-redis, fleet)")
+        }
+        if paths.contains(where: { $0 != "local" }) && Arguments.environment("REDIS_URL") == nil {
+            throw ArgumentError(message: "--paths serve-redis and fleet need REDIS_URL")
+        }
+        let binary = a.string("server-binary")
+        if !binary.isEmpty {
+            guard access(binary, X_OK) == 0 else { throw ArgumentError(message: "--server-binary: '\(binary)' is not an executable") }
+            BenchSupport.serverBinary = binary
+        }
+        let limits = a.bool("high-limits") ? ["--rate-limit-rpm", "1000000000", "--max-concurrent", "1000000"]
+                                           : ["--rate-limit-rpm", "0", "--max-concurrent", "0"]
         var failed = false
         for path in paths {
-            if try !runPhases(path: path, port: port, serverLoops: serverLoops, withAuth: withAuth, key: key, phases: phases, rate: rate,
+            if try !runPhases(path: path, port: port, serverLoops: serverLoops, withAuth: withAuth, key: key, limits: limits, phases: phases, rate: rate,
                               duration: duration, maxTokens: maxTokens, connections: connections, window: window, clients: clients) {
                 failed = true
             }
@@ -73,16 +86,19 @@ public enum BenchCommand {
     }
 
     /// Starts the servers of one path and runs every phase against them; false if any failed.
-    static func runPhases(path: String, port: Int, serverLoops: Int, withAuth: Bool, key: String, phases: [String], rate: Int,
+    static func runPhases(path: String, port: Int, serverLoops: Int, withAuth: Bool, key: String, limits: [String], phases: [String], rate: Int,
                           duration: Double, maxTokens: Int, connections: Int, window: Int, clients: Int) throws -> Bool {
         let common = ["--loops", "\(serverLoops)", "--model-ttft-ms", "0", "--model-token-ms", "0", "--slots", "100000",
-                      "--max-queue", "100000", "--log-level", "warning", "--rate-limit-rpm", "0", "--max-concurrent", "0"]
-        // local: one process, no Redis at all. fleet: a worker, then a gateway, meeting only in Redis.
+                      "--max-queue", "100000", "--log-level", "warning"] + limits
+        // local: one process, no Redis at all. serve-redis: one process whose admission and jobs go
+        // through Redis. fleet: a worker, then a gateway, meeting only in Redis.
         var servers: [BenchSupport.Child] = []
         defer { for s in servers.reversed() { s.process.terminate(); s.process.waitUntilExit() } }
-        if path == "local" {
-            servers.append(try BenchSupport.spawn(["serve", "--port", "\(port)"] + common + (withAuth ? [] : ["--auth", "off"]),
-                                                  environment: ["REDIS_URL": nil]))
+        if path == "local" || path == "serve-redis" {
+            let fleet = ["--fleet", "bench-\(getpid())"]
+            servers.append(try BenchSupport.spawn(["serve", "--port", "\(port)"] + common + (path == "local" ? [] : fleet)
+                                                  + (withAuth ? [] : ["--auth", "off"]),
+                                                  environment: path == "local" ? ["REDIS_URL": nil] : [:]))
         } else {
             let fleet = "bench-\(getpid())"
             servers.append(try BenchSupport.spawn(["worker", "--port", "\(port + 1)", "--fleet", fleet] + common))
@@ -98,7 +114,7 @@ public enum BenchCommand {
         }
         let pids = servers.map { $0.process.processIdentifier }
         usleep(200_000)
-        printLine("bench [\(path)]: \(path == "local" ? "one node" : "a gateway and a worker through Redis") (pids \(pids.map(String.init).joined(separator: ","))), "
+        printLine("bench [\(path)]: \(path == "local" ? "one node" : path == "serve-redis" ? "one node through Redis" : "a gateway and a worker through Redis") (pids \(pids.map(String.init).joined(separator: ","))), "
                   + "\(serverLoops) loops each, built-in model at zero pace, max_tokens \(maxTokens), prompt \"\(prompt)\"; "
                   + "\(clients) client process(es); auth \(withAuth ? "on (PostgreSQL lookup per request)" : "off")")
         let rssAll = { pids.reduce(0.0) { $0 + Double(ProcessLimits.residentBytes(pid: $1)) / 1e6 } }
@@ -428,7 +444,7 @@ public enum BenchSupport {
     static func spawn(_ args: [String], quiet: Bool = false, environment: [String: String?] = [:]) throws -> Child {
         stopChildrenOnSignal
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: selfExecutable())
+        p.executableURL = URL(fileURLWithPath: args.first == "bench" || serverBinary.isEmpty ? selfExecutable() : serverBinary)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env[ParentDeath.variable] = "\(getpid())"
@@ -444,6 +460,8 @@ public enum BenchSupport {
     }
 
     private static let children = Mutex<[Int32]>([])
+    /// `bench --server-binary`: nodes run from this binary (set once, before any child starts).
+    nonisolated(unsafe) static var serverBinary = ""
     /// Set while a stop signal is being handled: the main thread must leave the exit to it.
     public static let stoppingSignal = Atomic<Int32>(0)
 
