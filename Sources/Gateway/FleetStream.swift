@@ -16,7 +16,6 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     let loop: EventLoop
     // Strong: the hub outlives its streams (it forgets finished ones after retention).
     let hub: FleetCompletions
-    let createdNanos = monotonicNanos()
     let createdEpoch = Int(wallClockNanos() / 1_000_000_000)
     /// False for a stream that relays another gateway's (its lease is not ours to release).
     var ownsLease = true
@@ -29,33 +28,30 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     /// client can cause by attaching again and again.
     static let maxSubscribers = 32
 
-    /// enqueueing: not on the queue yet (subscribers get `accepted` only once it is, so a refusal
-    /// is an ordinary error answer); waiting: for a worker; running: a worker (or the gateway it
-    /// follows) sends its events.
-    private enum Phase { case enqueueing, waiting, running, finished }
-    private var phase = Phase.enqueueing
+    /// Its progress and deadlines (pure; this class carries out what it decides).
+    private var state: StreamState
     /// Counted in the queue-length gauge (until a worker takes it or it ends).
     var countedAsQueued = false
-    private var lastRenewedNanos = monotonicNanos()
     private let finishedFlag = Atomic<Bool>(false)
     private var worker: String?
     private var pieces: [String] = []
     private var final: CompletionEvent?
     private var subscribers: [CompletionSubscriber] = []
-    private var lastHeardNanos: UInt64 = 0
-    private var startedNanos: UInt64?
-    private var firstTokenNanos: UInt64?
 
     init(key: String, request: CompletionRequest, loop: EventLoop, hub: FleetCompletions) {
         self.key = key
         self.request = request
         self.loop = loop
         self.hub = hub
+        let c = hub.configuration
+        let renew = request.fence != 0 ? hub.admission.map { max($0.leaseTTLNanos / 3, 1_000_000) } ?? 0 : 0
+        state = StreamState(created: monotonicNanos(),
+                            limits: .init(queueWaitNanos: c.queueWaitNanos, silenceNanos: c.silenceNanos, renewEveryNanos: renew))
     }
 
     var isFinished: Bool { finishedFlag.load(ordering: .acquiring) }
     /// No worker ever took it: a refusal before any work.
-    var neverStarted: Bool { worker == nil && startedNanos == nil }
+    var neverStarted: Bool { worker == nil && state.started == nil }
 
     // MARK: subscribers
 
@@ -65,7 +61,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
                                        field: "request_id"), tokensSoFar: 0))
             return
         }
-        if phase == .enqueueing { return subscribers.append(s) }
+        if state.phase == .enqueueing { return subscribers.append(s) }
         s.receive(accepted)
         for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p)) }
         if let final { s.receive(final) } else { subscribers.append(s) }
@@ -75,8 +71,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
 
     /// The job is on the queue (or runs here): its subscribers learn it was accepted.
     func enqueued() {
-        guard phase == .enqueueing else { return }
-        phase = .waiting
+        guard state.enqueued() else { return }
         for s in subscribers { s.receive(accepted) }
     }
 
@@ -100,47 +95,39 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
         let before = subscribers.count
         subscribers.removeAll(where: match)
         // Nobody listens any more: stop the generation so its slot and lease go to someone else.
-        if before > 0 && subscribers.isEmpty && phase != .finished { _ = cancel() }
+        if before > 0 && subscribers.isEmpty && !state.isFinished { _ = cancel() }
     }
 
     // MARK: lifecycle
 
-    /// Checks the two deadlines and renews the lease (called by the loop's `StreamWatch`); false
-    /// once the stream ended.
+    /// Checks the deadlines and renews the lease (called by the loop's `StreamWatch`); false once
+    /// the stream ended.
     func checkDeadlines(now: UInt64) -> Bool {
-        if phase != .finished, ownsLease, request.fence != 0, let admission = hub.admission,
-           now > lastRenewedNanos, now - lastRenewedNanos >= max(admission.leaseTTLNanos / 3, 1_000_000) {
-            lastRenewedNanos = now
-            admission.renew(user: request.ownerID, requestID: request.requestID)
+        let here = hub.lanes[lane]
+        let canFallBack = ownsLease && lane + 1 < hub.lanes.count && !here.isUp()
+        for decision in state.check(now: now, watchesSilence: here.remote, canFallBack: canFallBack) {
+            switch decision {
+            case .renewLease:
+                if ownsLease { hub.admission?.renew(user: request.ownerID, requestID: request.requestID) }
+            case .queueWaitExpired:
+                fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
+            case .workerSilent:
+                hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
+                fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
+                     tellWorker: true)
+            case .fallBack:
+                // The fleet went away with the job: the next lane (this process) runs it. If a
+                // worker of the fleet takes it after all, it is told to stop.
+                hub.enqueue(self, lane: lane + 1)
+            }
         }
-        switch phase {
-        case .finished: return false
-        case .enqueueing where now > createdNanos && now - createdNanos > hub.configuration.queueWaitNanos,
-             .waiting where now > createdNanos && now - createdNanos > hub.configuration.queueWaitNanos:
-            fail(APIError(.serverBusy, "no worker took this completion in time; retry shortly", retryAfterMs: 1000), tellWorker: false)
-            return false
-        case .running where hub.lanes[lane].remote && now > lastHeardNanos && now - lastHeardNanos > hub.configuration.silenceNanos:
-            hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
-            fail(APIError(.generationInterrupted, "the worker running this completion stopped answering; retry", retryAfterMs: 100),
-                 tellWorker: true)
-            return false
-        case .waiting where ownsLease && !hub.lanes[lane].isUp() && lane + 1 < hub.lanes.count:
-            // The fleet went away with the job: the next lane (this process) runs it. If a
-            // worker of the fleet takes it after all, it is told to stop.
-            hub.enqueue(self, lane: lane + 1)
-            return phase != .finished
-        default:
-            return true
-        }
+        return !state.isFinished
     }
 
     /// Another gateway holds the stream and forwards it here: its silence counts like a worker's.
     func following() {
         enqueued()
-        guard phase == .waiting else { return }
-        phase = .running
-        leftQueue()
-        lastHeardNanos = monotonicNanos()
+        if state.following(now: monotonicNanos()) { leftQueue() }
     }
 
     /// Taken by a worker or ended: no longer counted as queued.
@@ -164,44 +151,43 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
             if case .event(_, .accepted, let w?) = message { hub.tellWorkerToStop(key: key, worker: w, lane: from) }
             return
         }
-        if phase == .enqueueing { enqueued() }
+        if state.phase == .enqueueing { enqueued() }
         switch message {
         case .event(_, let event, let w):
             heard()
             switch event {
             case .accepted:
                 if let w { worker = w }
-                if phase == .finished {
+                if state.isFinished {
                     tellWorkerToStop()
-                } else if startedNanos == nil {
-                    startedNanos = monotonicNanos()
+                } else if state.workerStarted(now: monotonicNanos()) {
                     leftQueue()
                 }
             case .delta(let index, let text):
-                guard phase != .finished else { return }
-                if index < pieces.count { return }  // already have it (a replay after a follow)
-                guard index == pieces.count else {
+                switch state.delta(index: index, now: monotonicNanos()) {
+                case .append: break
+                case .duplicate, .ignored: return
+                case .gap:
                     // A message was lost (the relay reconnected): the text would have a hole.
                     fail(APIError(.generationInterrupted, "part of the stream was lost between nodes; retry", retryAfterMs: 100), tellWorker: true)
                     return
                 }
-                if firstTokenNanos == nil { firstTokenNanos = monotonicNanos() }
                 pieces.append(text)
                 hub.metrics.tokensStreamed.add(1, ordering: .relaxed)
                 let e = CompletionEvent.delta(index: index, text: text)
                 for s in subscribers { s.receive(e) }
             case .done(let reason, let usage, let timings):
-                guard phase != .finished else { return }
+                guard !state.isFinished else { return }
                 // Times as this gateway saw them (they include the queue and the hops).
                 finish(.done(reason, usage, clientTimings(upstream: timings.upstream)))
             case .failed(let e, _):
-                guard phase != .finished else { return }
+                guard !state.isFinished else { return }
                 finish(.failed(e, tokensSoFar: pieces.count))
             }
         case .keepalive:
             heard()
         case .abort:
-            guard phase != .finished else { return }
+            guard !state.isFinished else { return }
             for s in subscribers { s.abortTransport() }
             subscribers.removeAll()
             finish(.failed(APIError(.generationInterrupted, "the model connection dropped mid-answer"), tokensSoFar: pieces.count))
@@ -213,27 +199,23 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     }
 
     private func heard() {
-        lastHeardNanos = monotonicNanos()
-        if phase == .waiting {
-            phase = .running
-            leftQueue()
-        }
+        if state.heard(now: monotonicNanos()) { leftQueue() }
     }
 
     private func clientTimings(upstream: String) -> Timings {
-        Timings(created: createdNanos, started: startedNanos, firstToken: firstTokenNanos, end: monotonicNanos(), upstream: upstream)
+        state.timings(end: monotonicNanos(), upstream: upstream)
     }
 
     /// Ends the stream with finish_reason "cancelled" and tells the worker; false if it had ended.
     func cancel() -> Bool {
-        guard phase != .finished else { return false }
+        guard !state.isFinished else { return false }
         tellWorkerToStop()
         finish(.done(.cancelled, Usage(promptTokens: 0, completionTokens: pieces.count), clientTimings(upstream: "fleet")))
         return true
     }
 
     func fail(_ error: APIError, tellWorker: Bool) {
-        guard phase != .finished else { return }
+        guard !state.isFinished else { return }
         if tellWorker { tellWorkerToStop() }
         finish(.failed(error, tokensSoFar: pieces.count))
     }
@@ -241,11 +223,11 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     /// Replays a finished stream's transcript (kept in Redis by the gateway that relayed it).
     func replay(_ transcript: [UInt8]) {
         for line in transcript.split(separator: 10) {
-            guard phase != .finished else { return }
+            guard !state.isFinished else { return }
             guard let m = try? RelayMessage.decode(Array(line)) else { continue }
             handle(m)
         }
-        if phase != .finished {
+        if !state.isFinished {
             fail(APIError(.generationInterrupted, "the stream's record is incomplete", retryAfterMs: 100), tellWorker: false)
         }
     }
@@ -255,7 +237,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     }
 
     private func finish(_ event: CompletionEvent) {
-        phase = .finished
+        guard state.finish() else { return }
         leftQueue()
         finishedFlag.store(true, ordering: .releasing)
         final = event
