@@ -26,7 +26,7 @@ enum Routes {
             let files = try StaticFiles(directory: config.publicDir)
             router.fallback = { req, r in
                 if !files.serve(req, r) {
-                    r.sendError(status: 404, code: "not_found", message: "no route for \(req.method) \(req.path)")
+                    r.send(APIError(.notFound, "no route for \(req.method) \(req.path)"))
                 }
             }
         }

@@ -59,12 +59,7 @@ final class HTTPReply: APIReply {
         responder.send(status: status, headers: h, body: json)
     }
 
-    func fail(_ error: APIError) {
-        var h = extraHeaders
-        h.add("Content-Type", "application/json")
-        if let ms = error.retryAfterMs { h.add("Retry-After", "\(max(1, (ms + 999) / 1000))") }
-        responder.send(status: error.status, headers: h, body: error.jsonBytes)
-    }
+    func fail(_ error: APIError) { responder.send(error, headers: extraHeaders) }
 
     var showsTokensLive: Bool { false }  // SSE only when the body asked for `stream`
 
@@ -144,10 +139,7 @@ final class SSESubscriber: CompletionSubscriber {
             responder.end()
         case .failed(let error, _) where responder.state == .idle:
             // Refused before the stream began: an ordinary error answer.
-            var h = headers
-            h.add("Content-Type", "application/json")
-            if let ms = error.retryAfterMs { h.add("Retry-After", "\(max(1, (ms + 999) / 1000))") }
-            responder.send(status: error.status, headers: h, body: error.jsonBytes)
+            responder.send(error, headers: headers)
         case .failed(let error, _):
             keepaliveTimer?.cancel()
             send(error.jsonBytes)

@@ -51,11 +51,7 @@ public struct SessionRoutes {
         return w.string
     }
 
-    func fail(_ r: HTTPResponder, _ e: APIError, headers: HTTPHeaders = HTTPHeaders()) {
-        var h = headers
-        h.add("Content-Type", "application/json")
-        r.send(status: e.status, headers: h, body: e.jsonBytes)
-    }
+    func fail(_ r: HTTPResponder, _ e: APIError, headers: HTTPHeaders = HTTPHeaders()) { r.send(e, headers: headers) }
 
     public func install(on router: Router) {
         router.post("/v1/session", bodyLimit: 4096) { req, r in

@@ -63,9 +63,7 @@ public enum WebSocketTransport {
             api.authenticator.authenticate(credential, on: responder.loop) { result in
                 switch result {
                 case .failure(let e):
-                    var h = HTTPHeaders()
-                    h.add("Content-Type", "application/json")
-                    responder.send(status: e.status, headers: h, body: e.jsonBytes)
+                    responder.send(e)
                 case .success(let identity):
                     WebSocketServer.upgrade(req, responder, configuration: configuration) { ws in
                         metrics.wsConnections.add(1, ordering: .relaxed)
