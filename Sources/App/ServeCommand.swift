@@ -1,3 +1,4 @@
+import Dispatch
 import Domain
 import FleetCore
 import Gateway
@@ -287,7 +288,11 @@ enum ServeCommand {
         ProcessLimits.ignoreSIGPIPE()
         let fdLimit = ProcessLimits.raiseOpenFileLimit()
 
+        // Every long-running part is a service: started in order below, stopped in reverse on
+        // SIGTERM/SIGINT (or at once if a later one fails to start).
+        let services = ServiceGroup(logger: logger)
         let group = try EventLoopGroup(count: config.loops)
+        try services.start(ServiceHandle("event loops", stop: { _ in group.shutdown() }))
         // Set on SIGTERM: /readyz answers 503 from then on, whatever the role.
         let draining = Atomic<Bool>(false)
         let metrics = Metrics()
@@ -305,7 +310,6 @@ enum ServeCommand {
                 throw ArgumentError(message: "--models: \(error)")
             }
         }
-        proxy?.startWarmups(on: group.loops[0])
         let backend: ModelBackend = proxy ?? builtin
         // One engine for every role: a gateway side and a worker side meeting through the fleet's
         // ports, in Redis or in this process's memory. A process with both sides keeps the
@@ -322,14 +326,16 @@ enum ServeCommand {
         var identities: IdentityStore?
         if let url = config.databaseURL, role.servesAPI {
             let p = PGPool(url: url, size: config.dbPoolSize, logger: logger)
-            p.start()
-            do {
-                let applied = try p.runBlocking { conn throws(PGError) in try Migrations.apply(conn, directory: config.sqlDir) }
-                if !applied.isEmpty { logger.info("migrations applied", ["files": applied.map(\.name).joined(separator: ",")]) }
-            } catch {
-                // A database that is down at start must not stop completions; presets degrade until it is back.
-                logger.error("migrations not applied", ["error": "\(error)"])
-            }
+            try services.start(ServiceHandle("postgres pool", start: {
+                p.start()
+                do {
+                    let applied = try p.runBlocking { conn throws(PGError) in try Migrations.apply(conn, directory: config.sqlDir) }
+                    if !applied.isEmpty { logger.info("migrations applied", ["files": applied.map(\.name).joined(separator: ",")]) }
+                } catch {
+                    // A database that is down at start must not stop completions; presets degrade until it is back.
+                    logger.error("migrations not applied", ["error": "\(error)"])
+                }
+            }, stop: { _ in p.stop() }))
             pool = p
             identities = IdentityStore(pool: p, logger: logger)
         }
@@ -337,7 +343,9 @@ enum ServeCommand {
         // Redis: commands (pipelined), blocking claims and subscriptions each on their own connection.
         var redis: FleetRedis?
         if let endpoint = config.redis {
-            redis = try FleetRedis(endpoint: endpoint, group: group, nodeID: nodeID, role: role, config: config, logger: logger)
+            let r = try FleetRedis(endpoint: endpoint, group: group, nodeID: nodeID, role: role, config: config, logger: logger)
+            try services.start(ServiceHandle("redis", start: { r.heartbeat.start() }, stop: { _ in r.heartbeat.stop() }))
+            redis = r
         }
         // Limits: in Redis for a fleet (with a per-node fallback while Redis is down, its limits
         // divided by the live nodes last seen), else in this node's memory.
@@ -368,18 +376,23 @@ enum ServeCommand {
             for w in workers {
                 // Its gateway died mid-stream: nobody else will hand the lease back before its TTL.
                 w.onAbandoned = { r in if r.fence != 0 { admission?.release(user: r.ownerID, requestID: r.requestID) } }
-                w.start()
             }
+            // Stopped after the gateway: they take no more jobs and finish those they run.
+            let pullers = workers
+            try services.start(ServiceHandle("workers", start: { for w in pullers { w.start() } }, stop: { deadline in
+                for w in pullers { w.stop() }
+                waitUntilIdle(deadline: deadline) { slots.whenIdle($0) }
+            }))
         }
-        // A worker tells the fleet how its upstreams are doing (admin status reads it).
-        if let proxy, let redis {
-            let key = FleetKeys(fleet: config.fleet).upstreamsPrefix + nodeID
-            let conn = UncheckedBox(redis.commands)
-            @Sendable func publish() {
-                conn.value.send(["SET", key, proxy.statusJSON(), "PX", "6000"], timeoutNanos: 1_000_000_000) { _ in }
-                _ = conn.value.loop.schedule(afterNanos: 2_000_000_000) { publish() }
+        if let proxy {
+            try services.start(ServiceHandle("upstream warmups", start: { proxy.startWarmups(on: group.loops[0]) }, stop: { _ in proxy.stopWarmups() }))
+            // A worker tells the fleet how its upstreams are doing (admin status reads it).
+            if let redis {
+                let publisher = StatusPublisher(connection: redis.commands, key: FleetKeys(fleet: config.fleet).upstreamsPrefix + nodeID) {
+                    proxy.statusJSON()
+                }
+                try services.start(ServiceHandle("upstream status publisher", start: { publisher.start() }, stop: { _ in publisher.stop() }))
             }
-            redis.commands.loop.execute { publish() }
         }
         // The gateway side: what the transports submit to.
         let completions: FleetCompletions? = role.servesAPI ? {
@@ -391,15 +404,16 @@ enum ServeCommand {
                 f = FleetCompletions(nodeID: nodeID, local: local!, metrics: metrics, logger: logger)
             }
             f.admission = admission
-            f.start()
             return f
         }() : nil
+        if let completions {
+            try services.start(ServiceHandle("gateway relay", start: { completions.start() }, stop: { _ in }))
+        }
 
         var proxyMetrics: (@Sendable () -> String)?
         if let proxy { proxyMetrics = { proxy.renderMetrics() } }
         let router = Router()
         let sessions = SessionRegistry(tokenHash: { Credentials.hex(Credentials.sha256($0)) })
-        var replayer: OutboxReplayer?
         if role.servesAPI {
             let authenticator: Authenticator = config.authEnabled && identities != nil ? StoreAuthenticator(store: identities!) : OpenAuthenticator()
             if !config.authEnabled { logger.warning("authentication is OFF: every caller is the same local user") }
@@ -428,8 +442,7 @@ enum ServeCommand {
                     }
                 }
                 if let identities { r.onPendingRevocations = { identities.setUnrecordedRevocations($0) } }
-                r.start()
-                replayer = r
+                try services.start(ServiceHandle("outbox replayer", start: { r.start() }, stop: { _ in r.stop() }))
             }
             presets?.install(on: api)
             CompletionAPI(completions: completions!, parser: CompletionRequestParser(policy: policy), metrics: metrics, models: models,
@@ -444,7 +457,8 @@ enum ServeCommand {
                         logger.info("api key revoked", ["key_id": "\(id)", "generations_stopped": "\(n)"])
                     }
                 }
-                identities.startListening()
+                try services.start(ServiceHandle("identity listener", start: { identities.startListening() },
+                                                 stop: { _ in identities.stopListening() }))
             }
             try Routes.install(on: router, config: config, api: api, completions: completions!, metrics: [metrics, workerMetrics], modelServer: modelServer,
                                identities: identities, sessions: sessions, redisUp: redis?.isUp, redisRefusesWrites: redis?.refusesWrites,
@@ -459,42 +473,78 @@ enum ServeCommand {
         http.sharePort = config.sharePort
         http.logger = logger
         let server = HTTPServer(router: router, configuration: http)
+        // Tell WebSocket clients to go elsewhere (close 1001) once the gateway drained, and give
+        // the frames a moment to leave.
+        try services.start(ServiceHandle("websocket sessions", stop: { _ in
+            sessions.closeAll(reason: "node shutting down")
+            if sessions.count > 0 { usleep(200_000) }
+        }))
+        // The listener and the gateway stop first: refuse new completions (/readyz 503 tells the
+        // load balancer), stop accepting, let the streams finish (their jobs may still be claimed
+        // by this node's workers, which keep working until their own turn).
         let address = try server.start(group: group, host: config.host, port: config.port)
-        group.start()
+        try services.start(ServiceHandle("listener", start: { group.start() }, stop: { deadline in
+            draining.store(true, ordering: .relaxed)
+            completions?.beginDraining()
+            waitUntilIdle(deadline: .max) { server.stopAccepting(done: $0) }
+            if let completions { waitUntilIdle(deadline: deadline) { completions.whenIdle($0) } }
+        }))
         logger.info(modelServer ? "model server started" : "node started", config.summary.merging([
             "role": role.rawValue, "node_id": nodeID, "url": "http://\(address)", "open_file_limit": "\(fdLimit)",
             "connection_capacity": "\(max(0, fdLimit - 64))", "model_vocabulary": "\(model.vocabularySize)",
+            "services": services.running.joined(separator: ","),
         ]) { a, _ in a })
         // A machine-readable line for scripts that start a node on port 0.
         printLine("listening on http://\(address)")
 
         let sig = stopSignals.wait()
-        // Drain in reverse order of start. The gateway first: refuse new completions (/readyz
-        // 503 tells the load balancer), stop accepting, let its streams finish (its jobs may still
-        // be claimed by this node's worker, which keeps working). Then the worker: stop claiming,
-        // let the generations it runs finish.
         let gatewayInFlight = { completions?.inFlight ?? 0 }
-        let workerInFlight = { slots.inFlight }
         logger.info("draining", ["signal": "\(sig)", "in_flight": "\(gatewayInFlight())"])
-        let deadline = monotonicNanos() + UInt64(config.drainSeconds * 1e9)
-        draining.store(true, ordering: .relaxed)
-        completions?.beginDraining()
-        let closed = DispatchSemaphoreLite()
-        Task { await server.stopAccepting(); closed.signal() }
-        closed.wait()
-        while gatewayInFlight() > 0 && monotonicNanos() < deadline { usleep(20_000) }
-        for w in workers { w.stop() }
-        while workerInFlight() > 0 && monotonicNanos() < deadline { usleep(20_000) }
-        // Tell WebSocket clients to go elsewhere (close 1001) and give the frames a moment to leave.
-        sessions.closeAll(reason: "node shutting down")
-        if sessions.count > 0 { usleep(200_000) }
-        redis?.heartbeat.stop()
-        logger.info("stopped", ["unfinished": "\(gatewayInFlight() + workerInFlight())"])
-        group.shutdown()
-        identities?.stopListening()
-        replayer?.stop()
-        pool?.stop()
+        services.stopAll(deadline: monotonicNanos() + UInt64(config.drainSeconds * 1e9))
+        logger.info("stopped", ["unfinished": "\(gatewayInFlight() + slots.inFlight)"])
         return 0
+    }
+
+    /// Blocks until `register`'s callback runs or `deadline` (monotonic nanoseconds) passes:
+    /// draining waits on a signal, it does not poll.
+    static func waitUntilIdle(deadline: UInt64, _ register: (@escaping @Sendable () -> Void) -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        register { done.signal() }
+        let now = monotonicNanos()
+        if deadline == .max { return done.wait() }
+        _ = done.wait(timeout: .now() + .nanoseconds(Int(min(deadline > now ? deadline - now : 0, UInt64(Int.max)))))
+    }
+}
+
+/// Publishes this node's upstream status to Redis every 2 s (admin status reads it) until stopped.
+final class StatusPublisher: @unchecked Sendable {
+    let connection: RedisConnection
+    let key: String
+    let status: @Sendable () -> String
+    private let stopped = Atomic<Bool>(false)
+    private var timer: TimerHandle?
+
+    init(connection: RedisConnection, key: String, status: @escaping @Sendable () -> String) {
+        self.connection = connection
+        self.key = key
+        self.status = status
+    }
+
+    func start() {
+        let box = UncheckedBox(self)
+        connection.loop.execute { box.value.publish() }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        let box = UncheckedBox(self)
+        connection.loop.execute { box.value.timer?.cancel() }
+    }
+
+    private func publish() {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        connection.send(["SET", key, status(), "PX", "6000"], timeoutNanos: 1_000_000_000) { _ in }
+        timer = connection.loop.schedule(afterNanos: 2_000_000_000) { [weak self] in self?.publish() }
     }
 }
 
@@ -524,7 +574,6 @@ struct FleetRedis {
         // The stream and its group are made by the first claim that finds them missing.
         relay = RedisEventRelay(publisher: commands, subscriber: subscriptions)
         heartbeat = try FleetHeartbeat(connection: commands, nodeID: nodeID, role: role.rawValue, keys: keys, scriptsDirectory: config.luaDir)
-        heartbeat.start()
     }
 
     /// Whether the fleet path works now: commands and subscriptions both connected.
@@ -539,14 +588,6 @@ struct FleetRedis {
         return { c.value.refusedWritesRecently() }
     }
 }
-
-/// A one-shot wait for a signal from another thread.
-final class DispatchSemaphoreLite: Sendable {
-    private let done = Atomic<Bool>(false)
-    func signal() { done.store(true, ordering: .releasing) }
-    func wait() { while !done.load(ordering: .acquiring) { usleep(1000) } }
-}
-
 
 /// A node's name in the fleet: host, pid and a random suffix (unique across restarts).
 enum NodeIdentity {

@@ -48,6 +48,12 @@ public final class HTTPServer: @unchecked Sendable {
     public func stopAccepting() async {
         await tcp?.close()
     }
+
+    /// Stops accepting; `done` runs once every listener is closed.
+    public func stopAccepting(done: @escaping @Sendable () -> Void) {
+        guard let tcp else { return done() }
+        tcp.close(done: done)
+    }
 }
 
 /// The HTTP/1.1 protocol on one connection: parse, route, answer in order, keep alive or close.

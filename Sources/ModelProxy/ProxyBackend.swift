@@ -71,7 +71,11 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         loop.execute { box.value.warmupTick(loop) }
     }
 
+    /// Stops the warmup prober (its next tick does nothing and schedules nothing).
+    public func stopWarmups() { prober.store(false, ordering: .relaxed) }
+
     private func warmupTick(_ loop: EventLoop) {
+        guard prober.load(ordering: .relaxed) else { return }
         let now = clock()
         for u in ordered where u.warmupDue(now: now, idleNanos: warmupIdleNanos) {
             guard let permit = u.acquire(now: now, user: false) else { continue }

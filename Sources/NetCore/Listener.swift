@@ -1,5 +1,6 @@
 import CLinux
 import Runtime
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,6 +109,27 @@ public final class TCPServer: @unchecked Sendable {
         do throws(SystemError) { try Posix.bind(probe, address) } catch {
             if error.errno == EADDRINUSE { throw SystemError("listen on \(address): the port is in use by another process (pass --share-port to share it on purpose)", error.errno) }
             throw error
+        }
+    }
+
+    /// Stops accepting, each listener on its loop; `done` runs (on some loop) once all are
+    /// closed. Open connections are left to their owners.
+    public func close(done: @escaping @Sendable () -> Void) {
+        let all = listeners
+        listeners.removeAll()
+        guard !all.isEmpty else { return done() }
+        final class Countdown: Sendable {
+            let left: Atomic<Int>
+            let done: @Sendable () -> Void
+            init(_ n: Int, _ done: @escaping @Sendable () -> Void) { left = Atomic(n); self.done = done }
+        }
+        let countdown = Countdown(all.count, done)
+        for l in all {
+            let box = UncheckedBox(l)
+            l.loop.execute {
+                box.value.close()
+                if countdown.left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { countdown.done() }
+            }
         }
     }
 

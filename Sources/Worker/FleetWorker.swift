@@ -26,13 +26,22 @@ public struct WorkerConfiguration: Sendable {
 /// The slots of one worker node, shared by the pullers of every queue it takes jobs from.
 public final class WorkerSlots: Sendable {
     let table: Mutex<SlotTable>
+    private let idle = IdleSignal()
     public init(slots: Int) {
         table = Mutex(SlotTable(slots: slots))
     }
     /// Generations running or claimed to run.
     public var inFlight: Int { table.withLock { $0.inFlight } }
     public var slots: Int { table.withLock { $0.slots } }
-    func update<R>(_ body: (inout SlotTable) -> R) -> R { table.withLock { body(&$0) } }
+    func update<R>(_ body: (inout SlotTable) -> R) -> R {
+        let (r, nothing) = table.withLock { t in (body(&t), t.inFlight == 0) }
+        if nothing { idle.fire() }
+        return r
+    }
+    /// Calls `body` once nothing runs or is claimed (at once if nothing is).
+    public func whenIdle(_ body: @escaping @Sendable () -> Void) {
+        idle.whenIdle({ inFlight == 0 }, body)
+    }
 }
 
 /// The worker side of the fleet, for one queue: pulls jobs only while the node has free slots
