@@ -90,8 +90,9 @@ public protocol StreamDirectory: AnyObject, Sendable {
     func lookup(streamKey: String, done: @escaping @Sendable (Result<(holder: String?, transcript: [UInt8]?), JobQueueError>) -> Void)
     /// Keeps a finished stream's transcript (and its locator) for `ttlMs`.
     func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int)
-    /// A finished stream that will not be replayed elsewhere: its locator goes now.
-    func forget(streamKey: String)
+    /// A finished stream that will not be replayed elsewhere: its locator goes now, if it still
+    /// names `holder` (another gateway's locator for the same id is never dropped).
+    func forget(streamKey: String, holder: String)
     /// A finished stream whose transcript is not kept: its locator stays for `ttlMs` (the id is
     /// taken; attach elsewhere asks the holder).
     func keepLocator(streamKey: String, ttlMs: Int)

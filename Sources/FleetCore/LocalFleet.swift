@@ -108,7 +108,7 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
         done(.success((nil, nil)))
     }
     public func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) {}
-    public func forget(streamKey: String) {}
+    public func forget(streamKey: String, holder: String) {}
     public func keepLocator(streamKey: String, ttlMs: Int) {}
     public var keepsTranscripts: Bool { false }
 }

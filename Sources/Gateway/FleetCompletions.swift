@@ -77,6 +77,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     }
     private let state = Mutex(State())
     private let live = Atomic<Int>(0)
+    private let idle = IdleSignal()
     private let watches = Mutex<[ObjectIdentifier: StreamWatch]>([:])
 
     /// The deadline sweeper of `loop` (one per loop).
@@ -186,6 +187,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                     stream.ownsLease = false
                     follow(stream, holder: holder)
                 case .failure(.busy(let backlog)):
+                    stream.neverQueued = true
                     let message = lanes[lane].remote ? "the fleet's queue is full (\(backlog) jobs waiting)"
                         : "all worker slots are busy and the queue is full"
                     stream.fail(APIError(.serverBusy, message, retryAfterMs: 1000), tellWorker: false)
@@ -264,6 +266,11 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     }
 
     public func beginDraining() { state.withLock { $0.draining = true } }
+
+    /// Calls `body` once no completion is left (at once if none is).
+    public func whenIdle(_ body: @escaping @Sendable () -> Void) {
+        idle.whenIdle({ live.load(ordering: .relaxed) == 0 }, body)
+    }
     public var isDraining: Bool { state.withLock { $0.draining } }
     public var inFlight: Int { live.load(ordering: .relaxed) }
 
@@ -308,7 +315,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     // MARK: a stream ended (its loop)
 
     func ended(_ stream: FleetStream, _ event: CompletionEvent, transcript: [UInt8]?) {
-        live.subtract(1, ordering: .relaxed)
+        if live.subtract(1, ordering: .relaxed).newValue == 0 { idle.fire() }
         metrics.activeGenerations.subtract(1, ordering: .relaxed)
         switch event {
         case .done(let reason, let usage, let timings):
@@ -331,11 +338,13 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         }
         // Refused as busy before any worker took it: the admission is taken back (no quota used)
         // and nothing is kept, so the same request_id can be retried at once, here or elsewhere.
-        if stream.ownsLease, stream.neverStarted, case .failed(let e, _) = event, e.code == .serverBusy {
+        // Only a refusal that left nothing on any queue (a full backlog) is taken back: a job that
+        // may be queued (an enqueue whose answer was lost, a wait that timed out) may still run.
+        if stream.ownsLease, stream.neverQueued, case .failed(let e, _) = event, e.code == .serverBusy {
             if stream.request.fence != 0 {
                 admission?.unadmit(user: stream.request.ownerID, requestID: stream.request.requestID, fence: stream.request.fence)
             }
-            directory.forget(streamKey: stream.key)
+            directory.forget(streamKey: stream.key, holder: nodeID)
             state.withLock { s in if s.streams[stream.key] === stream { s.streams[stream.key] = nil } }
             return
         }
@@ -360,7 +369,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             } else if stream.request.clientSuppliedID {
                 directory.keepLocator(streamKey: stream.key, ttlMs: ttlMs)
             } else {
-                directory.forget(streamKey: stream.key)
+                directory.forget(streamKey: stream.key, holder: nodeID)
             }
         }
         let now = monotonicNanos()

@@ -52,6 +52,8 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     var isFinished: Bool { finishedFlag.load(ordering: .acquiring) }
     /// No worker ever took it: a refusal before any work.
     var neverStarted: Bool { worker == nil && state.started == nil }
+    /// Refused by a queue outright (its backlog full): it is on no queue, nothing can run it.
+    var neverQueued = false
 
     // MARK: subscribers
 

@@ -77,9 +77,10 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
             host = String(authority)
             port = tls ? 443 : 80
         }
-        // A host name (RFC 1123 letters, digits, '-' and '.') or an IPv4 address.
+        // A host name (letters, digits, '-', '.', and '_' as container and service names use) or
+        // an IPv4 address: nothing that could end the request line or the Host header.
         guard !host.isEmpty, host.utf8.count <= 253, host.utf8.allSatisfy({ c in
-            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 46
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 46 || c == 95
         }), !host.hasPrefix("-"), !host.hasPrefix(".") else {
             throw ConfigError("\"\(host)\" is not a host name or IPv4 address")
         }

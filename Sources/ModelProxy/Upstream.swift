@@ -327,9 +327,11 @@ final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
         exchange = nil
         if status == 429 { over = true; stopTimers(); return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
         guard status == 200 else {
-            // A 4xx is about the request the client sent: its words are the client's to read. A
-            // 5xx body is the upstream's own business (stack traces, hosts): not passed on.
+            // A 400, 413 or 422 is about the request the client sent: its words are the client's to
+            // read. Other 4xx (401, 403, 404: our key, our route) and 5xx bodies are the
+            // upstream's own business (key hints, stack traces, hosts): not passed on.
             if status >= 500 || status == 408 { return fail(.http(status), "HTTP \(status)") }
+            guard status == 400 || status == 413 || status == 422 else { return fail(.refused, "HTTP \(status)") }
             let text = String(decoding: errorBody, as: UTF8.self)
             return fail(.refused, "HTTP \(status): \(text.prefix(200))")
         }

@@ -53,6 +53,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     let enqueueScript: RedisScript
     let ackScript: RedisScript
     let reclaimScript: RedisScript
+    let forgetScript: RedisScript
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
     public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
@@ -66,6 +67,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         enqueueScript = try RedisScript.load("enqueue", from: scriptsDirectory)
         ackScript = try RedisScript.load("ack", from: scriptsDirectory)
         reclaimScript = try RedisScript.load("reclaim", from: scriptsDirectory)
+        forgetScript = try RedisScript.load("forget", from: scriptsDirectory)
     }
 
     /// Creates the stream and its group if they do not exist (idempotent; any loop).
@@ -149,11 +151,11 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
 
-    public func forget(streamKey: String) {
+    public func forget(streamKey: String, holder: String) {
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.send(["DEL", q.keys.locatorPrefix + streamKey], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.run(q.forgetScript, keys: [q.keys.locatorPrefix + streamKey], args: [holder], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }

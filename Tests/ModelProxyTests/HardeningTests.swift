@@ -55,13 +55,16 @@ final class HardeningTests: XCTestCase {
         let alias = #""aliases": {"m": [["a"]]}"#
         for (url, words) in [("http://h\r\nX-Evil: 1/v1", "control characters"), ("http://h/v1\r\nX-Evil: 1", "control characters"),
                              ("http://h/v 1", "spaces"), ("http://h\t/v1", "control"), ("http://[::1]:8000/v1", "IPv6"),
-                             ("http://bad_host/v1", "not a host name"), ("http://h:0/v1", "port"), ("http://u:p@h/v1", "user information")] {
+                             ("http://bad!host/v1", "not a host name"), ("http://bad%20host/v1", "not a host name"), ("http://h:0/v1", "port"), ("http://u:p@h/v1", "user information")] {
             let json = #"{"upstreams": [{"name": "a", "base_url": "\#(url.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\t", with: "\\t"))", "model": "m"}], \#(alias)}"#
             XCTAssertThrowsError(try parse(json), url) { e in
                 XCTAssertTrue("\(e)".contains("upstreams[0].base_url:"), "\(e)")
                 XCTAssertTrue("\(e)".contains(words), "\(e) should say \(words)")
             }
         }
+        // Container and service names carry underscores: those are host names like any other.
+        let underscored = #"{"upstreams": [{"name": "a", "base_url": "http://model_a:8000/v1", "model": "m"}], \#(alias)}"#
+        XCTAssertEqual(try? parse(underscored).upstreams[0].url.host, "model_a")
         for key in ["sk-1\r\nX-Evil: 1", "sk-1\n", "sk\u{0}1", "sk\u{7F}"] {
             let json = #"{"upstreams": [{"name": "a", "base_url": "http://h/v1", "model": "m", "api_key_env": "K"}], \#(alias)}"#
             XCTAssertThrowsError(try parse(json, env: ["K": key])) { e in

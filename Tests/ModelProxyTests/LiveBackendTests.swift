@@ -18,7 +18,7 @@ final class SinkRecorder: GenerationSink, @unchecked Sendable {
 }
 
 /// The built-in model behind the push-based backend interface: pace, cancel and injected faults.
-final class BackendTests: XCTestCase {
+final class LiveBackendTests: XCTestCase {
     static let model = NGramModel()
     var group: EventLoopGroup!
     override func setUp() {

@@ -8,7 +8,7 @@ import XCTest
 
 /// Events between nodes over Redis pub/sub: in order, one message each, nobody-listening is
 /// visible, and a subscription survives its connection being dropped.
-final class EventRelayTests: RedisTestCase {
+final class LiveEventRelayTests: RedisTestCase {
     func testEventsArriveInOrderAndSubscriptionsSurviveReconnects() throws {
         let pub = try connect()
         let sub = try connect()

@@ -8,10 +8,10 @@ import XCTest
 
 /// The job queue on a real Redis Stream: bounded backlog, pull claims without duplicates, ack
 /// deletes, a silent worker's jobs are reclaimed, and a job delivered too often is dead-lettered.
-final class JobQueueTests: RedisTestCase {
+final class LiveJobQueueTests: RedisTestCase {
     func queue(_ conn: RedisConnection, maxBacklog: Int) throws -> RedisJobQueue {
         _ = call(conn, ["DEL", FleetKeys().stream, FleetKeys().dead])
-        let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: maxBacklog)
+        let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: maxBacklog)
         let ok = wait { done in q.prepare { done($0) } }
         XCTAssertTrue(ok)
         return q
@@ -87,7 +87,7 @@ final class JobQueueTests: RedisTestCase {
         let conn = try connect()
         let reader = try connect()
         _ = call(conn, ["DEL", FleetKeys().stream])
-        let q = try RedisJobQueue(connection: conn, claims: reader, scriptsDirectory: AdmissionScriptTests.luaDir, maxBacklog: 10)
+        let q = try RedisJobQueue(connection: conn, claims: reader, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: 10)
         XCTAssertTrue(wait { done in q.prepare { done($0) } })
         let got = Mutex<[QueuedJob]?>(nil)
         q.claim(consumer: "w", max: 1, blockMs: 2000) { r in got.withLock { $0 = try? r.get() } }
@@ -141,5 +141,12 @@ final class JobQueueTests: RedisTestCase {
         XCTAssertTrue((1...5000).contains(ttl), "transcripts expire: \(ttl)")
         let nothing = try wait { done in q.lookup(streamKey: Self.freshKey()) { done($0) } }.get()
         XCTAssertNil(nothing.holder)
+        // Forget drops a locator only for the gateway it names.
+        q.forget(streamKey: key, holder: "gw-2")
+        usleep(50_000)
+        XCTAssertEqual(try wait { done in q.lookup(streamKey: key) { done($0) } }.get().holder, "gw-1", "another gateway's locator stays")
+        q.forget(streamKey: key, holder: "gw-1")
+        usleep(50_000)
+        XCTAssertNil(try wait { done in q.lookup(streamKey: key) { done($0) } }.get().holder)
     }
 }

@@ -8,8 +8,8 @@ import Synchronization
 import XCTest
 
 /// lua/preset_*.lua and outbox_append.lua, the outbox drain and the identity cache on a real Redis.
-final class PresetCacheTests: RedisTestCase {
-    static let luaDir = AdmissionScriptTests.luaDir
+final class LivePresetCacheTests: RedisTestCase {
+    static let luaDir = LiveAdmissionScriptTests.luaDir
 
     func keys() -> PresetCacheKeys { PresetCacheKeys(namespace: "t" + UUID().uuidString.prefix(8)) }
 

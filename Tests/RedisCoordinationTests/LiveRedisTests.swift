@@ -71,7 +71,7 @@ class RedisTestCase: XCTestCase {
     }
 }
 
-final class RedisConnectionTests: RedisTestCase {
+final class LiveRedisConnectionTests: RedisTestCase {
     func testEndpointURLs() {
         XCTAssertEqual(RedisEndpoint(url: "redis://127.0.0.1:6390/2"), RedisEndpoint(host: "127.0.0.1", port: 6390, db: 2))
         XCTAssertEqual(RedisEndpoint(url: "redis://:s3cret@db.local:7000"), RedisEndpoint(host: "db.local", port: 7000, password: "s3cret"))

@@ -89,7 +89,9 @@ public final class FakeQueue: JobQueue, StreamDirectory, @unchecked Sendable {
         done(.success(r))
     }
     public func keepFinished(streamKey: String, transcript: [UInt8], ttlMs: Int) { state.withLock { $0.transcripts[streamKey] = transcript } }
-    public func forget(streamKey: String) { state.withLock { $0.holders[streamKey] = nil } }
+    public func forget(streamKey: String, holder: String) {
+        state.withLock { s in if s.holders[streamKey] == holder { s.holders[streamKey] = nil } }
+    }
     public func keepLocator(streamKey: String, ttlMs: Int) {}
 }
 

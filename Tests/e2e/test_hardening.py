@@ -240,6 +240,30 @@ def test_an_upstreams_internal_error_body_is_not_shown_to_clients():
         up.stop()
 
 
+def test_only_request_errors_of_an_upstream_reach_clients_in_its_words():
+    """400/413/422 are about what the client sent: shown. 401/403/404 are about our key and our
+    route at the upstream (key hints, internal paths): not shown, whatever the body says."""
+    def answer_with(status):
+        def handler(h):
+            body = ('{"error": {"message": "status %d: key sk-live-abc123 lacks scope on /internal/route"}}' % status).encode()
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+        return handler
+    for status, shown in [(400, True), (413, True), (422, True), (401, False), (403, False), (404, False)]:
+        up = Upstream(answer_with(status))
+        node = proxy_node(up)
+        try:
+            _, err, _ = error_of(node, {"model": "m", "prompt": "x", "max_tokens": 5})
+            assert ("HTTP %d" % status) in err["message"], (status, err)
+            assert ("sk-live-abc123" in err["message"]) == shown, (status, err)
+        finally:
+            node.stop()
+            up.stop()
+
+
 # Item 2 ---------------------------------------------------------------------------------------
 
 def runs(worker):
