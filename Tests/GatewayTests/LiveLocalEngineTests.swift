@@ -11,7 +11,7 @@ import XCTest
 
 /// The engine as a node on its own runs it (serve without Redis, model-server, the Redis-down
 /// fallback): the gateway side and the worker side through `LocalFleet`, in one process.
-final class LocalEngineTests: XCTestCase {
+final class LiveLocalEngineTests: XCTestCase {
     static let model = NGramModel()
     var group: EventLoopGroup!
 
@@ -167,7 +167,7 @@ final class LocalEngineTests: XCTestCase {
     }
 }
 
-extension LocalEngineTests {
+extension LiveLocalEngineTests {
     /// A revoked key stops its running and queued generations, and only its own.
     func testCancelAllByKeyStopsOnlyThatKeysGenerations() async throws {
         let s = scheduler(slots: 2, queue: 4, tokenMs: 20)
@@ -195,7 +195,7 @@ extension LocalEngineTests {
     }
 }
 
-extension LocalEngineTests {
+extension LiveLocalEngineTests {
     /// Cancelled while it waits for a slot: it ends at once, and the slot it never took is the
     /// next job's (a worker that takes it later is told to stop).
     func testCancelledWhileQueuedNeverHoldsASlot() async throws {
@@ -218,7 +218,7 @@ extension LocalEngineTests {
     }
 }
 
-extension LocalEngineTests {
+extension LiveLocalEngineTests {
     /// Attaching to a running generation again and again is bounded.
     func testAttachIsBoundedPerGeneration() async throws {
         let s = scheduler(slots: 2, queue: 2, tokenMs: 50)

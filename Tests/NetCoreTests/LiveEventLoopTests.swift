@@ -15,7 +15,7 @@ actor LoopBound {
     }
 }
 
-final class EventLoopTests: XCTestCase {
+final class LiveEventLoopTests: XCTestCase {
     var group: EventLoopGroup!
 
     override func setUp() {
@@ -105,7 +105,7 @@ final class Counter: Sendable {
 }
 
 /// A listener refuses a port another socket already listens on, unless told to share it.
-final class ListenerTests: XCTestCase {
+final class LiveListenerTests: XCTestCase {
     func testPortInUseIsRefusedUnlessShared() async throws {
         let group = try EventLoopGroup(count: 2)
         group.start()

@@ -6,7 +6,7 @@ import XCTest
 
 /// Queued writes against the PostgreSQL the test script starts, and the cache's search beside the
 /// database's: the same rules must give the same presets.
-final class OutboxTests: XCTestCase {
+final class LiveOutboxTests: XCTestCase {
     struct NoDatabase: Error {}
 
     func connect() throws -> PGConnection {

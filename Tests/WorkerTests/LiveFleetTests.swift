@@ -11,7 +11,7 @@ import Worker
 import XCTest
 
 /// The gateway side (FleetCompletions) and the worker side (FleetWorker) through in-memory ports.
-final class FleetTests: XCTestCase {
+final class LiveFleetTests: XCTestCase {
     static let model = NGramModel()
     var group: EventLoopGroup!
     let logger = Logger(label: "t", level: .error)
