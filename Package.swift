@@ -71,7 +71,8 @@ let package = Package(
         .executableTarget(name: "FuzzUpstream", dependencies: ["HTTP1", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
-        .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance", "Domain", "FleetCore"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance", "Domain", "JSON", "FleetCore", "Gateway",
+                                                    "Worker", "ModelProxy"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
         .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
