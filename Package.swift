@@ -33,9 +33,9 @@ let package = Package(
         // loop), the subscriber port, the relay publisher, the node's metrics, and the fleet in this
         // process's memory (queue, relay, directory).
         .target(name: "FleetCore", dependencies: ["Domain", "NetCore", "Runtime"]),
-        // Models behind the completions API, push-based (ModelBackend): the built-in n-gram model
-        // and upstream model servers (aliases, breakers, hedging).
-        .target(name: "ModelProxy", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
+        // The models behind the completions API, push-based (ModelBackend): the built-in n-gram
+        // model, and the proxy to upstream model servers (aliases, breakers, hedging, warmups).
+        .target(name: "Models", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
         // The engine's gateway side: the stream hub (registry, leases, replay, attach, deadlines)
         // over the fleet's ports, the transport-neutral API routes and their HTTP/SSE and
         // WebSocket-envelope transports.
@@ -43,9 +43,10 @@ let package = Package(
         // The engine's worker side: slots (a pure table), one run per generation, the puller of
         // a queue. Knows the queue, relay and model ports; not Redis, not the gateway.
         .target(name: "Worker", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime"]),
-        // All SQL: the libpq connection pool (one thread per connection), migrations, API keys,
-        // sessions and presets.
-        .target(name: "PresetStore", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
+        // All SQL (PostgreSQL through libpq): the connection pool (one thread per connection),
+        // migrations, API keys and sessions (IdentityDirectory), presets (PresetStorage), the
+        // outbox replayer, the admin CLI's key commands.
+        .target(name: "Storage", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
         // Redis on the event loop (hiredis through its adapter hooks), scripts, and the fleet's
         // coordination on it: admission (limits) now; the job queue and token relay join here.
         .target(name: "RedisCoordination", dependencies: ["CHiredis", "CCrypto", "Domain", "NetCore", "Runtime"]),
@@ -56,10 +57,10 @@ let package = Package(
         // Test-only routes compiled into the node behind --conformance-echo (Autobahn, framing tests).
         .target(name: "Conformance", dependencies: ["HTTP1", "WebSocket", "NetCore"]),
         // Load generators and benchmarks (bench, bench-ws, bench-presets, bench-admission).
-        .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "FleetCore", "Gateway", "ModelProxy", "JSON",
-                                                   "PresetStore", "RedisCoordination"]),
+        .target(name: "BenchTools", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Domain", "FleetCore", "Gateway", "Models", "JSON",
+                                                   "Storage", "RedisCoordination"]),
         // The executable: subcommands, config, wiring. The only composition root.
-        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "FleetCore", "Gateway", "Domain", "ModelProxy", "JSON", "PresetStore", "RedisCoordination", "BenchTools", "Worker"],
+        .executableTarget(name: "App", dependencies: ["Runtime", "NetCore", "HTTP1", "WebSocket", "Conformance", "FleetCore", "Gateway", "Domain", "Models", "JSON", "Storage", "RedisCoordination", "BenchTools", "Worker"],
                           path: "Sources/App"),
 
         // libFuzzer entry points (built with -sanitize=fuzzer -DFUZZING; see scripts/fuzz.sh).
@@ -72,13 +73,13 @@ let package = Package(
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance", "Domain", "JSON", "FleetCore", "Gateway",
-                                                    "Worker", "ModelProxy"], path: "Tests/TestSupport"),
+                                                    "Worker", "Models"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
-        .testTarget(name: "PresetStoreTests", dependencies: ["PresetStore", "Domain"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Domain"]),
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "FleetCore", "Domain", "ModelProxy", "NetCore", "Runtime", "TestSupport"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "FleetCore", "Domain", "ModelProxy", "NetCore", "Runtime", "TestSupport"]),
-        .testTarget(name: "ModelProxyTests", dependencies: ["ModelProxy", "FleetCore", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "FleetCore", "Domain", "Models", "NetCore", "Runtime", "TestSupport"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "FleetCore", "Domain", "Models", "NetCore", "Runtime", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "FleetCore", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -1,6 +1,6 @@
 import Domain
 import JSON
-import PresetStore
+import Storage
 import RedisCoordination
 import Runtime
 #if canImport(Glibc)
@@ -86,7 +86,7 @@ enum AdminCommand {
             }
         case "check":
             guard let key = a.optionalString("key") else { throw ArgumentError(message: "--key is required") }
-            return try IdentityStoreCheck.valid(conn, key: key) ? 0 : 1
+            return try KeyAdmin.isLive(conn, key: key) ? 0 : 1
         default:
             throw ArgumentError(message: "unknown keys command '\(words[1])'")
         }
@@ -131,8 +131,7 @@ extension AdminCommand {
             }
             let redis = try QuotaAdmin.redis(a)
             defer { redis.close() }
-            _ = try redis.call(["SET", keys.revokedKey(id), "1"])
-            _ = try redis.call(["SADD", keys.pendingRevocations, "key:\(id)"])
+            try FleetAdmin.revokeInCache(redis, keys: keys, keyID: id, untilRecorded: true)
             printLine("revoked key \(id) in the shared cache; the database is down and records it when it is back")
             return 0
         }
@@ -145,21 +144,13 @@ extension AdminCommand {
             do {
                 let redis = try QuotaAdmin.redis(a)
                 defer { redis.close() }
-                for id in ids { _ = try redis.call(["SET", keys.revokedKey(id), "1", "PX", "\(PresetCachePolicy().identityTTLMs)"]) }
+                for id in ids { try FleetAdmin.revokeInCache(redis, keys: keys, keyID: id, untilRecorded: false) }
             } catch {
                 printError("note: the shared identity cache was not told (\(error)); nodes still drop the key through the database")
             }
         }
         printLine("revoked \(ids.count) key(s)")
         return 0
-    }
-}
-
-enum IdentityStoreCheck {
-    static func valid(_ conn: PGConnection, key: String) throws -> Bool {
-        guard Credentials.looksValid(key) else { return false }
-        return try conn.query("SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-                              [Credentials.bytea(Credentials.sha256(key))]).count == 1
     }
 }
 
@@ -207,12 +198,7 @@ enum QuotaAdmin {
             }
             let r = try redis(a)
             defer { r.close() }
-            var fields: [String] = []
-            if let rpm { fields += ["rpm", "\(rpm)"] }
-            if let conc { fields += ["concurrency", "\(conc)"] }
-            let key = AdmissionKeys.quota(u)
-            _ = try r.call(["HSET", key] + fields)
-            _ = try r.call(ttlMs.map { ["PEXPIRE", key, "\($0)"] } ?? ["PERSIST", key])
+            try FleetAdmin.setQuota(r, user: u, rpm: rpm, concurrency: conc, ttlMs: ttlMs)
             printLine(try describe(r, u))
         case "get":
             let u = try user(a)
@@ -223,16 +209,12 @@ enum QuotaAdmin {
             let u = try user(a)
             let r = try redis(a)
             defer { r.close() }
-            let n = try r.call(["DEL", AdmissionKeys.quota(u)]).integer ?? 0
-            printLine(n > 0 ? "\(u): override cleared; the node defaults apply" : "\(u): no override")
+            printLine(try FleetAdmin.clearQuota(r, user: u) ? "\(u): override cleared; the node defaults apply" : "\(u): no override")
         case "list":
             let r = try redis(a)
             defer { r.close() }
-            let keys = try r.scan("{u:*}:quota").sorted()
             printLine("user\trpm\tconcurrency\texpires")
-            for k in keys {
-                guard k.hasPrefix("{u:"), let close = k.lastIndex(of: "}") else { continue }
-                let u = String(k[k.index(k.startIndex, offsetBy: 3)..<close])
+            for u in try FleetAdmin.quotaUsers(r) {
                 // Written by something other than this command (which refuses such names): shown
                 // escaped, never as a line of its own.
                 guard Identity.nameProblem(u) == nil else {
@@ -248,11 +230,9 @@ enum QuotaAdmin {
     }
 
     static func fields(_ r: BlockingRedis, _ u: String) throws -> (rpm: String, conc: String, expires: String) {
-        let key = AdmissionKeys.quota(u)
-        let v = try r.call(["HMGET", key, "rpm", "concurrency"]).array ?? []
-        let ttl = try r.call(["PTTL", key]).integer ?? -2
-        let expires = ttl == -1 ? "never" : ttl >= 0 ? "in \((ttl + 999) / 1000) s" : "-"
-        return (v.first?.string ?? "default", v.count > 1 ? v[1].string ?? "default" : "default", expires)
+        let q = try FleetAdmin.quota(r, user: u)
+        let expires = q.ttlMs == -1 ? "never" : q.ttlMs >= 0 ? "in \((q.ttlMs + 999) / 1000) s" : "-"
+        return (q.rpm ?? "default", q.concurrency ?? "default", expires)
     }
 
     static func describe(_ r: BlockingRedis, _ u: String) throws -> String {
@@ -274,63 +254,35 @@ enum QuotaAdmin {
         let keys = FleetKeys(fleet: fleet)
         let r = try redis(a)
         defer { r.close() }
-        let t0 = try r.call(["TIME"]).array ?? []
-        let now = (t0.first?.integer ?? 0) * 1000 + (t0.count > 1 ? (t0[1].integer ?? 0) / 1000 : 0)
-        let nodes = (try r.call(["ZRANGEBYSCORE", keys.nodeIndex, "(\(now)", "+inf"]).array ?? []).compactMap(\.string).sorted()
-        printLine("fleet \(fleet): \(nodes.count) live nodes")
+        // The preset outbox of the database DATABASE_URL names (its keys carry that database's name).
+        let presets = (a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL")).map {
+            PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: $0))
+        }
+        let s = try FleetAdmin.status(r, fleet: keys, presets: presets)
+        printLine("fleet \(fleet): \(s.nodes.count) live nodes")
         var upstreamLines: [String] = []
-        for n in nodes {
-            let role = try r.call(["GET", keys.nodePrefix + n]).string ?? "?"
-            printLine("  \(n)\t\(role)")
+        for n in s.nodes {
+            printLine("  \(n.id)\t\(n.role)")
             // Workers with a models file publish their upstreams' state.
-            if let json = try r.call(["GET", keys.upstreamsPrefix + n]).string,
-               let ups = (try? JSONParser.parse(json))?.arrayValue {
-                for u in ups.compactMap(\.objectValue) {
-                    func v(_ k: String) -> String {
-                        guard let x = u[k] else { return "-" }
-                        if let s = x.stringValue { return s }
-                        if let i = x.intValue { return "\(i)" }
-                        if let d = x.doubleValue { return "\(d)" }
-                        return "-"
-                    }
-                    upstreamLines.append("  \(v("name"))\t\(v("region"))\t\(v("state"))\tin flight \(v("in_flight"))\trequests \(v("requests"))\terrors \(v("errors"))\tthrottled \(v("throttled"))\tttft ewma \(v("ttft_ewma_ms")) ms p95 \(v("ttft_p95_ms")) ms\thedges \(v("hedges"))\tretries \(v("retries"))\twarmups \(v("warmups"))\t(seen by \(n))")
+            for u in n.upstreams {
+                func v(_ k: String) -> String {
+                    guard let x = u[k] else { return "-" }
+                    if let s = x.stringValue { return s }
+                    if let i = x.intValue { return "\(i)" }
+                    if let d = x.doubleValue { return "\(d)" }
+                    return "-"
                 }
+                upstreamLines.append("  \(v("name"))\t\(v("region"))\t\(v("state"))\tin flight \(v("in_flight"))\trequests \(v("requests"))\terrors \(v("errors"))\tthrottled \(v("throttled"))\tttft ewma \(v("ttft_ewma_ms")) ms p95 \(v("ttft_p95_ms")) ms\thedges \(v("hedges"))\tretries \(v("retries"))\twarmups \(v("warmups"))\t(seen by \(n.id))")
             }
         }
         if !upstreamLines.isEmpty {
             printLine("model upstreams:")
             for l in upstreamLines { printLine(l) }
         }
-        let backlog = try r.call(["XLEN", keys.stream]).integer ?? 0
-        // Pending: handed to a worker that has not started it yet (a dead one's are reclaimed).
-        var pending: Int64 = 0
-        // (A fleet that never queued a job has no stream yet: XINFO answers "no such key".)
-        let streamExists = try r.call(["EXISTS", keys.stream]).integer ?? 0
-        if streamExists > 0, case .array(let groups) = try r.call(["XINFO", "GROUPS", keys.stream]) {
-            for g in groups {
-                let f = g.array ?? []
-                if let i = f.firstIndex(where: { $0.string == "pending" }), i + 1 < f.count { pending += f[i + 1].integer ?? 0 }
-            }
-        }
-        let dead = try r.call(["XLEN", keys.dead]).integer ?? 0
-        printLine("jobs: backlog \(backlog), pending \(pending), dead-lettered \(dead)")
-        let t = try r.call(["TIME"]).array ?? []
-        let nowMs = (t.first?.integer ?? 0) * 1000 + (t.count > 1 ? (t[1].integer ?? 0) / 1000 : 0)
-        var leases = 0, users = 0
-        for k in try r.scan("{u:*}:lease") {
-            let n = Int(try r.call(["ZCOUNT", k, "(\(nowMs)", "+inf"]).integer ?? 0)
-            leases += n
-            if n > 0 { users += 1 }
-        }
-        printLine("leases in use: \(leases) (\(users) users)")
-        // The preset outbox of the database DATABASE_URL names (its keys carry that database's name).
-        if let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") {
-            let pk = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: url))
-            let waiting = (try r.call(["SMEMBERS", pk.outboxUsers]).array ?? []).compactMap(\.string)
-            var writes: Int64 = 0
-            for u in waiting { writes += try r.call(["XLEN", pk.outbox(u)]).integer ?? 0 }
-            let revocations = try r.call(["SCARD", pk.pendingRevocations]).integer ?? 0
-            printLine("preset writes waiting for the database: \(writes) (\(waiting.count) users); revocations waiting: \(revocations)")
+        printLine("jobs: backlog \(s.backlog), pending \(s.pending), dead-lettered \(s.deadLettered)")
+        printLine("leases in use: \(s.leases) (\(s.leaseUsers) users)")
+        if let o = s.outbox {
+            printLine("preset writes waiting for the database: \(o.writes) (\(o.users) users); revocations waiting: \(o.revocations)")
         }
         return 0
     }

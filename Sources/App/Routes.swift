@@ -5,7 +5,7 @@ import Gateway
 import HTTP1
 import JSON
 import NetCore
-import PresetStore
+import Storage
 import Runtime
 import WebSocket
 

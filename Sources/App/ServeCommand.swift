@@ -3,10 +3,10 @@ import Domain
 import FleetCore
 import Gateway
 import HTTP1
-import ModelProxy
+import Models
 import Worker
 import NetCore
-import PresetStore
+import Storage
 import RedisCoordination
 import Runtime
 import Synchronization
@@ -513,38 +513,6 @@ enum ServeCommand {
         let now = monotonicNanos()
         if deadline == .max { return done.wait() }
         _ = done.wait(timeout: .now() + .nanoseconds(Int(min(deadline > now ? deadline - now : 0, UInt64(Int.max)))))
-    }
-}
-
-/// Publishes this node's upstream status to Redis every 2 s (admin status reads it) until stopped.
-final class StatusPublisher: @unchecked Sendable {
-    let connection: RedisConnection
-    let key: String
-    let status: @Sendable () -> String
-    private let stopped = Atomic<Bool>(false)
-    private var timer: TimerHandle?
-
-    init(connection: RedisConnection, key: String, status: @escaping @Sendable () -> String) {
-        self.connection = connection
-        self.key = key
-        self.status = status
-    }
-
-    func start() {
-        let box = UncheckedBox(self)
-        connection.loop.execute { box.value.publish() }
-    }
-
-    func stop() {
-        stopped.store(true, ordering: .relaxed)
-        let box = UncheckedBox(self)
-        connection.loop.execute { box.value.timer?.cancel() }
-    }
-
-    private func publish() {
-        guard !stopped.load(ordering: .relaxed) else { return }
-        connection.send(["SET", key, status(), "PX", "6000"], timeoutNanos: 1_000_000_000) { _ in }
-        timer = connection.loop.schedule(afterNanos: 2_000_000_000) { [weak self] in self?.publish() }
     }
 }
 

@@ -2,7 +2,7 @@ import Dispatch
 import Domain
 import Foundation
 import NetCore
-import PresetStore
+import Storage
 import RedisCoordination
 import Runtime
 import Synchronization

@@ -1,10 +1,10 @@
 import Dispatch
 import Domain
 import Foundation
-import ModelProxy
+import Models
 import NetCore
 import Synchronization
-import PresetStore
+import Storage
 import Runtime
 
 /// `playground bench-presets`: per-user preset search latency against a seeded database

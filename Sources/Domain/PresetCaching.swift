@@ -3,7 +3,7 @@ import JSON
 // The ports through which presets and identities outlive a PostgreSQL outage: a shared cache of
 // presets, an outbox of writes accepted while the database was down, and a shared cache of
 // identities. The gateway talks to these; RedisCoordination implements them; the replayer
-// (PresetStore) drains the outbox into the database.
+// (Storage) drains the outbox into the database.
 
 /// A preset as the shared cache holds it: the preset, and whether it is a write the database has
 /// not seen yet (accepted into the outbox).

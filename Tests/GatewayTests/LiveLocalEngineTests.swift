@@ -1,7 +1,7 @@
 import Domain
 import FleetCore
 import Gateway
-import ModelProxy
+import Models
 import NetCore
 import Runtime
 import Synchronization

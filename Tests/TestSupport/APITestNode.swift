@@ -3,7 +3,7 @@ import FleetCore
 import Gateway
 import HTTP1
 import JSON
-import ModelProxy
+import Models
 import NetCore
 import Runtime
 import Synchronization

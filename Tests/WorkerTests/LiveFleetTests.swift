@@ -2,7 +2,7 @@ import Dispatch
 import Domain
 import FleetCore
 import Gateway
-import ModelProxy
+import Models
 import NetCore
 import Runtime
 import Synchronization

@@ -377,6 +377,13 @@ public final class IdentityStore: IdentityDirectory, @unchecked Sendable {
 
 /// The admin CLI's key management (blocking; never used on an event loop).
 public enum KeyAdmin {
+    /// Whether `key` is an API key that is not revoked.
+    public static func isLive(_ conn: PGConnection, key: String) throws(PGError) -> Bool {
+        guard Credentials.looksValid(key) else { return false }
+        return try conn.query("SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                              [Credentials.bytea(Credentials.sha256(key))]).count == 1
+    }
+
     public struct KeyInfo: Sendable {
         public let id: Int64, prefix: String, userID: String, orgID: String?, createdAt: String, revokedAt: String?
     }

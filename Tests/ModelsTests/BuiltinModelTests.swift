@@ -1,5 +1,5 @@
 import Domain
-import ModelProxy
+import Models
 import XCTest
 
 final class BuiltinModelTests: XCTestCase {

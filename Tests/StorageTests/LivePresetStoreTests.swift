@@ -1,5 +1,5 @@
 import Domain
-import PresetStore
+import Storage
 import Foundation
 import XCTest
 

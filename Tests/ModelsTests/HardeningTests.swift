@@ -3,7 +3,7 @@ import Foundation
 import Domain
 import FleetCore
 import JSON
-@testable import ModelProxy
+@testable import Models
 import NetCore
 import TLS
 import XCTest

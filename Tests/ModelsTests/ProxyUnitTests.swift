@@ -1,6 +1,6 @@
 import Foundation
 import JSON
-@testable import ModelProxy
+@testable import Models
 import XCTest
 
 final class CircuitBreakerTests: XCTestCase {

@@ -1,6 +1,6 @@
 import Domain
 import FleetCore
-import ModelProxy
+import Models
 import NetCore
 import Runtime
 import Synchronization

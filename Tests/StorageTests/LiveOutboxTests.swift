@@ -1,7 +1,7 @@
 import Domain
 import Foundation
 import JSON
-import PresetStore
+import Storage
 import XCTest
 
 /// Queued writes against the PostgreSQL the test script starts, and the cache's search beside the
