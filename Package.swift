@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "FleetCore", "Domain", "Models", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Gateway", "FleetCore", "Domain", "Models", "NetCore", "Runtime", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "FleetCore", "Domain", "NetCore", "Runtime", "TLS", "HTTP1"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "FleetCore", "Domain", "NetCore", "Runtime", "TLS", "HTTP1", "TestSupport"]),
         .testTarget(name: "NetCoreTests", dependencies: ["NetCore", "Runtime"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "NetCore", "Runtime", "TestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "HTTP1", "NetCore", "Runtime", "TestSupport"]),

@@ -23,6 +23,10 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
     /// Set once the warmup prober runs: breakers are then probed by it, not by users' requests.
     private let prober = Atomic<Bool>(false)
     let clock: @Sendable () -> UInt64
+    /// A random index in a range (the power-of-two-choices pick); injected so picks are testable.
+    let random: @Sendable (Range<Int>) -> Int
+    /// Where attempts come from: real HTTP attempts, or a test's fakes.
+    nonisolated(unsafe) var makeAttempt: AttemptFactory = { UpstreamAttempt(upstream: $0, permit: $1, startedAt: $2, listener: $3) }
     let started = Atomic<Int>(0)
     let hedged = Atomic<Int>(0)
     /// In seconds (OpenTelemetry's unit).
@@ -32,7 +36,8 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
     public let completionTokens = Atomic<Int>(0)
 
     public init(config: ModelsConfig, builtin: ModelBackend, resolve: (String, Int) throws -> SocketAddress,
-                clock: @escaping @Sendable () -> UInt64 = { monotonicNanos() }) throws {
+                clock: @escaping @Sendable () -> UInt64 = { monotonicNanos() },
+                random: @escaping @Sendable (Range<Int>) -> Int = { Int.random(in: $0) }) throws {
         var ups: [String: Upstream] = [:]
         var ordered: [Upstream] = []
         for (i, u) in config.upstreams.enumerated() {
@@ -59,6 +64,7 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
         hedgeFraction = config.hedgeFraction
         warmupIdleNanos = UInt64(config.warmupIdleMs) * 1_000_000
         self.clock = clock
+        self.random = random
     }
 
     /// Starts the warmup prober on `loop`: every 100 ms it sends a tiny request (one token) to each
@@ -88,7 +94,7 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
     public func start(_ request: CompletionRequest, seed: UInt64, on loop: EventLoop, sink: GenerationSink) -> RunningGeneration {
         let groups = aliases[request.parameters.model] ?? [[ModelsConfig.builtin]]
         started.add(1, ordering: .relaxed)
-        let run = ProxyRun(proxy: self, request: request, seed: seed, loop: loop, sink: sink, groups: groups)
+        let run = ProxyRun(proxy: self, request: request, seed: seed, loop: loop, timers: loop, sink: sink, groups: groups)
         run.next()
         return run
     }
@@ -116,8 +122,8 @@ public final class ProxyBackend: ModelBackend, @unchecked Sendable {
             while !candidates.isEmpty {
                 let chosen: Upstream
                 if candidates.count == 1 { chosen = candidates[0] } else {
-                    let i = Int.random(in: 0..<candidates.count)
-                    var j = Int.random(in: 0..<(candidates.count - 1))
+                    let i = random(0..<candidates.count)
+                    var j = random(0..<(candidates.count - 1))
                     if j >= i { j += 1 }
                     chosen = candidates[i].score(now: now) <= candidates[j].score(now: now) ? candidates[i] : candidates[j]
                 }
@@ -192,7 +198,7 @@ final class Warmup: AttemptListener {
     let upstream: Upstream
     let permit: CircuitBreaker.Permit
     let loop: EventLoop
-    var attempt: UpstreamAttempt?
+    var attempt: ModelAttempt?
     var selfRef: Warmup?
 
     init(proxy: ProxyBackend, upstream: Upstream, permit: CircuitBreaker.Permit, loop: EventLoop) {
@@ -208,24 +214,24 @@ final class Warmup: AttemptListener {
         p.maxTokens = 1
         p.temperature = 0
         let request = CompletionRequest(requestID: "warmup", clientSuppliedID: false, prompt: "Hi", parameters: p, stream: true, flavor: .text)
-        let a = UpstreamAttempt(upstream: upstream, permit: permit, startedAt: proxy.clock(), listener: self)
+        let a = proxy.makeAttempt(upstream, permit, proxy.clock(), self)
         attempt = a
         a.start(request, seed: 1, loop: loop, builtin: proxy.builtin)
     }
 
-    func attemptToken(_ attempt: UpstreamAttempt, _ text: String) {
+    func attemptToken(_ attempt: ModelAttempt, _ text: String) {
         let now = proxy.clock()
         if attempt.tokens == 1 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
     }
 
-    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?) {
+    func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?) {
         let now = proxy.clock()
         if attempt.tokens == 0 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
         upstream.ended(now: now, permit: permit, outcome: .success)
         selfRef = nil
     }
 
-    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
+    func attemptFailed(_ attempt: ModelAttempt, _ error: AttemptError) {
         let now = proxy.clock()
         upstream.ended(now: now, permit: permit, outcome: error.outcome(now: now))
         selfRef = nil
@@ -238,13 +244,15 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     let request: CompletionRequest
     let seed: UInt64
     let loop: EventLoop
+    /// The hedge timer's clock (the loop; a manual clock in tests).
+    let timers: LoopClock
     weak var sink: GenerationSink?
     let groups: [[String]]
     var tried = Set<String>()
-    var attempts: [UpstreamAttempt] = []
+    var attempts: [ModelAttempt] = []
     /// The attempt whose tokens the client gets (set at the first token).
-    var winner: UpstreamAttempt?
-    var hedgeTimer: TimerHandle?
+    var winner: ModelAttempt?
+    var hedgeTimer: Cancellable?
     var done = false
     var lastError: AttemptError?
     let startedAt: UInt64
@@ -255,11 +263,12 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     let holdsAnswer: Bool
     var held: [String] = []
 
-    init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, sink: GenerationSink, groups: [[String]]) {
+    init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, timers: LoopClock, sink: GenerationSink, groups: [[String]]) {
         self.proxy = proxy
         self.request = request
         self.seed = seed
         self.loop = loop
+        self.timers = timers
         self.sink = sink
         self.groups = groups
         startedAt = proxy.clock()
@@ -277,12 +286,12 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         }
         tried.insert(name)
         if hedge { up?.hedges.add(1, ordering: .relaxed); proxy.hedged.add(1, ordering: .relaxed) } else if tried.count > 1 { up?.retries.add(1, ordering: .relaxed) }
-        let a = UpstreamAttempt(upstream: up, permit: permit, startedAt: now, listener: self)
+        let a = proxy.makeAttempt(up, permit, now, self)
         attempts.append(a)
         a.start(request, seed: seed, loop: loop, builtin: proxy.builtin)
         if !hedge, winner == nil, let up, let p95 = up.ttftP95Nanos, proxy.hedgeFraction > 0 {
             hedgeTimer?.cancel()
-            hedgeTimer = loop.schedule(afterNanos: max(p95, 5_000_000)) { [weak self] in
+            hedgeTimer = timers.after(max(p95, 5_000_000)) { [weak self] in
                 guard let self, !self.done, self.winner == nil, self.proxy.mayHedge() else { return }
                 self.next(hedge: true)
             }
@@ -297,7 +306,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         return Usage(promptTokens: 0, completionTokens: tokens)
     }
 
-    private func abandon(_ a: UpstreamAttempt) {
+    private func abandon(_ a: ModelAttempt) {
         a.cancel()
         a.upstream?.ended(now: proxy.clock(), permit: a.permit, outcome: .abandoned)
         // It lost a race, it did not fail: a held answer that has to start over may go there.
@@ -306,7 +315,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
 
     // MARK: AttemptListener
 
-    func attemptToken(_ attempt: UpstreamAttempt, _ text: String) {
+    func attemptToken(_ attempt: ModelAttempt, _ text: String) {
         guard !done else { return }
         if winner == nil {
             winner = attempt
@@ -331,7 +340,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         if holdsAnswer { held.append(text) } else { sink?.token(text) }
     }
 
-    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?) {
+    func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?) {
         guard !done else { return }
         if winner == nil {
             // Finished without a single token (an empty answer): that upstream answered; take it.
@@ -353,7 +362,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         sink?.finished(reason, usage: u, upstream: attempt.name)
     }
 
-    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError) {
+    func attemptFailed(_ attempt: ModelAttempt, _ error: AttemptError) {
         guard !done else { return }
         let now = proxy.clock()
         attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: error.outcome(now: now))

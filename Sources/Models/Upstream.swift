@@ -127,11 +127,27 @@ public final class Upstream: @unchecked Sendable {
 
 /// What one attempt at one upstream reports to the run that started it (on the run's loop).
 protocol AttemptListener: AnyObject {
-    func attemptToken(_ attempt: UpstreamAttempt, _ text: String)
-    func attemptFinished(_ attempt: UpstreamAttempt, _ reason: FinishReason, usage: Usage?)
+    func attemptToken(_ attempt: ModelAttempt, _ text: String)
+    func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?)
     /// `throttledUntil`: it answered 429 (not a failure of the upstream).
-    func attemptFailed(_ attempt: UpstreamAttempt, _ error: AttemptError)
+    func attemptFailed(_ attempt: ModelAttempt, _ error: AttemptError)
 }
+
+/// One try of a completion at one upstream (or the built-in model), as the proxy's decisions see
+/// it: the real one streams over HTTP (`UpstreamAttempt`); tests drive fakes.
+protocol ModelAttempt: AnyObject {
+    var upstream: Upstream? { get }
+    var permit: CircuitBreaker.Permit { get }
+    var startedAt: UInt64 { get }
+    /// Tokens it produced so far.
+    var tokens: Int { get }
+    var name: String { get }
+    func start(_ request: CompletionRequest, seed: UInt64, loop: EventLoop, builtin: ModelBackend)
+    func cancel()
+}
+
+/// Makes attempts (the seam the proxy's decision tests replace).
+typealias AttemptFactory = (_ upstream: Upstream?, _ permit: CircuitBreaker.Permit, _ startedAt: UInt64, _ listener: AttemptListener) -> ModelAttempt
 
 struct AttemptError: Error {
     enum Kind { case connect, timeout, http(Int), throttled(retryAfterNanos: UInt64), malformed, closedEarly, refused }
@@ -151,7 +167,7 @@ struct AttemptError: Error {
 }
 
 /// One streamed request to one upstream (OpenAI-compatible SSE), or to the built-in model.
-final class UpstreamAttempt: HTTPClientDelegate, GenerationSink {
+final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
     let upstream: Upstream?   // nil: the built-in model
     let permit: CircuitBreaker.Permit
     let startedAt: UInt64

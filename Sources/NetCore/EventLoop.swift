@@ -11,7 +11,7 @@ public protocol Pollable: AnyObject {
 }
 
 /// A one-shot timer. Cancelling is O(1): the heap entry is skipped when it comes due.
-public final class TimerHandle {
+public final class TimerHandle: Cancellable {
     let deadline: UInt64
     let sequence: UInt64
     var body: (() -> Void)?
@@ -28,7 +28,7 @@ public final class TimerHandle {
 ///
 /// Thread rules: `execute`, `wakeUp` and the `SerialExecutor` entry points may be called from any
 /// thread; everything else (register, timers, connections) only on the loop thread.
-public final class EventLoop: CallbackQueue, @unchecked Sendable {
+public final class EventLoop: LoopClock, @unchecked Sendable {
     public let name: String
     let epfd: Int32
     private let wakeFD: Int32
@@ -118,6 +118,10 @@ public final class EventLoop: CallbackQueue, @unchecked Sendable {
     }
 
     // MARK: timers (loop thread)
+
+    public var nowNanos: UInt64 { monotonicNanos() }
+
+    public func after(_ nanos: UInt64, _ body: @escaping () -> Void) -> Cancellable { schedule(afterNanos: nanos, body) }
 
     @discardableResult
     public func schedule(afterNanos delay: UInt64, _ body: @escaping () -> Void) -> TimerHandle {

@@ -7,3 +7,18 @@ public protocol CallbackQueue: AnyObject, Sendable {
     /// Whether the caller runs on the queue's thread now.
     var inEventLoop: Bool { get }
 }
+
+/// A timer that can be called off.
+public protocol Cancellable: AnyObject {
+    func cancel()
+}
+
+/// Time for the flows' decisions (hedging, deadlines): now, and work after a delay, on one serial
+/// queue. The event loop is one; `ManualClock` in TestSupport is another, so decision tests run
+/// without real sleeps.
+public protocol LoopClock: CallbackQueue {
+    /// Monotonic nanoseconds.
+    var nowNanos: UInt64 { get }
+    /// Runs `body` on the queue after `nanos`.
+    func after(_ nanos: UInt64, _ body: @escaping () -> Void) -> Cancellable
+}
