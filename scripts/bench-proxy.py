@@ -117,7 +117,7 @@ def main():
         with os.fdopen(fd, "w") as f:
             json.dump({"upstreams": [{"name": "region", "base_url": f"http://127.0.0.1:{rport}/v1", "model": "builtin", "max_in_flight": 4096},
                                      {"name": "slow", "base_url": f"http://127.0.0.1:{sport}/v1", "model": "builtin", "max_in_flight": 4096,
-                                      "first_token_timeout_ms": 600000}],
+                                      "first_token_timeout_ms": 600000, "stream_timeout_ms": 600000}],
                        "aliases": {"m": [["region"]], "slow": [["slow"]]}, "hedge_fraction": 0}, f)
         fleet = "bp" + uuid.uuid4().hex[:8]
         common = ["--fleet", fleet, "--models", models, "--auth", "off", "--rate-limit-rpm", "0", "--max-concurrent", "0"]
