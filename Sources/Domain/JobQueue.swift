@@ -21,6 +21,8 @@ public struct FleetJob: Sendable {
 /// Receives one stream's relay messages directly (a gateway's stream, in the worker's process).
 public protocol RelayTarget: AnyObject, Sendable {
     func deliver(_ message: RelayMessage)
+    /// Ended already (a job for it is not run).
+    var isFinished: Bool { get }
 }
 
 /// A job on the fleet's queue: the entry id, the job (nil: the entry could not be read — it is
@@ -66,12 +68,21 @@ public protocol JobQueue: AnyObject, Sendable {
     /// Up to `max` new jobs for `consumer`, waiting at most `blockMs` for one (0: do not wait).
     func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void)
     func ack(_ id: String)
+    /// Takes back a job its gateway no longer waits for (cancelled, waited too long); true if it
+    /// was still waiting, so no worker will ever run it.
+    func withdraw(_ id: String) -> Bool
     /// Jobs on the queue (waiting or being handed over), or nil if unknown.
     func backlog(done: @escaping @Sendable (Int?) -> Void)
     /// Jobs pending longer than `minIdleMs` move to `consumer`; those delivered `maxDeliveries`
     /// times are dead-lettered instead (their clients must be told).
     func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
                  done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void)
+}
+
+extension JobQueue {
+    /// A queue between processes cannot be sure no worker holds the job: its worker checks the
+    /// ticket's expiry, and the gateway stops one that starts it anyway.
+    public func withdraw(_ id: String) -> Bool { false }
 }
 
 /// Completion events between nodes (a port): a worker publishes each event to the channel of the

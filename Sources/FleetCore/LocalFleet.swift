@@ -12,16 +12,17 @@ import Synchronization
 /// The registry of the gateway that uses it is its directory (one process, one registry): no
 /// locator and no transcript is kept twice.
 public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirectory, @unchecked Sendable {
-    /// Jobs waiting for a worker (or claimed, not yet started) past which enqueue is refused.
+    /// Jobs waiting for a worker past which enqueue is refused (a job a worker claimed starts on
+    /// its loop's next turn at the latest, on a slot it holds: it no longer counts).
     public let maxBacklog: Int
 
     private struct Queue {
         var waiting: [QueuedJob] = []
         var head = 0
-        /// Claimed and not yet acknowledged.
-        var claimed: Set<String> = []
+        /// Waiting jobs taken back by their gateway (skipped by claims).
+        var withdrawn: Set<String> = []
         var next = 0
-        var backlog: Int { waiting.count - head + claimed.count }
+        var backlog: Int { waiting.count - head - withdrawn.count }
     }
     private let queue = Mutex(Queue())
     /// Jobs not claimed yet, readable without the lock.
@@ -61,7 +62,7 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
             while q.head < q.waiting.count && out.count < max {
                 let j = q.waiting[q.head]
                 q.head += 1
-                q.claimed.insert(j.id)
+                if !q.withdrawn.isEmpty, q.withdrawn.remove(j.id) != nil { continue }
                 out.append(QueuedJob(id: j.id, job: j.job, deliveries: 1))
             }
             if !out.isEmpty { unclaimed.subtract(out.count, ordering: .relaxed) }
@@ -77,11 +78,24 @@ public final class LocalFleet: JobQueue, JobArrivals, EventRelay, StreamDirector
         done(.success(jobs))
     }
 
-    public func ack(_ id: String) { queue.withLock { _ = $0.claimed.remove(id) } }
+    public func ack(_ id: String) {}
+
+    /// Takes a job back if no worker claimed it yet (ids are handed out in order: one at or past
+    /// the head is still waiting).
+    public func withdraw(_ id: String) -> Bool {
+        guard let n = Int(id) else { return false }
+        return queue.withLock { q in
+            guard q.head < q.waiting.count, let first = Int(q.waiting[q.head].id), n >= first, n <= q.next,
+                  !q.withdrawn.contains(id) else { return false }
+            q.withdrawn.insert(id)
+            unclaimed.subtract(1, ordering: .relaxed)
+            return true
+        }
+    }
 
     public func backlog(done: @escaping @Sendable (Int?) -> Void) { done(queue.withLock { $0.backlog }) }
 
-    /// Jobs waiting or claimed and not started.
+    /// Jobs waiting for a worker.
     public var length: Int { queue.withLock { $0.backlog } }
 
     /// A worker in this process cannot go silent on its own: nothing is ever taken over.

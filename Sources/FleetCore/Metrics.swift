@@ -57,7 +57,7 @@ public final class Metrics: Sendable {
         func gauge(_ n: String, _ h: String, _ v: Int) { out += "# HELP \(n) \(h)\n# TYPE \(n) gauge\n\(n) \(v)\n" }
         gauge("\(p)_ws_connections", "Open WebSocket connections.", wsConnections.load(ordering: .relaxed))
         gauge("\(p)_queue_length", "Completions waiting for a worker slot.", queueLength.load(ordering: .relaxed))
-        gauge("\(p)_active_generations", "Completions holding a worker slot.", activeGenerations.load(ordering: .relaxed))
+        gauge("\(p)_active_generations", p == "playground" ? "Completions in flight on this node (relayed to clients, or running on its worker slots)." : "Generations running on this node's worker slots.", activeGenerations.load(ordering: .relaxed))
         out += "# HELP \(p)_tokens_streamed_total Tokens sent to clients.\n# TYPE \(p)_tokens_streamed_total counter\n"
         out += "\(p)_tokens_streamed_total \(tokensStreamed.load(ordering: .relaxed))\n"
         out += "# HELP \(p)_completions_total Completions by outcome.\n# TYPE \(p)_completions_total counter\n"
@@ -68,13 +68,15 @@ public final class Metrics: Sendable {
             ("limited", completionsLimited.load(ordering: .relaxed)),
         ]
         for (outcome, v) in outcomes { out += "\(p)_completions_total{outcome=\"\(outcome)\"} \(v)\n" }
+        // The worker's view of the queue (a serve node names it playground_worker_jobs_*).
+        gauge("\(p)_jobs_backlog", "Jobs on the fleet's queue, as last seen.", jobsBacklog.load(ordering: .relaxed))
+        for (n, h, v) in [("\(p)_jobs_reclaimed_total", "Jobs taken over from a silent worker.", jobsReclaimed.load(ordering: .relaxed)),
+                          ("\(p)_jobs_dead_lettered_total", "Jobs given up after too many deliveries.", jobsDeadLettered.load(ordering: .relaxed))] {
+            out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
+        }
         if p == "playground" {
-            gauge("playground_jobs_backlog", "Jobs on the fleet's queue, as last seen.", jobsBacklog.load(ordering: .relaxed))
-            for (n, h, v) in [("playground_jobs_reclaimed_total", "Jobs taken over from a silent worker.", jobsReclaimed.load(ordering: .relaxed)),
-                              ("playground_jobs_dead_lettered_total", "Jobs given up after too many deliveries.", jobsDeadLettered.load(ordering: .relaxed)),
-                              ("playground_streams_interrupted_total", "Streams whose worker went silent.", streamsInterrupted.load(ordering: .relaxed))] {
-                out += "# HELP \(n) \(h)\n# TYPE \(n) counter\n\(n) \(v)\n"
-            }
+            let si = "playground_streams_interrupted_total"
+            out += "# HELP \(si) Streams whose worker went silent.\n# TYPE \(si) counter\n\(si) \(streamsInterrupted.load(ordering: .relaxed))\n"
             let hits = presetCacheHits.load(ordering: .relaxed), misses = presetCacheMisses.load(ordering: .relaxed)
             out += "# HELP playground_preset_cache_requests_total Preset reads by id, answered by the shared cache (hit) or not (miss).\n"
             out += "# TYPE playground_preset_cache_requests_total counter\n"

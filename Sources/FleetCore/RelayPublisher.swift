@@ -6,7 +6,8 @@ import Synchronization
 /// A subscriber that publishes one completion's events to a relay channel as they happen (one
 /// message each, never batched by time), with a keepalive after `keepaliveNanos` of quiet so the
 /// receiver can tell "slow" from "dead". A publish nobody received (or that could not be sent)
-/// calls `onNobodyListening` once: the receiver is gone, the generation should stop.
+/// calls `onNobodyListening` once (with nil when the relay could not be reached, 0 when it was
+/// and nobody listened): the generation should stop.
 /// Used by a worker (to the gateway holding the client) and by a gateway (to another gateway
 /// attached to one of its streams). Confined to `loop`.
 public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
@@ -17,7 +18,7 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
     /// Named on `accepted` so the gateway can send cancels to the right worker.
     let worker: String?
     let keepaliveNanos: UInt64
-    public var onNobodyListening: (@Sendable () -> Void)?
+    public var onNobodyListening: (@Sendable (_ receivers: Int?) -> Void)?
     /// Called on `loop` after the final event is published.
     public var onEnd: (() -> Void)?
     private var lastSentNanos: UInt64 = 0
@@ -75,7 +76,7 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
         relay.publish(channel: channel, message) { receivers in
             guard receivers == nil || receivers == 0 else { return }
             let me = gone.value
-            if !me.gone.exchange(true, ordering: .relaxed) { me.onNobodyListening?() }
+            if !me.gone.exchange(true, ordering: .relaxed) { me.onNobodyListening?(receivers) }
         }
     }
 

@@ -180,14 +180,17 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             let settle: @Sendable () -> Void = { [self] in
                 let stream = box.value
                 switch result {
-                case .success(.queued): stream.enqueued()
+                case .success(.queued(let id)):
+                    stream.queueID = id
+                    stream.enqueued()
                 case .success(.duplicate(let holder)):
                     // The request_id has a stream already (a retry through another gateway): this
                     // one only relays it and holds no lease of its own.
                     stream.ownsLease = false
                     follow(stream, holder: holder)
                 case .failure(.busy(let backlog)):
-                    stream.neverQueued = true
+                    // Unless an earlier lane took it (Redis, before the fallback): it may run there.
+                    stream.neverQueued = stream.queueID == nil
                     let message = lanes[lane].remote ? "the fleet's queue is full (\(backlog) jobs waiting)"
                         : "all worker slots are busy and the queue is full"
                     stream.fail(APIError(.serverBusy, message, retryAfterMs: 1000), tellWorker: false)
@@ -269,7 +272,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
 
     /// Calls `body` once no completion is left (at once if none is).
     public func whenIdle(_ body: @escaping @Sendable () -> Void) {
-        idle.whenIdle({ live.load(ordering: .relaxed) == 0 }, body)
+        idle.whenIdle({ live.load(ordering: .sequentiallyConsistent) == 0 }, body)
     }
     public var isDraining: Bool { state.withLock { $0.draining } }
     public var inFlight: Int { live.load(ordering: .relaxed) }
@@ -308,14 +311,15 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                                        keepaliveNanos: configuration.keepaliveNanos)
         // Weak: the publisher holds this closure; a strong capture of itself would never be freed.
         let s = UncheckedBox(stream), p = WeakSubscriber(publisher)
-        publisher.onNobodyListening = { s.value.loop.execute { if let gone = p.subscriber { s.value.detach(gone) } } }
+        publisher.onNobodyListening = { _ in s.value.loop.execute { if let gone = p.subscriber { s.value.detach(gone) } } }
         stream.attach(publisher)
     }
 
     // MARK: a stream ended (its loop)
 
     func ended(_ stream: FleetStream, _ event: CompletionEvent, transcript: [UInt8]?) {
-        if live.subtract(1, ordering: .relaxed).newValue == 0 { idle.fire() }
+        // Sequentially consistent with IdleSignal's own count: a waiter added now is never missed.
+        if live.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 { idle.fire() }
         metrics.activeGenerations.subtract(1, ordering: .relaxed)
         switch event {
         case .done(let reason, let usage, let timings):

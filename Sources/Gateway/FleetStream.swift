@@ -52,8 +52,11 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     var isFinished: Bool { finishedFlag.load(ordering: .acquiring) }
     /// No worker ever took it: a refusal before any work.
     var neverStarted: Bool { worker == nil && state.started == nil }
-    /// Refused by a queue outright (its backlog full): it is on no queue, nothing can run it.
+    /// On no queue, so nothing can run it: refused outright by every queue it went to (backlog
+    /// full), or taken back from the queue before a worker claimed it.
     var neverQueued = false
+    /// Its entry on its lane's queue (taken back if the stream ends before a worker claims it).
+    var queueID: String?
 
     // MARK: subscribers
 
@@ -148,10 +151,16 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
 
     /// A message for this stream from lane `from` (replays and tests: its own lane).
     func handle(_ message: RelayMessage, from: Int? = nil) {
+        // A worker's messages from a lane the job left are not its own (a worker that took the job
+        // there after all is told to stop); cancels and follows come from gateways on any lane.
         if let from, from != lane {
-            // It moved to another lane: a worker that took the job after all is told to stop.
-            if case .event(_, .accepted, let w?) = message { hub.tellWorkerToStop(key: key, worker: w, lane: from) }
-            return
+            switch message {
+            case .event(_, .accepted, let w?):
+                hub.tellWorkerToStop(key: key, worker: w, lane: from)
+                return
+            case .event, .keepalive, .abort: return
+            case .cancel, .follow: break
+            }
         }
         if state.phase == .enqueueing { enqueued() }
         switch message {
@@ -240,6 +249,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
 
     private func finish(_ event: CompletionEvent) {
         guard state.finish() else { return }
+        if neverStarted, let id = queueID, hub.lanes[lane].queue.withdraw(id) { neverQueued = true }
         leftQueue()
         finishedFlag.store(true, ordering: .releasing)
         final = event

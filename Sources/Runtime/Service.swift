@@ -73,13 +73,13 @@ public final class IdleSignal: Sendable {
     /// Calls `body` once, when `isIdle()` holds (at once if it holds now).
     public func whenIdle(_ isIdle: () -> Bool, _ body: @escaping @Sendable () -> Void) {
         waiters.withLock { $0.append(body) }
-        waiting.add(1, ordering: .relaxed)
+        waiting.add(1, ordering: .sequentiallyConsistent)
         if isIdle() { fire() }
     }
 
     /// The count may have reached zero: wake whoever waits.
     public func fire() {
-        guard waiting.load(ordering: .relaxed) > 0 else { return }
+        guard waiting.load(ordering: .sequentiallyConsistent) > 0 else { return }
         for w in waiters.withLock({ w -> [@Sendable () -> Void] in
             let all = w
             w.removeAll()

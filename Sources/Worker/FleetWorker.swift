@@ -67,6 +67,8 @@ public final class FleetWorker: @unchecked Sendable {
 
     private struct State {
         var claiming = false
+        /// Asked to claim while a claim was out: claim again when it ends (a wake-up is never lost).
+        var again = false
         var stopped = false
         var nextLoop = 0
         /// Running generations by stream key (cancels find them here).
@@ -120,19 +122,24 @@ public final class FleetWorker: @unchecked Sendable {
     /// Claims as many jobs as there are free slots, unless a claim is already out.
     func pump() {
         let go = state.withLock { s -> Bool in
-            guard !s.claiming, !s.stopped else { return false }
+            guard !s.stopped else { return false }
+            guard !s.claiming else {
+                s.again = true
+                return false
+            }
             s.claiming = true
+            s.again = false
             return true
         }
         guard go else { return }
         // A queue that wakes its workers says cheaply whether anything waits.
         if let arrivals = queue as? JobArrivals, !arrivals.hasWaitingJobs {
-            state.withLock { $0.claiming = false }
+            if claimDone() { pump() }
             return
         }
         let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
         guard asked > 0 else {
-            state.withLock { $0.claiming = false }
+            if claimDone() { pump() }
             return
         }
         queue.claim(consumer: nodeID, max: asked, blockMs: claimsWait ? configuration.blockMs : 0) { [self] result in
@@ -140,18 +147,27 @@ public final class FleetWorker: @unchecked Sendable {
             case .success(let jobs):
                 if !jobs.isEmpty { logger.debug("jobs claimed", ["count": "\(jobs.count)"]) }
                 slots.update { $0.claimed(jobs.count, of: asked) }
-                state.withLock { $0.claiming = false }
+                let again = claimDone()
                 for job in jobs { run(job) }
                 // A queue that wakes its workers is asked again only when it has work.
-                if claimsWait || !jobs.isEmpty { pump() }
+                if claimsWait || again || !jobs.isEmpty { pump() }
             case .failure(let e):
                 logger.debug("claim failed", ["error": "\(e)"])
                 slots.update { $0.claimed(0, of: asked) }
-                state.withLock { $0.claiming = false }
+                _ = claimDone()
                 // The queue is away: try again shortly (the connection reconnects by itself).
                 let box = UncheckedBox(self)
                 loops[0].execute { _ = box.value.loops[0].schedule(afterNanos: 100_000_000) { box.value.pump() } }
             }
+        }
+    }
+
+    /// The claim out ended; true if a pump was asked for meanwhile.
+    private func claimDone() -> Bool {
+        state.withLock { s in
+            s.claiming = false
+            defer { s.again = false }
+            return s.again
         }
     }
 
@@ -170,8 +186,8 @@ public final class FleetWorker: @unchecked Sendable {
             logger.error("undecodable job dropped", ["id": queued.id])
             return drop(queued)
         }
-        if Int(wallClockNanos() / 1_000_000) > job.ticket.expiresAtMs {
-            // Its gateway stopped waiting for it (and told its client): do not run it.
+        if Int(wallClockNanos() / 1_000_000) > job.ticket.expiresAtMs || job.replyTarget?.isFinished == true {
+            // Its gateway stopped waiting for it or its stream ended (cancelled): do not run it.
             return drop(queued)
         }
         let request = job.request
@@ -187,8 +203,10 @@ public final class FleetWorker: @unchecked Sendable {
             // Weak: the run holds the publisher (its sink); a strong capture here would keep both
             // alive for good once the run ended.
             let r = WeakRun(run)
-            publisher.onNobodyListening = {
-                box.value.onAbandoned?(request)
+            publisher.onNobodyListening = { receivers in
+                // Only a gateway that is gone (0 receivers) lost its lease with it; a relay that
+                // could not be reached (nil) leaves the lease to its living owner.
+                if receivers == 0 { box.value.onAbandoned?(request) }
                 loop.execute { r.run?.cancel() }
             }
             me.slots.update { $0.started() }

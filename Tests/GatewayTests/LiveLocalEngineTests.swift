@@ -27,9 +27,11 @@ final class LiveLocalEngineTests: XCTestCase {
         let worker: FleetWorker
         let fleet: LocalFleet
         let metrics: Metrics
+        let workerMetrics: Metrics
         var inFlight: Int { hub.inFlight }
-        init(hub: FleetCompletions, worker: FleetWorker, fleet: LocalFleet, metrics: Metrics) {
+        init(hub: FleetCompletions, worker: FleetWorker, fleet: LocalFleet, metrics: Metrics, workerMetrics: Metrics) {
             self.metrics = metrics
+            self.workerMetrics = workerMetrics
             self.hub = hub
             self.worker = worker
             self.fleet = fleet
@@ -47,13 +49,14 @@ final class LiveLocalEngineTests: XCTestCase {
         let metrics = Metrics()
         let hub = FleetCompletions(nodeID: "node", local: fleet, metrics: metrics, logger: logger)
         hub.start()
+        let workerMetrics = Metrics(prefix: "w")
         var wc = WorkerConfiguration()
         wc.keepaliveNanos = 0
         let worker = FleetWorker(nodeID: "node", queue: fleet, relay: fleet,
                                  backend: BuiltinBackend(model: Self.model, pace: ModelPace(ttftMs: tokenMs, tokenMs: tokenMs, jitter: 0)),
-                                 slots: WorkerSlots(slots: slots), loops: group.loops, metrics: Metrics(prefix: "w"), logger: logger, configuration: wc)
+                                 slots: WorkerSlots(slots: slots), loops: group.loops, metrics: workerMetrics, logger: logger, configuration: wc)
         worker.start()
-        return Node(hub: hub, worker: worker, fleet: fleet, metrics: metrics)
+        return Node(hub: hub, worker: worker, fleet: fleet, metrics: metrics, workerMetrics: workerMetrics)
     }
 
     func request(_ id: String, maxTokens: Int = 30, supplied: Bool = true) -> CompletionRequest {
@@ -234,5 +237,68 @@ extension LiveLocalEngineTests {
         XCTAssertFalse(recs[0].ended, "the generation itself goes on")
         _ = await s.cancel(requestID: "same", owner: "")
         await waitUntil { recs.allSatisfy(\.ended) }
+    }
+}
+
+extension LiveLocalEngineTests {
+    /// Jobs cancelled while they wait are taken back from the queue: they leave room for others
+    /// at once and are never started.
+    func testCancelledQueuedJobsAreWithdrawnAndNeverRun() async throws {
+        let s = scheduler(slots: 1, queue: 2, tokenMs: 20)
+        let loop = group.loops[0]
+        let (a, _) = try await submit(s, request("a", maxTokens: 500), on: loop)
+        await waitUntil { a.kinds.contains("delta") }
+        let (b, okB) = try await submit(s, request("b", maxTokens: 5), on: loop)
+        let (c, okC) = try await submit(s, request("c", maxTokens: 5), on: loop)
+        XCTAssertTrue(okB && okC)
+        XCTAssertEqual(s.fleet.length, 2)
+        for id in ["b", "c"] {
+            let outcome = await s.cancel(requestID: id, owner: "")
+            XCTAssertEqual(outcome, .cancelled)
+        }
+        await waitUntil { b.ended && c.ended }
+        XCTAssertEqual(s.fleet.length, 0, "taken back from the queue")
+        let (d, okD) = try await submit(s, request("d", maxTokens: 3), on: loop)
+        let (e, okE) = try await submit(s, request("e", maxTokens: 3), on: loop)
+        XCTAssertTrue(okD && okE, "the withdrawn jobs no longer fill the backlog")
+        _ = await s.cancel(requestID: "a", owner: "")
+        await waitUntil { d.ended && e.ended }
+        XCTAssertEqual(d.last, "done:length")
+        XCTAssertEqual(e.last, "done:length")
+        XCTAssertEqual(b.kinds.filter { $0 == "delta" }.count, 0, "b never ran")
+        // a, d and e ran on the worker; b and c never started there.
+        let w = s.workerMetrics
+        await waitUntil { s.worker.running == 0 }
+        XCTAssertEqual(w.completionsDone.load(ordering: .relaxed) + w.completionsLength.load(ordering: .relaxed)
+                       + w.completionsCancelled.load(ordering: .relaxed), 3)
+    }
+
+    func testWithdrawTakesBackOnlyWaitingJobs() {
+        let fleet = LocalFleet(maxBacklog: 3)
+        func enqueue(_ id: String) -> String? {
+            let got = Mutex<String?>(nil)
+            let r = CompletionRequest(requestID: id, clientSuppliedID: true, prompt: "x", parameters: GenerationParameters(model: "builtin"),
+                                      stream: true, flavor: .text)
+            fleet.enqueue(FleetJob(request: r, ticket: .init(replyTo: "c", expiresAtMs: Int.max)), streamKey: id, holder: "n") { res in
+                if case .success(.queued(let q)) = res { got.withLock { $0 = q } }
+            }
+            return got.withLock { $0 }
+        }
+        let ids = ["a", "b", "c"].map { enqueue($0)! }
+        XCTAssertNil(enqueue("d"), "full")
+        let claimed = Mutex<[String]>([])
+        fleet.claim(consumer: "w", max: 1, blockMs: 0) { r in if case .success(let j) = r { claimed.withLock { $0 = j.map(\.id) } } }
+        XCTAssertEqual(claimed.withLock { $0 }, [ids[0]])
+        XCTAssertFalse(fleet.withdraw(ids[0]), "claimed already")
+        XCTAssertTrue(fleet.withdraw(ids[1]))
+        XCTAssertFalse(fleet.withdraw(ids[1]), "once")
+        XCTAssertFalse(fleet.withdraw("99"))
+        XCTAssertEqual(fleet.length, 1)
+        XCTAssertNotNil(enqueue("e"))
+        fleet.claim(consumer: "w", max: 5, blockMs: 0) { r in if case .success(let j) = r { claimed.withLock { $0 = j.map(\.id) } } }
+        XCTAssertEqual(claimed.withLock { $0 }.count, 2, "c and e; b was skipped")
+        XCTAssertFalse(claimed.withLock { $0 }.contains(ids[1]))
+        XCTAssertFalse(fleet.hasWaitingJobs)
+        XCTAssertEqual(fleet.length, 0)
     }
 }
