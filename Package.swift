@@ -32,7 +32,7 @@ let package = Package(
         // What both sides of the completion engine share, below them: the model port (needs a
         // loop), the subscriber port, the relay publisher, the node's metrics, and the fleet in this
         // process's memory (queue, relay, directory).
-        .target(name: "FleetCore", dependencies: ["Domain", "NetCore", "Runtime"]),
+        .target(name: "FleetCore", dependencies: ["Domain", "JSON", "NetCore", "Runtime"]),
         // The models behind the completions API, push-based (ModelBackend): the built-in n-gram
         // model, and the proxy to upstream model servers (aliases, breakers, hedging, warmups).
         .target(name: "Models", dependencies: ["Domain", "FleetCore", "NetCore", "Runtime", "HTTP1", "JSON", "TLS"]),
@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Storage", dependencies: ["CLibpq", "CCrypto", "CLinux", "Domain", "JSON", "NetCore", "Runtime"]),
         // Redis on the event loop (hiredis through its adapter hooks), scripts, and the fleet's
         // coordination on it: admission (limits) now; the job queue and token relay join here.
-        .target(name: "RedisCoordination", dependencies: ["CHiredis", "CCrypto", "Domain", "NetCore", "Runtime"]),
+        .target(name: "RedisCoordination", dependencies: ["CHiredis", "CCrypto", "Domain", "FleetCore", "NetCore", "Runtime"]),
         // Pure HTTP/1.1 parser + encoder, server connection, router, SSE.
         .target(name: "HTTP1", dependencies: ["NetCore", "Runtime", "TLS"]),
         // Pure RFC 6455 codec + connection state machine; upgrade handshake.

@@ -56,6 +56,10 @@ struct NodeConfig {
     var redis: RedisEndpoint?
     var luaDir: String
     var fleet: String
+    var fleetPort: Int
+    var fleetHost: String
+    var fleetAdvertise: String?
+    var linksEnabled: Bool
 
     /// Every flag of a node's role (`model-server` differs in a few defaults).
     static func spec(_ role: NodeRole) -> CommandSpec {
@@ -99,6 +103,10 @@ struct NodeConfig {
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
             .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
             .option("fleet", "NAME", default: "main", "the fleet this node joins on that Redis (its own queue and heartbeats; limits are shared)"),
+            .option("fleet-port", "N", default: "0", "where workers stream tokens to this gateway (stream links; 0 picks a free one)"),
+            .option("fleet-host", "ADDR", "address the stream links listen on (default: --host)"),
+            .option("fleet-advertise", "HOST", "host workers dial for this gateway's links (default: the link address, or this machine's name for 0.0.0.0)"),
+            .option("links", "MODE", default: "on", "on: workers stream tokens over direct links (PLAYGROUND_FLEET_SECRET, or one kept in Redis); off: through Redis pub/sub"),
             .option("lua-dir", "DIR", default: ProjectPaths.directory("lua", marker: "admit.lua"), "the Redis scripts"),
             .option("auth", "MODE", default: modelServer ? "off" : "keys", "keys: API keys and sessions; off: everyone is one local user"),
             .option("sql-dir", "DIR", default: ProjectPaths.directory("sql", marker: "001_schema.sql"), "migrations"),
@@ -170,6 +178,13 @@ struct NodeConfig {
             }
         }
         guard (0...86_400).contains(presetCacheFreshSeconds) else { throw ArgumentError(message: "--preset-cache-fresh-s must be 0...86400") }
+        fleetPort = try a.int("fleet-port")
+        guard (0...65535).contains(fleetPort) else { throw ArgumentError(message: "--fleet-port must be 0...65535") }
+        fleetHost = a.optionalString("fleet-host") ?? host
+        fleetAdvertise = a.optionalString("fleet-advertise")
+        let links = a.string("links")
+        guard links == "on" || links == "off" else { throw ArgumentError(message: "--links must be 'on' or 'off'") }
+        linksEnabled = links == "on"
         luaDir = a.string("lua-dir")
         fleet = a.string("fleet")
         guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
@@ -224,7 +239,7 @@ struct NodeConfig {
          "database_url": databaseURL.map(NodeConfig.maskPassword) ?? "-", "auth": authEnabled ? "keys" : "off", "sql_dir": sqlDir,
          "db_pool_size": "\(dbPoolSize)", "share_port": "\(sharePort)", "rate_limit_rpm": "\(rateLimitRPM)",
          "max_concurrent": "\(maxConcurrent)", "lease_ttl_ms": "\(leaseTTLMs)", "redis_url": redis?.masked ?? "-",
-         "lua_dir": luaDir, "fleet": fleet]
+         "lua_dir": luaDir, "fleet": fleet, "links": linksEnabled ? "on" : "off"]
     }
 
     /// postgresql://user:secret@host → postgresql://user:***@host
@@ -347,6 +362,20 @@ enum ServeCommand {
             try services.start(ServiceHandle("redis", start: { r.heartbeat.start() }, stop: { _ in r.heartbeat.stop() }))
             redis = r
         }
+        // Stream links: workers send tokens straight to the gateway holding the client; both
+        // ends prove they hold the fleet's secret.
+        // A secret kept in Redis is read when Redis answers (a node starts while Redis is down;
+        // until then its tokens go through the relay).
+        var linkAuth: LinkAuth?
+        let linkSecret = SecretHolder()
+        if let redis, fleetMode, config.linksEnabled {
+            let environment = Arguments.environment("PLAYGROUND_FLEET_SECRET")
+            if let environment, environment.utf8.count < 16 { throw ArgumentError(message: "\(FleetSecret.Failure.tooShort)") }
+            let keys = FleetKeys(fleet: config.fleet), endpoint = redis.endpoint
+            linkSecret.fetch(logger: logger) { try FleetSecret.resolve(environment: environment, redis: endpoint, keys: keys) }
+            linkAuth = FleetSecret.auth(secret: { linkSecret.value ?? [] })
+        }
+
         // Limits: in Redis for a fleet (with a per-node fallback while Redis is down, its limits
         // divided by the live nodes last seen), else in this node's memory.
         let leaseTTL = UInt64(config.leaseTTLMs) * 1_000_000
@@ -364,8 +393,10 @@ enum ServeCommand {
         let slots = WorkerSlots(slots: config.slots)
         if role.runsGenerations {
             if let redis, fleetMode {
-                workers.append(FleetWorker(nodeID: nodeID, queue: redis.queue, relay: redis.relay, backend: backend, slots: slots,
-                                           loops: group.loops, metrics: workerMetrics, logger: logger))
+                let w = FleetWorker(nodeID: nodeID, queue: redis.queue, relay: redis.relay, backend: backend, slots: slots,
+                                    loops: group.loops, metrics: workerMetrics, logger: logger)
+                w.links = linkAuth.map { LinkPool(nodeID: nodeID, auth: $0, logger: logger) }
+                workers.append(w)
             }
             if let local {
                 var wc = WorkerConfiguration()
@@ -395,6 +426,7 @@ enum ServeCommand {
             }
         }
         // The gateway side: what the transports submit to.
+        var linkServer: LinkServer?
         let completions: FleetCompletions? = role.servesAPI ? {
             let f: FleetCompletions
             if let redis, fleetMode {
@@ -406,6 +438,17 @@ enum ServeCommand {
             f.admission = admission
             return f
         }() : nil
+        if let completions, let linkAuth {
+            // Stopped after the listener drained: the streams still running need their links.
+            let links = LinkServer(hub: completions, auth: linkAuth, logger: logger)
+            let listener = try TCPServer(group: group, host: config.fleetHost, port: config.fleetPort) { links.accept($0) }
+            let advertised = config.fleetAdvertise ?? (["0.0.0.0", "::", ""].contains(config.fleetHost) ? NodeIdentity.hostname : config.fleetHost)
+            let address = CompletionWire.LinkAddress(host: advertised, port: listener.boundAddress.port, gateway: nodeID)
+            linkSecret.whenKnown { completions.linkAddress = address }
+            try services.start(ServiceHandle("stream links", stop: { _ in waitUntilIdle(deadline: .max) { listener.close(done: $0) } }))
+            linkServer = links
+            logger.info("stream links listening", ["address": "\(listener.boundAddress)", "advertised": "\(advertised):\(listener.boundAddress.port)"])
+        }
         if let completions {
             try services.start(ServiceHandle("gateway relay", start: { completions.start() }, stop: { _ in }))
         }
@@ -559,11 +602,55 @@ struct FleetRedis {
 
 /// A node's name in the fleet: host, pid and a random suffix (unique across restarts).
 enum NodeIdentity {
-    static func make() -> String {
+    static var hostname: String {
         var buf = [UInt8](repeating: 0, count: 256)
         gethostname(&buf, 255)
-        let host = String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+        return String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    static func make() -> String {
+        let host = hostname
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         return "\(host)-\(getpid())-\(suffix)"
+    }
+}
+
+/// The fleet's link secret once known: read at start, or retried every second in the background
+/// while Redis does not answer.
+final class SecretHolder: @unchecked Sendable {
+    private let state = Mutex<(secret: [UInt8]?, waiters: [@Sendable () -> Void])>((nil, []))
+    var value: [UInt8]? { state.withLock { $0.secret } }
+
+    func fetch(logger: Logger, _ attempt: @escaping @Sendable () throws -> [UInt8]) {
+        if let s = try? attempt() { return set(s) }
+        logger.warning("fleet secret not readable yet (Redis down?): tokens go through Redis until it is")
+        DispatchQueue.global().async { [self] in
+            while true {
+                sleep(1)
+                if let s = try? attempt() {
+                    logger.info("fleet secret read: stream links on")
+                    return set(s)
+                }
+            }
+        }
+    }
+
+    private func set(_ secret: [UInt8]) {
+        let waiters = state.withLock { s -> [@Sendable () -> Void] in
+            s.secret = secret
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w() }
+    }
+
+    /// Runs `body` once the secret is known (at once if it is).
+    func whenKnown(_ body: @escaping @Sendable () -> Void) {
+        let now = state.withLock { s -> Bool in
+            if s.secret != nil { return true }
+            s.waiters.append(body)
+            return false
+        }
+        if now { body() }
     }
 }

@@ -17,9 +17,26 @@ public enum CompletionWire {
     public struct Job: Sendable, Equatable {
         public var replyTo: String
         public var expiresAtMs: Int
-        public init(replyTo: String, expiresAtMs: Int) {
+        /// The gateway's stream-link address ("host:port") and node id: a worker sends the events
+        /// there, not through the relay (nil: a gateway without links; the relay carries them).
+        public var link: LinkAddress?
+        public init(replyTo: String, expiresAtMs: Int, link: LinkAddress? = nil) {
             self.replyTo = replyTo
             self.expiresAtMs = expiresAtMs
+            self.link = link
+        }
+    }
+
+    /// Where a gateway takes its stream links, and who it is (a worker's hello names the gateway
+    /// it means to reach: a port reused by another gateway is refused).
+    public struct LinkAddress: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+        public var gateway: String
+        public init(host: String, port: Int, gateway: String) {
+            self.host = host
+            self.port = port
+            self.gateway = gateway
         }
     }
 
@@ -29,6 +46,11 @@ public enum CompletionWire {
         if let job {
             w.key("reply"); w.string(job.replyTo)
             w.key("exp"); w.int(job.expiresAtMs)
+            if let l = job.link {
+                w.key("lh"); w.string(l.host)
+                w.key("lp"); w.int(l.port)
+                w.key("lg"); w.string(l.gateway)
+            }
         }
         w.key("id"); w.string(r.requestID)
         w.key("own"); w.bool(r.clientSuppliedID)
@@ -61,7 +83,12 @@ public enum CompletionWire {
     public static func decodeJob(_ bytes: [UInt8]) throws(DecodeError) -> (request: CompletionRequest, job: Job) {
         guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
         guard let reply = o["reply"]?.stringValue, let exp = o["exp"]?.intValue else { throw DecodeError("reply or exp missing") }
-        return (try decodeRequest(o), Job(replyTo: reply, expiresAtMs: exp))
+        var link: LinkAddress?
+        if let h = o["lh"]?.stringValue, let p = o["lp"]?.intValue, let g = o["lg"]?.stringValue {
+            guard (1...65535).contains(p), !h.isEmpty, h.utf8.count <= 255, g.utf8.count <= 255 else { throw DecodeError("bad link address") }
+            link = LinkAddress(host: h, port: p, gateway: g)
+        }
+        return (try decodeRequest(o), Job(replyTo: reply, expiresAtMs: exp, link: link))
     }
 
     static func decodeRequest(_ o: JSONObject) throws(DecodeError) -> CompletionRequest {

@@ -68,6 +68,13 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     let configuration: FleetConfiguration
     /// Leases of admitted requests: renewed while their stream lives, released however it ends.
     public var admission: Admission?
+    /// Where this gateway takes stream links (`LinkServer`): put in each job for the fleet, so
+    /// its worker streams the events there. nil: the relay carries them.
+    public var linkAddress: CompletionWire.LinkAddress? {
+        get { link.withLock { $0 } }
+        set { link.withLock { $0 = newValue } }
+    }
+    private let link = Mutex<CompletionWire.LinkAddress?>(nil)
 
     private struct State {
         var streams: [String: FleetStream] = [:]
@@ -173,7 +180,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         let expires = Int(wallClockNanos() / 1_000_000) + Int(configuration.queueWaitNanos / 1_000_000)
         // A worker in this process runs it on the stream's loop and hands it the events directly.
         let local = !lanes[lane].remote
-        let job = FleetJob(request: request, ticket: .init(replyTo: channel, expiresAtMs: expires),
+        let job = FleetJob(request: request, ticket: .init(replyTo: channel, expiresAtMs: expires, link: local ? nil : linkAddress),
                            affinity: local ? ObjectIdentifier(stream.loop) : nil, replyTarget: local ? stream : nil)
         let box = UncheckedBox(stream)
         lanes[lane].queue.enqueue(job, streamKey: stream.key, holder: nodeID) { [self] result in
@@ -299,6 +306,9 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         let box = UncheckedBox(stream)
         stream.loop.execute { box.value.handle(message, from: lane) }
     }
+
+    /// The stream a worker's link names by its key (nil: not relayed here).
+    func streamForLink(key: String) -> FleetStream? { state.withLock { $0.streams[key] } }
 
     func tellWorkerToStop(key: String, worker: String, lane: Int) {
         guard let (owner, id) = StreamKey.parse(key) else { return }

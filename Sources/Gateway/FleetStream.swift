@@ -34,6 +34,8 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     var countedAsQueued = false
     private let finishedFlag = Atomic<Bool>(false)
     private var worker: String?
+    /// The link its worker streams on, if it does (cancels go down it; its loss interrupts).
+    private var link: StreamLinkHandle?
     private var pieces: [String] = []
     private var final: CompletionEvent?
     private var subscribers: [CompletionSubscriber] = []
@@ -110,7 +112,8 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     func checkDeadlines(now: UInt64) -> Bool {
         let here = hub.lanes[lane]
         let canFallBack = ownsLease && lane + 1 < hub.lanes.count && !here.isUp()
-        for decision in state.check(now: now, watchesSilence: here.remote, canFallBack: canFallBack) {
+        // A linked worker's silence is the link's to notice (pings), not each stream's.
+        for decision in state.check(now: now, watchesSilence: here.remote && link == nil, canFallBack: canFallBack) {
             switch decision {
             case .renewLease:
                 if ownsLease { hub.admission?.renew(user: request.ownerID, requestID: request.requestID) }
@@ -147,6 +150,36 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
         if loop.inEventLoop { return handle(message) }
         let box = UncheckedBox(self)
         loop.execute { box.value.handle(message) }
+    }
+
+    /// A message from a worker's stream link (`handle` binds the link on the first one).
+    func deliverFromLink(_ message: RelayMessage, handle: StreamLinkHandle) {
+        let box = UncheckedBox(self)
+        let go: @Sendable () -> Void = {
+            let me = box.value
+            // The job moved to this process's lane (the fleet's went away): a worker of the
+            // fleet that took it after all is told to stop.
+            if !me.hub.lanes[me.lane].remote || (me.link == nil && me.state.isFinished) {
+                handle.cancel()
+                if !me.hub.lanes[me.lane].remote { return }
+            }
+            if me.link == nil { me.link = handle }
+            me.handle(message)
+        }
+        if loop.inEventLoop { go() } else { loop.execute(go) }
+    }
+
+    /// The link its worker streamed on closed or went silent: the worker is gone (or cut off).
+    func linkLost() {
+        let box = UncheckedBox(self)
+        let go: @Sendable () -> Void = {
+            let me = box.value
+            guard !me.state.isFinished else { return }
+            me.hub.metrics.streamsInterrupted.add(1, ordering: .relaxed)
+            me.link = nil
+            me.fail(APIError(.generationInterrupted, "the worker running this completion is gone; retry", retryAfterMs: 100), tellWorker: false)
+        }
+        if loop.inEventLoop { go() } else { loop.execute(go) }
     }
 
     /// A message for this stream from lane `from` (replays and tests: its own lane).
@@ -244,6 +277,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     }
 
     private func tellWorkerToStop() {
+        if let link { return link.cancel() }
         if let worker { hub.tellWorkerToStop(key: key, worker: worker, lane: lane) }
     }
 

@@ -81,6 +81,8 @@ public final class FleetWorker: @unchecked Sendable {
     /// composition root) instead of leaving the user blocked until the lease's TTL. The only
     /// time a worker touches a lease; the worker module knows no admission.
     public var onAbandoned: (@Sendable (CompletionRequest) -> Void)?
+    /// Stream links to gateways (jobs that name a link stream there); nil: the relay only.
+    public var links: LinkPool?
 
     public init(nodeID: String, queue: JobQueue, relay: EventRelay, backend: ModelBackend, slots: WorkerSlots, loops: [EventLoop],
                 metrics: Metrics, logger: Logger, configuration: WorkerConfiguration = WorkerConfiguration()) {
@@ -196,19 +198,32 @@ public final class FleetWorker: @unchecked Sendable {
         let box = UncheckedBox(self)
         let begin: @Sendable () -> Void = {
             let me = box.value
-            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key,
-                                           worker: me.nodeID, keepaliveNanos: me.configuration.keepaliveNanos, target: job.replyTarget)
+            // Events go straight to a stream in this process, or down the link to the gateway
+            // (its pings say it is alive: no keepalive per stream), or else through the relay.
+            var target: RelayTarget? = job.replyTarget
+            var linked: LinkedStream?
+            if target == nil, let links = me.links, let address = job.ticket.link {
+                linked = links.open(address, key: key, loop: loop)
+                target = linked
+            }
+            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key, worker: me.nodeID,
+                                           keepaliveNanos: linked == nil ? me.configuration.keepaliveNanos : 0, target: target)
             let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
             // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
             // Weak: the run holds the publisher (its sink); a strong capture here would keep both
             // alive for good once the run ended.
             let r = WeakRun(run)
-            publisher.onNobodyListening = { receivers in
+            let stop: @Sendable (Int?) -> Void = { receivers in
                 // Only a gateway that is gone (0 receivers) lost its lease with it; a relay that
                 // could not be reached (nil) leaves the lease to its living owner.
                 if receivers == 0 { box.value.onAbandoned?(request) }
                 loop.execute { r.run?.cancel() }
             }
+            publisher.onNobodyListening = stop
+            // The link closed or went silent: nobody will hear the rest, and the gateway, gone
+            // or cut off, ends the stream on its side.
+            linked?.onGone = { stop(0) }
+            linked?.onCancel = { r.run?.cancel() }
             me.slots.update { $0.started() }
             me.state.withLock { $0.runs[key] = run }
             me.metrics.activeGenerations.add(1, ordering: .relaxed)
