@@ -259,7 +259,8 @@ enum QuotaAdmin {
             PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: $0))
         }
         let s = try FleetAdmin.status(r, fleet: keys, presets: presets)
-        printLine("fleet \(fleet): \(s.nodes.count) live nodes")
+        let workers = s.nodes.filter { $0.role == "worker" || $0.role == "serve" }.count
+        printLine("fleet \(fleet): \(s.nodes.count) live nodes, \(workers) running generations" + (workers == 0 ? " (no capacity: completions are refused at once)" : ""))
         var upstreamLines: [String] = []
         for n in s.nodes {
             printLine("  \(n.id)\t\(n.role)")

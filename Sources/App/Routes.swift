@@ -14,9 +14,9 @@ enum Routes {
     static func install(on router: Router, config: NodeConfig, api: APIRouter, completions: CompletionService,
                         metrics: [Metrics], modelServer: Bool, identities: IdentityStore?, sessions: SessionRegistry,
                         redisUp: (@Sendable () -> Bool)? = nil, redisRefusesWrites: (@Sendable () -> Bool)? = nil,
-                        extraMetrics: (@Sendable () -> String)? = nil) throws {
+                        hasCapacity: (@Sendable () -> Bool)? = nil, extraMetrics: (@Sendable () -> String)? = nil) throws {
         installOps(on: router, isDraining: { completions.isDraining }, metrics: metrics, redisUp: redisUp, redisRefusesWrites: redisRefusesWrites,
-                   extraMetrics: extraMetrics)
+                   hasCapacity: hasCapacity, extraMetrics: extraMetrics)
         HTTPTransport.mount(api, on: router, origins: config.webSocket.origins,
                             sseKeepaliveNanos: UInt64(config.sseKeepaliveMs) * 1_000_000)
         if let identities { SessionRoutes(store: identities, secure: config.cookieSecure, authenticator: api.authenticator,
@@ -36,7 +36,7 @@ enum Routes {
     /// What every role serves: /healthz, /readyz (503 while draining; degraded while Redis is
     /// down) and /metrics (each set once).
     static func installOps(on router: Router, isDraining: @escaping @Sendable () -> Bool, metrics: [Metrics], redisUp: (@Sendable () -> Bool)?,
-                           redisRefusesWrites: (@Sendable () -> Bool)? = nil,
+                           redisRefusesWrites: (@Sendable () -> Bool)? = nil, hasCapacity: (@Sendable () -> Bool)? = nil,
                            extraMetrics: (@Sendable () -> String)? = nil) {
         var sets: [Metrics] = []
         for m in metrics where !sets.contains(where: { $0 === m }) { sets.append(m) }
@@ -48,6 +48,10 @@ enum Routes {
             } else if let redisUp, !redisUp() {
                 // Still up (what it does then is the README's Redis-down policy), but say so.
                 r.sendJSON("{\"status\":\"degraded\",\"redis\":\"down\"}")
+            } else if let hasCapacity, !hasCapacity() {
+                // No worker in the fleet: completions are refused at once (server_busy) until one
+                // beats again; the load balancer should prefer a gateway that has some.
+                r.sendJSON(status: 503, "{\"status\":\"no capacity\",\"workers\":0}")
             } else if let redisRefusesWrites, redisRefusesWrites() {
                 // Up, but refusing writes (maxmemory, a failed snapshot): admissions and queued
                 // writes fail as they would with Redis down.

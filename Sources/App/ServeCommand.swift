@@ -359,6 +359,7 @@ enum ServeCommand {
         var redis: FleetRedis?
         if let endpoint = config.redis {
             let r = try FleetRedis(endpoint: endpoint, group: group, nodeID: nodeID, role: role, config: config, logger: logger)
+            r.heartbeat.runsGenerations = role.runsGenerations
             try services.start(ServiceHandle("redis", start: { r.heartbeat.start() }, stop: { _ in r.heartbeat.stop() }))
             redis = r
         }
@@ -430,12 +431,20 @@ enum ServeCommand {
         let completions: FleetCompletions? = role.servesAPI ? {
             let f: FleetCompletions
             if let redis, fleetMode {
-                f = FleetCompletions(nodeID: nodeID, lane: FleetLane(queue: redis.queue, relay: redis.relay, remote: true, isUp: redis.isUp),
+                let heartbeat = redis.heartbeat
+                let lane = FleetLane(queue: redis.queue, relay: redis.relay, remote: true, isUp: redis.isUp,
+                                     hasWorkers: { heartbeat.liveWorkers.map { $0 > 0 } ?? true })
+                f = FleetCompletions(nodeID: nodeID, lane: lane,
                                      fallback: local.map { .local($0) }, directory: redis.queue, metrics: metrics, logger: logger)
             } else {
                 f = FleetCompletions(nodeID: nodeID, local: local!, metrics: metrics, logger: logger)
             }
             f.admission = admission
+            if let local, fleetMode {
+                // Local first: while this node has a free slot (not promised to a waiting job),
+                // it runs the completion itself.
+                f.localFirst = { slots.free > local.length }
+            }
             return f
         }() : nil
         if let completions, let linkAuth {
@@ -455,6 +464,17 @@ enum ServeCommand {
 
         var proxyMetrics: (@Sendable () -> String)?
         if let proxy { proxyMetrics = { proxy.renderMetrics() } }
+        if let links = linkServer {
+            let before = proxyMetrics
+            proxyMetrics = {
+                var out = before?() ?? ""
+                out += "# HELP playground_fleet_links Stream links from workers open on this gateway.\n# TYPE playground_fleet_links gauge\n"
+                out += "playground_fleet_links \(links.openLinks)\n"
+                out += "# HELP playground_fleet_links_refused_total Link connections refused (wrong secret or gateway, malformed, no hello in time).\n"
+                out += "# TYPE playground_fleet_links_refused_total counter\nplayground_fleet_links_refused_total \(links.refusedLinks)\n"
+                return out
+            }
+        }
         let router = Router()
         let sessions = SessionRegistry(tokenHash: { Credentials.hex(Credentials.sha256($0)) })
         if role.servesAPI {
@@ -505,7 +525,7 @@ enum ServeCommand {
             }
             try Routes.install(on: router, config: config, api: api, completions: completions!, metrics: [metrics, workerMetrics], modelServer: modelServer,
                                identities: identities, sessions: sessions, redisUp: redis?.isUp, redisRefusesWrites: redis?.refusesWrites,
-                               extraMetrics: proxyMetrics)
+                               hasCapacity: { completions?.hasCapacity ?? true }, extraMetrics: proxyMetrics)
         } else {
             Routes.installOps(on: router, isDraining: { draining.load(ordering: .relaxed) }, metrics: [metrics, workerMetrics], redisUp: redis?.isUp,
                               redisRefusesWrites: redis?.refusesWrites, extraMetrics: proxyMetrics)

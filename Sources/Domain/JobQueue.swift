@@ -107,6 +107,9 @@ public protocol StreamDirectory: AnyObject, Sendable {
     /// A finished stream whose transcript is not kept: its locator stays for `ttlMs` (the id is
     /// taken; attach elsewhere asks the holder).
     func keepLocator(streamKey: String, ttlMs: Int)
+    /// A stream that runs without a queue entry (on its gateway's own worker) records its holder,
+    /// so another gateway finds it by request_id.
+    func hold(streamKey: String, holder: String)
     /// Whether finished streams are kept at all (false for a node on its own: its registry is
     /// the directory, and a transcript is not worth writing out).
     var keepsTranscripts: Bool { get }
@@ -114,6 +117,7 @@ public protocol StreamDirectory: AnyObject, Sendable {
 
 extension StreamDirectory {
     public var keepsTranscripts: Bool { true }
+    public func hold(streamKey: String, holder: String) {}
 }
 
 public enum StreamKey {

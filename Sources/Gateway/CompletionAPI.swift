@@ -182,6 +182,19 @@ enum RequestIDs {
     static func next(_ flavor: CompletionFlavor) -> String {
         (flavor == .chat ? "chatcmpl-" : "cmpl-") + prefix + String(counter.next(), radix: 36)
     }
+
+    /// This process, as the maker of the ids it makes up (a holder name in the fleet: its relay
+    /// channel is `FleetChannels.gateway(self)`).
+    static var maker: String { "id:" + prefix }
+
+    /// The maker of an id shaped like the ones nodes make up, or nil.
+    static func maker(of id: String) -> String? {
+        let u = Array(id.utf8)
+        let skip: Int
+        if u.starts(with: Array("cmpl-".utf8)) { skip = 5 } else if u.starts(with: Array("chatcmpl-".utf8)) { skip = 9 } else { return nil }
+        guard u.count > skip + 10, u[skip..<(skip + 10)].allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) }) else { return nil }
+        return "id:" + String(decoding: u[skip..<(skip + 10)], as: UTF8.self)
+    }
 }
 
 import Synchronization

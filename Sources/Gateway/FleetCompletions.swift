@@ -8,6 +8,9 @@ import Synchronization
 public struct FleetConfiguration: Sendable {
     /// How long a job may wait for a worker before its client gets `server_busy`.
     public var queueWaitNanos: UInt64 = 30_000_000_000
+    /// How long a job may wait while the fleet has no live worker (then `server_busy`; the
+    /// deadline sweep runs every `watchNanos`, so the client hears within this plus that).
+    public var noWorkerWaitNanos: UInt64 = 400_000_000
     /// A running stream whose worker said nothing (no token, no keepalive) this long is
     /// interrupted: the worker died.
     public var silenceNanos: UInt64 = 2_000_000_000
@@ -33,11 +36,16 @@ public struct FleetLane: Sendable {
     /// Whether its workers run in other processes: their silence then means they died.
     public let remote: Bool
 
-    public init(queue: JobQueue, relay: EventRelay, remote: Bool, isUp: @escaping @Sendable () -> Bool) {
+    /// Whether any worker pulls from it now (false: a job would only wait, so it is refused at once).
+    public let hasWorkers: @Sendable () -> Bool
+
+    public init(queue: JobQueue, relay: EventRelay, remote: Bool, isUp: @escaping @Sendable () -> Bool,
+                hasWorkers: @escaping @Sendable () -> Bool = { true }) {
         self.queue = queue
         self.relay = relay
         self.remote = remote
         self.isUp = isUp
+        self.hasWorkers = hasWorkers
     }
 
     /// Workers in this process, through memory.
@@ -70,6 +78,12 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     public var admission: Admission?
     /// Where this gateway takes stream links (`LinkServer`): put in each job for the fleet, so
     /// its worker streams the events there. nil: the relay carries them.
+    /// Whether this node's own worker side has room now (a serve node runs the job itself then).
+    public var localFirst: (@Sendable () -> Bool)?
+    /// The maker of a request_id this fleet's gateways made up (nil: not one of those): another
+    /// gateway reaches a stream by it with no locator in Redis.
+    public var idMaker: (@Sendable (String) -> String?)? = { RequestIDs.maker(of: $0) }
+
     public var linkAddress: CompletionWire.LinkAddress? {
         get { link.withLock { $0 } }
         set { link.withLock { $0 = newValue } }
@@ -119,6 +133,11 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
     public func start() {
         for (i, lane) in lanes.enumerated() {
             lane.relay.subscribe(channel: channel) { [weak self] message in self?.received(message, lane: i) }
+            // Cancels and follows for the ids this process made up, sent by gateways that hold no
+            // locator for them.
+            if lane.remote {
+                lane.relay.subscribe(channel: FleetChannels.gateway(RequestIDs.maker)) { [weak self] message in self?.received(message, lane: i) }
+            }
         }
     }
 
@@ -166,8 +185,19 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             stream.countedAsQueued = true
             stream.attach(subscriber)
             watch(on: stream.loop).add(stream)
-            // Redis away: a serve node runs it itself (the README's Redis-down policy).
-            enqueue(stream, lane: up ? 0 : 1)
+            // Local first: a serve node with a free slot runs it on its own worker side (no
+            // queue round trip, no relay); else on the fleet's queue for any worker; with Redis
+            // away, itself (the README's Redis-down policy).
+            let local = lanes.count > 1 && (!up || localFirst?() == true)
+            if local && up {
+                // Findable by request_id from other gateways (attach, cancel): a client's id gets
+                // a locator; one this node made names its maker (`RequestIDs.maker`).
+                if request.clientSuppliedID {
+                    directory.hold(streamKey: key, holder: nodeID)
+                    stream.hasLocator = true
+                }
+            }
+            enqueue(stream, lane: local ? 1 : 0)
             return .success(stream)
         }
     }
@@ -189,6 +219,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 switch result {
                 case .success(.queued(let id)):
                     stream.queueID = id
+                    if lanes[lane].remote { stream.hasLocator = true }
                     stream.enqueued()
                 case .success(.duplicate(let holder)):
                     // The request_id has a stream already (a retry through another gateway): this
@@ -226,7 +257,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 case .success((_, let transcript?)):
                     stream.replay(transcript)
                 case .success((let found, nil)):
-                    guard let holder = knownHolder ?? found, holder != nodeID else {
+                    guard let holder = knownHolder ?? found ?? idMaker?(stream.request.requestID), holder != nodeID, holder != RequestIDs.maker else {
                         return stream.fail(APIError.requestIDUsed, tellWorker: false)
                     }
                     stream.following()
@@ -259,6 +290,12 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 relay.publish(channel: FleetChannels.gateway(holder), .cancel(requestID: key, owner: owner)) { n in
                     done((n ?? 0) > 0 ? .cancelled : .notFound)
                 }
+            case .success((nil, nil)):
+                // No locator: an id another gateway made up names that gateway.
+                guard let maker = idMaker?(requestID), maker != RequestIDs.maker, lanes[0].remote else { return done(.notFound) }
+                relay.publish(channel: FleetChannels.gateway(maker), .cancel(requestID: key, owner: owner)) { n in
+                    done((n ?? 0) > 0 ? .cancelled : .notFound)
+                }
             default: done(.notFound)
             }
         }
@@ -282,6 +319,8 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
         idle.whenIdle({ live.load(ordering: .sequentiallyConsistent) == 0 }, body)
     }
     public var isDraining: Bool { state.withLock { $0.draining } }
+    /// Whether a new completion could run now: a lane that can be reached and has workers.
+    public var hasCapacity: Bool { lanes.count > 1 || (lanes[0].isUp() && lanes[0].hasWorkers()) }
     public var inFlight: Int { live.load(ordering: .relaxed) }
 
     // MARK: relay messages (any thread)
@@ -358,7 +397,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
             if stream.request.fence != 0 {
                 admission?.unadmit(user: stream.request.ownerID, requestID: stream.request.requestID, fence: stream.request.fence)
             }
-            directory.forget(streamKey: stream.key, holder: nodeID)
+            if stream.hasLocator { directory.forget(streamKey: stream.key, holder: nodeID) }
             state.withLock { s in if s.streams[stream.key] === stream { s.streams[stream.key] = nil } }
             return
         }
@@ -382,7 +421,7 @@ public final class FleetCompletions: CompletionService, @unchecked Sendable {
                 directory.keepFinished(streamKey: stream.key, transcript: transcript, ttlMs: ttlMs)
             } else if stream.request.clientSuppliedID {
                 directory.keepLocator(streamKey: stream.key, ttlMs: ttlMs)
-            } else {
+            } else if stream.hasLocator {
                 directory.forget(streamKey: stream.key, holder: nodeID)
             }
         }

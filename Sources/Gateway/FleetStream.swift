@@ -59,6 +59,8 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     var neverQueued = false
     /// Its entry on its lane's queue (taken back if the stream ends before a worker claims it).
     var queueID: String?
+    /// A locator in the fleet's directory names this gateway (dropped or kept when it ends).
+    var hasLocator = false
 
     // MARK: subscribers
 
@@ -111,6 +113,13 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     /// the stream ended.
     func checkDeadlines(now: UInt64) -> Bool {
         let here = hub.lanes[lane]
+        // Waiting while the fleet has no live worker at all (and this node none of its own): it
+        // would only wait out the whole queue wait, so it is refused after a moment.
+        if ownsLease, neverStarted, !state.isFinished, here.remote, hub.lanes.count == 1,
+           now &- state.created >= hub.configuration.noWorkerWaitNanos, !here.hasWorkers() {
+            fail(APIError(.serverBusy, "no worker is running in this fleet; retry shortly", retryAfterMs: 1000), tellWorker: false)
+            return false
+        }
         let canFallBack = ownsLease && lane + 1 < hub.lanes.count && !here.isUp()
         // A linked worker's silence is the link's to notice (pings), not each stream's.
         for decision in state.check(now: now, watchesSilence: here.remote && link == nil, canFallBack: canFallBack) {

@@ -9,18 +9,24 @@ public final class FleetHeartbeat: @unchecked Sendable {
     /// Where nodes beat: `FleetKeys.nodePrefix` and `FleetKeys.nodeIndex`.
     public let prefix: String
     let index: String
+    let workerIndex: String
     let beatScript: RedisScript
     let connection: RedisConnection
     public let nodeID: String
     let role: String
     let intervalNanos: UInt64
     private let seen = Atomic<Int>(1)
+    /// Live nodes that run generations at the last count (-1: not counted yet).
+    private let seenWorkers = Atomic<Int>(-1)
+    /// Whether this node runs generations (counted among the workers).
+    public var runsGenerations = false
     private var timer: TimerHandle?
 
     public init(connection: RedisConnection, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), scriptsDirectory: String,
                 intervalNanos: UInt64 = 2_000_000_000) throws(RedisScriptError) {
         prefix = keys.nodePrefix
         index = keys.nodeIndex
+        workerIndex = keys.workerIndex
         beatScript = try RedisScript.load("beat", from: scriptsDirectory)
         self.connection = connection
         self.nodeID = nodeID
@@ -30,6 +36,11 @@ public final class FleetHeartbeat: @unchecked Sendable {
 
     /// Live nodes at the last successful count (at least 1: this one).
     public var liveNodes: Int { seen.load(ordering: .relaxed) }
+    /// Live nodes that run generations at the last successful count (nil: not counted yet).
+    public var liveWorkers: Int? {
+        let n = seenWorkers.load(ordering: .relaxed)
+        return n < 0 ? nil : n
+    }
 
     /// Starts beating (any thread).
     public func start() {
@@ -47,6 +58,7 @@ public final class FleetHeartbeat: @unchecked Sendable {
             me.timer?.cancel()
             me.connection.send(["DEL", me.prefix + me.nodeID], timeoutNanos: 200_000_000) { _ in }
             me.connection.send(["ZREM", me.index, me.nodeID], timeoutNanos: 200_000_000) { _ in }
+            if me.runsGenerations { me.connection.send(["ZREM", me.workerIndex, me.nodeID], timeoutNanos: 200_000_000) { _ in } }
         }
     }
 
@@ -60,9 +72,33 @@ public final class FleetHeartbeat: @unchecked Sendable {
             return
         }
         let ttl = intervalNanos * 3 / 1_000_000
-        connection.run(beatScript, keys: [index, prefix + nodeID], args: [nodeID, role, "\(ttl)"], timeoutNanos: 500_000_000) { [weak self] r in
-            if case .success(.integer(let n)) = r { self?.seen.store(max(1, Int(n)), ordering: .relaxed) }
+        connection.run(beatScript, keys: [index, prefix + nodeID, workerIndex], args: [nodeID, role, "\(ttl)", runsGenerations ? "1" : "0"],
+                       timeoutNanos: 500_000_000) { [weak self] r in
+            if case .success(.array(let counts)) = r, counts.count == 2, case .integer(let n) = counts[0], case .integer(let w) = counts[1] {
+                self?.seen.store(max(1, Int(n)), ordering: .relaxed)
+                self?.seenWorkers.store(Int(w), ordering: .relaxed)
+                if w == 0 { self?.recountWorkers() }
+            }
         }
         timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
     }
+
+    /// With no worker seen, the count is asked for every 250 ms (one ZCOUNT; only in that state):
+    /// a worker that joins is used within a fraction of a second, not a heartbeat later.
+    private func recountWorkers() {
+        recountTimer?.cancel()
+        recountTimer = connection.loop.schedule(afterNanos: 250_000_000) { [weak self] in
+            guard let self, !self.stopped, self.seenWorkers.load(ordering: .relaxed) == 0 else { return }
+            let nowMs = wallClockNanos() / 1_000_000
+            self.connection.send(["ZCOUNT", self.workerIndex, "(\(nowMs)", "+inf"], timeoutNanos: 200_000_000) { [weak self] r in
+                guard let self else { return }
+                if case .success(.integer(let w)) = r, w > 0 {
+                    self.seenWorkers.store(Int(w), ordering: .relaxed)
+                } else {
+                    self.recountWorkers()
+                }
+            }
+        }
+    }
+    private var recountTimer: TimerHandle?
 }

@@ -18,6 +18,8 @@ public struct FleetKeys: Sendable {
     public let nodePrefix: String
     /// The live nodes, scored by when their heartbeat expires.
     public let nodeIndex: String
+    /// The live nodes that run generations, scored the same way.
+    public let workerIndex: String
     /// A worker's model upstreams as it sees them (JSON, refreshed every 2 s): `admin status`.
     public let upstreamsPrefix: String
 
@@ -29,6 +31,7 @@ public struct FleetKeys: Sendable {
         transcriptPrefix = "{jobs:\(fleet)}:done:"
         nodePrefix = "{fleet:\(fleet)}:node:"
         nodeIndex = "{fleet:\(fleet)}:nodes"
+        workerIndex = "{fleet:\(fleet)}:workers"
         upstreamsPrefix = "{fleet:\(fleet)}:upstreams:"
     }
 
@@ -138,6 +141,15 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                                "PX", "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
             // The locator lives as long as the transcript (the request_id is taken until then).
             q.connection.send(["PEXPIRE", q.keys.locatorPrefix + streamKey, "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+        }
+        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
+    }
+
+    public func hold(streamKey: String, holder: String) {
+        let me = UncheckedBox(self)
+        let body: @Sendable () -> Void = {
+            let q = me.value
+            q.connection.send(["SET", q.keys.locatorPrefix + streamKey, holder, "PX", "\(q.locatorTTLMs)"], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }

@@ -33,6 +33,8 @@ public final class WorkerSlots: Sendable {
     /// Generations running or claimed to run.
     public var inFlight: Int { table.withLock { $0.inFlight } }
     public var slots: Int { table.withLock { $0.slots } }
+    /// Slots neither running nor claimed.
+    public var free: Int { table.withLock { $0.free } }
     func update<R>(_ body: (inout SlotTable) -> R) -> R {
         let (r, nothing) = table.withLock { t in (body(&t), t.inFlight == 0) }
         if nothing { idle.fire() }
