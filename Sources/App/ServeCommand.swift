@@ -443,7 +443,7 @@ enum ServeCommand {
             if let local, fleetMode {
                 // Local first: while this node has a free slot (not promised to a waiting job),
                 // it runs the completion itself.
-                f.localFirst = { slots.free > local.length }
+                f.localFirst = { slots.available > local.length }
             }
             return f
         }() : nil

@@ -33,8 +33,8 @@ public final class WorkerSlots: Sendable {
     /// Generations running or claimed to run.
     public var inFlight: Int { table.withLock { $0.inFlight } }
     public var slots: Int { table.withLock { $0.slots } }
-    /// Slots neither running nor claimed.
-    public var free: Int { table.withLock { $0.free } }
+    /// Slots a job of this process's own could start on now (free, or held by a waiting claim).
+    public var available: Int { table.withLock { $0.available } }
     func update<R>(_ body: (inout SlotTable) -> R) -> R {
         let (r, nothing) = table.withLock { t in (body(&t), t.inFlight == 0) }
         if nothing { idle.fire() }
@@ -141,7 +141,8 @@ public final class FleetWorker: @unchecked Sendable {
             if claimDone() { pump() }
             return
         }
-        let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
+        // A claim that waits holds its slots loosely: this process's own queue may take them.
+        let asked = slots.update { claimsWait ? $0.reserveWaiting(upTo: configuration.claimBatch) : $0.reservePreempting(upTo: configuration.claimBatch) }
         guard asked > 0 else {
             if claimDone() { pump() }
             return
@@ -150,14 +151,19 @@ public final class FleetWorker: @unchecked Sendable {
             switch result {
             case .success(let jobs):
                 if !jobs.isEmpty { logger.debug("jobs claimed", ["count": "\(jobs.count)"]) }
-                slots.update { $0.claimed(jobs.count, of: asked) }
+                if claimsWait {
+                    let over = slots.update { $0.claimedWaiting(jobs.count) }
+                    if over > 0 { logger.debug("running over the slots for a moment: this process's own jobs took them", ["count": "\(over)"]) }
+                } else {
+                    slots.update { $0.claimed(jobs.count, of: asked) }
+                }
                 let again = claimDone()
                 for job in jobs { run(job) }
                 // A queue that wakes its workers is asked again only when it has work.
                 if claimsWait || again || !jobs.isEmpty { pump() }
             case .failure(let e):
                 logger.debug("claim failed", ["error": "\(e)"])
-                slots.update { $0.claimed(0, of: asked) }
+                if claimsWait { _ = slots.update { $0.claimedWaiting(0) } } else { slots.update { $0.claimed(0, of: asked) } }
                 _ = claimDone()
                 // The queue is away: try again shortly (the connection reconnects by itself).
                 let box = UncheckedBox(self)
@@ -282,9 +288,12 @@ public final class FleetWorker: @unchecked Sendable {
                       maxDeliveries: configuration.maxDeliveries) { [self] result in
             guard case .success(let (claimed, dead)) = result else {
                 slots.update { $0.claimed(0, of: asked) }
-                return
+                return pump()
             }
             slots.update { $0.claimed(claimed.count, of: asked) }
+            // The slots it held and did not need go back to claiming at once (the timer's pump
+            // ran while they were held: without this, a one-slot worker would never claim).
+            if claimed.count < asked { pump() }
             for job in claimed {
                 metrics.jobsReclaimed.add(1, ordering: .relaxed)
                 logger.warning("job taken over from a silent worker", ["id": job.id, "deliveries": "\(job.deliveries)"])

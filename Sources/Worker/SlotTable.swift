@@ -8,12 +8,17 @@ public struct SlotTable: Sendable, Equatable {
     public private(set) var reserved = 0
     public private(set) var running = 0
     public private(set) var draining = false
+    /// Held by a claim that waits for jobs to arrive (the fleet's blocking read): a claim that
+    /// answers at once (this process's own queue) may take them over.
+    public private(set) var waiting = 0
 
     public init(slots: Int) {
         self.slots = max(1, slots)
     }
 
-    public var free: Int { max(0, slots - running - reserved) }
+    public var free: Int { max(0, slots - running - reserved - waiting) }
+    /// Slots a claim that answers at once can get: free ones and those a waiting claim holds.
+    public var available: Int { free + waiting }
     /// Generations started or about to start.
     public var inFlight: Int { running + reserved }
 
@@ -28,6 +33,37 @@ public struct SlotTable: Sendable, Equatable {
     /// A claim brought `received` of the `asked` slots it reserved: the rest are free again.
     public mutating func claimed(_ received: Int, of asked: Int) {
         reserved -= Swift.max(0, asked - Swift.min(received, asked))
+    }
+
+    /// Holds up to `max` free slots for a claim that waits for jobs; 0 while draining or full.
+    public mutating func reserveWaiting(upTo max: Int) -> Int {
+        guard !draining else { return 0 }
+        let n = Swift.min(max, free)
+        waiting += n
+        return n
+    }
+
+    /// Reserves up to `max` slots for a claim that answers at once, taking over slots a waiting
+    /// claim holds if no free one is left.
+    public mutating func reservePreempting(upTo max: Int) -> Int {
+        guard !draining else { return 0 }
+        let fromFree = Swift.min(max, free)
+        let fromWaiting = Swift.min(max - fromFree, waiting)
+        waiting -= fromWaiting
+        reserved += fromFree + fromWaiting
+        return fromFree + fromWaiting
+    }
+
+    /// The waiting claim brought `received` jobs; they all start. If this process's own jobs took
+    /// its slots meanwhile, the node runs more than `slots` for a moment (by at most one claim's
+    /// batch) rather than hold a job it claimed: a claimed job left unstarted would wait for the
+    /// reclaim, seconds later. Returns how many ran over the slots.
+    @discardableResult
+    public mutating func claimedWaiting(_ received: Int) -> Int {
+        let over = Swift.max(0, received - waiting)
+        reserved += received
+        waiting = 0
+        return over
     }
 
     /// A claimed job starts (its reserved slot becomes a running one).

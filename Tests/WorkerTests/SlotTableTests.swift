@@ -54,4 +54,32 @@ final class SlotTableTests: XCTestCase {
         XCTAssertEqual(t.slots, 1)
         XCTAssertEqual(t.reserve(upTo: 5), 1)
     }
+
+    func testAClaimThatAnswersAtOnceTakesOverSlotsAWaitingClaimHolds() {
+        var t = SlotTable(slots: 2)
+        XCTAssertEqual(t.reserveWaiting(upTo: 32), 2, "the fleet's blocking read holds both")
+        XCTAssertEqual(t.free, 0)
+        XCTAssertEqual(t.available, 2)
+        XCTAssertEqual(t.reserve(upTo: 1), 0, "an ordinary claim does not take them")
+        XCTAssertEqual(t.reservePreempting(upTo: 1), 1, "this process's own job does")
+        t.claimed(1, of: 1)
+        t.started()
+        // The blocking read returns two jobs: one slot is still its own, the other runs over.
+        XCTAssertEqual(t.claimedWaiting(2), 1)
+        t.started()
+        t.started()
+        XCTAssertEqual(t.running, 3)
+        XCTAssertEqual(t.free, 0)
+        XCTAssertEqual(t.available, 0)
+        XCTAssertEqual(t.reservePreempting(upTo: 1), 0, "nothing more until it is back under the slots")
+        XCTAssertTrue(t.finished())
+        XCTAssertEqual(t.available, 0)
+        XCTAssertTrue(t.finished())
+        XCTAssertEqual(t.reserveWaiting(upTo: 32), 1)
+        XCTAssertEqual(t.claimedWaiting(0), 0, "an empty read gives its slot back")
+        XCTAssertEqual(t.free, 1)
+        t.drain()
+        XCTAssertEqual(t.reserveWaiting(upTo: 32), 0)
+        XCTAssertEqual(t.reservePreempting(upTo: 32), 0)
+    }
 }
