@@ -70,11 +70,13 @@ let package = Package(
         .executableTarget(name: "FuzzJSON", dependencies: ["JSON", "FuzzSupport"]),
         .executableTarget(name: "FuzzEnvelope", dependencies: ["Domain", "JSON", "FuzzSupport"]),
         .executableTarget(name: "FuzzUpstream", dependencies: ["HTTP1", "FuzzSupport"]),
+        .executableTarget(name: "FuzzLink", dependencies: ["FleetCore", "Domain", "FuzzSupport"]),
 
         // Blocking test clients, the request corpus and an in-process server on port 0.
         .target(name: "TestSupport", dependencies: ["NetCore", "HTTP1", "WebSocket", "Runtime", "Conformance", "Domain", "JSON", "FleetCore", "Gateway",
                                                     "Worker", "Models"], path: "Tests/TestSupport"),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "JSON"]),
+        .testTarget(name: "FleetCoreTests", dependencies: ["FleetCore", "Domain", "JSON"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Domain"]),
         .testTarget(name: "RedisCoordinationTests", dependencies: ["RedisCoordination", "Domain", "NetCore", "Runtime"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "FleetCore", "Domain", "Models", "NetCore", "Runtime", "TestSupport"]),

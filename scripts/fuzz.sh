@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (HTTP parser, WebSocket frame parser + state machine, JSON parser,
-# WebSocket envelope → request decoding, upstream HTTP response + SSE parsers) with AddressSanitizer and runs each for a bounded time
+# WebSocket envelope → request decoding, upstream HTTP response + SSE parsers, stream-link frames) with AddressSanitizer and runs each for a bounded time
 # over a copy of the committed seed corpus.
-#   scripts/fuzz.sh [seconds-per-target]     (default 60)
+#   scripts/fuzz.sh [seconds-per-target] [target...]     (default 60 s, every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
+PAIRS="FuzzHTTP:http FuzzWebSocket:websocket FuzzJSON:json FuzzEnvelope:envelope FuzzUpstream:upstream FuzzLink:link"
+if [ $# -gt 1 ]; then
+  shift
+  selected=""
+  for want in "$@"; do
+    match=$(for pair in $PAIRS; do [ "${pair%%:*}" = "$want" ] && echo "$pair"; done)
+    [ -n "$match" ] || { echo "fuzz: no target $want (have: $PAIRS)" >&2; exit 2; }
+    selected="$selected $match"
+  done
+  PAIRS=$selected
+fi
 export SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0
 # One scratch path: modules the targets share compile once.
-for product in FuzzHTTP FuzzWebSocket FuzzJSON FuzzEnvelope FuzzUpstream; do
+for pair in $PAIRS; do
+  product=${pair%%:*}
   swift build --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
     --product $product 2>&1 | grep -v "prohibited flag" | tail -1
 done
 mkdir -p reports/fuzz
 status=0
-for pair in FuzzHTTP:http FuzzWebSocket:websocket FuzzJSON:json FuzzEnvelope:envelope FuzzUpstream:upstream; do
+for pair in $PAIRS; do
   target=${pair%%:*}; seeds=${pair##*:}
   work=$(mktemp -d)
   cp Tests/fuzz-corpus/$seeds/* "$work/"

@@ -136,8 +136,14 @@ public enum LinkFrame: Equatable, Sendable {
             guard p.count >= 1 + wn + 1 else { throw DecodeError("hello: truncated worker") }
             let gn = Int(p[1 + wn])
             guard p.count == 2 + wn + gn + nonceBytes + macBytes else { throw DecodeError("hello: wrong length") }
-            let worker = String(decoding: UnsafeRawBufferPointer(rebasing: p[1..<(1 + wn)]), as: UTF8.self)
-            let gateway = String(decoding: UnsafeRawBufferPointer(rebasing: p[(2 + wn)..<(2 + wn + gn)]), as: UTF8.self)
+            // Names must be valid UTF-8: a lossy decode (U+FFFD) would not re-encode to the bytes the
+            // worker signed, and could grow past the 255 bytes a name may take.
+            guard let worker = String(validating: UnsafeRawBufferPointer(rebasing: p[1..<(1 + wn)]), as: UTF8.self) else {
+                throw DecodeError("hello: worker not UTF-8")
+            }
+            guard let gateway = String(validating: UnsafeRawBufferPointer(rebasing: p[(2 + wn)..<(2 + wn + gn)]), as: UTF8.self) else {
+                throw DecodeError("hello: gateway not UTF-8")
+            }
             let n = 2 + wn + gn
             return .hello(worker: worker, gateway: gateway, nonce: Array(p[n..<(n + nonceBytes)]),
                           mac: Array(p[(n + nonceBytes)...]))
