@@ -4,6 +4,7 @@
 -- counting O(log n) instead of a SCAN over the whole keyspace. Time is Redis TIME.
 -- KEYS[1] {fleet:<name>}:nodes   KEYS[2] {fleet:<name>}:node:<id>   KEYS[3] {fleet:<name>}:workers
 -- ARGV[1] node id   ARGV[2] role   ARGV[3] TTL ms   ARGV[4] "1" if it runs generations
+-- ARGV[5] the node keys' prefix ({fleet:<name>}:node:)
 -- Reply: {live nodes (this one included), live workers}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -17,4 +18,13 @@ if ARGV[4] == '1' then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 redis.call('PEXPIRE', KEYS[3], ttl * 10)
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[3])}
+local workers = redis.call('ZCARD', KEYS[3])
+if workers == 0 then
+  -- Nodes of an older version keep no workers' index (a rolling upgrade): count them by role.
+  -- Only while the index is empty, so a fleet with workers pays nothing for it.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+    local role = redis.call('GET', ARGV[5] .. id)
+    if role == 'worker' or role == 'serve' then workers = workers + 1 end
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), workers}

@@ -366,7 +366,7 @@ enum ServeCommand {
         // Stream links: workers send tokens straight to the gateway holding the client; both
         // ends prove they hold the fleet's secret.
         // A secret kept in Redis is read when Redis answers (a node starts while Redis is down;
-        // until then its tokens go through the relay).
+        // until then no link is opened or accepted, and its tokens go through the relay).
         var linkAuth: LinkAuth?
         let linkSecret = SecretHolder()
         if let redis, fleetMode, config.linksEnabled {
@@ -374,7 +374,7 @@ enum ServeCommand {
             if let environment, environment.utf8.count < 16 { throw ArgumentError(message: "\(FleetSecret.Failure.tooShort)") }
             let keys = FleetKeys(fleet: config.fleet), endpoint = redis.endpoint
             linkSecret.fetch(logger: logger) { try FleetSecret.resolve(environment: environment, redis: endpoint, keys: keys) }
-            linkAuth = FleetSecret.auth(secret: { linkSecret.value ?? [] })
+            linkAuth = FleetSecret.auth(secret: { linkSecret.value })
         }
 
         // Limits: in Redis for a fleet (with a per-node fallback while Redis is down, its limits

@@ -8,9 +8,15 @@ public struct LinkAuth: Sendable {
     /// Fresh random bytes (nonces).
     public let random: @Sendable (Int) -> [UInt8]
 
-    public init(mac: @escaping @Sendable ([UInt8]) -> [UInt8], random: @escaping @Sendable (Int) -> [UInt8]) {
+    /// Whether the secret is known (until then no link is opened or accepted: the relay carries
+    /// the tokens).
+    public let isReady: @Sendable () -> Bool
+
+    public init(mac: @escaping @Sendable ([UInt8]) -> [UInt8], random: @escaping @Sendable (Int) -> [UInt8],
+                isReady: @escaping @Sendable () -> Bool = { true }) {
         self.mac = mac
         self.random = random
+        self.isReady = isReady
     }
 
     public func helloMAC(challenge: [UInt8], worker: String, gateway: String, nonce: [UInt8]) -> [UInt8] {
@@ -24,7 +30,7 @@ public struct LinkAuth: Sendable {
 
     /// Compares in time that does not depend on where the bytes differ.
     public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
+        guard a.count == b.count, !a.isEmpty else { return false }
         var diff: UInt8 = 0
         for i in 0..<a.count { diff |= a[i] ^ b[i] }
         return diff == 0

@@ -161,6 +161,14 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
         loop.execute { box.value.handle(message) }
     }
 
+    /// A message from a worker of lane `lane` (a stream link: the fleet's): dropped if the job
+    /// moved to another lane meanwhile.
+    func deliver(_ message: RelayMessage, fromLane lane: Int) {
+        if loop.inEventLoop { return handle(message, from: lane) }
+        let box = UncheckedBox(self)
+        loop.execute { box.value.handle(message, from: lane) }
+    }
+
     /// A message from a worker's stream link (`handle` binds the link on the first one).
     func deliverFromLink(_ message: RelayMessage, handle: StreamLinkHandle) {
         let box = UncheckedBox(self)
@@ -173,7 +181,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
                 if !me.hub.lanes[me.lane].remote { return }
             }
             if me.link == nil { me.link = handle }
-            me.handle(message)
+            me.handle(message, from: 0)
         }
         if loop.inEventLoop { go() } else { loop.execute(go) }
     }
@@ -292,6 +300,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
 
     private func finish(_ event: CompletionEvent) {
         guard state.finish() else { return }
+        link = nil  // (the link's connection is not kept for the retention time)
         if neverStarted, let id = queueID, hub.lanes[lane].queue.withdraw(id) { neverQueued = true }
         leftQueue()
         finishedFlag.store(true, ordering: .releasing)

@@ -128,7 +128,7 @@ final class InboundLink: ConnectionHandler, @unchecked Sendable {
             let id = LinkFrame.u32(p, 0)
             guard let stream = streams[id] else { return }
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: p[8...]), as: UTF8.self)
-            stream.deliver(.event(requestID: stream.key, .delta(index: Int(LinkFrame.u32(p, 4)), text: text), worker: nil))
+            stream.deliver(.event(requestID: stream.key, .delta(index: Int(LinkFrame.u32(p, 4)), text: text), worker: nil), fromLane: 0)
         case LinkFrame.Kind.message.rawValue:
             guard p.count >= 4, let m = try? RelayMessage.decode(Array(p[4...])) else {
                 server.logger.warning("stream link closed: unreadable message", ["worker": worker])
@@ -147,6 +147,7 @@ final class InboundLink: ConnectionHandler, @unchecked Sendable {
         guard case .hello(let w, let gateway, let nonce, let mac)? = try? LinkFrame.decode(kind: kind, payload: p) else {
             return refuse("expected a hello")
         }
+        guard server.auth.isReady() else { return refuse("the fleet secret is not known yet") }
         guard gateway == server.hub.nodeID else { return refuse("meant for gateway \(gateway.prefix(64))") }
         let expected = server.auth.helloMAC(challenge: challenge, worker: w, gateway: gateway, nonce: nonce)
         guard LinkAuth.equal(mac, expected) else { return refuse("wrong secret") }
@@ -185,7 +186,7 @@ final class InboundLink: ConnectionHandler, @unchecked Sendable {
         }
         if let stream = streams[id] {
             if ends { streams[id] = nil }
-            return stream.deliver(m)
+            return stream.deliver(m, fromLane: 0)
         }
         // A stream's first message: find it by its key.
         let key: String

@@ -71,33 +71,29 @@ public final class FleetHeartbeat: @unchecked Sendable {
             timer = connection.loop.schedule(afterNanos: 50_000_000) { [weak self] in self?.beat() }
             return
         }
+        runBeat()
+        timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
+    }
+
+    private func runBeat() {
         let ttl = intervalNanos * 3 / 1_000_000
-        connection.run(beatScript, keys: [index, prefix + nodeID, workerIndex], args: [nodeID, role, "\(ttl)", runsGenerations ? "1" : "0"],
-                       timeoutNanos: 500_000_000) { [weak self] r in
+        connection.run(beatScript, keys: [index, prefix + nodeID, workerIndex],
+                       args: [nodeID, role, "\(ttl)", runsGenerations ? "1" : "0", prefix], timeoutNanos: 500_000_000) { [weak self] r in
             if case .success(.array(let counts)) = r, counts.count == 2, case .integer(let n) = counts[0], case .integer(let w) = counts[1] {
                 self?.seen.store(max(1, Int(n)), ordering: .relaxed)
                 self?.seenWorkers.store(Int(w), ordering: .relaxed)
                 if w == 0 { self?.recountWorkers() }
             }
         }
-        timer = connection.loop.schedule(afterNanos: intervalNanos) { [weak self] in self?.beat() }
     }
 
-    /// With no worker seen, the count is asked for every 250 ms (one ZCOUNT; only in that state):
-    /// a worker that joins is used within a fraction of a second, not a heartbeat later.
+    /// With no worker seen, the count is asked for again every 250 ms (only in that state): a
+    /// worker that joins is used within a fraction of a second, not a heartbeat later.
     private func recountWorkers() {
         recountTimer?.cancel()
         recountTimer = connection.loop.schedule(afterNanos: 250_000_000) { [weak self] in
-            guard let self, !self.stopped, self.seenWorkers.load(ordering: .relaxed) == 0 else { return }
-            let nowMs = wallClockNanos() / 1_000_000
-            self.connection.send(["ZCOUNT", self.workerIndex, "(\(nowMs)", "+inf"], timeoutNanos: 200_000_000) { [weak self] r in
-                guard let self else { return }
-                if case .success(.integer(let w)) = r, w > 0 {
-                    self.seenWorkers.store(Int(w), ordering: .relaxed)
-                } else {
-                    self.recountWorkers()
-                }
-            }
+            guard let self, !self.stopped, self.seenWorkers.load(ordering: .relaxed) == 0, self.connection.isReady else { return }
+            self.runBeat()
         }
     }
     private var recountTimer: TimerHandle?

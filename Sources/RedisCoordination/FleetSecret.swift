@@ -27,7 +27,9 @@ public enum FleetSecret {
         do {
             let redis = try BlockingRedis(endpoint: endpoint, timeoutSeconds: 1)
             defer { redis.close() }
-            // SET NX: the first node makes it, everyone after reads the same one.
+            // Read first (a Redis refusing writes still serves it); the first node makes it with
+            // SET NX, everyone after reads the same one.
+            if case .bulk(let b) = try redis.call(["GET", key]), b.count >= 16 { return b }
             _ = try redis.call(["SET", key, hex(randomBytes(32)), "NX"])
             guard case .bulk(let b) = try redis.call(["GET", key]), b.count >= 16 else { throw Failure.redis("no secret stored") }
             return b
@@ -39,21 +41,24 @@ public enum FleetSecret {
     }
 
     /// HMAC-SHA256 and random nonces for links under `secret`.
-    public static func auth(secret: @escaping @Sendable () -> [UInt8]) -> LinkAuth {
-        LinkAuth(mac: { data in hmac(secret(), data) }, random: { randomBytes($0) })
+    /// Links under the secret `secret()` gives (nil: not known yet — no link is opened or accepted).
+    public static func auth(secret: @escaping @Sendable () -> [UInt8]?) -> LinkAuth {
+        LinkAuth(mac: { data in secret().map { hmac($0, data) } ?? [] }, random: { randomBytes($0) }, isReady: { secret() != nil })
     }
 
+    /// HMAC-SHA256; empty if libcrypto failed (it then matches no MAC).
     static func hmac(_ key: [UInt8], _ data: [UInt8]) -> [UInt8] {
+        precondition(!key.isEmpty, "an empty HMAC key")
         var out = [UInt8](repeating: 0, count: 32)
         var len: UInt32 = 32
-        key.withUnsafeBufferPointer { k in
+        let ok = key.withUnsafeBufferPointer { k in
             data.withUnsafeBufferPointer { d in
                 out.withUnsafeMutableBufferPointer { o in
-                    _ = HMAC(EVP_sha256(), k.baseAddress, Int32(k.count), d.baseAddress, d.count, o.baseAddress, &len)
+                    HMAC(EVP_sha256(), k.baseAddress, Int32(k.count), d.baseAddress, d.count, o.baseAddress, &len) != nil
                 }
             }
         }
-        return out
+        return ok && len == 32 ? out : []
     }
 
     static func randomBytes(_ n: Int) -> [UInt8] {

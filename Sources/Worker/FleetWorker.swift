@@ -36,13 +36,13 @@ public final class WorkerSlots: Sendable {
     /// Slots a job of this process's own could start on now (free, or held by a waiting claim).
     public var available: Int { table.withLock { $0.available } }
     func update<R>(_ body: (inout SlotTable) -> R) -> R {
-        let (r, nothing) = table.withLock { t in (body(&t), t.inFlight == 0) }
+        let (r, nothing) = table.withLock { t in (body(&t), t.isIdle) }
         if nothing { idle.fire() }
         return r
     }
     /// Calls `body` once nothing runs or is claimed (at once if nothing is).
     public func whenIdle(_ body: @escaping @Sendable () -> Void) {
-        idle.whenIdle({ inFlight == 0 }, body)
+        idle.whenIdle({ table.withLock { $0.isIdle } }, body)
     }
 }
 
@@ -207,26 +207,35 @@ public final class FleetWorker: @unchecked Sendable {
         let begin: @Sendable () -> Void = {
             let me = box.value
             // Events go straight to a stream in this process, or down the link to the gateway
-            // (its pings say it is alive: no keepalive per stream), or else through the relay.
+            // (its pings say it is alive: a link stream drops keepalives), or else through the relay.
             var target: RelayTarget? = job.replyTarget
             var linked: LinkedStream?
-            if target == nil, let links = me.links, let address = job.ticket.link {
-                linked = links.open(address, key: key, loop: loop)
-                target = linked
-            }
-            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key, worker: me.nodeID,
-                                           keepaliveNanos: linked == nil ? me.configuration.keepaliveNanos : 0, target: target)
-            let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
-            // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
-            // Weak: the run holds the publisher (its sink); a strong capture here would keep both
-            // alive for good once the run ended.
-            let r = WeakRun(run)
+            let r = WeakRun()
             let stop: @Sendable (Int?) -> Void = { receivers in
                 // Only a gateway that is gone (0 receivers) lost its lease with it; a relay that
                 // could not be reached (nil) leaves the lease to its living owner.
                 if receivers == 0 { box.value.onAbandoned?(request) }
                 loop.execute { r.run?.cancel() }
             }
+            if target == nil, let links = me.links, let address = job.ticket.link {
+                // A link that cannot be opened sends through the relay instead (from the start).
+                let relay = me.relay, channel = job.ticket.replyTo
+                let once = OnceFlag()
+                linked = links.open(address, key: key, loop: loop) { message in
+                    relay.publish(channel: channel, message) { n in
+                        guard n == nil || n == 0, once.first() else { return }
+                        stop(n)
+                    }
+                }
+                target = linked
+            }
+            let publisher = RelayPublisher(loop: loop, relay: me.relay, channel: job.ticket.replyTo, routingKey: key, worker: me.nodeID,
+                                           keepaliveNanos: me.configuration.keepaliveNanos, target: target)
+            let run = GenerationRun(request: request, loop: loop, sink: publisher, metrics: me.metrics) { run, event in box.value.ended(run, key: key, event) }
+            // The gateway is gone (nobody received an event): stop, freeing the slot and the lease.
+            // Weak: the run holds the publisher (its sink); a strong capture here would keep both
+            // alive for good once the run ended.
+            r.run = run
             publisher.onNobodyListening = stop
             // The link closed or went silent: nobody will hear the rest, and the gateway, gone
             // or cut off, ends the stream on its side.
@@ -282,7 +291,9 @@ public final class FleetWorker: @unchecked Sendable {
 
     private func reclaim() {
         queue.backlog { [metrics] n in if let n { metrics.jobsBacklog.store(n, ordering: .relaxed) } }
-        let asked = slots.update { $0.reserve(upTo: configuration.claimBatch) }
+        // Slots a waiting read holds are taken too: else a worker whose read holds them all
+        // (most of the time) would never take over a dead worker's jobs.
+        let asked = slots.update { $0.reservePreempting(upTo: configuration.claimBatch) }
         guard asked > 0 else { return }
         queue.reclaim(consumer: nodeID, minIdleMs: configuration.reclaimMinIdleMs, max: asked,
                       maxDeliveries: configuration.maxDeliveries) { [self] result in
@@ -315,7 +326,12 @@ public final class FleetWorker: @unchecked Sendable {
 }
 
 /// A run referred to without keeping it alive (it lives while the worker's registry holds it).
+/// True the first time only (any thread).
+private final class OnceFlag: Sendable {
+    private let done = Atomic<Bool>(false)
+    func first() -> Bool { !done.exchange(true, ordering: .relaxed) }
+}
+
 private final class WeakRun: @unchecked Sendable {
     weak var run: GenerationRun?
-    init(_ run: GenerationRun) { self.run = run }
 }

@@ -39,30 +39,40 @@ public final class LinkPool: @unchecked Sendable {
 
     final class LoopLinks {
         var links: [CompletionWire.LinkAddress: OutboundLink] = [:]
+        /// Gateways whose link could not be opened lately: their streams use the relay until then.
+        var unreachableUntil: [CompletionWire.LinkAddress: UInt64] = [:]
     }
 
-    /// Links open now (any thread; approximate).
-    public var openLinks: Int { perLoop.withLock { $0.values.reduce(0) { $0 + $1.links.count } } }
+    /// How long a gateway whose link failed before opening is not dialled again.
+    static let retryNanos: UInt64 = 5_000_000_000
 
-    /// A stream to the gateway at `address`, on `loop` (call on `loop`).
-    func open(_ address: CompletionWire.LinkAddress, key: String, loop: EventLoop) -> LinkedStream {
+    /// A stream to the gateway at `address`, on `loop` (call on `loop`). nil: use the relay (the
+    /// secret is not known yet, or that gateway's link failed to open lately).
+    func open(_ address: CompletionWire.LinkAddress, key: String, loop: EventLoop,
+              fallback: @escaping (RelayMessage) -> Void) -> LinkedStream? {
+        guard auth.isReady() else { return nil }
         let mine = perLoop.withLock { m -> LoopLinks in
             if let l = m[ObjectIdentifier(loop)] { return l }
             let l = LoopLinks()
             m[ObjectIdentifier(loop)] = l
             return l
         }
+        if let until = mine.unreachableUntil[address] {
+            if loop.now < until { return nil }
+            mine.unreachableUntil[address] = nil
+        }
         let link: OutboundLink
         if let existing = mine.links[address], !existing.closed {
             link = existing
         } else {
-            link = OutboundLink(pool: self, address: address, loop: loop) { [weak mine] gone in
+            link = OutboundLink(pool: self, address: address, loop: loop) { [weak mine] gone, opened in
                 if mine?.links[address] === gone { mine?.links[address] = nil }
+                if !opened { mine?.unreachableUntil[address] = loop.now + LinkPool.retryNanos }
             }
             mine.links[address] = link
             link.dial()
         }
-        return link.stream(key: key)
+        return link.stream(key: key, fallback: fallback)
     }
 }
 
@@ -75,25 +85,46 @@ final class LinkedStream: RelayTarget, @unchecked Sendable {
     var onCancel: (() -> Void)?
     var onGone: (() -> Void)?
     private var ended = false
+    /// Sends through the relay instead (the link never opened).
+    private let fallback: (RelayMessage) -> Void
+    /// What it sent while the link was still opening (replayed on the relay if it never does).
+    private var unconfirmed: [RelayMessage]? = []
+    private var onRelay = false
 
-    init(id: UInt32, key: String, link: OutboundLink) {
+    init(id: UInt32, key: String, link: OutboundLink, fallback: @escaping (RelayMessage) -> Void) {
         self.id = id
         self.key = key
         self.link = link
+        self.fallback = fallback
     }
 
     var isFinished: Bool { ended }
 
     func deliver(_ message: RelayMessage) {
         guard !ended else { return }
+        let last: Bool
         switch message {
-        case .event(_, .done, _), .event(_, .failed, _), .abort:
-            ended = true
-            link.send(id, message)
-            link.forget(id)
-        default:
-            link.send(id, message)
+        case .event(_, .done, _), .event(_, .failed, _), .abort: last = true
+        default: last = false
         }
+        if last { ended = true }
+        if onRelay { return fallback(message) }
+        // The link's pings say the worker is alive; only the relay needs a stream's keepalives.
+        if case .keepalive = message { return }
+        if !link.isOpen { unconfirmed?.append(message) }
+        link.send(id, message)
+        if last { link.forget(id) }
+    }
+
+    /// The link opened: what was sent is on its way.
+    func confirmed() { unconfirmed = nil }
+
+    /// The link failed before it opened: the stream goes on through the relay, from the start.
+    func fallBackToRelay() {
+        onRelay = true
+        let sent = unconfirmed ?? []
+        unconfirmed = nil
+        for m in sent { fallback(m) }
     }
 
     /// The gateway asked to stop it.
@@ -118,7 +149,8 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
     let pool: LinkPool
     let address: CompletionWire.LinkAddress
     let loop: EventLoop
-    private let onClosed: (OutboundLink) -> Void
+    /// Called once when it closes; `opened`: whether the handshake had finished.
+    private let onClosed: (OutboundLink, _ opened: Bool) -> Void
     private var phase = Phase.connecting
     private var connection: Connection?
     private var reader = LinkFrameReader()
@@ -135,21 +167,22 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
     private var lastSent: UInt64 = 0
     private var timer: TimerHandle?
     var closed: Bool { phase == .closed }
+    var isOpen: Bool { phase == .open }
+    private var everOpened = false
 
-    init(pool: LinkPool, address: CompletionWire.LinkAddress, loop: EventLoop, onClosed: @escaping (OutboundLink) -> Void) {
+    init(pool: LinkPool, address: CompletionWire.LinkAddress, loop: EventLoop, onClosed: @escaping (OutboundLink, _ opened: Bool) -> Void) {
         self.pool = pool
         self.address = address
         self.loop = loop
         self.onClosed = onClosed
     }
 
-    func stream(key: String) -> LinkedStream {
+    func stream(key: String, fallback: @escaping (RelayMessage) -> Void) -> LinkedStream {
         nextID &+= 1
-        let s = LinkedStream(id: nextID, key: key, link: self)
+        let s = LinkedStream(id: nextID, key: key, link: self, fallback: fallback)
         if phase == .closed {
-            // Could not even dial: the stream is gone before it began (on the next turn, once
-            // its owner has wired it).
-            loop.runAfterTick { s.lost() }
+            // Could not even dial: the relay carries it.
+            s.fallBackToRelay()
         } else {
             streams[nextID] = s
         }
@@ -161,7 +194,11 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
     func dial() {
         lastHeard = loop.now
         do {
-            let target = try SocketAddress.resolve(host: address.host, port: address.port)
+            // An IP literal needs no resolver (which would block this loop).
+            let target: SocketAddress
+            if let literal = try? SocketAddress(host: address.host, port: address.port) { target = literal } else {
+                target = try SocketAddress.resolve(host: address.host, port: address.port)
+            }
             connection = try Connection.connect(to: target, loop: loop, maxOutboundBytes: pool.configuration.maxOutboundBytes) { [weak self] _, error in
                 guard let self, error == nil, self.phase == .connecting else { return }
                 self.phase = .challenged
@@ -240,11 +277,13 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
             hello.withUnsafeBytes { connection?.write($0) }
             phase = .challenged
         case (.challenged, .welcome(let mac)):
-            guard !nonce.isEmpty, LinkAuth.equal(mac, pool.auth.welcomeMAC(nonce: nonce, gateway: address.gateway)) else {
+            guard !nonce.isEmpty, pool.auth.isReady(), LinkAuth.equal(mac, pool.auth.welcomeMAC(nonce: nonce, gateway: address.gateway)) else {
                 pool.logger.warning("stream link: the gateway does not hold the fleet secret", ["gateway": address.gateway])
                 return close()
             }
             phase = .open
+            everOpened = true
+            for (_, s) in streams { s.confirmed() }
             maxFrameBytes = LinkFrame.maxFrameBytes
             timer?.cancel()
             watch()
@@ -277,18 +316,26 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
 
     func connectionClosed(_ connection: Connection, error: SystemError?) { close() }
 
-    /// Ends the link: every stream on it stops (the gateway can no longer be told anything).
+    /// Ends the link. Once it had opened, every stream on it stops (the gateway, gone or cut
+    /// off, ends them on its side); if it never opened (unreachable, refused, not answering),
+    /// they go on through the relay, and this gateway is not dialled again for a while.
     private func close() {
         guard phase != .closed else { return }
+        if !everOpened {
+            pool.logger.warning("stream link could not be opened: tokens to this gateway go through Redis for now",
+                                ["gateway": address.gateway, "address": "\(address.host):\(address.port)"])
+        }
         phase = .closed
         timer?.cancel()
         timer = nil
         out = []
         connection?.abort(error: nil)
         connection = nil
-        onClosed(self)
+        onClosed(self, everOpened)
         let lost = streams
         streams.removeAll()
-        for (_, s) in lost { s.lost() }
+        for (_, s) in lost {
+            if everOpened { s.lost() } else { s.fallBackToRelay() }
+        }
     }
 }

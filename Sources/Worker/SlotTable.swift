@@ -21,6 +21,9 @@ public struct SlotTable: Sendable, Equatable {
     public var available: Int { free + waiting }
     /// Generations started or about to start.
     public var inFlight: Int { running + reserved }
+    /// Nothing runs, nothing is claimed, no claim is out (a waiting read may still bring jobs:
+    /// a draining node waits for it).
+    public var isIdle: Bool { running + reserved + waiting == 0 }
 
     /// Reserves up to `max` free slots for a claim; 0 while draining or full.
     public mutating func reserve(upTo max: Int) -> Int {

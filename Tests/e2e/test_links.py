@@ -311,3 +311,18 @@ def test_cancel_and_attach_reach_a_local_first_stream_from_another_gateway(make_
     whole = head + list(ev)
     text = lambda es: "".join(e["choices"][0]["text"] for e in es if "choices" in e)
     assert text(two) == text(whole) and len(text(whole)) > 0
+
+
+def test_a_link_that_cannot_be_opened_falls_back_to_redis(make_node, redis_url):
+    # The gateway advertises an address nobody listens on (a misconfigured network): the worker
+    # cannot open the link, and the tokens go through Redis instead — the completion succeeds.
+    f = Fleet(make_node, redis_url, "--model-ttft-ms", "0", "--model-token-ms", "2", "--model-jitter", "0")
+    g = f.gateway("--fleet-advertise", "127.0.0.9")
+    f.worker()
+    key = make_key("links-fallback-" + uuid.uuid4().hex[:6])
+    for i in range(3):
+        s = SSE(g, key, {"prompt": "The sea", "max_tokens": 12, "seed": i})
+        events = list(s.events())
+        assert events[-1]["choices"][0]["finish_reason"] in ("length", "stop"), events[-1]
+        assert sum(1 for e in events if e["choices"][0]["text"]) >= 1
+    assert metric(g, "playground_fleet_links") == 0
