@@ -29,6 +29,8 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from benchnodes import BenchError, Nodes  # noqa: E402
 PACE = ["--model-ttft-ms", "0", "--model-token-ms", "20", "--model-jitter", "0"]
 LIMITS = ["--rate-limit-rpm", "1000000", "--max-concurrent", "1000"]
 # 2,000 tokens at 20 ms: 40 s. With negative penalties and this seed the built-in model writes all
@@ -36,43 +38,8 @@ LIMITS = ["--rate-limit-rpm", "1000000", "--max-concurrent", "1000"]
 BODY = {"prompt": "The sea", "max_tokens": 2000, "presence_penalty": -2, "frequency_penalty": -2, "seed": 2}
 
 
-class BenchError(Exception):
-    pass
 
 
-class Nodes:
-    """Child processes, stopped (SIGTERM, then SIGKILL) however the script ends."""
-
-    def __init__(self, binary, redis_url, fleet):
-        self.binary, self.redis_url, self.fleet, self.procs = binary, redis_url, fleet, []
-        self.logdir = tempfile.mkdtemp(prefix="bench-kill-")
-
-    def start(self, role, *flags):
-        env = dict(os.environ, REDIS_URL=self.redis_url, PLAYGROUND_DIE_WITH_PARENT=str(os.getpid()))
-        env.pop("DATABASE_URL", None)
-        log = open(os.path.join(self.logdir, f"{role}-{len(self.procs)}.log"), "w")
-        p = subprocess.Popen([self.binary, role, "--host", "127.0.0.1", "--port", "0", "--log-level", "error",
-                              "--redis-url", self.redis_url, "--fleet", self.fleet, *flags],
-                             stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env=env)
-        self.procs.append(p)
-        line = p.stdout.readline()
-        m = re.match(r"listening on http://[\d.]+:(\d+)", line or "")
-        if not m:
-            raise BenchError(f"{role} did not start: {line!r} (log: {log.name})")
-        threading.Thread(target=p.stdout.read, daemon=True).start()  # never let a full pipe block it
-        return p, int(m.group(1))
-
-    def stop_all(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
 
 
 def pct(values, q):
@@ -181,7 +148,7 @@ def main():
         ap.error(f"--bin {binary}: not an executable")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    nodes = Nodes(binary, args.redis_url, "kill-" + uuid.uuid4().hex[:8])
+    nodes = Nodes(binary, args.redis_url, "--fleet", "kill-" + uuid.uuid4().hex[:8], logprefix="bench-kill-")
     try:
         _, port = nodes.start("gateway", "--auth", "off", *LIMITS, *PACE)
         kill_ms, up_ms, codes, early = asyncio.run(run(nodes, port, args.rounds, args.tokens_before_kill,

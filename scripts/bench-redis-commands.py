@@ -41,6 +41,8 @@ import urllib.parse
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from benchnodes import BenchError, Nodes  # noqa: E402
 WARMUP = 20
 PACE = ["--model-ttft-ms", "0", "--model-token-ms", "0", "--model-jitter", "0"]
 LIMITS = ["--rate-limit-rpm", "1000000", "--max-concurrent", "1000"]
@@ -50,8 +52,6 @@ BODY = {"prompt": "The sea", "presence_penalty": -2, "frequency_penalty": -2}
 OURS = {"info": 1, "echo": 1}  # our own commands inside each measured window (see snapshot())
 
 
-class BenchError(Exception):
-    pass
 
 
 # --- a minimal Redis client (RESP2), enough for INFO, ECHO, EVAL and MONITOR ---------------------
@@ -237,47 +237,14 @@ def script_names():
 
 # --- nodes ----------------------------------------------------------------------------------------
 
-class Nodes:
-    """Child processes, stopped (SIGTERM, then SIGKILL) however the script ends."""
-
-    def __init__(self, binary, redis_url):
-        self.binary, self.redis_url, self.procs = binary, redis_url, []
-        self.logdir = tempfile.mkdtemp(prefix="bench-redis-commands-")
-
-    def start(self, role, *flags):
-        env = dict(os.environ, REDIS_URL=self.redis_url, PLAYGROUND_DIE_WITH_PARENT=str(os.getpid()))
-        env.pop("DATABASE_URL", None)
-        log = open(os.path.join(self.logdir, f"{role}-{len(self.procs)}.log"), "w")
-        p = subprocess.Popen([self.binary, role, "--host", "127.0.0.1", "--port", "0", "--log-level", "error",
-                              "--redis-url", self.redis_url, *flags],
-                             stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env=env)
-        self.procs.append(p)
-        line = p.stdout.readline()
-        m = re.match(r"listening on http://[\d.]+:(\d+)", line or "")
-        if not m:
-            raise BenchError(f"{role} did not start: {line!r} (log: {log.name})")
-        threading.Thread(target=p.stdout.read, daemon=True).start()  # never let a full pipe block it
-        return int(m.group(1))
-
-    def stop_all(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
 
 
 def start_path(nodes, path):
     fleet = "rcmd-" + uuid.uuid4().hex[:8]
     if path == "fleet":
         nodes.start("worker", "--fleet", fleet, *PACE)
-        return nodes.start("gateway", "--fleet", fleet, "--auth", "off", *LIMITS, *PACE)
-    return nodes.start("serve", "--fleet", fleet, "--auth", "off", *LIMITS, *PACE)
+        return nodes.start("gateway", "--fleet", fleet, "--auth", "off", *LIMITS, *PACE)[1]
+    return nodes.start("serve", "--fleet", fleet, "--auth", "off", *LIMITS, *PACE)[1]
 
 
 # --- completions ----------------------------------------------------------------------------------
@@ -420,7 +387,7 @@ def main():
         ap.error(f"--bin {binary}: not an executable")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    nodes = Nodes(binary, args.redis_url)
+    nodes = Nodes(binary, args.redis_url, logprefix="bench-redis-commands-")
     counter = None
     rows = []
     names = script_names()
