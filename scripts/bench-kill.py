@@ -18,19 +18,15 @@ import collections
 import json
 import os
 import random
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from benchnodes import BenchError, Nodes  # noqa: E402
+from benchnodes import BenchError, Nodes, add_node_args, parse_node_args  # noqa: E402
 PACE = ["--model-ttft-ms", "0", "--model-token-ms", "20", "--model-jitter", "0"]
 LIMITS = ["--rate-limit-rpm", "1000000", "--max-concurrent", "1000"]
 # 2,000 tokens at 20 ms: 40 s. With negative penalties and this seed the built-in model writes all
@@ -131,22 +127,14 @@ def main():
     ap = argparse.ArgumentParser(description="Kill -9 of a worker mid-stream: how long until its client hears.",
                                  allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
-    ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "playground"),
-                    help="the playground binary (default: .build/release/playground)")
+    add_node_args(ap)
     ap.add_argument("--rounds", type=positive, default=100, help="workers killed (default: 100)")
     ap.add_argument("--tokens-before-kill", type=positive, default=3, help="tokens received before the kill (default: 3)")
     ap.add_argument("--kill-spread-ms", type=spread, default=500,
                     help="after those tokens, a random wait of 0 to MS before the kill (default: 500; 0: at once)")
     ap.add_argument("--round-timeout", type=positive, default=30,
                     help="seconds to wait for the tokens, then for the error (default: 30)")
-    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="Redis (default: $REDIS_URL)")
-    args = ap.parse_args()
-    if not args.redis_url:
-        ap.error("set REDIS_URL or pass --redis-url")
-    binary = os.path.abspath(args.bin)
-    if not os.access(binary, os.X_OK):
-        ap.error(f"--bin {binary}: not an executable")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args, binary = parse_node_args(ap)
 
     nodes = Nodes(binary, args.redis_url, "--fleet", "kill-" + uuid.uuid4().hex[:8], logprefix="bench-kill-")
     try:

@@ -30,11 +30,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -42,7 +39,7 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from benchnodes import BenchError, Nodes  # noqa: E402
+from benchnodes import BenchError, Nodes, add_node_args, parse_node_args  # noqa: E402
 WARMUP = 20
 PACE = ["--model-ttft-ms", "0", "--model-token-ms", "0", "--model-jitter", "0"]
 LIMITS = ["--rate-limit-rpm", "1000000", "--max-concurrent", "1000"]
@@ -368,8 +365,7 @@ def seconds(text):
 def main():
     ap = argparse.ArgumentParser(description="Redis commands per completion (fleet and serve paths).", allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "playground"),
-                    help="the playground binary (default: .build/release/playground)")
+    add_node_args(ap)
     ap.add_argument("--paths", type=csv_arg(str, ("fleet", "serve")), default=["fleet", "serve"],
                     help="fleet, serve or both (default: fleet,serve)")
     ap.add_argument("--tokens", type=csv_arg(int), default=[16, 256], help="max_tokens values (default: 16,256)")
@@ -378,14 +374,7 @@ def main():
     ap.add_argument("--idle-seconds", type=seconds, default=6.0,
                     help="shortest idle period for the background rate (default: 6; at least the batch's duration)")
     ap.add_argument("--top", type=positive, default=8, help="commands listed per case (default: 8)")
-    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="Redis (default: $REDIS_URL)")
-    args = ap.parse_args()
-    if not args.redis_url:
-        ap.error("set REDIS_URL or pass --redis-url")
-    binary = os.path.abspath(args.bin)
-    if not os.access(binary, os.X_OK):
-        ap.error(f"--bin {binary}: not an executable")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args, binary = parse_node_args(ap)
 
     nodes = Nodes(binary, args.redis_url, logprefix="bench-redis-commands-")
     counter = None

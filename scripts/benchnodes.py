@@ -3,15 +3,37 @@ the "listening on" line, and stopped (SIGTERM, then SIGKILL) however the script 
 with the script too (PLAYGROUND_DIE_WITH_PARENT)."""
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class BenchError(Exception):
     pass
+
+
+def add_node_args(ap):
+    """--bin and --redis-url, shared by every script that starts nodes."""
+    ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "playground"),
+                    help="the playground binary (default: .build/release/playground)")
+    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="Redis (default: $REDIS_URL)")
+
+
+def parse_node_args(ap):
+    """Parses, checks --redis-url and --bin (exit 2 naming them), and makes SIGTERM end the script
+    through its finally blocks; returns (args, absolute binary path)."""
+    args = ap.parse_args()
+    if not args.redis_url:
+        ap.error("set REDIS_URL or pass --redis-url")
+    binary = os.path.abspath(args.bin)
+    if not os.access(binary, os.X_OK):
+        ap.error(f"--bin {binary}: not an executable")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return args, binary
 
 
 class Nodes:
