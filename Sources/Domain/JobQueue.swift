@@ -23,6 +23,12 @@ public protocol RelayTarget: AnyObject, Sendable {
     func deliver(_ message: RelayMessage)
     /// Ended already (a job for it is not run).
     var isFinished: Bool { get }
+    /// Holds more unsent output than it wants: the producer should wait.
+    var isBacklogged: Bool { get }
+}
+
+extension RelayTarget {
+    public var isBacklogged: Bool { false }
 }
 
 /// A job on the fleet's queue: the entry id, the job (nil: the entry could not be read — it is

@@ -7,8 +7,11 @@ public protocol CompletionSubscriber: AnyObject {
     func receive(_ event: CompletionEvent)
     /// Ends the transport abruptly (an injected mid-stream failure): no end marker is written.
     func abortTransport()
+    /// Holds more unsent output than it wants (see `GenerationSink.isBacklogged`).
+    var isBacklogged: Bool { get }
 }
 
 extension CompletionSubscriber {
     public func abortTransport() {}
+    public var isBacklogged: Bool { false }
 }

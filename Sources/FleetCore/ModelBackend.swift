@@ -11,6 +11,13 @@ public protocol GenerationSink: AnyObject {
     /// `dropTransport`: the model's connection broke without an end marker; the clients'
     /// transports are dropped the same way (no end marker either).
     func failed(_ error: APIError, dropTransport: Bool)
+    /// The receiver holds more unsent output than it wants: a backend that can wait (the
+    /// built-in model at zero pace) makes no more tokens until it is false again.
+    var isBacklogged: Bool { get }
+}
+
+extension GenerationSink {
+    public var isBacklogged: Bool { false }
 }
 
 /// A generation in progress.

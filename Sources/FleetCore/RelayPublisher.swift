@@ -58,6 +58,9 @@ public final class RelayPublisher: CompletionSubscriber, @unchecked Sendable {
         end()
     }
 
+    /// Only a direct target can say; the Redis relay cannot (Redis bounds its own buffers).
+    public var isBacklogged: Bool { target?.isBacklogged ?? false }
+
     /// Whether the receiver went away (a publish reached nobody).
     public var receiverGone: Bool { gone.load(ordering: .relaxed) }
 

@@ -111,10 +111,7 @@ final class BuiltinRun: RunningGeneration {
             return
         }
         if pace.isInstant {
-            // Every token exists at the same instant: write them in one burst, flushed once per socket.
-            loop.deferringWrites {
-                while !done && !stalled { step() }
-            }
+            burst()
         } else {
             timer = loop.schedule(afterNanos: delay(pace.ttftNanos)) { [weak self] in self?.tick() }
         }
@@ -128,6 +125,33 @@ final class BuiltinRun: RunningGeneration {
     }
 
     private var usage: Usage { Usage(promptTokens: generation.promptTokens, completionTokens: generation.completionTokens) }
+
+    /// Tokens one burst makes before the loop serves its other sockets.
+    static let burstTokens = 256
+    /// How often a backlogged burst looks again whether its receiver drained.
+    static let backlogRetryNanos: UInt64 = 1_000_000
+
+    /// Zero pace: every token exists at once, written in bursts flushed once per socket. A burst
+    /// stops at `burstTokens` (the loop serves its other sockets, then it goes on) or when the
+    /// receiver is backlogged (it looks again shortly): a long answer never holds the loop, nor
+    /// piles up faster than it is sent.
+    private func burst() {
+        timer = nil
+        guard sink != nil else { done = true; return }
+        var made = 0
+        loop.deferringWrites {
+            while !done && !stalled && made < Self.burstTokens && sink?.isBacklogged != true {
+                step()
+                made += 1
+            }
+        }
+        guard !done && !stalled else { return }
+        let wait = made < Self.burstTokens ? Self.backlogRetryNanos : 0
+        timer = loop.schedule(afterNanos: wait) { [weak self] in
+            guard let self, !self.done else { return }
+            self.burst()
+        }
+    }
 
     private func tick() {
         timer = nil

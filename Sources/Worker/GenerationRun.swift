@@ -53,6 +53,8 @@ final class GenerationRun: GenerationSink, @unchecked Sendable {
         tokens += 1
     }
 
+    var isBacklogged: Bool { sink.isBacklogged }
+
     func finished(_ reason: FinishReason, usage: Usage, upstream: String) {
         // Only `upstream` matters to the gateway: it times the stream as its client saw it.
         end(.done(reason, usage, timings(upstream: upstream)))

@@ -13,6 +13,10 @@ public struct LinkPoolConfiguration: Sendable {
     /// Bytes a link may hold unsent (the gateway stopped reading); past this it closes and its
     /// streams stop: the worker's memory stays bounded.
     public var maxOutboundBytes = 4 << 20
+    /// Unsent bytes past which the link's streams say they are backlogged: a backend that can
+    /// wait (the built-in model) pauses, so a gateway slower than the model slows its streams
+    /// instead of overflowing the link; one that stopped reading is found by the silence check.
+    public var highWaterBytes = 256 << 10
     /// How long dialling and the handshake may take.
     public var connectNanos: UInt64 = 2_000_000_000
     public init() {}
@@ -100,6 +104,9 @@ final class LinkedStream: RelayTarget, @unchecked Sendable {
 
     var isFinished: Bool { ended }
 
+    /// Waiting for the link to open, or its unsent bytes are past the high-water mark.
+    var isBacklogged: Bool { !ended && !onRelay && link.isBacklogged }
+
     func deliver(_ message: RelayMessage) {
         guard !ended else { return }
         let last: Bool
@@ -168,6 +175,13 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
     private var timer: TimerHandle?
     var closed: Bool { phase == .closed }
     var isOpen: Bool { phase == .open }
+    var isBacklogged: Bool {
+        switch phase {
+        case .connecting, .challenged: return true
+        case .closed: return false
+        case .open: return out.count + (connection?.pendingOutboundBytes ?? 0) > pool.configuration.highWaterBytes
+        }
+    }
     private var everOpened = false
 
     init(pool: LinkPool, address: CompletionWire.LinkAddress, loop: EventLoop, onClosed: @escaping (OutboundLink, _ opened: Bool) -> Void) {
@@ -228,8 +242,8 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
             LinkFrame.appendMessage(id: id, message, to: &out, scratch: &scratch)
         }
         if out.count > pool.configuration.maxOutboundBytes {
-            pool.logger.warning("stream link: gateway not reading, closed", ["gateway": address.gateway])
-            return close()
+            pool.logger.warning("stream link: gateway not reading, closed", ["gateway": address.gateway, "streams": "\(streams.count)"])
+            return close(overflowed: true)
         }
         scheduleFlush()
     }
@@ -316,12 +330,13 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
 
     func connectionClosed(_ connection: Connection, error: SystemError?) { close() }
 
-    /// Ends the link. Once it had opened, every stream on it stops (the gateway, gone or cut
-    /// off, ends them on its side); if it never opened (unreachable, refused, not answering),
-    /// they go on through the relay, and this gateway is not dialled again for a while.
-    private func close() {
+    /// Ends the link. Once it had opened, or when it overflowed, every stream on it stops (the
+    /// gateway, gone or cut off, ends them on its side; an overflow is never replayed onto
+    /// Redis); if it never opened (unreachable, refused, not answering), they go on through the
+    /// relay, and this gateway is not dialled again for a while.
+    private func close(overflowed: Bool = false) {
         guard phase != .closed else { return }
-        if !everOpened {
+        if !everOpened && !overflowed {
             pool.logger.warning("stream link could not be opened: tokens to this gateway go through Redis for now",
                                 ["gateway": address.gateway, "address": "\(address.host):\(address.port)"])
         }
@@ -335,7 +350,7 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
         let lost = streams
         streams.removeAll()
         for (_, s) in lost {
-            if everOpened { s.lost() } else { s.fallBackToRelay() }
+            if everOpened || overflowed { s.lost() } else { s.fallBackToRelay() }
         }
     }
 }

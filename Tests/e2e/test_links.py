@@ -4,6 +4,7 @@ without live workers refuses at once, and a serve node runs what it can itself. 
 is spoken here from Python too (an unseen client of our framing)."""
 import hashlib
 import hmac
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 import uuid
 
 import pytest
+from websockets.sync.client import connect
 
 from conftest import free_port, make_key, post
 from test_fleet import SSE, Fleet, metric, redis_url  # noqa: F401  (fixture)
@@ -205,6 +207,62 @@ def test_a_stopped_worker_or_gateway_is_noticed_within_3s(make_node, redis_url):
     rest = list(events)
     assert rest[-1].get("error", {}).get("code") == "generation_interrupted", rest[-1]
     # Nothing hangs: the next completion runs.
+    status, answer = post(g.url, key, {"prompt": "The sea", "max_tokens": 3})
+    assert status == 200 and answer["usage"]["completion_tokens"] == 3
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+def test_a_gateway_that_stops_reading_pauses_then_stops_the_worker_with_bounded_memory(make_node, redis_url):
+    """Zero-pace generations of a million tokens each (~20 MB of frames apiece): the worker makes
+    tokens only as fast as the gateway takes them (a long answer arrives whole); towards a gateway
+    that stops reading it pauses (its link buffer stays at the high-water mark, its memory
+    bounded), and the link's silence check then stops both generations."""
+    f = Fleet(make_node, redis_url, "--model-ttft-ms", "0", "--model-token-ms", "0", "--model-jitter", "0",
+              "--max-tokens-cap", "1000000")
+    # The gateway queues what its client has not read yet (up to 1 GiB) instead of dropping the
+    # client: only the gateway's reading of the link is in question here.
+    g = f.gateway("--max-outbound-bytes", str(1 << 30))
+    w = f.worker()
+    key = make_key("links-slow-" + uuid.uuid4().hex[:6])
+    body = {"prompt": "The sea", "seed": 7, "presence_penalty": -2, "frequency_penalty": -2}
+    status, whole = post(g.url, key, dict(body, max_tokens=200000), timeout=60)
+    assert status == 200 and whole["usage"]["completion_tokens"] == 200000, (status, whole.get("usage"))
+    assert whole["choices"][0]["finish_reason"] == "length"
+    idle = rss_kib(w.proc.pid)
+
+    with connect(g.ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
+        for i in range(2):  # sent, then not read until the end: the gateway queues for this client
+            ws.send(json.dumps({"id": i, "method": "POST", "path": "/v1/completions", "body": dict(body, max_tokens=1000000)}))
+        deadline = time.time() + 5
+        while metric(w, "playground_active_generations") != 2 and time.time() < deadline:
+            time.sleep(0.01)
+        assert metric(w, "playground_active_generations") == 2
+        g.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        peak = 0
+        try:
+            while time.monotonic() - stopped < 5.0:
+                peak = max(peak, rss_kib(w.proc.pid))
+                if metric(w, "playground_active_generations") == 0:
+                    break
+                time.sleep(0.02)
+            took = time.monotonic() - stopped
+            assert metric(w, "playground_active_generations") == 0, "the worker still generates for a gateway that does not read"
+            assert 2.0 < took < 4.5, f"stopped after {took:.2f} s (paused, then the 3 s silence check)"
+            assert peak - idle < 32 * 1024, f"worker grew {(peak - idle) // 1024} MiB"
+        finally:
+            g.proc.send_signal(signal.SIGCONT)
+        ends = {}
+        while len(ends) < 2:
+            event = json.loads(ws.recv(timeout=30))
+            if event["type"] in ("done", "error"):
+                ends[event["id"]] = event
+    for e in ends.values():
+        assert e["type"] == "error" and e["error"]["code"] == "generation_interrupted", e
     status, answer = post(g.url, key, {"prompt": "The sea", "max_tokens": 3})
     assert status == 200 and answer["usage"]["completion_tokens"] == 3
 
