@@ -334,7 +334,8 @@ enum ServeCommand {
         // The public model names: builtin, and the models file's aliases.
         var models = ServeCommand.models
         for a in config.models?.publicModels ?? [] where !models.contains(a) { models.append(a) }
-        let policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
+        var policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
+        policy.upstreamModels = config.models?.upstreamModels ?? []
 
         // PostgreSQL: migrations at start, the pool, the identity cache fed by LISTEN.
         var pool: PGPool?

@@ -6,6 +6,8 @@ public enum ErrorCode: String, Sendable {
     case unauthorized
     case forbidden
     case notFound = "not_found"
+    /// `GET /v1/models/{id}` of a model this node does not serve (OpenAI's code).
+    case modelNotFound = "model_not_found"
     case methodNotAllowed = "method_not_allowed"
     case conflict
     case rateLimitExceeded = "rate_limit_exceeded"
@@ -17,13 +19,16 @@ public enum ErrorCode: String, Sendable {
     case payloadTooLarge = "payload_too_large"
     case unsupportedMediaType = "unsupported_media_type"
     case internalError = "internal_error"
+    /// An upstream model server refused the request for reasons that are not the client's
+    /// (its credentials, its route): 502.
+    case upstreamError = "upstream_error"
 
     public var httpStatus: Int {
         switch self {
         case .invalidRequest: return 400
         case .unauthorized: return 401
         case .forbidden: return 403
-        case .notFound: return 404
+        case .notFound, .modelNotFound: return 404
         case .methodNotAllowed: return 405
         case .conflict: return 409
         case .payloadTooLarge: return 413
@@ -31,13 +36,15 @@ public enum ErrorCode: String, Sendable {
         case .rateLimitExceeded, .concurrentGenerationsLimitExceeded: return 429
         case .serverBusy, .modelUnavailable, .presetsDegraded, .generationInterrupted: return 503
         case .internalError: return 500
+        case .upstreamError: return 502
         }
     }
 
     /// The `type` field OpenAI SDKs read alongside the code.
     var openAIType: String {
         switch self {
-        case .invalidRequest, .payloadTooLarge, .unsupportedMediaType, .notFound, .conflict, .methodNotAllowed: return "invalid_request_error"
+        case .invalidRequest, .payloadTooLarge, .unsupportedMediaType, .notFound, .modelNotFound, .conflict, .methodNotAllowed:
+            return "invalid_request_error"
         case .unauthorized, .forbidden: return "authentication_error"
         case .rateLimitExceeded, .concurrentGenerationsLimitExceeded: return "rate_limit_error"
         default: return "server_error"
@@ -52,6 +59,10 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
     public var message: String
     public var field: String?
     public var retryAfterMs: Int?
+    /// An upstream model server's own 4xx answer, passed on as it was: its status, and its
+    /// `error` object as JSON text (written instead of ours).
+    public var upstreamStatus: Int?
+    public var upstreamError: String?
 
     public init(_ code: ErrorCode, _ message: String, field: String? = nil, retryAfterMs: Int? = nil) {
         self.code = code
@@ -69,12 +80,22 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
     public static let requestIDUsed = APIError(.conflict, "request_id was used recently and its result is no longer kept; use a new one",
                                                field: "request_id")
 
-    public var status: Int { code.httpStatus }
+    /// The upstream's own answer to a request it found wrong (400, 404, 422, …): not retried
+    /// elsewhere, the breaker untouched, the client gets it as the upstream wrote it.
+    public static func fromUpstream(status: Int, error: String, message: String) -> APIError {
+        var e = APIError(.invalidRequest, message)
+        e.upstreamStatus = status
+        e.upstreamError = error
+        return e
+    }
+
+    public var status: Int { upstreamStatus ?? code.httpStatus }
     public var description: String { "\(code.rawValue): \(message)" }
 
     /// `{"code", "message", "type", "param", "field"?, "retry_after_ms"?}` — the project's shape,
     /// plus `type`/`param` so the OpenAI SDKs classify it.
     public func writeBody(_ w: inout JSONWriter) {
+        if let upstreamError { return w.raw(Array(upstreamError.utf8)) }
         w.beginObject()
         w.key("code"); w.string(code.rawValue)
         w.key("message"); w.string(message)

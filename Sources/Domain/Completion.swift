@@ -26,6 +26,12 @@ public struct CompletionRequest: Sendable {
     /// Admission said this request_id already ran in the window: attach to it or replay it, never
     /// start it again (it holds no lease and no place in the window of its own).
     public var replayOnly = false
+    /// The client's body as it was sent, kept for a model served by upstream model servers: the
+    /// proxy forwards it (every field, messages verbatim), changing only what `UpstreamRequest`
+    /// says. nil for the built-in model and for presets (built from the prompt and parameters).
+    public var passthrough: JSONObject?
+    /// `stream_options.include_usage`: a final chunk with `choices: []` and the usage.
+    public var includeUsage = false
 
     public init(requestID: String, clientSuppliedID: Bool, prompt: String, parameters: GenerationParameters,
                 stream: Bool, flavor: CompletionFlavor) {
@@ -40,6 +46,11 @@ public struct CompletionRequest: Sendable {
 
 public enum FinishReason: String, Sendable {
     case stop, length, cancelled
+    /// An upstream model's reasons, kept as it gave them.
+    case toolCalls = "tool_calls", contentFilter = "content_filter", functionCall = "function_call"
+
+    /// An upstream's finish_reason: unknown ones read as `stop`.
+    public init(upstream s: String) { self = FinishReason(rawValue: s) ?? .stop }
 }
 
 public struct Usage: Sendable, Equatable {
@@ -75,7 +86,11 @@ public struct Timings: Sendable, Equatable {
 /// What a completion stream carries, in order: accepted, delta*, then done or error.
 public enum CompletionEvent: Sendable {
     case accepted(requestID: String, model: String, created: Int)
-    case delta(index: Int, text: String)
+    /// `text`: what the first choice added to the answer. `chunk`: for an upstream model, the
+    /// rest of its stream chunk as a JSON object — `choices` as the upstream sent them (tool-call
+    /// fragments, logprobs, refusal, finish_reason, fields we do not know) and its other top-level
+    /// fields, without `id`, `object`, `created`, `model` and `usage` (ours to write).
+    case delta(index: Int, text: String, chunk: String? = nil)
     case done(FinishReason, Usage, Timings)
     case failed(APIError, tokensSoFar: Int)
 }
@@ -149,11 +164,27 @@ public struct CompletionRequestParser: Sendable {
                 base = nil
             }
         }
-        let params = try policy.parameters(from: o, base: base)
+        var params = try policy.parameters(from: o, base: base)
+        let upstreamModel = policy.upstreamModels.contains(params.model)
+        if !upstreamModel { try CompletionRequestParser.refuseWhatTheBuiltinCannotDo(o, flavor: flavor) }
         var stream = false
         if let v = o["stream"], !v.isNull {
             guard let b = v.boolValue else { throw .invalid("stream", "stream must be a boolean") }
             stream = b
+        }
+        var includeUsage = false
+        if let v = o["stream_options"], !v.isNull {
+            guard let so = v.objectValue else { throw .invalid("stream_options", "stream_options must be an object") }
+            if let u = so["include_usage"], !u.isNull {
+                guard let b = u.boolValue else { throw .invalid("stream_options.include_usage", "stream_options.include_usage must be a boolean") }
+                includeUsage = b
+            }
+        }
+        // An upstream model gets the body as sent; with no limit of the client's own, the
+        // operator's cap is the limit (the upstream is told it, and the proxy stops there).
+        let forwarded = upstreamModel && !hasPreset
+        if forwarded && o["max_tokens"].map({ $0.isNull }) ?? true && o["max_completion_tokens"].map({ $0.isNull }) ?? true {
+            params.maxTokens = policy.maxTokensCap
         }
         var id = newID()
         var supplied = false
@@ -166,7 +197,41 @@ public struct CompletionRequestParser: Sendable {
         }
         var r = CompletionRequest(requestID: id, clientSuppliedID: supplied, prompt: prompt, parameters: params, stream: stream, flavor: flavor)
         r.presetID = preset?.id
+        r.includeUsage = includeUsage
+        if forwarded { r.passthrough = o }
         return r
+    }
+
+    /// The built-in model cannot call tools, follow a JSON schema or report logprobs: asked to,
+    /// it refuses naming the field rather than answer as if it had.
+    static func refuseWhatTheBuiltinCannotDo(_ o: JSONObject, flavor: CompletionFlavor) throws(APIError) {
+        func given(_ k: String) -> JSONValue? {
+            guard let v = o[k], !v.isNull else { return nil }
+            return v
+        }
+        if let v = given("tools"), v.arrayValue?.isEmpty != true {
+            throw .invalid("tools", "the built-in model cannot call tools; use a model served by an upstream")
+        }
+        if given("functions") != nil { throw .invalid("functions", "the built-in model cannot call functions") }
+        if let v = given("tool_choice"), v.stringValue != "none" {
+            throw .invalid("tool_choice", "the built-in model cannot call tools: tool_choice must be \"none\" or absent")
+        }
+        if let v = given("response_format") {
+            guard let t = v.objectValue?["type"]?.stringValue else {
+                throw .invalid("response_format", "response_format must be an object with a type")
+            }
+            guard t == "text" else {
+                throw .invalid("response_format", "the built-in model writes plain text: response_format \(t.prefix(40)) is not supported")
+            }
+        }
+        if let v = given("logprobs"), v.boolValue != false && v.intValue != 0 {
+            throw .invalid("logprobs", "the built-in model does not report logprobs")
+        }
+        if given("top_logprobs") != nil { throw .invalid("top_logprobs", "the built-in model does not report logprobs") }
+        if given("audio") != nil { throw .invalid("audio", "the built-in model writes text only") }
+        if let m = given("modalities")?.arrayValue, m.contains(where: { $0.stringValue != "text" }) {
+            throw .invalid("modalities", "the built-in model writes text only")
+        }
     }
 
     /// Chat messages become one prompt for a plain text model: each message on its own line.

@@ -71,6 +71,8 @@ public enum CompletionWire {
         w.key("frequency_penalty"); w.double(p.frequencyPenalty)
         // As a string: a UInt64 does not fit a JSON number exactly.
         if let s = p.seed { w.key("seed"); w.string(String(s)) }
+        if r.includeUsage { w.key("iu"); w.bool(true) }
+        if let body = r.passthrough { w.key("body"); w.value(.object(body)) }
         w.endObject()
         return w.bytes
     }
@@ -124,6 +126,11 @@ public enum CompletionWire {
         r.keyID = key
         r.fence = fence
         r.presetID = o["preset"]?.stringValue
+        r.includeUsage = o["iu"]?.boolValue ?? false
+        if let b = o["body"] {
+            guard let body = b.objectValue else { throw DecodeError("body") }
+            r.passthrough = body
+        }
         return r
     }
 
@@ -140,10 +147,11 @@ public enum CompletionWire {
             w.key("id"); w.string(id)
             w.key("model"); w.string(model)
             w.key("created"); w.int(created)
-        case .delta(let index, let text):
+        case .delta(let index, let text, let chunk):
             w.key("t"); w.string("d")
             w.key("i"); w.int(index)
             w.key("x"); w.string(text)
+            if let chunk { w.key("c"); w.string(chunk) }
         case .done(let reason, let usage, let timings):
             w.key("t"); w.string("f")
             w.key("reason"); w.string(reason.rawValue)
@@ -159,6 +167,7 @@ public enum CompletionWire {
             w.key("msg"); w.string(e.message)
             if let f = e.field { w.key("field"); w.string(f) }
             if let ms = e.retryAfterMs { w.key("retry"); w.int(ms) }
+            if let s = e.upstreamStatus, let body = e.upstreamError { w.key("us"); w.int(s); w.key("ue"); w.string(body) }
             w.key("n"); w.int(tokens)
         }
         w.endObject()
@@ -180,7 +189,12 @@ public enum CompletionWire {
             return .accepted(requestID: id, model: model, created: created)
         case "d":
             guard let i = o["i"]?.intValue, let x = o["x"]?.stringValue else { throw DecodeError("delta") }
-            return .delta(index: i, text: x)
+            var chunk: String?
+            if let c = o["c"] {
+                guard let s = c.stringValue else { throw DecodeError("delta chunk") }
+                chunk = s
+            }
+            return .delta(index: i, text: x, chunk: chunk)
         case "f":
             guard let reason = o["reason"]?.stringValue.flatMap(FinishReason.init(rawValue:)), let pt = o["pt"]?.intValue,
                   let ct = o["ct"]?.intValue, let queue = o["queue"]?.doubleValue, let total = o["total"]?.doubleValue,
@@ -190,7 +204,12 @@ public enum CompletionWire {
         case "e":
             guard let code = o["code"]?.stringValue.flatMap(ErrorCode.init(rawValue:)), let msg = o["msg"]?.stringValue,
                   let n = o["n"]?.intValue else { throw DecodeError("error") }
-            let e = APIError(code, msg, field: o["field"]?.stringValue, retryAfterMs: o["retry"]?.intValue)
+            var e = APIError(code, msg, field: o["field"]?.stringValue, retryAfterMs: o["retry"]?.intValue)
+            if let s = o["us"]?.intValue, let body = o["ue"]?.stringValue {
+                guard (400...499).contains(s), (try? JSONParser.parse(Array(body.utf8)))?.objectValue != nil else { throw DecodeError("upstream error") }
+                e.upstreamStatus = s
+                e.upstreamError = body
+            }
             return .failed(e, tokensSoFar: n)
         default:
             throw DecodeError("unknown event type")

@@ -32,6 +32,12 @@ public struct ParameterPolicy: Sendable {
     public var defaultMaxTokens: Int
     public var maxStopSequences = 4
     public var maxStopLength = 256
+    /// Models served by upstream model servers (aliases with an upstream in them): their requests
+    /// are forwarded as sent, so fields only the built-in model cannot honour (tools, n > 1, …)
+    /// are the upstream's to judge.
+    public var upstreamModels: Set<String> = []
+    /// Choices one request may ask an upstream model for.
+    public static let maxChoices = 8
 
     public init(defaultModel: String, knownModels: [String], maxTokensCap: Int = 2048, defaultMaxTokens: Int = 256) {
         self.defaultModel = defaultModel
@@ -98,7 +104,13 @@ public struct ParameterPolicy: Sendable {
             p.seed = UInt64(bitPattern: Int64(n))
         }
         if let v = present(body, "n") {
-            guard v.intValue == 1 else { throw .invalid("n", "only n = 1 is supported") }
+            if upstreamModels.contains(p.model) {
+                guard let n = v.intValue, (1...ParameterPolicy.maxChoices).contains(n) else {
+                    throw .invalid("n", "n must be an integer between 1 and \(ParameterPolicy.maxChoices)")
+                }
+            } else {
+                guard v.intValue == 1 else { throw .invalid("n", "the built-in model gives one choice: n must be 1") }
+            }
         }
         return p
     }

@@ -37,7 +37,8 @@ public final class Metrics: Sendable {
     /// Counts a completion that ended with `reason` and records its times.
     public func recordFinished(_ reason: FinishReason, timings: Timings) {
         switch reason {
-        case .stop: completionsDone.add(1, ordering: .relaxed)
+        // An upstream's own reasons (tool calls, content filter) are answers that ended by themselves.
+        case .stop, .toolCalls, .contentFilter, .functionCall: completionsDone.add(1, ordering: .relaxed)
         case .length: completionsLength.add(1, ordering: .relaxed)
         case .cancelled: completionsCancelled.add(1, ordering: .relaxed)
         }

@@ -7,6 +7,9 @@ import NetCore
 /// Receives one generation's output, on the loop it was started on.
 public protocol GenerationSink: AnyObject {
     func token(_ text: String)
+    /// An upstream's stream chunk, forwarded as it came (`CompletionEvent.delta`'s `chunk`);
+    /// `text` is what its first choice added to the answer.
+    func chunk(_ text: String, _ chunk: String)
     func finished(_ reason: FinishReason, usage: Usage, upstream: String)
     /// `dropTransport`: the model's connection broke without an end marker; the clients'
     /// transports are dropped the same way (no end marker either).
@@ -18,6 +21,7 @@ public protocol GenerationSink: AnyObject {
 
 extension GenerationSink {
     public var isBacklogged: Bool { false }
+    public func chunk(_ text: String, _ chunk: String) { token(text) }
 }
 
 /// A generation in progress.

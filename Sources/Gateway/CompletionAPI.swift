@@ -30,6 +30,7 @@ public final class CompletionAPI: @unchecked Sendable {
         api.add("POST", "/v1/chat/completions") { [self] call, reply in complete(call, reply, flavor: .chat) }
         api.add("POST", "/v1/completions/{request_id}/cancel") { [self] call, reply in cancel(call, reply) }
         api.add("GET", "/v1/models") { [self] _, reply in listModels(reply) }
+        api.add("GET", "/v1/models/{model}") { [self] call, reply in model(call.pathParameters["model"] ?? "", reply) }
     }
 
     func complete(_ call: APICall, _ reply: APIReply, flavor: CompletionFlavor) {
@@ -156,17 +157,31 @@ public final class CompletionAPI: @unchecked Sendable {
         w.key("object"); w.string("list")
         w.key("data")
         w.beginArray()
-        for m in models {
-            w.beginObject()
-            w.key("id"); w.string(m)
-            w.key("object"); w.string("model")
-            w.key("created"); w.int(startedEpoch)
-            w.key("owned_by"); w.string("playground")
-            w.endObject()
-        }
+        for m in models { writeModel(m, &w) }
         w.endArray()
         w.endObject()
         reply.respond(status: 200, json: w.bytes)
+    }
+
+    /// `GET /v1/models/{id}`: one model in OpenAI's shape, or 404 `model_not_found`.
+    func model(_ id: String, _ reply: APIReply) {
+        guard models.contains(id) else {
+            var e = APIError(.modelNotFound, "the model '\(id.prefix(100))' does not exist on this node; available: \(models.joined(separator: ", "))")
+            e.field = "model"
+            return reply.fail(e)
+        }
+        var w = JSONWriter()
+        writeModel(id, &w)
+        reply.respond(status: 200, json: w.bytes)
+    }
+
+    private func writeModel(_ id: String, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.string(id)
+        w.key("object"); w.string("model")
+        w.key("created"); w.int(startedEpoch)
+        w.key("owned_by"); w.string("playground")
+        w.endObject()
     }
 }
 

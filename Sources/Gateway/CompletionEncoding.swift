@@ -34,10 +34,12 @@ enum CompletionEncoding {
             w.key("request_id"); w.string(requestID)
             w.key("model"); w.string(model)
             w.key("created"); w.int(created)
-        case .delta(let index, let text):
+        case .delta(let index, let text, let chunk):
             w.key("type"); w.string("delta")
             w.key("index"); w.int(index)
             w.key("text"); w.string(text)
+            // An upstream model's chunk as it sent it (choices with tool-call fragments, logprobs, …).
+            if let chunk { w.key("chunk"); w.raw(Array(chunk.utf8)) }
         case .done(let reason, let usage, let timings):
             w.key("type"); w.string("done")
             w.key("finish_reason"); w.string(reason.rawValue)
@@ -54,11 +56,7 @@ enum CompletionEncoding {
 
     /// `{"id", "object", "created", "model", "choices": [{"index": 0` — what every OpenAI shape starts with.
     static func openChoice(_ request: CompletionRequest, object: String, created: Int, _ w: inout JSONWriter) {
-        w.beginObject()
-        w.key("id"); w.string(request.requestID)
-        w.key("object"); w.string(object)
-        w.key("created"); w.int(created)
-        w.key("model"); w.string(request.parameters.model)
+        openObject(request, object: object, created: created, &w)
         w.key("choices")
         w.beginArray()
         w.beginObject()
@@ -68,7 +66,7 @@ enum CompletionEncoding {
     /// One OpenAI stream chunk for a delta (or the final chunk when `finish` is set).
     static func streamChunk(request: CompletionRequest, created: Int, text: String?, finish: FinishReason?,
                             usage: Usage?, timings: Timings?, first: Bool, _ w: inout JSONWriter) {
-        openChoice(request, object: request.flavor == .chat ? "chat.completion.chunk" : "text_completion", created: created, &w)
+        openChoice(request, object: chunkObject(request), created: created, &w)
         if request.flavor == .chat {
             w.key("delta")
             w.beginObject()
@@ -85,6 +83,45 @@ enum CompletionEncoding {
         w.endArray()
         if let usage { w.key("usage"); writeUsage(usage, &w) }
         if let timings { w.key("timings"); writeTimings(timings, &w) }
+        w.endObject()
+    }
+
+    /// `{"id", "object", "created", "model"` — what every chunk and answer starts with.
+    static func openObject(_ request: CompletionRequest, object: String, created: Int, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.string(request.requestID)
+        w.key("object"); w.string(object)
+        w.key("created"); w.int(created)
+        w.key("model"); w.string(request.parameters.model)
+    }
+
+    static func chunkObject(_ request: CompletionRequest) -> String { request.flavor == .chat ? "chat.completion.chunk" : "text_completion" }
+
+    /// An upstream's forwarded chunk (`CompletionEvent.delta`'s `chunk`) under our id and model.
+    static func forwardedChunk(request: CompletionRequest, created: Int, chunk: String, _ w: inout JSONWriter) {
+        openObject(request, object: chunkObject(request), created: created, &w)
+        let b = Array(chunk.utf8)
+        // The worker wrote it compact: `{` fields `}`; its fields go after ours.
+        if b.count > 2, b.first == UInt8(ascii: "{"), b.last == UInt8(ascii: "}") { w.raw(Array(b[1..<(b.count - 1)])) }
+        w.endObject()
+    }
+
+    /// `stream_options.include_usage`: the last chunk before `[DONE]`, with no choices.
+    static func usageChunk(request: CompletionRequest, created: Int, usage: Usage, timings: Timings?, _ w: inout JSONWriter) {
+        openObject(request, object: chunkObject(request), created: created, &w)
+        w.key("choices"); w.beginArray(); w.endArray()
+        w.key("usage"); writeUsage(usage, &w)
+        if let timings { w.key("timings"); writeTimings(timings, &w) }
+        w.endObject()
+    }
+
+    /// The whole (non-streamed) answer of an upstream whose chunks were forwarded.
+    static func aggregatedResponse(request: CompletionRequest, created: Int, chunks: ChunkAggregator, finish: FinishReason,
+                                   usage: Usage, timings: Timings, _ w: inout JSONWriter) {
+        openObject(request, object: request.flavor == .chat ? "chat.completion" : "text_completion", created: created, &w)
+        chunks.write(finishFallback: finish, &w)
+        w.key("usage"); writeUsage(usage, &w)
+        w.key("timings"); writeTimings(timings, &w)
         w.endObject()
     }
 

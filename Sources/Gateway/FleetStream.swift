@@ -36,7 +36,8 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
     private var worker: String?
     /// The link its worker streams on, if it does (cancels go down it; its loss interrupts).
     private var link: StreamLinkHandle?
-    private var pieces: [String] = []
+    /// What was streamed, for replay: each delta's text and forwarded chunk.
+    private var pieces: [(text: String, chunk: String?)] = []
     private var final: CompletionEvent?
     private var subscribers: [CompletionSubscriber] = []
 
@@ -72,7 +73,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
         }
         if state.phase == .enqueueing { return subscribers.append(s) }
         s.receive(accepted)
-        for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p)) }
+        for (i, p) in pieces.enumerated() { s.receive(.delta(index: i, text: p.text, chunk: p.chunk)) }
         if let final { s.receive(final) } else { subscribers.append(s) }
     }
 
@@ -224,7 +225,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
                 } else if state.workerStarted(now: monotonicNanos()) {
                     leftQueue()
                 }
-            case .delta(let index, let text):
+            case .delta(let index, let text, let chunk):
                 switch state.delta(index: index, now: monotonicNanos()) {
                 case .append: break
                 case .duplicate, .ignored: return
@@ -233,9 +234,9 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
                     fail(APIError(.generationInterrupted, "part of the stream was lost between nodes; retry", retryAfterMs: 100), tellWorker: true)
                     return
                 }
-                pieces.append(text)
+                pieces.append((text, chunk))
                 hub.metrics.tokensStreamed.add(1, ordering: .relaxed)
-                let e = CompletionEvent.delta(index: index, text: text)
+                let e = CompletionEvent.delta(index: index, text: text, chunk: chunk)
                 for s in subscribers { s.receive(e) }
             case .done(let reason, let usage, let timings):
                 guard !state.isFinished else { return }
@@ -320,7 +321,7 @@ final class FleetStream: CompletionStream, RelayTarget, @unchecked Sendable {
         var w = JSONWriter(capacity: 256)
         for (i, p) in pieces.enumerated() {
             w.reset()
-            RelayMessage.event(requestID: key, .delta(index: i, text: p), worker: nil).encode(into: &w)
+            RelayMessage.event(requestID: key, .delta(index: i, text: p.text, chunk: p.chunk), worker: nil).encode(into: &w)
             out += w.bytes
             out.append(10)
         }

@@ -76,7 +76,12 @@ final class HTTPReply: APIReply {
     }
 }
 
-/// `stream: true`: one SSE event per token in OpenAI's chunk shape, then `data: [DONE]`.
+/// `stream: true`: one SSE event per token in OpenAI's chunk shape, then `data: [DONE]`. The
+/// response head waits for the first token, the end or the first keepalive: a completion that
+/// fails before any of them gets an ordinary HTTP error status, as OpenAI answers. An upstream's
+/// forwarded chunks are written as they came (under our id and model) and carry their own
+/// finish_reason; usage comes in a final `choices: []` chunk only with
+/// `stream_options.include_usage`.
 final class SSESubscriber: CompletionSubscriber {
     let responder: HTTPResponder
     let request: CompletionRequest
@@ -84,6 +89,8 @@ final class SSESubscriber: CompletionSubscriber {
     private var writer = JSONWriter(capacity: 512)
     private var created = 0
     private var first = true
+    /// An upstream's chunks came: they carry the finish_reason (unless the stream was cancelled).
+    private var forwarded = false
     private var frame: [UInt8] = []
     private let keepaliveNanos: UInt64
     private var keepaliveTimer: TimerHandle?
@@ -96,11 +103,24 @@ final class SSESubscriber: CompletionSubscriber {
         self.headers = headers
     }
 
-    /// SSE comments while the first token is awaited (a long TTFT, a queue).
+    private func startStream() {
+        guard responder.state == .idle else { return }
+        var h = headers
+        h.add("Content-Type", "text/event-stream")
+        h.add("Cache-Control", "no-store")
+        h.add("X-Accel-Buffering", "no")
+        h.add("X-Request-Id", request.requestID)
+        responder.startStream(headers: h)
+    }
+
+    /// SSE comments while the first token is awaited (a long TTFT, a queue); the first one
+    /// starts the stream.
     private func armKeepalive() {
         guard keepaliveNanos > 0 else { return }
         keepaliveTimer = responder.loop.schedule(afterNanos: keepaliveNanos) { [weak self] in
-            guard let self, self.responder.state == .streaming else { return }
+            guard let self else { return }
+            self.startStream()
+            guard self.responder.state == .streaming else { return }
             self.responder.writeChunk(":keepalive\n\n")
             self.armKeepalive()
         }
@@ -110,35 +130,44 @@ final class SSESubscriber: CompletionSubscriber {
         switch event {
         case .accepted(_, _, let c):
             created = c
-            var h = headers
-            h.add("Content-Type", "text/event-stream")
-            h.add("Cache-Control", "no-store")
-            h.add("X-Accel-Buffering", "no")
-            h.add("X-Request-Id", request.requestID)
-            responder.startStream(headers: h)
             armKeepalive()
-            if request.flavor == .chat {
-                writer.reset()
-                CompletionEncoding.streamChunk(request: request, created: created, text: "", finish: nil, usage: nil, timings: nil, first: true, &writer)
-                first = false
-                send(writer.bytes)
-            }
-        case .delta(_, let text):
+        case .delta(_, let text, let chunk):
             if let t = keepaliveTimer { t.cancel(); keepaliveTimer = nil }
+            startStream()
             writer.reset()
-            CompletionEncoding.streamChunk(request: request, created: created, text: text, finish: nil, usage: nil, timings: nil, first: first, &writer)
+            if let chunk {
+                forwarded = true
+                CompletionEncoding.forwardedChunk(request: request, created: created, chunk: chunk, &writer)
+            } else {
+                if first && request.flavor == .chat {
+                    CompletionEncoding.streamChunk(request: request, created: created, text: "", finish: nil, usage: nil, timings: nil, first: true, &writer)
+                    send(writer.bytes)
+                    writer.reset()
+                    first = false
+                }
+                CompletionEncoding.streamChunk(request: request, created: created, text: text, finish: nil, usage: nil, timings: nil, first: first, &writer)
+            }
             first = false
             send(writer.bytes)
         case .done(let reason, let usage, let timings):
             keepaliveTimer?.cancel()
-            writer.reset()
-            CompletionEncoding.streamChunk(request: request, created: created, text: request.flavor == .chat ? nil : "", finish: reason,
-                                           usage: usage, timings: timings, first: first, &writer)
-            send(writer.bytes)
+            startStream()
+            if !forwarded || reason == .cancelled {
+                writer.reset()
+                CompletionEncoding.streamChunk(request: request, created: created, text: request.flavor == .chat ? nil : "", finish: reason,
+                                               usage: nil, timings: request.includeUsage ? nil : timings, first: first, &writer)
+                send(writer.bytes)
+            }
+            if request.includeUsage {
+                writer.reset()
+                CompletionEncoding.usageChunk(request: request, created: created, usage: usage, timings: timings, &writer)
+                send(writer.bytes)
+            }
             responder.writeChunk("data: [DONE]\n\n")
             responder.end()
         case .failed(let error, _) where responder.state == .idle:
-            // Refused before the stream began: an ordinary error answer.
+            // Before the stream began: an ordinary error answer.
+            keepaliveTimer?.cancel()
             responder.send(error, headers: headers)
         case .failed(let error, _):
             keepaliveTimer?.cancel()
@@ -166,6 +195,8 @@ final class BufferedSubscriber: CompletionSubscriber {
     var loop: EventLoop { reply.loop }
     private var text = ""
     private var created = 0
+    /// An upstream's forwarded chunks, merged (nil until one comes).
+    private var chunks: ChunkAggregator?
 
     init(_ reply: HTTPReply, _ request: CompletionRequest) {
         self.reply = reply
@@ -175,10 +206,20 @@ final class BufferedSubscriber: CompletionSubscriber {
     func receive(_ event: CompletionEvent) {
         switch event {
         case .accepted(_, _, let c): created = c
-        case .delta(_, let t): text += t
+        case .delta(_, let t, let chunk):
+            if let chunk {
+                if chunks == nil { chunks = ChunkAggregator(chat: request.flavor == .chat) }
+                chunks?.add(chunk)
+            } else {
+                text += t
+            }
         case .done(let reason, let usage, let timings):
             var w = JSONWriter(capacity: text.utf8.count + 512)
-            CompletionEncoding.fullResponse(request: request, created: created, text: text, finish: reason, usage: usage, timings: timings, &w)
+            if let chunks {
+                CompletionEncoding.aggregatedResponse(request: request, created: created, chunks: chunks, finish: reason, usage: usage, timings: timings, &w)
+            } else {
+                CompletionEncoding.fullResponse(request: request, created: created, text: text, finish: reason, usage: usage, timings: timings, &w)
+            }
             reply.respond(status: 200, json: w.bytes)
         case .failed(let e, _):
             reply.fail(e)

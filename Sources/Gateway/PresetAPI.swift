@@ -359,7 +359,7 @@ public final class PresetAPI: @unchecked Sendable {
     /// updates are checked against the user's cached presets (a name they already use is 409 now,
     /// not a failure later); an update needs the preset in the cache (its current state).
     private func enqueue(_ op: PresetWrite.Op, id: String, fields: PresetFields, user: Identity, reply: APIReply) {
-        guard let outbox, let cache else { return reply.fail(PresetAPI.unavailable) }
+        guard let outbox, cache != nil else { return reply.fail(PresetAPI.unavailable) }
         let loop = reply.loop
         let rb = UncheckedBox(reply)
         let now = PresetAPI.nowISO()

@@ -108,6 +108,11 @@ public struct ModelsConfig: Sendable {
 
     public var publicModels: [String] { aliases.map(\.name) }
 
+    /// Aliases with at least one upstream model server in them: their requests are forwarded.
+    public var upstreamModels: Set<String> {
+        Set(aliases.filter { $0.groups.contains { $0.contains { $0 != ModelsConfig.builtin } } }.map(\.name))
+    }
+
     /// Reads and checks a models file; every mistake is named (the node refuses to start).
     public static func load(path: String, environment: (String) -> String?) throws(ConfigError) -> ModelsConfig {
         guard let bytes = Files.read(path) else { throw ConfigError("cannot read \(path)") }

@@ -224,6 +224,10 @@ final class Warmup: AttemptListener {
         if attempt.tokens == 1 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
     }
 
+    func attemptChunk(_ attempt: ModelAttempt, _ text: String, _ chunk: String, counts: Bool) {
+        if counts { attemptToken(attempt, text) }
+    }
+
     func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?) {
         let now = proxy.clock()
         if attempt.tokens == 0 { upstream.firstToken(afterNanos: now - attempt.startedAt, now: now, permit: permit) }
@@ -261,7 +265,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     /// A client that does not stream sees nothing until the end, so its answer is held here and a
     /// stream that breaks midway can start over on another upstream.
     let holdsAnswer: Bool
-    var held: [String] = []
+    var held: [(text: String, chunk: String?)] = []
 
     init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, timers: LoopClock, sink: GenerationSink, groups: [[String]]) {
         self.proxy = proxy
@@ -281,6 +285,10 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         let now = proxy.clock()
         guard let (up, name, permit) = proxy.pick(groups, excluding: tried, now: now) else {
             if hedge || !attempts.isEmpty { return }  // a hedge with nowhere to go; the running attempt goes on
+            if let e = lastError, case .unauthorized(let status) = e.kind {
+                return finishFailed(APIError(.upstreamError, "the model server refused this gateway's credentials, route or model name "
+                                             + "(HTTP \(status)); tell the operator"))
+            }
             return finishFailed(APIError(.modelUnavailable, "no upstream could serve '\(request.parameters.model)'"
                                          + (lastError.map { ": \($0.message)" } ?? ""), retryAfterMs: 1000))
         }
@@ -315,7 +323,11 @@ final class ProxyRun: RunningGeneration, AttemptListener {
 
     // MARK: AttemptListener
 
-    func attemptToken(_ attempt: ModelAttempt, _ text: String) {
+    func attemptToken(_ attempt: ModelAttempt, _ text: String) { output(attempt, text, nil, counts: true) }
+
+    func attemptChunk(_ attempt: ModelAttempt, _ text: String, _ chunk: String, counts: Bool) { output(attempt, text, chunk, counts: counts) }
+
+    private func output(_ attempt: ModelAttempt, _ text: String, _ chunk: String?, counts: Bool) {
         guard !done else { return }
         if winner == nil {
             winner = attempt
@@ -331,13 +343,22 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         guard attempt === winner else { return }
         // An upstream that sends more than max_tokens is stopped there (the extra token dropped):
         // the client asked for no more. (A well-behaved one ends by itself and keeps its connection.)
-        if tokens >= request.parameters.maxTokens {
+        if counts && tokens >= request.parameters.maxTokens {
             attempt.cancel()
+            if chunk != nil {
+                // A forwarded stream still ends with a finish_reason, as the upstream's would.
+                emit("", UpstreamAttempt.finishChunk(.length, chat: request.flavor == .chat))
+            }
             attemptFinished(attempt, .length, usage: nil)
             return
         }
-        tokens += 1
-        if holdsAnswer { held.append(text) } else { sink?.token(text) }
+        if counts { tokens += 1 }
+        emit(text, chunk)
+    }
+
+    private func emit(_ text: String, _ chunk: String?) {
+        if holdsAnswer { return held.append((text, chunk)) }
+        if let chunk { sink?.chunk(text, chunk) } else { sink?.token(text) }
     }
 
     func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?) {
@@ -358,7 +379,11 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         // Counters only grow, whatever a backend claims.
         proxy.promptTokens.add(max(0, u.promptTokens), ordering: .relaxed)
         proxy.completionTokens.add(max(0, u.completionTokens), ordering: .relaxed)
-        if holdsAnswer { for t in held { sink?.token(t) } }
+        if holdsAnswer {
+            for h in held {
+                if let c = h.chunk { sink?.chunk(h.text, c) } else { sink?.token(h.text) }
+            }
+        }
         sink?.finished(reason, usage: u, upstream: attempt.name)
     }
 
@@ -368,6 +393,13 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         attempt.upstream?.ended(now: now, permit: attempt.permit, outcome: error.outcome(now: now))
         attempts.removeAll { $0 === attempt }
         lastError = error
+        if winner == nil, case .rejected(let status, let body) = error.kind {
+            // The upstream found the request wrong: another upstream would too. The client gets
+            // the upstream's answer as it is (not retried; the breaker untouched).
+            for other in attempts { abandon(other) }
+            attempts.removeAll()
+            return finishFailed(APIError.fromUpstream(status: status, error: body, message: error.message))
+        }
         if attempt === winner && holdsAnswer {
             // Nothing reached the client yet: start over elsewhere.
             winner = nil

@@ -128,6 +128,9 @@ public final class Upstream: @unchecked Sendable {
 /// What one attempt at one upstream reports to the run that started it (on the run's loop).
 protocol AttemptListener: AnyObject {
     func attemptToken(_ attempt: ModelAttempt, _ text: String)
+    /// A forwarded stream chunk (see `GenerationSink.chunk`); `counts`: it holds output (text, a
+    /// tool-call fragment, a refusal), not only a role or a finish.
+    func attemptChunk(_ attempt: ModelAttempt, _ text: String, _ chunk: String, counts: Bool)
     func attemptFinished(_ attempt: ModelAttempt, _ reason: FinishReason, usage: Usage?)
     /// `throttledUntil`: it answered 429 (not a failure of the upstream).
     func attemptFailed(_ attempt: ModelAttempt, _ error: AttemptError)
@@ -150,7 +153,15 @@ protocol ModelAttempt: AnyObject {
 typealias AttemptFactory = (_ upstream: Upstream?, _ permit: CircuitBreaker.Permit, _ startedAt: UInt64, _ listener: AttemptListener) -> ModelAttempt
 
 struct AttemptError: Error {
-    enum Kind { case connect, timeout, http(Int), throttled(retryAfterNanos: UInt64), malformed, closedEarly, refused }
+    enum Kind {
+        case connect, timeout, http(Int), throttled(retryAfterNanos: UInt64), malformed, closedEarly, refused
+        /// The upstream found the request wrong (a 4xx other than 401, 403, 408, 429): its status
+        /// and `error` object (JSON text), for the client as they are.
+        case rejected(status: Int, error: String)
+        /// The upstream refused our credentials, route or model name (401, 403, 404): not the
+        /// client's fault.
+        case unauthorized(status: Int)
+    }
     let kind: Kind
     let message: String
     var isTimeout: Bool { if case .timeout = kind { return true }; return false }
@@ -160,7 +171,7 @@ struct AttemptError: Error {
     func outcome(now: UInt64) -> Upstream.AttemptOutcome {
         switch kind {
         case .throttled(let after): return .throttled(until: now + after)
-        case .refused: return .abandoned
+        case .refused, .rejected, .unauthorized: return .abandoned
         default: return .failure(timeout: isTimeout)
         }
     }
@@ -183,6 +194,11 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
     var tokens = 0
     var over = false
     var isChat = false
+    /// The client's request went as it was sent: chunks go back as they come.
+    var forwarding = false
+    var sawFinish = false
+    /// Chunks with no output yet (the role): sent just before the first that has some.
+    var preamble: [String] = []
     var retryAfterNanos: UInt64 = 1_000_000_000
     /// The two bounds of a stream, on the loop: its first *token* (bytes, comments and empty
     /// deltas do not count) and its whole length; the HTTP client only times bytes.
@@ -205,27 +221,8 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         }
         let c = upstream.config
         isChat = c.api == "chat"
-        var w = JSONWriter(capacity: 256 + request.prompt.utf8.count)
-        let p = request.parameters
-        w.beginObject()
-        w.key("model"); w.string(c.model)
-        if isChat {
-            w.key("messages"); w.beginArray(); w.beginObject(); w.key("role"); w.string("user"); w.key("content"); w.string(request.prompt)
-            w.endObject(); w.endArray()
-        } else {
-            w.key("prompt"); w.string(request.prompt)
-        }
-        w.key("stream"); w.bool(true)
-        w.key("stream_options"); w.beginObject(); w.key("include_usage"); w.bool(true); w.endObject()
-        w.key("max_tokens"); w.int(p.maxTokens)
-        w.key("temperature"); w.double(p.temperature)
-        w.key("top_p"); w.double(p.topP)
-        if !p.stop.isEmpty { w.key("stop"); w.beginArray(); for s in p.stop { w.string(s) }; w.endArray() }
-        if p.presencePenalty != 0 { w.key("presence_penalty"); w.double(p.presencePenalty) }
-        if p.frequencyPenalty != 0 { w.key("frequency_penalty"); w.double(p.frequencyPenalty) }
-        // JSON numbers are exact to 2^53: servers refuse bigger seeds.
-        w.key("seed"); w.int(Int((p.seed ?? seed) & ((1 << 53) - 1)))
-        w.endObject()
+        forwarding = request.passthrough != nil && (request.flavor == .chat) == isChat
+        let body = UpstreamRequest.body(request, model: c.model, chat: isChat, seed: seed)
         var h = HTTPHeaders()
         h.add("Content-Type", "application/json")
         h.add("Accept", "text/event-stream")
@@ -239,7 +236,7 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
             self?.fail(.timeout, "the stream did not end within \(streamMs) ms (stream_timeout_ms)")
         }
         exchange = upstream.pool(on: loop).request(method: "POST", path: c.url.basePath + (isChat ? "/chat/completions" : "/completions"),
-                                                   headers: h, body: w.bytes,
+                                                   headers: h, body: body,
                                                    timeouts: HTTPClientTimeouts(connectMs: c.connectTimeoutMs, firstByteMs: c.firstTokenTimeoutMs,
                                                                                 idleMs: c.idleTimeoutMs), delegate: self)
     }
@@ -290,7 +287,9 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
     func responseBody(_ bytes: UnsafeRawBufferPointer) {
         guard !over else { return }
         guard status == 200 else {
-            if errorBody.count < 2048 { errorBody.append(contentsOf: bytes.prefix(2048 - errorBody.count)) }
+            if errorBody.count < UpstreamAttempt.maxErrorBody {
+                errorBody.append(contentsOf: bytes.prefix(UpstreamAttempt.maxErrorBody - errorBody.count))
+            }
             return
         }
         do throws(HTTPResponseError) {
@@ -326,6 +325,7 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
             return fail(.http(500), message)
         }
         if let u = o["usage"]?.objectValue, let valid = UpstreamAttempt.trustedUsage(u) { usage = valid }
+        if forwarding { return forward(o) }
         guard let choice = o["choices"]?.arrayValue?.first?.objectValue else { return }
         let text = isChat ? choice["delta"]?.objectValue?["content"]?.stringValue : choice["text"]?.stringValue
         if let text, !text.isEmpty {
@@ -338,24 +338,121 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         }
     }
 
+    /// The most of an upstream's error answer that is kept.
+    static let maxErrorBody = 16 * 1024
+
     func responseEnd() {
         guard !over else { return }
         exchange = nil
         if status == 429 { over = true; stopTimers(); return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
         guard status == 200 else {
-            // A 400, 413 or 422 is about the request the client sent: its words are the client's to
-            // read. Other 4xx (401, 403, 404: our key, our route) and 5xx bodies are the
-            // upstream's own business (key hints, stack traces, hosts): not passed on.
-            if status >= 500 || status == 408 { return fail(.http(status), "HTTP \(status)") }
-            guard status == 400 || status == 413 || status == 422 else { return fail(.refused, "HTTP \(status)") }
-            let text = String(decoding: errorBody, as: UTF8.self)
-            return fail(.refused, "HTTP \(status): \(text.prefix(200))")
+            // 5xx and 408 are the upstream's failures. 401, 403 and 404 are about our credentials,
+            // our route or the model name in our models file — nothing the client can fix — and
+            // their bodies (key hints, internal paths) are not passed on. Any other 4xx is about
+            // the request the client sent: the client gets it as the upstream wrote it.
+            if status >= 500 || status == 408 || status < 400 { return fail(.http(status), "HTTP \(status)") }
+            if status == 401 || status == 403 || status == 404 { return fail(.unauthorized(status: status), "HTTP \(status)") }
+            let error = UpstreamAttempt.errorObject(errorBody, status: status)
+            return fail(.rejected(status: status, error: error.json), "HTTP \(status): \(error.message.prefix(200))")
         }
         // The end marker must have come: a stream that just stops is an error, never a silent success.
         guard sawDone else { return fail(.closedEarly, "the stream ended without its end marker after \(tokens) tokens") }
+        if forwarding && !sawFinish {
+            // Every forwarded stream ends with a finish_reason, as OpenAI's do.
+            flushPreamble()
+            listener?.attemptChunk(self, "", UpstreamAttempt.finishChunk(finishReason ?? .stop, chat: isChat), counts: false)
+        }
         over = true
         stopTimers()
         listener?.attemptFinished(self, finishReason ?? .stop, usage: usage)
+    }
+
+    /// An upstream's error answer as OpenAI's `error` object (JSON text) and its message: its own
+    /// when it sent one, else one made from its status and the start of its body.
+    static func errorObject(_ body: [UInt8], status: Int) -> (json: String, message: String) {
+        if let e = (try? JSONParser.parse(body))?.objectValue?["error"]?.objectValue {
+            var w = JSONWriter(capacity: body.count)
+            w.value(.object(e))
+            return (w.string, e["message"]?.stringValue ?? "HTTP \(status)")
+        }
+        let text = String(decoding: body.prefix(200), as: UTF8.self)
+        let message = "the model server answered HTTP \(status)" + (text.isEmpty ? "" : ": \(text)")
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        w.key("message"); w.string(message)
+        w.key("type"); w.string("invalid_request_error")
+        w.key("param"); w.null()
+        w.key("code"); w.null()
+        w.endObject()
+        return (w.string, message)
+    }
+
+    /// A chunk that only finishes choice 0 (a stream the upstream ended without one, or one the
+    /// proxy cut at max_tokens).
+    static func finishChunk(_ reason: FinishReason, chat: Bool) -> String {
+        var w = JSONWriter(capacity: 96)
+        w.beginObject()
+        w.key("choices")
+        w.beginArray()
+        w.beginObject()
+        w.key("index"); w.int(0)
+        if chat { w.key("delta"); w.beginObject(); w.endObject() } else { w.key("text"); w.string("") }
+        w.key("logprobs"); w.null()
+        w.key("finish_reason"); w.string(reason.rawValue)
+        w.endObject()
+        w.endArray()
+        w.endObject()
+        return w.string
+    }
+
+    /// Top-level fields of an upstream chunk that are ours to write.
+    static let ownChunkFields: Set<String> = ["id", "object", "created", "model", "usage"]
+
+    /// One chunk of a forwarded stream: passed on as it came, minus the fields we write; a chunk
+    /// with only `usage` (choices: []) is not (the gateway writes usage for clients that asked).
+    private func forward(_ o: JSONObject) {
+        guard let choices = o["choices"]?.arrayValue, !choices.isEmpty else { return }
+        var text = ""
+        var output = false
+        var finishes = false
+        for c in choices {
+            guard let ch = c.objectValue else { continue }
+            let delta = ch["delta"]?.objectValue
+            let piece = isChat ? delta?["content"]?.stringValue : ch["text"]?.stringValue
+            let first = (ch["index"]?.intValue ?? 0) == 0
+            if first, let piece { text = piece }
+            if let piece, !piece.isEmpty { output = true }
+            if let d = delta {
+                for k in ["tool_calls", "function_call", "refusal", "audio"] where !(d[k]?.isNull ?? true) {
+                    if k != "refusal" || d[k]?.stringValue?.isEmpty == false { output = true }
+                }
+            }
+            if let r = ch["finish_reason"], !r.isNull {
+                finishes = true
+                if first { finishReason = FinishReason(upstream: r.stringValue ?? "stop") }
+            }
+        }
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        for (k, v) in o.pairs where !UpstreamAttempt.ownChunkFields.contains(k) { w.key(k); w.value(v) }
+        w.endObject()
+        if finishes { sawFinish = true }
+        guard output || finishes || tokens > 0 else {
+            if preamble.count < 8 { preamble.append(w.string) }
+            return
+        }
+        if output {
+            tokens += 1
+            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
+        }
+        flushPreamble()
+        listener?.attemptChunk(self, text, w.string, counts: output)
+    }
+
+    private func flushPreamble() {
+        let waiting = preamble
+        preamble = []
+        for p in waiting { listener?.attemptChunk(self, "", p, counts: false) }
     }
 
     func responseFailed(_ error: HTTPClientError) {

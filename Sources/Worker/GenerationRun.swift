@@ -45,10 +45,14 @@ final class GenerationRun: GenerationSink, @unchecked Sendable {
         end(.done(.cancelled, usage, timings(upstream: "worker")))
     }
 
-    func token(_ text: String) {
+    func token(_ text: String) { delta(text, nil) }
+
+    func chunk(_ text: String, _ chunk: String) { delta(text, chunk) }
+
+    private func delta(_ text: String, _ chunk: String?) {
         guard !ended else { return }
         if firstTokenNanos == nil { firstTokenNanos = monotonicNanos() }
-        sink.receive(.delta(index: tokens, text: text))
+        sink.receive(.delta(index: tokens, text: text, chunk: chunk))
         metrics.tokensStreamed.add(1, ordering: .relaxed)
         tokens += 1
     }

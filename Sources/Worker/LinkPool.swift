@@ -236,7 +236,7 @@ final class OutboundLink: ConnectionHandler, @unchecked Sendable {
 
     func send(_ id: UInt32, _ message: RelayMessage) {
         guard phase != .closed else { return }
-        if case .event(_, .delta(let index, let text), _) = message {
+        if case .event(_, .delta(let index, let text, nil), _) = message {
             LinkFrame.appendDelta(id: id, index: index, text: text, to: &out)
         } else {
             LinkFrame.appendMessage(id: id, message, to: &out, scratch: &scratch)

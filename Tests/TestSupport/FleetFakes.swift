@@ -147,7 +147,7 @@ public final class Recorder: CompletionSubscriber, @unchecked Sendable {
     public var last: String? { kinds.last }
     public var ended: Bool { last.map { $0.hasPrefix("done") || $0.hasPrefix("error") } ?? false }
     public var text: String {
-        events.withLock { $0.map { if case .delta(_, let t) = $0 { return t } else { return "" } }.joined() }
+        events.withLock { $0.map { if case .delta(_, let t, _) = $0 { return t } else { return "" } }.joined() }
     }
 }
 

@@ -90,7 +90,7 @@ final class LiveFleetTests: XCTestCase {
         XCTAssertEqual(kinds.last, "done:length")
         XCTAssertEqual(kinds.filter { $0 == "delta" }.count, 12)
         // Deltas arrive with their indexes in order, and the job left the queue once started.
-        let indexes = rec.events.withLock { $0.compactMap { if case .delta(let i, _) = $0 { return i } else { return nil } } }
+        let indexes = rec.events.withLock { $0.compactMap { if case .delta(let i, _, _) = $0 { return i } else { return nil } } }
         XCTAssertEqual(indexes, Array(0..<12))
         XCTAssertEqual(q.length, 0)
         await waitUntil { g.inFlight == 0 && run.inFlight == 0 }
