@@ -36,4 +36,11 @@ if [[ $WANT_TEST == 1 ]]; then
     $py -m virtualenv -q -p "$py27" "$venv" >/dev/null
     "$venv/bin/pip" install -q --disable-pip-version-check autobahntestsuite==25.10.1 >/dev/null 2>&1
   fi
+  # schemathesis checks the node against its OpenAPI document; its own virtualenv keeps its
+  # dependencies apart from the SDKs the tests use.
+  st=.build-tools/schemathesis
+  if [[ ! -x $st/bin/st ]]; then
+    $py -m venv "$st"
+    "$st/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5' >/dev/null
+  fi
 fi

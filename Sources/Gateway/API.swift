@@ -59,10 +59,13 @@ public protocol APIReply: AnyObject {
     func track(_ stream: CompletionStream, subscriber: CompletionSubscriber)
     /// The caller's request-rate standing, for transports that can show it (REST headers).
     func rateLimit(limit: Int, remaining: Int, resetMs: Int)
+    /// The methods a path takes, for a 405 (the `Allow` header, for transports that have one).
+    func allow(_ methods: [String])
 }
 
 extension APIReply {
     public func rateLimit(limit: Int, remaining: Int, resetMs: Int) {}
+    public func allow(_ methods: [String]) {}
 }
 
 public typealias APIHandler = (APICall, APIReply) -> Void
@@ -113,6 +116,7 @@ public final class APIRouter: @unchecked Sendable {
             }
             route.handler(c, reply)
         case .methodNotAllowed(let allowed):
+            reply.allow(allowed)
             reply.fail(APIError(.methodNotAllowed, "\(call.method) is not allowed on \(call.path); allowed: \(allowed.joined(separator: ", "))"))
         case .notFound:
             reply.fail(APIError(.notFound, "no route for \(call.method) \(call.path)"))

@@ -53,6 +53,8 @@ final class HTTPReply: APIReply {
         extraHeaders.replace("x-ratelimit-reset-requests", "\(max(0, resetMs))ms")
     }
 
+    func allow(_ methods: [String]) { extraHeaders.replace("Allow", methods.joined(separator: ", ")) }
+
     func respond(status: Int, json: [UInt8]) {
         var h = extraHeaders
         h.add("Content-Type", "application/json")

@@ -44,23 +44,35 @@ public struct RouteTable<Handler> {
         routes.append(Route(method: method, segments: segs, bodyLimit: bodyLimit, handler: handler))
     }
 
+    /// The route for `method` among those whose pattern fits `path` most closely: a path that
+    /// fits a pattern with more literal segments (`/v1/presets/pending`) is that pattern's, never
+    /// also a capture's (`/v1/presets/{id}`), for matching and for the methods a 405 lists.
     public func match(method: String, path: Substring) -> Match {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         var allowed: [String] = []
+        var best: (route: Route, caps: [String: String])?
+        var bestLiterals = -1
         for r in routes where r.segments.count == parts.count {
             var caps: [String: String] = [:]
             var ok = true
+            var literals = 0
             for (seg, part) in zip(r.segments, parts) {
                 switch seg {
-                case .literal(let l): if l != part { ok = false }
+                case .literal(let l): if l != part { ok = false } else { literals += 1 }
                 case .capture(let n): caps[n] = PercentDecoding.decode(part)
                 }
                 if !ok { break }
             }
-            guard ok else { continue }
-            if r.method == method || (method == "HEAD" && r.method == "GET") { return .found(r, caps) }
+            guard ok, literals >= bestLiterals else { continue }
+            if literals > bestLiterals {
+                bestLiterals = literals
+                allowed = []
+                best = nil
+            }
+            if best == nil && (r.method == method || (method == "HEAD" && r.method == "GET")) { best = (r, caps) }
             if !allowed.contains(r.method) { allowed.append(r.method) }
         }
+        if let best { return .found(best.route, best.caps) }
         return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: allowed)
     }
 }

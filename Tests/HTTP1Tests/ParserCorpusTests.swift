@@ -148,5 +148,13 @@ final class EncoderAndRouterTests: XCTestCase {
         XCTAssertEqual(allowed, ["GET"])
         guard case .notFound = r.match(method: "GET", path: "/v1/other") else { return XCTFail() }
         guard case .found = r.match(method: "HEAD", path: "/v1/items/1") else { return XCTFail("HEAD falls back to GET") }
+        // A literal route shadows a capture at the same place, for matching and for Allow.
+        r.get("/v1/items/pending") { _, _ in }
+        r.add("DELETE", "/v1/items/{id}") { _, _ in }
+        guard case .found(_, let none) = r.match(method: "GET", path: "/v1/items/pending"), none.isEmpty else { return XCTFail() }
+        guard case .methodNotAllowed(let only) = r.match(method: "DELETE", path: "/v1/items/pending") else { return XCTFail() }
+        XCTAssertEqual(only, ["GET"])
+        guard case .found(_, let id) = r.match(method: "DELETE", path: "/v1/items/7") else { return XCTFail() }
+        XCTAssertEqual(id["id"], "7")
     }
 }
