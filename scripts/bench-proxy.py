@@ -99,13 +99,18 @@ async def hold_streams(port, model, n):
 
 
 def main():
+    global BIN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--bin", default=BIN, help="the playground binary (default: .build/release/playground)")
     a = ap.parse_args()
+    BIN = os.path.abspath(a.bin)
+    if not os.access(BIN, os.X_OK):
+        ap.error(f"--bin {BIN}: not an executable")
     if not os.environ.get("REDIS_URL"):
         sys.exit("bench-proxy: set REDIS_URL (the fleet path needs Redis)")
     procs = []

@@ -27,6 +27,16 @@ struct ChunkAggregator {
 
     init(chat: Bool) { self.chat = chat }
 
+    /// Text of choice 0 that came as a plain delta (a chunk that held nothing else).
+    mutating func addText(_ text: String) {
+        let c: Choice
+        if let existing = choices[0] { c = existing } else {
+            c = Choice()
+            choices[0] = c
+        }
+        c.content = (c.content ?? "") + text
+    }
+
     mutating func add(_ chunk: String) {
         guard let o = (try? JSONParser.parse(Array(chunk.utf8)))?.objectValue else {
             unreadable += 1

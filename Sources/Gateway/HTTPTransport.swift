@@ -210,8 +210,15 @@ final class BufferedSubscriber: CompletionSubscriber {
         case .accepted(_, _, let c): created = c
         case .delta(_, let t, let chunk):
             if let chunk {
-                if chunks == nil { chunks = ChunkAggregator(chat: request.flavor == .chat) }
+                if chunks == nil {
+                    // From the first chunk on, the answer is put together from them (with the
+                    // plain text deltas among them, which carry choice 0's text).
+                    chunks = ChunkAggregator(chat: request.flavor == .chat)
+                    if !text.isEmpty { chunks?.addText(text) }
+                }
                 chunks?.add(chunk)
+            } else if chunks != nil {
+                chunks?.addText(t)
             } else {
                 text += t
             }

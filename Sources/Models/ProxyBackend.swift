@@ -345,7 +345,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         // the client asked for no more. (A well-behaved one ends by itself and keeps its connection.)
         if counts && tokens >= request.parameters.maxTokens {
             attempt.cancel()
-            if chunk != nil {
+            if (attempt as? UpstreamAttempt)?.forwarding == true {
                 // A forwarded stream still ends with a finish_reason, as the upstream's would.
                 emit("", UpstreamAttempt.finishChunk(.length, chat: request.flavor == .chat))
             }

@@ -412,6 +412,14 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
     /// with only `usage` (choices: []) is not (the gateway writes usage for clients that asked).
     private func forward(_ o: JSONObject) {
         guard let choices = o["choices"]?.arrayValue, !choices.isEmpty else { return }
+        if let text = plainText(o, choices), !text.isEmpty {
+            // Only text, nothing the client would miss: the per-token path (no chunk to carry).
+            tokens += 1
+            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
+            flushPreamble()
+            listener?.attemptToken(self, text)
+            return
+        }
         var text = ""
         var output = false
         var finishes = false
@@ -447,6 +455,34 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         }
         flushPreamble()
         listener?.attemptChunk(self, text, w.string, counts: output)
+    }
+
+    /// The text of a chunk that holds nothing else — one choice, index 0, its text (or a chat
+    /// delta's content, with at most the assistant role), no logprobs, no finish, and no
+    /// top-level field but ours — else nil. Such a chunk is what most tokens of most servers
+    /// look like; the gateway writes the same chunk from the text alone.
+    private func plainText(_ o: JSONObject, _ choices: [JSONValue]) -> String? {
+        guard choices.count == 1, let ch = choices[0].objectValue,
+              o.pairs.allSatisfy({ $0.key == "choices" || UpstreamAttempt.ownChunkFields.contains($0.key) }) else { return nil }
+        var text: String?
+        for (k, v) in ch.pairs {
+            switch k {
+            case "index": guard v.intValue == 0 else { return nil }
+            case "logprobs", "finish_reason": guard v.isNull else { return nil }
+            case "text" where !isChat: text = v.stringValue
+            case "delta" where isChat:
+                guard let d = v.objectValue else { return nil }
+                for (dk, dv) in d.pairs {
+                    switch dk {
+                    case "content": text = dv.stringValue
+                    case "role": guard dv.stringValue == "assistant" else { return nil }
+                    default: return nil
+                    }
+                }
+            default: return nil
+            }
+        }
+        return text
     }
 
     private func flushPreamble() {
