@@ -49,8 +49,12 @@ public enum FinishReason: String, Sendable {
     /// An upstream model's reasons, kept as it gave them.
     case toolCalls = "tool_calls", contentFilter = "content_filter", functionCall = "function_call"
 
-    /// An upstream's finish_reason: unknown ones read as `stop`.
-    public init(upstream s: String) { self = FinishReason(rawValue: s) ?? .stop }
+    /// An upstream's finish_reason: unknown ones read as `stop`, and so does its `cancelled`
+    /// (only our own cancel ends a stream as cancelled: the client's stream still got its finish).
+    public init(upstream s: String) {
+        let r = FinishReason(rawValue: s) ?? .stop
+        self = r == .cancelled ? .stop : r
+    }
 }
 
 public struct Usage: Sendable, Equatable {
@@ -203,34 +207,37 @@ public struct CompletionRequestParser: Sendable {
     }
 
     /// The built-in model cannot call tools, follow a JSON schema or report logprobs: asked to,
-    /// it refuses naming the field rather than answer as if it had.
-    static func refuseWhatTheBuiltinCannotDo(_ o: JSONObject, flavor: CompletionFlavor) throws(APIError) {
+    /// it refuses naming the field rather than answer as if it had (`who`: the model that cannot,
+    /// also a request converted to an upstream's other API, which would lose them). `n` above 1
+    /// is refused by the parameters' own check.
+    public static func refuseWhatTheBuiltinCannotDo(_ o: JSONObject, flavor: CompletionFlavor,
+                                                    who: String = "the built-in model") throws(APIError) {
         func given(_ k: String) -> JSONValue? {
             guard let v = o[k], !v.isNull else { return nil }
             return v
         }
         if let v = given("tools"), v.arrayValue?.isEmpty != true {
-            throw .invalid("tools", "the built-in model cannot call tools; use a model served by an upstream")
+            throw .invalid("tools", "\(who) cannot call tools; use a model served by a chat upstream")
         }
-        if given("functions") != nil { throw .invalid("functions", "the built-in model cannot call functions") }
+        if given("functions") != nil { throw .invalid("functions", "\(who) cannot call functions") }
         if let v = given("tool_choice"), v.stringValue != "none" {
-            throw .invalid("tool_choice", "the built-in model cannot call tools: tool_choice must be \"none\" or absent")
+            throw .invalid("tool_choice", "\(who) cannot call tools: tool_choice must be \"none\" or absent")
         }
         if let v = given("response_format") {
             guard let t = v.objectValue?["type"]?.stringValue else {
                 throw .invalid("response_format", "response_format must be an object with a type")
             }
             guard t == "text" else {
-                throw .invalid("response_format", "the built-in model writes plain text: response_format \(t.prefix(40)) is not supported")
+                throw .invalid("response_format", "\(who) writes plain text: response_format \(t.prefix(40)) is not supported")
             }
         }
         if let v = given("logprobs"), v.boolValue != false && v.intValue != 0 {
-            throw .invalid("logprobs", "the built-in model does not report logprobs")
+            throw .invalid("logprobs", "\(who) does not report logprobs")
         }
-        if given("top_logprobs") != nil { throw .invalid("top_logprobs", "the built-in model does not report logprobs") }
-        if given("audio") != nil { throw .invalid("audio", "the built-in model writes text only") }
+        if given("top_logprobs") != nil { throw .invalid("top_logprobs", "\(who) does not report logprobs") }
+        if given("audio") != nil { throw .invalid("audio", "\(who) writes text only") }
         if let m = given("modalities")?.arrayValue, m.contains(where: { $0.stringValue != "text" }) {
-            throw .invalid("modalities", "the built-in model writes text only")
+            throw .invalid("modalities", "\(who) writes text only")
         }
     }
 
@@ -239,8 +246,8 @@ public struct CompletionRequestParser: Sendable {
         var out = ""
         for (i, m) in msgs.enumerated() {
             guard let o = m.objectValue else { throw .invalid("messages", "messages[\(i)] must be an object") }
-            guard let role = o["role"]?.stringValue, ["system", "user", "assistant", "developer", "tool"].contains(role) else {
-                throw .invalid("messages", "messages[\(i)].role must be system, user, assistant, developer or tool")
+            guard let role = o["role"]?.stringValue, ["system", "user", "assistant", "developer", "tool", "function"].contains(role) else {
+                throw .invalid("messages", "messages[\(i)].role must be system, user, assistant, developer, tool or function")
             }
             var text = ""
             switch o["content"] {

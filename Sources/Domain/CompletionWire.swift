@@ -77,13 +77,17 @@ public enum CompletionWire {
         return w.bytes
     }
 
+    /// A job holds the client's body one level down (and events a chunk as a string): whatever
+    /// the API accepted must decode here.
+    static let depthLimit = JSONParser.maxDepth + 2
+
     public static func decodeRequest(_ bytes: [UInt8]) throws(DecodeError) -> CompletionRequest {
-        guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
+        guard let o = (try? JSONParser.parse(bytes, depthLimit: depthLimit))?.objectValue else { throw DecodeError("not a JSON object") }
         return try decodeRequest(o)
     }
 
     public static func decodeJob(_ bytes: [UInt8]) throws(DecodeError) -> (request: CompletionRequest, job: Job) {
-        guard let o = (try? JSONParser.parse(bytes))?.objectValue else { throw DecodeError("not a JSON object") }
+        guard let o = (try? JSONParser.parse(bytes, depthLimit: depthLimit))?.objectValue else { throw DecodeError("not a JSON object") }
         guard let reply = o["reply"]?.stringValue, let exp = o["exp"]?.intValue else { throw DecodeError("reply or exp missing") }
         var link: LinkAddress?
         if let h = o["lh"]?.stringValue, let p = o["lp"]?.intValue, let g = o["lg"]?.stringValue {

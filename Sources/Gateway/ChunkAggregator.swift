@@ -4,8 +4,9 @@ import JSON
 /// Merges an upstream's forwarded stream chunks into the one object a client that did not stream
 /// gets, as OpenAI's own non-streamed answer reads (pure): per choice index, text and refusal
 /// joined, tool calls put together from their fragments (by index: id, type and name as first
-/// given, arguments appended), function_call likewise, logprobs lists appended, other delta fields
-/// (audio, annotations, …) as last given, the last finish_reason; the chunks' other top-level
+/// given, arguments appended), function_call likewise, logprobs lists appended, other delta text
+/// fields (reasoning_content, …) joined and other fields (audio, annotations, …) as last given,
+/// the last finish_reason; the chunks' other top-level
 /// fields (system_fingerprint, service_tier, …) as last given.
 struct ChunkAggregator {
     let chat: Bool
@@ -95,7 +96,13 @@ struct ChunkAggregator {
                     c.functionCall = fc
                 }
             default:
-                if !v.isNull { c.otherDelta[k] = v }
+                // Text fields we do not know (reasoning_content, …) are joined like content;
+                // anything else is kept as last given.
+                if let s = v.stringValue, let have = c.otherDelta[k]?.stringValue {
+                    c.otherDelta[k] = .string(have + s)
+                } else if !v.isNull {
+                    c.otherDelta[k] = v
+                }
             }
         }
     }

@@ -5,10 +5,13 @@ public struct JSONParser {
 
     /// `rejectDuplicateKeys`: a key repeated in one object is an error (configuration files, where
     /// a silent last-wins hides a mistake); otherwise the last value wins (requests, as OpenAI does).
-    public static func parse(_ bytes: [UInt8], rejectDuplicateKeys: Bool = false) throws(JSONError) -> JSONValue {
+    /// `depthLimit`: the deepest nesting accepted (a message that wraps a client's body one or two
+    /// levels deeper passes a larger one than the body was checked with).
+    public static func parse(_ bytes: [UInt8], rejectDuplicateKeys: Bool = false, depthLimit: Int = maxDepth) throws(JSONError) -> JSONValue {
         try bytes.withUnsafeBufferPointer { (p: UnsafeBufferPointer<UInt8>) throws(JSONError) -> JSONValue in
             var parser = JSONParser(p)
             parser.rejectDuplicateKeys = rejectDuplicateKeys
+            parser.depthLimit = depthLimit
             parser.skipWhitespace()
             let v = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -22,6 +25,7 @@ public struct JSONParser {
     private let p: UnsafeBufferPointer<UInt8>
     private var i = 0
     private var rejectDuplicateKeys = false
+    private var depthLimit = JSONParser.maxDepth
 
     private init(_ p: UnsafeBufferPointer<UInt8>) { self.p = p }
 
@@ -54,7 +58,7 @@ public struct JSONParser {
     }
 
     private mutating func object(depth: Int) throws(JSONError) -> JSONValue {
-        if depth > JSONParser.maxDepth { throw error("nesting deeper than \(JSONParser.maxDepth)") }
+        if depth > depthLimit { throw error("nesting deeper than \(depthLimit)") }
         i += 1
         var o = JSONObject()
         // A later duplicate key replaces the earlier value. Small objects find duplicates by a
@@ -92,7 +96,7 @@ public struct JSONParser {
     }
 
     private mutating func array(depth: Int) throws(JSONError) -> JSONValue {
-        if depth > JSONParser.maxDepth { throw error("nesting deeper than \(JSONParser.maxDepth)") }
+        if depth > depthLimit { throw error("nesting deeper than \(depthLimit)") }
         i += 1
         var a: [JSONValue] = []
         skipWhitespace()

@@ -44,7 +44,13 @@ public struct JSONWriter {
     public mutating func double(_ v: Double) {
         separator()
         if v.isFinite {
-            if v == v.rounded() && abs(v) < 1e15 { JSONWriter.appendInt(Int(v), to: &bytes) } else { bytes.append(contentsOf: "\(v)".utf8) }
+            // Whole numbers up to 2^53 (all exact in a double) as integers: a server reading an
+            // integer field (a seed, a count) refuses `1000000000000001.0`.
+            if v == v.rounded() && abs(v) <= 9_007_199_254_740_992 && !(v == 0 && v.sign == .minus) {
+                JSONWriter.appendInt(Int(v), to: &bytes)
+            } else {
+                bytes.append(contentsOf: "\(v)".utf8)
+            }
         } else {
             bytes.append(contentsOf: "null".utf8)
         }

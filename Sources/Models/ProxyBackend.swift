@@ -266,6 +266,9 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     /// stream that breaks midway can start over on another upstream.
     let holdsAnswer: Bool
     var held: [(text: String, chunk: String?)] = []
+    /// Output an attempt may stream before it is cut: max_tokens for each of the `n` choices of
+    /// a forwarded request.
+    var tokenBound: Int { request.parameters.maxTokens * max(1, min(request.passthrough?["n"]?.intValue ?? 1, ParameterPolicy.maxChoices)) }
 
     init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, timers: LoopClock, sink: GenerationSink, groups: [[String]]) {
         self.proxy = proxy
@@ -285,9 +288,9 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         let now = proxy.clock()
         guard let (up, name, permit) = proxy.pick(groups, excluding: tried, now: now) else {
             if hedge || !attempts.isEmpty { return }  // a hedge with nowhere to go; the running attempt goes on
-            if let e = lastError, case .unauthorized(let status) = e.kind {
-                return finishFailed(APIError(.upstreamError, "the model server refused this gateway's credentials, route or model name "
-                                             + "(HTTP \(status)); tell the operator"))
+            if let e = lastError, case .operatorSide(let status) = e.kind {
+                return finishFailed(APIError(.upstreamError, "the model server refused this gateway's credentials, credit, route or "
+                                             + "model name (HTTP \(status)); tell the operator"))
             }
             return finishFailed(APIError(.modelUnavailable, "no upstream could serve '\(request.parameters.model)'"
                                          + (lastError.map { ": \($0.message)" } ?? ""), retryAfterMs: 1000))
@@ -343,7 +346,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         guard attempt === winner else { return }
         // An upstream that sends more than max_tokens is stopped there (the extra token dropped):
         // the client asked for no more. (A well-behaved one ends by itself and keeps its connection.)
-        if counts && tokens >= request.parameters.maxTokens {
+        if counts && tokens >= tokenBound {
             attempt.cancel()
             if (attempt as? UpstreamAttempt)?.forwarding == true {
                 // A forwarded stream still ends with a finish_reason, as the upstream's would.

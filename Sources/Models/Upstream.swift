@@ -155,12 +155,12 @@ typealias AttemptFactory = (_ upstream: Upstream?, _ permit: CircuitBreaker.Perm
 struct AttemptError: Error {
     enum Kind {
         case connect, timeout, http(Int), throttled(retryAfterNanos: UInt64), malformed, closedEarly, refused
-        /// The upstream found the request wrong (a 4xx other than 401, 403, 408, 429): its status
-        /// and `error` object (JSON text), for the client as they are.
+        /// The upstream found the request wrong (400, 413, 422): its status and `error` object
+        /// (JSON text), for the client as they are.
         case rejected(status: Int, error: String)
-        /// The upstream refused our credentials, route or model name (401, 403, 404): not the
-        /// client's fault.
-        case unauthorized(status: Int)
+        /// A 4xx about the gateway's side (401, 402, 403, 404, …: its key, credit, route or the
+        /// model name in the models file): not the client's fault; the next upstream may do.
+        case operatorSide(status: Int)
     }
     let kind: Kind
     let message: String
@@ -171,7 +171,7 @@ struct AttemptError: Error {
     func outcome(now: UInt64) -> Upstream.AttemptOutcome {
         switch kind {
         case .throttled(let after): return .throttled(until: now + after)
-        case .refused, .rejected, .unauthorized: return .abandoned
+        case .refused, .rejected, .operatorSide: return .abandoned
         default: return .failure(timeout: isTimeout)
         }
     }
@@ -222,6 +222,18 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         let c = upstream.config
         isChat = c.api == "chat"
         forwarding = request.passthrough != nil && (request.flavor == .chat) == isChat
+        if let body = request.passthrough, !forwarding {
+            // Converted to the upstream's other API, these fields would be lost: refused instead.
+            do throws(APIError) {
+                try CompletionRequestParser.refuseWhatTheBuiltinCannotDo(body, flavor: request.flavor,
+                                                                         who: "a model served by a \(c.api) upstream (converted)")
+                if let n = body["n"]?.intValue, n > 1 { throw APIError.invalid("n", "a converted request gives one choice: n must be 1") }
+            } catch {
+                var w = JSONWriter(capacity: 256)
+                error.writeBody(&w)
+                return fail(.rejected(status: 400, error: w.string), error.message)
+            }
+        }
         let body = UpstreamRequest.body(request, model: c.model, chat: isChat, seed: seed)
         var h = HTTPHeaders()
         h.add("Content-Type", "application/json")
@@ -346,12 +358,13 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         exchange = nil
         if status == 429 { over = true; stopTimers(); return listener?.attemptFailed(self, AttemptError(kind: .throttled(retryAfterNanos: retryAfterNanos), message: "429")) ?? () }
         guard status == 200 else {
-            // 5xx and 408 are the upstream's failures. 401, 403 and 404 are about our credentials,
-            // our route or the model name in our models file — nothing the client can fix — and
-            // their bodies (key hints, internal paths) are not passed on. Any other 4xx is about
-            // the request the client sent: the client gets it as the upstream wrote it.
+            // 5xx and 408 are the upstream's failures. 400, 413 and 422 are about the request the
+            // client sent: the client gets them as the upstream wrote them. Any other 4xx (401,
+            // 402, 403, 404, …) is about our side — credentials, credit, route, the model name in
+            // our models file — nothing the client can fix, and its body (key hints, internal
+            // paths) is not passed on.
             if status >= 500 || status == 408 || status < 400 { return fail(.http(status), "HTTP \(status)") }
-            if status == 401 || status == 403 || status == 404 { return fail(.unauthorized(status: status), "HTTP \(status)") }
+            guard status == 400 || status == 413 || status == 422 else { return fail(.operatorSide(status: status), "HTTP \(status)") }
             let error = UpstreamAttempt.errorObject(errorBody, status: status)
             return fail(.rejected(status: status, error: error.json), "HTTP \(status): \(error.message.prefix(200))")
         }
@@ -411,7 +424,17 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
     /// One chunk of a forwarded stream: passed on as it came, minus the fields we write; a chunk
     /// with only `usage` (choices: []) is not (the gateway writes usage for clients that asked).
     private func forward(_ o: JSONObject) {
-        guard let choices = o["choices"]?.arrayValue, !choices.isEmpty else { return }
+        guard let choices = o["choices"]?.arrayValue, !choices.isEmpty else {
+            // `choices: []`: the usage chunk (ours to write) — or one with more (Azure's
+            // prompt_filter_results), passed on without the usage.
+            guard o["usage"] == nil, o.pairs.contains(where: { $0.key != "choices" && !UpstreamAttempt.ownChunkFields.contains($0.key) }) else { return }
+            var w = JSONWriter(capacity: 256)
+            w.beginObject()
+            for (k, v) in o.pairs where !UpstreamAttempt.ownChunkFields.contains(k) { w.key(k); w.value(v) }
+            w.endObject()
+            if tokens == 0 { return preamble.append(w.string) }
+            return listener?.attemptChunk(self, "", w.string, counts: false) ?? ()
+        }
         if let text = plainText(o, choices), !text.isEmpty {
             // Only text, nothing the client would miss: the per-token path (no chunk to carry).
             tokens += 1
@@ -430,11 +453,10 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
             let first = (ch["index"]?.intValue ?? 0) == 0
             if first, let piece { text = piece }
             if let piece, !piece.isEmpty { output = true }
-            if let d = delta {
-                for k in ["tool_calls", "function_call", "refusal", "audio"] where !(d[k]?.isNull ?? true) {
-                    if k != "refusal" || d[k]?.stringValue?.isEmpty == false { output = true }
-                }
-            }
+            // Anything the model wrote but its role: text, tool calls, a refusal, reasoning, audio,
+            // fields we do not know yet (an empty string or null is nothing yet).
+            for (k, v) in delta?.pairs ?? [] where k != "role" && !v.isNull && v.stringValue?.isEmpty != true { output = true }
+            if !(ch["logprobs"]?.isNull ?? true) { output = true }
             if let r = ch["finish_reason"], !r.isNull {
                 finishes = true
                 if first { finishReason = FinishReason(upstream: r.stringValue ?? "stop") }
@@ -446,7 +468,9 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         w.endObject()
         if finishes { sawFinish = true }
         guard output || finishes || tokens > 0 else {
-            if preamble.count < 8 { preamble.append(w.string) }
+            // A role, an empty start: sent with the first output (it is no first token).
+            preamble.append(w.string)
+            if preamble.count >= UpstreamAttempt.maxPreamble { flushPreamble() }
             return
         }
         if output {
@@ -454,7 +478,9 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
             if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
         }
         flushPreamble()
-        listener?.attemptChunk(self, text, w.string, counts: output)
+        // Every chunk but a bare finish counts against max_tokens (× n): an upstream that streams
+        // empty chunks forever is bounded like one that ignores max_tokens.
+        listener?.attemptChunk(self, text, w.string, counts: output || !finishes)
     }
 
     /// The text of a chunk that holds nothing else — one choice, index 0, its text (or a chat
@@ -484,6 +510,9 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         }
         return text
     }
+
+    /// Chunks held before the first output (several choices' roles); past it they are sent.
+    static let maxPreamble = 16
 
     private func flushPreamble() {
         let waiting = preamble

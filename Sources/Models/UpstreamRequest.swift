@@ -8,7 +8,8 @@ import JSON
 /// - `stream` (always true: the proxy streams, for first-token routing and hedging) and
 ///   `stream_options.include_usage` (always asked; the gateway gives usage to clients that asked);
 /// - the token limit, only when the client set none: the operator's cap, as `max_completion_tokens`
-///   to a chat upstream and `max_tokens` to a completions one;
+///   to a chat upstream and `max_tokens` to a completions one (which knows no other name: a
+///   client's `max_completion_tokens` goes to it as `max_tokens`);
 /// - our own fields (`request_id`, `preset_id`, `input_context`) are not sent.
 /// Anything else (a preset's run, a request in the other API) is built from the prompt and the
 /// validated parameters, as one user message to a chat upstream.
@@ -28,8 +29,14 @@ enum UpstreamRequest {
         w.beginObject()
         w.key("model"); w.string(model)
         var limited = false
+        let completionsLimitOnly = !chat && body["max_tokens"].map({ $0.isNull }) ?? true
         for (k, v) in body.pairs where !ours.contains(k) {
             if k == "max_tokens" || k == "max_completion_tokens" { limited = limited || !v.isNull }
+            // The completions API knows only max_tokens: the newer name is sent under it.
+            if k == "max_completion_tokens" && completionsLimitOnly {
+                if !v.isNull { w.key("max_tokens"); w.value(v) }
+                continue
+            }
             w.key(k); w.value(v)
         }
         if !limited { w.key(chat ? "max_completion_tokens" : "max_tokens"); w.int(cap) }

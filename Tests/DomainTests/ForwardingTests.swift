@@ -73,4 +73,29 @@ final class ForwardingTests: XCTestCase {
             XCTAssertThrowsError(try CompletionWire.decodeEvent(Array(bad.utf8)), bad)
         }
     }
+
+    func testTheDeepestBodyTheAPIAcceptsCrossesNodes() throws {
+        // The deepest nesting the API's parser takes, then one level more (refused there).
+        var levels = 80
+        var body = ""
+        repeat {
+            levels -= 1
+            body = #"{"model":"gpt","messages":[{"role":"user","content":"x"}],"x":"# + String(repeating: "[", count: levels)
+                + String(repeating: "]", count: levels) + "}"
+        } while (try? JSONParser.parse(body)) == nil
+        XCTAssertGreaterThan(levels, 50)
+        let r = try parse(body)
+        var job = CompletionWire.Job(replyTo: "c", expiresAtMs: 1)
+        job.link = nil
+        let back = try CompletionWire.decodeJob(CompletionWire.encode(r, job: job))
+        XCTAssertEqual(back.request.passthrough, r.passthrough, "a job holds the body one level deeper: it must still decode")
+    }
+
+    func testWholeNumbersAreWrittenAsIntegersUpTo2To53() {
+        var w = JSONWriter()
+        w.beginArray()
+        for d in [1e15 + 1, 9_007_199_254_740_992, -3, 0.5, 1e300, -0.0] { w.double(d) }
+        w.endArray()
+        XCTAssertEqual(w.string, "[1000000000000001,9007199254740992,-3,0.5,1e+300,-0.0]")
+    }
 }

@@ -10,7 +10,10 @@ the scenario is the `model` it is asked for (the upstream's `model` in the model
   refusal    a refusal in fragments
   n2         two choices (index 0 and 1), each with its own finish
   extra      chunks with fields nobody knows yet (kept through the proxy)
-  e400 / e401 / e404 / e422 / e500   that HTTP status with an OpenAI error object
+  reason     20 `reasoning_content` chunks before the content (a reasoning model)
+  nlong      two choices of 4 tokens each
+  azure      a first `choices: []` chunk with `prompt_filter_results`, then content
+  e400 / e401 / e402 / e404 / e422 / e500   that HTTP status with an OpenAI error object
 
 Streams carry `usage` in a final `choices: []` chunk when `stream_options.include_usage` is set,
 as OpenAI does; non-streamed requests get one chat.completion object."""
@@ -83,6 +86,27 @@ def scenario_chunks(model, body):
             for i in range(2):
                 yield _chunk(model, [_choice({}, "stop" if i == 0 else "length", index=i)])
         return two()
+    if model == "reason":
+        def reason():
+            yield _chunk(model, [_choice({"role": "assistant", "content": ""})])
+            for i in range(20):
+                yield _chunk(model, [_choice({"reasoning_content": f"r{i} "})])
+            yield _chunk(model, [_choice({"content": "42"})])
+            yield _chunk(model, [_choice({}, "stop")])
+        return reason()
+    if model == "nlong":
+        def nlong():
+            for t in range(4):
+                for i in range(2):
+                    yield _chunk(model, [_choice({"content": f"c{i}t{t} "}, index=i)])
+            for i in range(2):
+                yield _chunk(model, [_choice({}, "length", index=i)])
+        return nlong()
+    if model == "azure":
+        def azure():
+            yield _chunk(model, [], prompt_filter_results=[{"prompt_index": 0, "content_filter_results": {}}])
+            yield from _content_chunks(model, ["Hello", " world"])
+        return azure()
     if model == "extra":
         def extra():
             yield _chunk(model, [_choice({"role": "assistant", "content": "", "annotations": []}, future_flag=True)],
@@ -98,6 +122,8 @@ ERRORS = {
                    "param": "tools[0].function.parameters", "code": "invalid_function_parameters"}),
     "e401": (401, {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": None,
                    "code": "invalid_api_key"}),
+    "e402": (402, {"message": "Insufficient credits on the gateway account", "type": "insufficient_quota", "param": None,
+                   "code": "insufficient_quota"}),
     "e404": (404, {"message": "The model `x` does not exist", "type": "invalid_request_error", "param": None,
                    "code": "model_not_found"}),
     "e422": (422, {"message": "Unprocessable: messages[1].content", "type": "invalid_request_error",

@@ -16,7 +16,8 @@ from websockets.sync.client import connect
 from conftest import Node, free_port
 from scripted_upstream import ScriptedUpstream
 
-SCENARIOS = ["echo", "tools", "toolsmix", "logprobs", "json", "refusal", "n2", "extra", "e400", "e401", "e404", "e422", "e500"]
+SCENARIOS = ["echo", "tools", "toolsmix", "logprobs", "json", "refusal", "n2", "extra", "reason", "nlong", "azure",
+             "e400", "e401", "e402", "e404", "e422", "e500"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def node(upstream):
     aliases["e400"] = [["u-e400", "u-e400-b"]]
     aliases["text"] = [["u-text"]]
     aliases["dead"] = [["u-dead"]]
+    aliases["e402"] = [["u-e402"], ["u-echo"]]  # the operator's account is out of credit: the next group serves
     fd, path = tempfile.mkstemp(prefix="models-fidelity-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump({"upstreams": ups, "aliases": aliases, "hedge_fraction": 0}, f)
@@ -296,3 +298,51 @@ def test_the_websocket_envelope_carries_tool_call_deltas(node):
                 done = e
     assert done["type"] == "done" and done["finish_reason"] == "tool_calls", done
     assert [(c["id"], c["name"], c["arguments"]) for _, c in sorted(calls.items())] == CALLS
+
+
+def test_reasoning_chunks_all_arrive_and_are_joined(client):
+    seen = []
+    for chunk in client.chat.completions.create(model="reason", messages=[{"role": "user", "content": "?"}], stream=True):
+        for ch in chunk.choices:
+            r = (ch.delta.model_extra or {}).get("reasoning_content")
+            if r:
+                seen.append(r)
+    assert seen == [f"r{i} " for i in range(20)]
+    r = client.chat.completions.create(model="reason", messages=[{"role": "user", "content": "?"}])
+    assert r.choices[0].message.content == "42"
+    assert r.choices[0].message.model_extra["reasoning_content"] == "".join(f"r{i} " for i in range(20))
+
+
+def test_several_choices_each_get_max_tokens_and_a_finish(client):
+    got, finishes = {}, {}
+    for chunk in client.chat.completions.create(model="nlong", messages=[{"role": "user", "content": "?"}], n=2, max_tokens=4, stream=True):
+        for ch in chunk.choices:
+            got[ch.index] = got.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+    assert got == {i: "".join(f"c{i}t{t} " for t in range(4)) for i in range(2)}
+    assert finishes == {0: "length", 1: "length"}
+
+
+def test_an_operator_side_4xx_falls_back_and_a_converted_request_refuses_what_it_would_lose(client, upstream):
+    r = client.chat.completions.create(model="e402", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "Hello world", "a 402 (our credit) moves on to the next group"
+    for extra, field in [({"tools": TOOLS}, "tools"), ({"n": 2}, "n"), ({"response_format": {"type": "json_object"}}, "response_format")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="text", messages=[{"role": "user", "content": "hi"}], **extra)
+        assert e.value.body["param"] == field, e.value.body
+    client.completions.create(model="text", prompt="x", extra_body={"max_completion_tokens": 7})
+    body = last_body(upstream)
+    assert body["max_tokens"] == 7 and "max_completion_tokens" not in body, "the completions API's own name"
+
+
+def test_filter_results_and_big_integers_pass_as_they_are(client, upstream, node):
+    req = urllib.request.Request(node.url + "/v1/chat/completions", method="POST",
+                                 data=json.dumps({"model": "azure", "stream": True, "seed": 1000000000000001,
+                                                  "messages": [{"role": "user", "content": "x"}]}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        events = [json.loads(l[6:]) for l in resp.read().decode().splitlines() if l.startswith("data: {")]
+    assert events[0]["choices"] == [] and events[0]["prompt_filter_results"][0]["prompt_index"] == 0
+    seed = last_body(upstream)["seed"]
+    assert seed == 1000000000000001 and isinstance(seed, int)
