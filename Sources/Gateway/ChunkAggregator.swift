@@ -139,23 +139,13 @@ struct ChunkAggregator {
                         w.beginObject()
                         w.key("id"); w.value(t.id ?? .null)
                         w.key("type"); w.value(t.type ?? .string("function"))
-                        w.key("function")
-                        w.beginObject()
-                        w.key("name"); w.string(t.name)
-                        w.key("arguments"); w.string(t.arguments)
-                        w.endObject()
+                        w.key("function"); ChunkAggregator.writeFunction(t.name, t.arguments, &w)
                         for (k, v) in t.extra.pairs { w.key(k); w.value(v) }
                         w.endObject()
                     }
                     w.endArray()
                 }
-                if let f = c.functionCall {
-                    w.key("function_call")
-                    w.beginObject()
-                    w.key("name"); w.string(f.name)
-                    w.key("arguments"); w.string(f.arguments)
-                    w.endObject()
-                }
+                if let f = c.functionCall { w.key("function_call"); ChunkAggregator.writeFunction(f.name, f.arguments, &w) }
                 for (k, v) in c.otherDelta.pairs { w.key(k); w.value(v) }
                 w.endObject()
             } else {
@@ -166,5 +156,13 @@ struct ChunkAggregator {
             w.endObject()
         }
         w.endArray()
+    }
+
+    /// `{"name", "arguments"}` of a tool call or a legacy function call.
+    static func writeFunction(_ name: String, _ arguments: String, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("name"); w.string(name)
+        w.key("arguments"); w.string(arguments)
+        w.endObject()
     }
 }
