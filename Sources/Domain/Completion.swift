@@ -60,9 +60,13 @@ public enum FinishReason: String, Sendable {
 public struct Usage: Sendable, Equatable {
     public var promptTokens: Int
     public var completionTokens: Int
-    public init(promptTokens: Int, completionTokens: Int) {
+    /// An upstream's other usage fields (`prompt_tokens_details`, `completion_tokens_details`,
+    /// …) as a JSON object's text, written after the counts as it gave them.
+    public var details: String?
+    public init(promptTokens: Int, completionTokens: Int, details: String? = nil) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
+        self.details = details
     }
     public var totalTokens: Int { promptTokens + completionTokens }
 }

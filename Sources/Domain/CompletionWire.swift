@@ -161,6 +161,7 @@ public enum CompletionWire {
             w.key("reason"); w.string(reason.rawValue)
             w.key("pt"); w.int(usage.promptTokens)
             w.key("ct"); w.int(usage.completionTokens)
+            if let d = usage.details { w.key("ud"); w.string(d) }
             w.key("queue"); w.double(timings.queueMs)
             if let t = timings.ttftMs { w.key("ttft"); w.double(t) }
             w.key("total"); w.double(timings.totalMs)
@@ -204,7 +205,12 @@ public enum CompletionWire {
                   let ct = o["ct"]?.intValue, let queue = o["queue"]?.doubleValue, let total = o["total"]?.doubleValue,
                   let up = o["up"]?.stringValue else { throw DecodeError("done") }
             let timings = Timings(queueMs: queue, ttftMs: o["ttft"]?.doubleValue, totalMs: total, upstream: up)
-            return .done(reason, Usage(promptTokens: pt, completionTokens: ct), timings)
+            var details: String?
+            if let d = o["ud"] {
+                guard let s = d.stringValue, (try? JSONParser.parse(Array(s.utf8)))?.objectValue != nil else { throw DecodeError("usage details") }
+                details = s
+            }
+            return .done(reason, Usage(promptTokens: pt, completionTokens: ct, details: details), timings)
         case "e":
             guard let code = o["code"]?.stringValue.flatMap(ErrorCode.init(rawValue:)), let msg = o["msg"]?.stringValue,
                   let n = o["n"]?.intValue else { throw DecodeError("error") }

@@ -9,6 +9,8 @@ enum CompletionEncoding {
         w.key("prompt_tokens"); w.int(u.promptTokens)
         w.key("completion_tokens"); w.int(u.completionTokens)
         w.key("total_tokens"); w.int(u.totalTokens)
+        // An upstream's details, as it gave them (the worker wrote them compact: `{` fields `}`).
+        if let d = u.details?.utf8, d.count > 2 { w.raw(Array(d.dropFirst().dropLast())) }
         w.endObject()
     }
 

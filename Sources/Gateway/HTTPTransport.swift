@@ -66,7 +66,9 @@ final class HTTPReply: APIReply {
     var showsTokensLive: Bool { false }  // SSE only when the body asked for `stream`
 
     func completionSubscriber(for request: CompletionRequest) -> CompletionSubscriber {
-        request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos, headers: extraHeaders) : BufferedSubscriber(self, request)
+        // Every answer of a completion names it: streamed, whole or an error.
+        extraHeaders.replace("X-Request-Id", request.requestID)
+        return request.stream ? SSESubscriber(responder, request, keepalive: keepaliveNanos, headers: extraHeaders) : BufferedSubscriber(self, request)
     }
 
     func track(_ stream: CompletionStream, subscriber: CompletionSubscriber) {
@@ -111,7 +113,6 @@ final class SSESubscriber: CompletionSubscriber {
         h.add("Content-Type", "text/event-stream")
         h.add("Cache-Control", "no-store")
         h.add("X-Accel-Buffering", "no")
-        h.add("X-Request-Id", request.requestID)
         responder.startStream(headers: h)
     }
 

@@ -284,7 +284,16 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         let limit = 10_000_000
         guard let pt = u["prompt_tokens"]?.intValue, let ct = u["completion_tokens"]?.intValue,
               (0...limit).contains(pt), (0...limit).contains(ct) else { return nil }
-        return Usage(promptTokens: pt, completionTokens: ct)
+        var details: String?
+        let counts: Set<String> = ["prompt_tokens", "completion_tokens", "total_tokens"]
+        if u.pairs.contains(where: { !counts.contains($0.key) }) {
+            var w = JSONWriter(capacity: 128)
+            w.beginObject()
+            for (k, v) in u.pairs where !counts.contains(k) { w.key(k); w.value(v) }
+            w.endObject()
+            details = w.string
+        }
+        return Usage(promptTokens: pt, completionTokens: ct, details: details)
     }
 
     // MARK: HTTPClientDelegate

@@ -98,4 +98,14 @@ final class ForwardingTests: XCTestCase {
         w.endArray()
         XCTAssertEqual(w.string, "[1000000000000001,9007199254740992,-3,0.5,1e+300,-0.0]")
     }
+
+    func testUsageDetailsCrossNodes() throws {
+        let u = Usage(promptTokens: 11, completionTokens: 7, details: #"{"completion_tokens_details":{"reasoning_tokens":3}}"#)
+        var w = JSONWriter()
+        CompletionWire.encode(.done(.toolCalls, u, Timings(queueMs: 1, ttftMs: 2, totalMs: 3, upstream: "a")), requestID: "k", into: &w)
+        guard case .done(.toolCalls, let back, _) = try CompletionWire.decodeEvent(w.bytes).event else { return XCTFail("done lost") }
+        XCTAssertEqual(back, u)
+        let bad = #"{"r":"k","t":"f","reason":"stop","pt":1,"ct":1,"queue":1,"total":1,"up":"a","ud":"[1]"}"#
+        XCTAssertThrowsError(try CompletionWire.decodeEvent(Array(bad.utf8)), "details must be an object")
+    }
 }

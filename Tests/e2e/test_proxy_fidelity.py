@@ -346,3 +346,16 @@ def test_filter_results_and_big_integers_pass_as_they_are(client, upstream, node
     assert events[0]["choices"] == [] and events[0]["prompt_filter_results"][0]["prompt_index"] == 0
     seed = last_body(upstream)["seed"]
     assert seed == 1000000000000001 and isinstance(seed, int)
+
+
+def test_usage_details_and_the_request_id_on_every_answer(client):
+    raw = client.chat.completions.with_raw_response.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    r = raw.parse()
+    assert raw.headers["x-request-id"] == r.id
+    assert r.usage.completion_tokens_details.reasoning_tokens == 0 and r.usage.prompt_tokens_details.cached_tokens == 0
+    chunks = list(client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 0
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="e400", messages=MESSAGES)
+    assert e.value.response.headers["x-request-id"].startswith("chatcmpl-")
