@@ -336,6 +336,8 @@ enum ServeCommand {
         for a in config.models?.publicModels ?? [] where !models.contains(a) { models.append(a) }
         var policy = ParameterPolicy(defaultModel: models[0], knownModels: models, maxTokensCap: config.maxTokensCap)
         policy.upstreamModels = config.models?.upstreamModels ?? []
+        policy.deniedFields = config.models?.deniedFields ?? []
+        policy.choicesCap = config.models?.maxChoices ?? ParameterPolicy.maxChoices
 
         // PostgreSQL: migrations at start, the pool, the identity cache fed by LISTEN.
         var pool: PGPool?

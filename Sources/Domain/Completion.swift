@@ -175,6 +175,9 @@ public struct CompletionRequestParser: Sendable {
         var params = try policy.parameters(from: o, base: base)
         let upstreamModel = policy.upstreamModels.contains(params.model)
         if !upstreamModel { try CompletionRequestParser.refuseWhatTheBuiltinCannotDo(o, flavor: flavor) }
+        if upstreamModel, let denied = o.pairs.first(where: { !$0.value.isNull && policy.deniedFields.contains($0.key) }) {
+            throw .invalid(denied.key, "this node does not forward \(denied.key) to model servers (the operator's models file denies it)")
+        }
         var stream = false
         if let v = o["stream"], !v.isNull {
             guard let b = v.boolValue else { throw .invalid("stream", "stream must be a boolean") }

@@ -36,8 +36,11 @@ public struct ParameterPolicy: Sendable {
     /// are forwarded as sent, so fields only the built-in model cannot honour (tools, n > 1, …)
     /// are the upstream's to judge.
     public var upstreamModels: Set<String> = []
-    /// Choices one request may ask an upstream model for.
+    /// Choices one request may ask an upstream model for, at most (the operator may set fewer).
     public static let maxChoices = 8
+    public var choicesCap = ParameterPolicy.maxChoices
+    /// Fields the operator does not forward to model servers: refused naming them.
+    public var deniedFields: Set<String> = []
 
     public init(defaultModel: String, knownModels: [String], maxTokensCap: Int = 2048, defaultMaxTokens: Int = 256) {
         self.defaultModel = defaultModel
@@ -105,8 +108,8 @@ public struct ParameterPolicy: Sendable {
         }
         if let v = present(body, "n") {
             if upstreamModels.contains(p.model) {
-                guard let n = v.intValue, (1...ParameterPolicy.maxChoices).contains(n) else {
-                    throw .invalid("n", "n must be an integer between 1 and \(ParameterPolicy.maxChoices)")
+                guard let n = v.intValue, (1...choicesCap).contains(n) else {
+                    throw .invalid("n", "n must be an integer between 1 and \(choicesCap)")
                 }
             } else {
                 guard v.intValue == 1 else { throw .invalid("n", "the built-in model gives one choice: n must be 1") }

@@ -101,6 +101,11 @@ public struct ModelsConfig: Sendable {
     /// An upstream that carried traffic and has been idle this long gets a tiny request (0: off).
     public var warmupIdleMs = 0
     public var breaker = BreakerPolicy()
+    /// Fields of a client's request never forwarded to model servers (refused with 400 naming
+    /// them): what the operator will not let clients spend their account on (`service_tier`, …).
+    public var deniedFields: Set<String> = []
+    /// The most choices (`n`) one request may ask a model server for.
+    public var maxChoices = 8
 
     public init() {}
 
@@ -126,7 +131,7 @@ public struct ModelsConfig: Sendable {
 
     public static func parse(_ root: JSONObject, environment: (String) -> String?, source: String = "models file") throws(ConfigError) -> ModelsConfig {
         var c = ModelsConfig()
-        try unknownKeys(root, ["upstreams", "aliases", "hedge_fraction", "warmup_idle_ms", "breaker"], "\(source)")
+        try unknownKeys(root, ["upstreams", "aliases", "hedge_fraction", "warmup_idle_ms", "breaker", "forwarding"], "\(source)")
         guard let ups = root["upstreams"]?.arrayValue else { throw ConfigError("\(source): upstreams: must be an array") }
         for (i, v) in ups.enumerated() {
             guard let o = v.objectValue else { throw ConfigError("\(source): upstreams[\(i)]: must be an object") }
@@ -212,6 +217,24 @@ public struct ModelsConfig: Sendable {
             c.breaker.consecutiveFailures = try int(b, "consecutive_failures", at, default: 3, 1...1000)
             c.breaker.openNanos = UInt64(try int(b, "open_ms", at, default: 1000, 10...600_000)) * 1_000_000
             c.breaker.probesToClose = try int(b, "probes_to_close", at, default: 2, 1...100)
+        }
+        if let f = root["forwarding"] {
+            let at = "\(source): forwarding"
+            guard let o = f.objectValue else { throw ConfigError("\(at): must be an object") }
+            try unknownKeys(o, ["deny_fields", "max_n"], at)
+            if let d = o["deny_fields"] {
+                guard let list = d.arrayValue, list.count <= 256 else { throw ConfigError("\(at).deny_fields: a list of field names") }
+                for (i, v) in list.enumerated() {
+                    guard let name = v.stringValue, !name.isEmpty, name.utf8.count <= 128 else {
+                        throw ConfigError("\(at).deny_fields[\(i)]: a field name of 1...128 bytes")
+                    }
+                    guard !["model", "messages", "prompt", "stream"].contains(name) else {
+                        throw ConfigError("\(at).deny_fields[\(i)]: \"\(name)\" is needed by every request")
+                    }
+                    c.deniedFields.insert(name)
+                }
+            }
+            c.maxChoices = try int(o, "max_n", at, default: 8, 1...8)
         }
         return c
     }

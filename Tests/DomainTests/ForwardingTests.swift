@@ -108,4 +108,17 @@ final class ForwardingTests: XCTestCase {
         let bad = #"{"r":"k","t":"f","reason":"stop","pt":1,"ct":1,"queue":1,"total":1,"up":"a","ud":"[1]"}"#
         XCTAssertThrowsError(try CompletionWire.decodeEvent(Array(bad.utf8)), "details must be an object")
     }
+
+    func testTheOperatorsDeniedFieldsAndChoicesCap() throws {
+        var p = ParameterPolicy(defaultModel: "builtin", knownModels: ["builtin", "gpt"], maxTokensCap: 100)
+        p.upstreamModels = ["gpt"]
+        p.deniedFields = ["service_tier", "store"]
+        p.choicesCap = 2
+        let parser = CompletionRequestParser(policy: p)
+        func parse(_ s: String) throws(APIError) -> CompletionRequest { try parser.parse(try! JSONParser.parse(s), flavor: .chat, newID: { "i" }) }
+        let m = #""model":"gpt","messages":[{"role":"user","content":"x"}]"#
+        XCTAssertThrowsError(try parse(#"{\#(m),"service_tier":"priority"}"#)) { e in XCTAssertEqual((e as? APIError)?.field, "service_tier") }
+        XCTAssertThrowsError(try parse(#"{\#(m),"n":3}"#)) { e in XCTAssertEqual((e as? APIError)?.field, "n") }
+        XCTAssertNoThrow(try parse(#"{\#(m),"n":2,"store":null}"#), "null is as good as absent")
+    }
 }

@@ -97,6 +97,19 @@ final class ModelsConfigTests: XCTestCase {
         XCTAssertEqual(c.publicModels, ["chat"])
     }
 
+    func testForwardingLimitsAndTheirMistakes() throws {
+        let base = #""upstreams": [{"name": "u", "base_url": "http://127.0.0.1:9001/v1", "model": "m"}], "aliases": {"chat": [["u"]], "local": [["builtin"]]}"#
+        let c = try parse(#"{\#(base), "forwarding": {"deny_fields": ["service_tier", "store"], "max_n": 2}}"#)
+        XCTAssertEqual(c.deniedFields, ["service_tier", "store"])
+        XCTAssertEqual(c.maxChoices, 2)
+        XCTAssertEqual(c.upstreamModels, ["chat"], "an alias of builtin alone is not forwarded")
+        XCTAssertEqual(try parse("{\(base)}").maxChoices, 8)
+        for (bad, words) in [(#""forwarding": {"max_n": 9}"#, "forwarding.max_n"), (#""forwarding": {"deny_fields": ["messages"]}"#, "needed by every request"),
+                             (#""forwarding": {"deny": []}"#, "unknown field \"deny\""), (#""forwarding": []"#, "forwarding: must be an object")] {
+            XCTAssertThrowsError(try parse("{\(base), \(bad)}")) { e in XCTAssertTrue("\(e)".contains(words), "\(e)") }
+        }
+    }
+
     func testTheExampleInTheRepoLoads() throws {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("docs/models.example.json").path
