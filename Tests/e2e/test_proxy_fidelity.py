@@ -41,7 +41,8 @@ def node(upstream):
     aliases["e402"] = [["u-e402"], ["u-echo"]]  # the operator's account is out of credit: the next group serves
     fd, path = tempfile.mkstemp(prefix="models-fidelity-", suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump({"upstreams": ups, "aliases": aliases, "hedge_fraction": 0}, f)
+        json.dump({"upstreams": ups, "aliases": aliases, "hedge_fraction": 0,
+                   "forwarding": {"deny_fields": ["service_tier"], "max_n": 4}}, f)
     n = Node("--models", path, "--auth", "off", "--rate-limit-rpm", "0", "--max-concurrent", "0", redis=False)
     yield n
     n.stop()
@@ -359,3 +360,13 @@ def test_usage_details_and_the_request_id_on_every_answer(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="e400", messages=MESSAGES)
     assert e.value.response.headers["x-request-id"].startswith("chatcmpl-")
+
+
+def test_the_operator_denies_fields_and_caps_n(client, upstream):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}], service_tier="priority")
+    assert e.value.body["param"] == "service_tier"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="n2", messages=[{"role": "user", "content": "hi"}], n=5)
+    assert e.value.body["param"] == "n"
+    assert not [r for r in upstream.recorded() if r["body"].get("service_tier") or r["body"].get("n") == 5], "nothing reached the upstream"
