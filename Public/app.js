@@ -291,6 +291,46 @@ async function searchPresets() {
   if (!r.body.degraded && !q) showFailedWrites();
 }
 
+// Export and import go over REST (large bodies; the session cookie authenticates them).
+async function exportPresets() {
+  const all = [];
+  let cursor = "";
+  for (;;) {
+    const r = await fetch("/v1/presets/export?limit=1000" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""), { credentials: "same-origin" });
+    const body = await r.json().catch(() => ({ error: { message: `HTTP ${r.status}` } }));
+    if (!r.ok) { $("#notice").textContent = `Export failed: ${body.error.message}`; return; }
+    all.push(...body.data);
+    if (!body.next_cursor) break;
+    cursor = body.next_cursor;
+  }
+  const blob = new Blob([JSON.stringify({ object: "list", data: all }, null, 1)], { type: "application/json" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = "presets.json";
+  document.body.append(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 60000);
+  $("#notice").textContent = `Exported ${all.length} preset${all.length === 1 ? "" : "s"}.`;
+}
+
+async function importPresets(file) {
+  let parsed;
+  try { parsed = JSON.parse(await file.text()); } catch { $("#notice").textContent = "That file is not JSON."; return; }
+  // An export ({"data": [...]}), an import body ({"presets": [...]}) or a bare list.
+  const items = Array.isArray(parsed) ? parsed : parsed && (parsed.data || parsed.presets);
+  if (!Array.isArray(items)) { $("#notice").textContent = "That file holds no list of presets."; return; }
+  const r = await fetch("/v1/presets/import", {
+    method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ presets: items }),
+  });
+  const body = await r.json().catch(() => ({ error: { message: `HTTP ${r.status}` } }));
+  if (!r.ok) { $("#notice").textContent = `Import failed: ${body.error.message}`; return; }
+  const first = body.data.find((x) => x.status === "failed");
+  $("#notice").textContent = `Imported ${body.created} preset${body.created === 1 ? "" : "s"}` +
+    (first ? `; ${body.failed} not imported (item ${first.index + 1}: ${first.error.message}).` : ".");
+  refreshPresets();
+}
+
 async function showFailedWrites() {
   const r = await call("GET", "/v1/presets/pending", null);
   const list = $("#preset-failed");
@@ -546,6 +586,13 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#signout").addEventListener("click", signOut);
   $("#preset-search").addEventListener("input", refreshPresets);
+  $("#preset-export").addEventListener("click", exportPresets);
+  $("#preset-import").addEventListener("click", () => $("#preset-import-file").click());
+  $("#preset-import-file").addEventListener("change", (e) => {
+    const f = e.target.files[0];
+    e.target.value = "";   // the same file may be chosen again
+    if (f) importPresets(f);
+  });
   $("#preset-search").addEventListener("keydown", onSearchKey);
   $("#save").addEventListener("click", openSaveDialog);
   $("#save-form").addEventListener("submit", savePreset);

@@ -165,6 +165,13 @@ SCHEMAS = {
                                        "status": {"enum": ["queued", "failed"]}, "queued_at": {"type": "string"},
                                        "failed_at": {"type": "string"}, "fields": {"type": "object"},
                                        "error": {"type": "object"}}}}}},
+    "ImportResults": {
+        "type": "object", "required": ["object", "data", "created", "failed"],
+        "properties": {"object": {"const": "list"}, "created": {"type": "integer"}, "failed": {"type": "integer"},
+                       "data": {"type": "array", "items": {
+                           "type": "object", "required": ["index", "status"],
+                           "properties": {"index": {"type": "integer"}, "status": {"enum": ["created", "failed"]},
+                                          "preset": ref("Preset"), "error": {"type": "object"}}}}}},
     "Dismissed": {"type": "object", "required": ["key", "dismissed"],
                   "properties": {"key": {"type": "string"}, "dismissed": {"const": True}}},
     "Identity": {"type": "object", "required": ["user_id"],
@@ -209,6 +216,16 @@ PATHS = {
                                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": answer("a page of presets", ref("PresetList"))} | errors(400, 401, 503)}},
+    "/v1/presets/export": {"get": {
+        "operationId": "exportPresets", "summary": "Your presets, whole, newest first, up to 1,000 a page",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"200": answer("a page of presets", ref("PresetList"))} | errors(400, 401, 503)}},
+    "/v1/presets/import": {"post": {
+        "operationId": "importPresets", "summary": "Creates each preset of the list on its own; a result per item",
+        "requestBody": json_body({"type": "object", "required": ["presets"],
+                                  "properties": {"presets": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}}}),
+        "responses": {"200": answer("one result per item, in order", ref("ImportResults"))} | errors(400, 401, 413, 503)}},
     "/v1/presets/pending": {"get": {
         "operationId": "listPendingPresetWrites", "summary": "Your preset writes not in the database yet",
         "responses": {"200": answer("queued and failed writes", ref("PendingList"))} | errors(401, 503)}},

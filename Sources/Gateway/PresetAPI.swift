@@ -38,8 +38,10 @@ public final class PresetAPI: @unchecked Sendable {
     public func install(on api: APIRouter) {
         api.add("POST", "/v1/presets", bodyLimit: 64 * 1024) { [self] c, r in create(c, r) }
         api.add("GET", "/v1/presets") { [self] c, r in search(c, r) }
-        // Before /v1/presets/{id}: the first route that matches wins.
+        // Literal routes: they win over /v1/presets/{id}.
         api.add("GET", "/v1/presets/pending") { [self] c, r in pending(c, r) }
+        api.add("GET", "/v1/presets/export") { [self] c, r in export(c, r) }
+        api.add("POST", "/v1/presets/import", bodyLimit: PresetAPI.maxImportBytes) { [self] c, r in importPresets(c, r) }
         api.add("DELETE", "/v1/presets/pending/{key}") { [self] c, r in dismiss(c, r) }
         api.add("GET", "/v1/presets/{id}") { [self] c, r in get(c, r) }
         api.add("PATCH", "/v1/presets/{id}", bodyLimit: 64 * 1024) { [self] c, r in update(c, r) }
@@ -279,6 +281,140 @@ public final class PresetAPI: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    // MARK: export and import
+
+    /// Presets one export page holds, and one import takes.
+    static let maxExportPage = 1000
+    static let maxImportItems = 1000
+    static let maxImportBytes = 16 << 20
+
+    /// `GET /v1/presets/export`: the user's presets newest first, whole, `limit` (≤ 1,000) at a
+    /// time with `next_cursor`; what `POST /v1/presets/import` takes back. Only from the database:
+    /// an export from the cache could silently miss presets.
+    func export(_ call: APICall, _ reply: APIReply) {
+        var limit = PresetAPI.maxExportPage
+        if let l = call.query["limit"] {
+            guard let n = Int(l), (1...PresetAPI.maxExportPage).contains(n) else {
+                return reply.fail(.invalid("limit", "limit must be an integer from 1 to \(PresetAPI.maxExportPage)"))
+            }
+            limit = n
+        }
+        let cursor = call.query["cursor"].flatMap { $0.isEmpty ? nil : $0 }
+        store.search(user: call.identity, query: "", limit: limit, cursor: cursor, on: reply.loop) { [self] r in
+            switch r {
+            case .success(let page?): respondList(reply, page.items.map { ($0.preset, nil) }, next: page.nextCursor, pendingIDs: [], degraded: false)
+            case .success(nil): reply.fail(.invalid("cursor", "cursor is not one this server issued for an export"))
+            case .failure(let e):
+                if !e.isUnavailable { logger.warning("preset export failed", ["error": "\(e)"]) }
+                reply.fail(PresetAPI.storeFailure(e))
+            }
+        }
+    }
+
+    /// One item of an import: created, or why not (with the item's own field names).
+    enum ImportResult {
+        case created(Preset)
+        case failed(APIError)
+    }
+
+    /// `POST /v1/presets/import` with `{"presets": [...]}` (≤ 1,000; an export's items are taken
+    /// as they are: their ids, dates and versions are ignored): every item is created on its
+    /// own — all of it or nothing of it — in order, and answered with its result. Not queued
+    /// through an outage: refused at once (503) while the database is down or writes of this
+    /// user wait for it, so an import never mixes applied and pending items.
+    func importPresets(_ call: APICall, _ reply: APIReply) {
+        let items: [JSONValue]
+        do throws(APIError) {
+            guard let list = try call.requireObject()["presets"]?.arrayValue else {
+                throw .invalid("presets", "send {\"presets\": [...]}: a list of presets")
+            }
+            guard list.count <= PresetAPI.maxImportItems else { throw .invalid("presets", "at most \(PresetAPI.maxImportItems) presets per import") }
+            items = list
+        } catch {
+            return reply.fail(error)
+        }
+        var checked: [Result<PresetFields, APIError>] = []
+        for (i, item) in items.enumerated() {
+            guard let o = item.objectValue else {
+                checked.append(.failure(.invalid("presets[\(i)]", "each preset must be an object")))
+                continue
+            }
+            do throws(APIError) {
+                checked.append(.success(try validator.fields(from: o, creating: true)))
+            } catch {
+                var e = error
+                e.field = "presets[\(i)]" + (e.field.map { "." + $0 } ?? "")
+                checked.append(.failure(e))
+            }
+        }
+        let user = call.identity
+        withQueueState(user, on: reply.loop) { [self] queued in
+            if queued || store.isDown {
+                return reply.fail(APIError(.presetsDegraded, "presets cannot be imported while the database is unavailable or your earlier "
+                                           + "writes wait for it; retry shortly", retryAfterMs: 1000))
+            }
+            importNext(0, checked, results: [], user: user, reply: reply)
+        }
+    }
+
+    private func importNext(_ i: Int, _ items: [Result<PresetFields, APIError>], results: [ImportResult], user: Identity, reply: APIReply) {
+        guard i < items.count else { return respondImport(reply, results) }
+        var results = results
+        switch items[i] {
+        case .failure(let e):
+            results.append(.failed(e))
+            return importNext(i + 1, items, results: results, user: user, reply: reply)
+        case .success(let fields):
+            store.create(user: user, fields: fields, id: UUIDText.random(), on: reply.loop) { [self] r in
+                switch r {
+                case .success(.success(let p)):
+                    noteWritten(p)
+                    results.append(.created(p))
+                case .success(.failure(.conflict)):
+                    var e = PresetAPI.conflict(fields.name)
+                    e.field = "presets[\(i)].name"
+                    results.append(.failed(e))
+                case .success(.failure):
+                    results.append(.failed(APIError(.internalError, "could not save the preset")))
+                case .failure(let e):
+                    // The database went away mid-import: this item and the rest are not applied.
+                    let refusal = PresetAPI.storeFailure(e)
+                    for _ in i..<items.count { results.append(.failed(refusal)) }
+                    return respondImport(reply, results)
+                }
+                importNext(i + 1, items, results: results, user: user, reply: reply)
+            }
+        }
+    }
+
+    private func respondImport(_ reply: APIReply, _ results: [ImportResult]) {
+        var w = JSONWriter(capacity: 4096)
+        var created = 0
+        w.beginObject()
+        w.key("object"); w.string("list")
+        w.key("data")
+        w.beginArray()
+        for (i, r) in results.enumerated() {
+            w.beginObject()
+            w.key("index"); w.int(i)
+            switch r {
+            case .created(let p):
+                created += 1
+                w.key("status"); w.string("created")
+                w.key("preset"); p.write(&w)
+            case .failed(let e):
+                w.key("status"); w.string("failed")
+                w.key("error"); e.writeBody(&w)
+            }
+            w.endObject()
+        }
+        w.endArray()
+        w.key("created"); w.int(created)
+        w.key("failed"); w.int(results.count - created)
+        w.endObject()
+        reply.respond(status: 200, json: w.bytes)
     }
 
     func update(_ call: APICall, _ reply: APIReply) {

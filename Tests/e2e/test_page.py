@@ -280,3 +280,28 @@ def test_presets_during_a_database_outage_say_so(browser):
         for n in ns:
             n.stop()
         db.destroy()
+
+
+def test_presets_export_and_import_buttons(browser, node, tmp_path):
+    import json
+    import re
+    import urllib.request
+    import uuid
+    open_page(browser, node, prompt=None)
+    browser.find_element(By.ID, "preset-export").click()
+    WebDriverWait(browser, 10).until(lambda d: "Exported" in d.find_element(By.ID, "notice").text)
+    exported = int(re.search(r"Exported (\d+)", browser.find_element(By.ID, "notice").text).group(1))
+    req = urllib.request.Request(node.url + "/v1/presets/export", headers={"Authorization": f"Bearer {node.key}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert exported == len(json.loads(r.read())["data"])
+    suffix = uuid.uuid4().hex[:6]
+    f = tmp_path / "presets.json"
+    f.write_text(json.dumps({"object": "list", "data": [{"name": f"Imported {suffix}", "prompt": "Hello {{input}}", "tags": ["io"]},
+                                                        {"prompt": "no name"}]}))
+    browser.find_element(By.ID, "preset-import-file").send_keys(str(f))
+    WebDriverWait(browser, 10).until(lambda d: "Imported 1 preset" in d.find_element(By.ID, "notice").text)
+    assert "1 not imported (item 2" in browser.find_element(By.ID, "notice").text
+    search = browser.find_element(By.ID, "preset-search")
+    search.send_keys(suffix)
+    WebDriverWait(browser, 10).until(lambda d: any(f"Imported {suffix}" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
+    search.clear()
