@@ -397,9 +397,34 @@ function loadPreset(p) {
   panel.stops = Array.isArray(params.stop) ? params.stop.slice() : (params.stop ? [params.stop] : []);
   renderStops(panel);
   presets.loaded = p;
+  renderVariables(p);
   $("#preset-name").textContent = p.name;
   $("#preset-run").hidden = false;
   $("#notice").textContent = `Loaded “${p.name}”.`;
+}
+
+// A field per named variable of the loaded preset ({{input}} has its own box).
+function renderVariables(p) {
+  const box = $("#preset-variables");
+  box.textContent = "";
+  for (const name of (p.variables || []).filter((v) => v !== "input")) {
+    const label = document.createElement("label");
+    label.className = "label";
+    label.textContent = name;
+    const input = document.createElement("input");
+    input.type = "text";
+    input.name = name;
+    input.dataset.variable = name;
+    input.setAttribute("aria-label", `Value of {{${name}}}`);
+    label.append(input);
+    box.append(label);
+  }
+}
+
+function variableValues() {
+  const values = {};
+  for (const el of document.querySelectorAll("#preset-variables input[data-variable]")) values[el.dataset.variable] = el.value;
+  return values;
 }
 
 async function deletePreset(p) {
@@ -463,6 +488,7 @@ function runPreset() {
   const body = Object.assign(readParams(panel), {
     preset_id: presets.loaded.id, input_context: $("#input-context").value, request_id: requestId,
   });
+  if ((presets.loaded.variables || []).some((v) => v !== "input")) body.variables = variableValues();
   const run = { requestId, start: performance.now(), firstAt: 0, tokens: 0, envId: null };
   panel.run = run;
   panel.output.classList.add("streaming");

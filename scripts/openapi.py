@@ -101,6 +101,8 @@ SCHEMAS = {
                                  {"type": "null"}]},
             "preset_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
             "input_context": {"type": ["string", "null"]},
+            "variables": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                          "description": "values of the preset's {{name}} placeholders"},
             "logprobs": {"type": ["integer", "boolean", "null"]}}},
     "ChatMessage": {
         "type": "object", "required": ["role"],
@@ -148,7 +150,8 @@ SCHEMAS = {
         "type": "object", "required": ["id", "object", "name", "prompt"],
         "properties": {"id": {"type": "string"}, "object": {"const": "preset"}, "name": {"type": "string"},
                        "description": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
-                       "prompt": {"type": "string"}, "parameters": {"type": "object"},
+                       "prompt": {"type": "string"}, "variables": {"type": "array", "items": {"type": "string"}},
+                       "parameters": {"type": "object"},
                        "created_at": {"type": "string"}, "updated_at": {"type": "string"}, "version": {"type": "integer"},
                        "score": {"type": "number"}, "pending": {"type": "boolean"}, "degraded": {"type": "boolean"}}},
     "PresetList": {"type": "object", "required": ["object", "data"],

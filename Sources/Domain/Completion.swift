@@ -144,8 +144,21 @@ public struct CompletionRequestParser: Sendable {
                 }
                 input = s
             }
-            prompt = try preset!.render(input: input, maxBytes: limits.maxPromptBytes)
+            var values: [String: String] = [:]
+            if let v = o["variables"], !v.isNull {
+                guard let vars = v.objectValue else { throw .invalid("variables", "variables must be an object of names to strings") }
+                guard vars.count <= 256 else { throw .invalid("variables", "at most 256 variables") }
+                for (k, x) in vars.pairs {
+                    guard let s = x.stringValue else { throw .invalid("variables.\(k.prefix(64))", "each variable's value must be a string") }
+                    guard s.utf8.count <= limits.maxPromptBytes else {
+                        throw .invalid("variables.\(k.prefix(64))", "a variable's value is at most \(limits.maxPromptBytes) bytes")
+                    }
+                    values[k] = s
+                }
+            }
+            prompt = try preset!.render(input: input, variables: values, maxBytes: limits.maxPromptBytes)
         case .text:
+            if let v = o["variables"], !v.isNull { throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id") }
             if let v = o["prompt"], !v.isNull {
                 switch v {
                 case .string(let s): prompt = s
@@ -156,6 +169,7 @@ public struct CompletionRequestParser: Sendable {
                 throw .invalid("prompt", "prompt is required")
             }
         case .chat:
+            if let v = o["variables"], !v.isNull { throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id") }
             guard let msgs = o["messages"]?.arrayValue, !msgs.isEmpty else {
                 throw .invalid("messages", "messages must be a non-empty array")
             }

@@ -40,6 +40,8 @@ public struct Preset: Sendable {
         w.key("description"); w.string(description)
         w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray()
         w.key("prompt"); w.string(prompt)
+        // The prompt's placeholders, for a form of values (derived: never stored).
+        w.key("variables"); w.beginArray(); for v in PromptTemplate(prompt).variables { w.string(v) }; w.endArray()
         w.key("parameters"); w.value(.object(parameters))
         w.key("created_at"); w.string(createdAt)
         w.key("updated_at"); w.string(updatedAt)
@@ -71,60 +73,12 @@ public struct Preset: Sendable {
         return p
     }
 
-    static let placeholder = Array("{{input}}".utf8)
-
-    /// The prompt with the run's input: at every `{{input}}` if there is one, else after a blank line.
-    /// The size of the result is computed from the number of placeholders and the input's length
-    /// *before* anything is built, so a prompt of many placeholders cannot make the node build a
-    /// huge string only to refuse it: past `maxBytes` this throws at once.
-    public func render(input: String?, maxBytes: Int = .max) throws(APIError) -> String {
-        let promptBytes = Array(prompt.utf8)
-        let input = input ?? ""
-        let inputBytes = input.utf8.count
-        let sites = Preset.placeholderOffsets(in: promptBytes)
-        let size: Int
-        if !sites.isEmpty || inputBytes == 0 {
-            // Multiplication in overflow-checked steps: k × |input| can exceed Int for hostile sizes.
-            let (grown, overflow) = sites.count.multipliedReportingOverflow(by: inputBytes)
-            size = overflow ? .max : promptBytes.count - sites.count * Preset.placeholder.count + min(grown, .max / 2)
-        } else {
-            size = promptBytes.isEmpty ? inputBytes : promptBytes.count + 2 + inputBytes
-        }
-        guard size <= maxBytes else {
-            throw .invalid("input_context", "the preset's prompt with this input_context would be \(size) bytes; the limit is \(maxBytes) bytes")
-        }
-        if sites.isEmpty {
-            if inputBytes == 0 { return prompt }
-            return promptBytes.isEmpty ? input : prompt + "\n\n" + input
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(size)
-        var from = 0
-        for at in sites {
-            out.append(contentsOf: promptBytes[from..<at])
-            out.append(contentsOf: input.utf8)
-            from = at + Preset.placeholder.count
-        }
-        out.append(contentsOf: promptBytes[from...])
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Byte offsets of non-overlapping `{{input}}` occurrences. Matching bytes is exact for UTF-8:
-    /// the placeholder is ASCII, and ASCII bytes never occur inside a multi-byte character.
-    static func placeholderOffsets(in bytes: [UInt8]) -> [Int] {
-        let needle = placeholder
-        var sites: [Int] = []
-        var i = 0
-        let last = bytes.count - needle.count
-        while i <= last {
-            if bytes[i] == needle[0] && bytes[i..<(i + needle.count)].elementsEqual(needle) {
-                sites.append(i)
-                i += needle.count
-            } else {
-                i += 1
-            }
-        }
-        return sites
+    /// The prompt with the run's values (`PromptTemplate`): `input` at every `{{input}}` if there
+    /// is one, else after a blank line; each `{{name}}` from `variables`. The size of the result is
+    /// computed before anything is built, so a prompt of many placeholders cannot make the node
+    /// build a huge string only to refuse it: past `maxBytes` this throws at once.
+    public func render(input: String?, variables: [String: String] = [:], maxBytes: Int = .max) throws(APIError) -> String {
+        try PromptTemplate(prompt).render(values: variables, input: input, maxBytes: maxBytes)
     }
 }
 

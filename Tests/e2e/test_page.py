@@ -305,3 +305,30 @@ def test_presets_export_and_import_buttons(browser, node, tmp_path):
     search.send_keys(suffix)
     WebDriverWait(browser, 10).until(lambda d: any(f"Imported {suffix}" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
     search.clear()
+
+
+def test_a_loaded_preset_shows_a_field_per_variable_and_runs_with_them(browser, node):
+    import json
+    import urllib.request
+    import uuid
+    suffix = uuid.uuid4().hex[:6]
+    body = {"name": f"Letter {suffix}", "prompt": "Write to {{recipient}} about {{subject}}: {{input}}", "parameters": {"max_tokens": 4}}
+    req = urllib.request.Request(node.url + "/v1/presets", method="POST", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {node.key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    open_page(browser, node, prompt=None)
+    search = browser.find_element(By.ID, "preset-search")
+    search.send_keys(suffix)
+    WebDriverWait(browser, 10).until(lambda d: any(f"Letter {suffix}" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".preset-name")))
+    next(e for e in browser.find_elements(By.CSS_SELECTOR, ".preset-item") if f"Letter {suffix}" in e.text).click()
+    fields = browser.find_elements(By.CSS_SELECTOR, "#preset-variables input[data-variable]")
+    assert [f.get_attribute("name") for f in fields] == ["recipient", "subject"]
+    fields[0].send_keys("the mayor")
+    fields[1].send_keys("the harbour")
+    browser.find_element(By.ID, "input-context").send_keys("please reply")
+    browser.find_element(By.ID, "run-preset").click()
+    # The run ends by its length (a missing variable would end it with an error naming it).
+    WebDriverWait(browser, 10).until(lambda d: "length" in d.find_element(By.CSS_SELECTOR, ".panel .finish").text)
+    assert outputs(browser)[0].strip()
+    search.clear()
