@@ -101,6 +101,7 @@ SCHEMAS = {
                                  {"type": "null"}]},
             "preset_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
             "input_context": {"type": ["string", "null"]},
+            "preset_version": {"type": ["integer", "null"], "minimum": 1},
             "variables": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                           "description": "values of the preset's {{name}} placeholders"},
             "logprobs": {"type": ["integer", "boolean", "null"]}}},
@@ -168,6 +169,15 @@ SCHEMAS = {
                                        "status": {"enum": ["queued", "failed"]}, "queued_at": {"type": "string"},
                                        "failed_at": {"type": "string"}, "fields": {"type": "object"},
                                        "error": {"type": "object"}}}}}},
+    "PresetVersion": {
+        "type": "object", "required": ["object", "preset_id", "version", "prompt"],
+        "properties": {"object": {"const": "preset.version"}, "preset_id": {"type": "string"}, "version": {"type": "integer"},
+                       "created_at": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                       "tags": {"type": "array", "items": {"type": "string"}}, "prompt": {"type": "string"},
+                       "variables": {"type": "array", "items": {"type": "string"}}, "parameters": {"type": "object"}}},
+    "VersionList": {"type": "object", "required": ["object", "data"],
+                    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": ref("PresetVersion")},
+                                   "next_cursor": NULLABLE_STR}},
     "ImportResults": {
         "type": "object", "required": ["object", "data", "created", "failed"],
         "properties": {"object": {"const": "list"}, "created": {"type": "integer"}, "failed": {"type": "integer"},
@@ -229,6 +239,19 @@ PATHS = {
         "requestBody": json_body({"type": "object", "required": ["presets"],
                                   "properties": {"presets": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}}}),
         "responses": {"200": answer("one result per item, in order", ref("ImportResults"))} | errors(400, 401, 413, 503)}},
+    "/v1/presets/{id}/versions": {"get": {
+        "operationId": "listPresetVersions", "summary": "A preset's versions, newest first",
+        "parameters": [ID, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"200": answer("a page of versions", ref("VersionList"))} | errors(400, 401, 404, 503)}},
+    "/v1/presets/{id}/versions/{version}": {"get": {
+        "operationId": "getPresetVersion", "parameters": [ID, {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "responses": {"200": answer("the version", ref("PresetVersion"))} | errors(401, 404, 503)}},
+    "/v1/presets/{id}/versions/{version}/restore": {"post": {
+        "operationId": "restorePresetVersion", "summary": "A new version equal in content to this one",
+        "parameters": [ID, {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "responses": {"200": answer("the preset", ref("Preset")), "202": answer("queued", ref("Preset"))}
+                     | errors(401, 404, 409, 503)}},
     "/v1/presets/pending": {"get": {
         "operationId": "listPendingPresetWrites", "summary": "Your preset writes not in the database yet",
         "responses": {"200": answer("queued and failed writes", ref("PendingList"))} | errors(401, 503)}},

@@ -52,6 +52,12 @@ public protocol PresetStorage: AnyObject, Sendable {
                 done: @escaping (Result<Result<Preset, PresetWriteRefusal>, StoreFailure>) -> Void)
     func update(user: Identity, id: String, fields: PresetFields, on queue: CallbackQueue,
                 done: @escaping (Result<Result<Preset, PresetWriteRefusal>, StoreFailure>) -> Void)
+    /// The preset's versions newest first (each a `Preset` holding that version's content),
+    /// older than `before` if given; nil inside: not this user's preset.
+    func versions(user: Identity, id: String, limit: Int, before: Int?, on queue: CallbackQueue,
+                  done: @escaping (Result<[Preset]?, StoreFailure>) -> Void)
+    /// One version, or nil.
+    func version(user: Identity, id: String, number: Int, on queue: CallbackQueue, done: @escaping (Result<Preset?, StoreFailure>) -> Void)
     /// false: there was no such preset.
     func delete(user: Identity, id: String, on queue: CallbackQueue, done: @escaping (Result<Bool, StoreFailure>) -> Void)
     func failedWrites(user: Identity, on queue: CallbackQueue, done: @escaping (Result<[FailedPresetWrite], StoreFailure>) -> Void)

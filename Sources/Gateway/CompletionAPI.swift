@@ -43,12 +43,26 @@ public final class CompletionAPI: @unchecked Sendable {
             reply.fail(error)
             return
         }
+        var version: Int?
+        if let v = call.body?.objectValue?["preset_version"], !v.isNull {
+            guard let n = v.intValue, n >= 1 else {
+                metrics.completionsInvalid.add(1, ordering: .relaxed)
+                return reply.fail(.invalid("preset_version", "preset_version must be a version number (1 or more)"))
+            }
+            guard presetID != nil else { return reply.fail(.invalid("preset_version", "preset_version needs a preset_id")) }
+            version = n
+        }
         guard let presetID else { return start(call, reply, flavor: flavor, preset: nil) }
         guard let presets else {
             reply.fail(.invalid("preset_id", "presets are not available on this node"))
             return
         }
-        presets.load(id: presetID, for: call.identity, on: reply.loop) { [self] r in
+        let loaded: (@escaping (Result<Preset, APIError>) -> Void) -> Void = { done in
+            if let version { presets.loadVersion(id: presetID, number: version, for: call.identity, on: reply.loop, done: done) } else {
+                presets.load(id: presetID, for: call.identity, on: reply.loop, done: done)
+            }
+        }
+        loaded { [self] r in
             switch r {
             case .success(let preset): start(call, reply, flavor: flavor, preset: preset)
             case .failure(let e): reply.fail(e)

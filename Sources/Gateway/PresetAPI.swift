@@ -46,6 +46,9 @@ public final class PresetAPI: @unchecked Sendable {
         api.add("GET", "/v1/presets/{id}") { [self] c, r in get(c, r) }
         api.add("PATCH", "/v1/presets/{id}", bodyLimit: 64 * 1024) { [self] c, r in update(c, r) }
         api.add("DELETE", "/v1/presets/{id}") { [self] c, r in delete(c, r) }
+        api.add("GET", "/v1/presets/{id}/versions") { [self] c, r in versions(c, r) }
+        api.add("GET", "/v1/presets/{id}/versions/{version}") { [self] c, r in version(c, r) }
+        api.add("POST", "/v1/presets/{id}/versions/{version}/restore") { [self] c, r in restore(c, r) }
     }
 
     /// Whether the database is down as far as this node knows (no connection up).
@@ -417,6 +420,114 @@ public final class PresetAPI: @unchecked Sendable {
         reply.respond(status: 200, json: w.bytes)
     }
 
+    // MARK: versions
+
+    /// A version: `{"object": "preset.version", "preset_id", "version", "created_at", "name",
+    /// "description", "tags", "prompt", "variables", "parameters"}`.
+    static func writeVersion(_ v: Preset, _ w: inout JSONWriter) {
+        w.beginObject()
+        w.key("object"); w.string("preset.version")
+        w.key("preset_id"); w.string(v.id)
+        w.key("version"); w.int(v.version)
+        w.key("created_at"); w.string(v.createdAt)
+        w.key("name"); w.string(v.name)
+        w.key("description"); w.string(v.description)
+        w.key("tags"); w.beginArray(); for t in v.tags { w.string(t) }; w.endArray()
+        w.key("prompt"); w.string(v.prompt)
+        w.key("variables"); w.beginArray(); for x in PromptTemplate(v.prompt).variables { w.string(x) }; w.endArray()
+        w.key("parameters"); w.value(.object(v.parameters))
+        w.endObject()
+    }
+
+    static func versionNumber(_ call: APICall) -> Int? {
+        guard let s = call.pathParameters["version"], let n = Int(s), n >= 1 else { return nil }
+        return n
+    }
+
+    /// `GET /v1/presets/{id}/versions?limit=&cursor=`: newest first; the cursor is a version number.
+    func versions(_ call: APICall, _ reply: APIReply) {
+        let id = call.pathParameters["id"] ?? ""
+        var limit = 20
+        if let l = call.query["limit"] {
+            guard let n = Int(l), (1...100).contains(n) else { return reply.fail(.invalid("limit", "limit must be an integer from 1 to 100")) }
+            limit = n
+        }
+        var before: Int?
+        if let c = call.query["cursor"], !c.isEmpty {
+            guard let n = Int(c), n >= 1 else { return reply.fail(.invalid("cursor", "cursor is not one this server issued")) }
+            before = n
+        }
+        guard UUIDText.isValid(id) else { return reply.fail(PresetAPI.notFound(id)) }
+        store.versions(user: call.identity, id: id, limit: limit + 1, before: before, on: reply.loop) { [self] r in
+            switch r {
+            case .success(nil): reply.fail(PresetAPI.notFound(id))
+            case .success(let list?):
+                var w = JSONWriter(capacity: 4096)
+                w.beginObject()
+                w.key("object"); w.string("list")
+                w.key("data")
+                w.beginArray()
+                for v in list.prefix(limit) { PresetAPI.writeVersion(v, &w) }
+                w.endArray()
+                w.key("next_cursor")
+                if list.count > limit, let last = list.prefix(limit).last { w.string(String(last.version)) } else { w.null() }
+                w.endObject()
+                reply.respond(status: 200, json: w.bytes)
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
+            }
+        }
+    }
+
+    /// `GET /v1/presets/{id}/versions/{n}`.
+    func version(_ call: APICall, _ reply: APIReply) {
+        let id = call.pathParameters["id"] ?? ""
+        guard UUIDText.isValid(id), let n = PresetAPI.versionNumber(call) else { return reply.fail(PresetAPI.notFound(id)) }
+        store.version(user: call.identity, id: id, number: n, on: reply.loop) { r in
+            switch r {
+            case .success(let v?):
+                var w = JSONWriter(capacity: 1024 + v.prompt.utf8.count)
+                PresetAPI.writeVersion(v, &w)
+                reply.respond(status: 200, json: w.bytes)
+            case .success(nil): reply.fail(APIError(.notFound, "no version \(n) of preset '\(id.prefix(64))'"))
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
+            }
+        }
+    }
+
+    /// `POST /v1/presets/{id}/versions/{n}/restore`: a new version equal in content to `n` (an
+    /// ordinary update: it conflicts, queues and replays like one).
+    func restore(_ call: APICall, _ reply: APIReply) {
+        let id = call.pathParameters["id"] ?? ""
+        guard UUIDText.isValid(id), let n = PresetAPI.versionNumber(call) else { return reply.fail(PresetAPI.notFound(id)) }
+        let user = call.identity
+        store.version(user: user, id: id, number: n, on: reply.loop) { [self] r in
+            switch r {
+            case .success(let v?):
+                var f = PresetFields()
+                f.name = v.name
+                f.description = v.description
+                f.tags = v.tags
+                f.prompt = v.prompt
+                f.parameters = v.parameters
+                applyUpdate(id: id, fields: f, user: user, reply: reply)
+            case .success(nil): reply.fail(APIError(.notFound, "no version \(n) of preset '\(id.prefix(64))'"))
+            case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
+            }
+        }
+    }
+
+    /// Loads version `n` of one of the user's presets to run it (`preset_version`).
+    func loadVersion(id: String, number: Int, for user: Identity, on loop: EventLoop, done: @escaping (Result<Preset, APIError>) -> Void) {
+        guard UUIDText.isValid(id) else { return done(.failure(PresetAPI.notFound(id))) }
+        store.version(user: user, id: id, number: number, on: loop) { r in
+            switch r {
+            case .success(let v?): done(.success(v))
+            case .success(nil): done(.failure(APIError(.notFound, "no version \(number) of preset '\(id.prefix(64))'", field: "preset_version")))
+            case .failure(let e): done(.failure(PresetAPI.storeFailure(e)))
+            }
+        }
+    }
+
     func update(_ call: APICall, _ reply: APIReply) {
         let id = call.pathParameters["id"] ?? ""
         let fields: PresetFields
@@ -425,7 +536,10 @@ public final class PresetAPI: @unchecked Sendable {
             return
         }
         guard UUIDText.isValid(id) else { return reply.fail(PresetAPI.notFound(id)) }
-        let user = call.identity
+        applyUpdate(id: id, fields: fields, user: call.identity, reply: reply)
+    }
+
+    private func applyUpdate(id: String, fields: PresetFields, user: Identity, reply: APIReply) {
         withQueueState(user, on: reply.loop) { [self] queued in
             if queued { return enqueue(.update, id: id, fields: fields, user: user, reply: reply) }
             store.update(user: user, id: id, fields: fields, on: reply.loop) { [self] r in

@@ -15,7 +15,7 @@ import JSON
 /// validated parameters, as one user message to a chat upstream.
 enum UpstreamRequest {
     /// Fields of ours that an upstream must not see.
-    static let ours: Set<String> = ["model", "stream", "stream_options", "request_id", "preset_id", "input_context", "variables"]
+    static let ours: Set<String> = ["model", "stream", "stream_options", "request_id", "preset_id", "input_context", "variables", "preset_version"]
 
     static func body(_ request: CompletionRequest, model: String, chat: Bool, seed: UInt64) -> [UInt8] {
         if let body = request.passthrough, (request.flavor == .chat) == chat {

@@ -60,6 +60,15 @@ public final class PostgresPresetStorage: PresetStorage, @unchecked Sendable {
         }, done)
     }
 
+    public func versions(user: Identity, id: String, limit: Int, before: Int?, on queue: CallbackQueue,
+                         done: @escaping (Result<[Preset]?, StoreFailure>) -> Void) {
+        run(queue, { conn throws(PGError) in try PresetRepository.versions(conn, user: user, id: id, limit: limit, before: before) }, done)
+    }
+
+    public func version(user: Identity, id: String, number: Int, on queue: CallbackQueue, done: @escaping (Result<Preset?, StoreFailure>) -> Void) {
+        run(queue, { conn throws(PGError) in try PresetRepository.version(conn, user: user, id: id, number: number) }, done)
+    }
+
     public func delete(user: Identity, id: String, on queue: CallbackQueue, done: @escaping (Result<Bool, StoreFailure>) -> Void) {
         run(queue, { conn throws(PGError) in try PresetRepository.delete(conn, user: user, id: id) }, done)
     }

@@ -87,6 +87,35 @@ public enum PresetRepository {
         }
     }
 
+    /// A version as a `Preset` (its id, content, `version`, and `created_at` = `updated_at` = when it was made).
+    static let versionColumns = """
+        v.preset_id::text, p.user_id, v.name, v.description, array_to_json(v.tags)::text, v.prompt, v.parameters::text,
+        to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), v.version
+        """
+
+    /// The preset's versions newest first, older than `before` if given; nil: not this user's preset.
+    public static func versions(_ conn: PGConnection, user: Identity, id: String, limit: Int, before: Int?) throws(PGError) -> [Preset]? {
+        guard isUUID(id) else { return nil }
+        guard try conn.query("SELECT 1 FROM presets WHERE id = $1::uuid AND user_id = $2", [id, user.userID]).count == 1 else { return nil }
+        let rows = try conn.query("""
+            SELECT \(versionColumns) FROM preset_versions v JOIN presets p ON p.id = v.preset_id
+            WHERE v.preset_id = $1::uuid AND p.user_id = $2 AND ($3::int IS NULL OR v.version < $3::int)
+            ORDER BY v.version DESC LIMIT $4
+            """, [id, user.userID, before.map(String.init), "\(limit)"])
+        return rows.rows.map(preset)
+    }
+
+    /// One version of the user's preset, or nil.
+    public static func version(_ conn: PGConnection, user: Identity, id: String, number: Int) throws(PGError) -> Preset? {
+        guard isUUID(id) else { return nil }
+        let rows = try conn.query("""
+            SELECT \(versionColumns) FROM preset_versions v JOIN presets p ON p.id = v.preset_id
+            WHERE v.preset_id = $1::uuid AND p.user_id = $2 AND v.version = $3::int
+            """, [id, user.userID, String(number)])
+        return rows.count == 1 ? preset(rows.rows[0]) : nil
+    }
+
     public static func delete(_ conn: PGConnection, user: Identity, id: String) throws(PGError) -> Bool {
         guard isUUID(id) else { return false }
         return try conn.query("DELETE FROM presets WHERE id = $1::uuid AND user_id = $2", [id, user.userID]).affected == 1

@@ -15,6 +15,8 @@ import Worker
 /// call answer `unavailable`, as a database outage does.
 public final class MemoryPresetStorage: PresetStorage, @unchecked Sendable {
     private let presets = Mutex<[String: Preset]>([:])
+    /// Every version of each preset, as the database's trigger keeps them (oldest first).
+    private let history = Mutex<[String: [Preset]]>([:])
     public let down = Atomic<Bool>(false)
     public init() {}
 
@@ -50,6 +52,7 @@ public final class MemoryPresetStorage: PresetStorage, @unchecked Sendable {
             return self.presets.withLock { all in
                 if all.values.contains(where: { $0.userID == user.userID && $0.name.lowercased() == p.name.lowercased() }) { return .failure(.conflict) }
                 all[id] = p
+                self.history.withLock { $0[id, default: []].append(p) }
                 return .success(p)
             }
         }
@@ -67,8 +70,25 @@ public final class MemoryPresetStorage: PresetStorage, @unchecked Sendable {
                 p.version += 1
                 p.updatedAt = Self.now()
                 all[id] = p
+                self.history.withLock { $0[id, default: []].append(p) }
                 return .success(p)
             }
+        }
+    }
+
+    public func versions(user: Identity, id: String, limit: Int, before: Int?, on queue: CallbackQueue,
+                         done: @escaping (Result<[Preset]?, StoreFailure>) -> Void) {
+        answer(queue, done) {
+            guard self.presets.withLock({ $0[id]?.userID == user.userID }) else { return nil }
+            let all = self.history.withLock { $0[id] ?? [] }
+            return Array(all.reversed().filter { before == nil || $0.version < before! }.prefix(limit))
+        }
+    }
+
+    public func version(user: Identity, id: String, number: Int, on queue: CallbackQueue, done: @escaping (Result<Preset?, StoreFailure>) -> Void) {
+        answer(queue, done) {
+            guard self.presets.withLock({ $0[id]?.userID == user.userID }) else { return nil }
+            return self.history.withLock { $0[id]?.first { $0.version == number } }
         }
     }
 
@@ -77,6 +97,7 @@ public final class MemoryPresetStorage: PresetStorage, @unchecked Sendable {
             self.presets.withLock { all in
                 guard all[id]?.userID == user.userID else { return false }
                 all[id] = nil
+                self.history.withLock { $0[id] = nil }
                 return true
             }
         }

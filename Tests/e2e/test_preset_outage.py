@@ -225,6 +225,14 @@ def test_outage_ten_users_three_gateways():
             assert set(got) == set(want), (u, set(got) ^ set(want))
             for i, m in want.items():
                 assert got[i] == [m["name"], m["prompt"], str(1 + m["updates"])], (u, i, got[i], m)
+            # Writes replayed from the outbox made versions like any other: one per version, the
+            # newest equal to the preset.
+            versions = {r[0]: r[1:] for r in db.sql(
+                f"SELECT v.preset_id, count(*), max(v.version), (array_agg(v.prompt ORDER BY v.version DESC))[1] "
+                f"FROM preset_versions v JOIN presets p ON p.id = v.preset_id WHERE p.user_id = '{u}' GROUP BY 1")}
+            for i, m in want.items():
+                n = str(1 + m["updates"])
+                assert versions[i] == [n, n, m["prompt"]], (u, i, versions.get(i), m)
             # Order kept: applied in the order accepted.
             order = db.sql(f"SELECT op, preset_id FROM preset_writes WHERE user_id = '{u}' ORDER BY applied_at")
             assert [(o, p) for o, p in order] == written[u]
