@@ -36,13 +36,7 @@ public struct Preset: Sendable {
         w.key("id"); w.string(id)
         if owner { w.key("user_id"); w.string(userID) }
         w.key("object"); w.string("preset")
-        w.key("name"); w.string(name)
-        w.key("description"); w.string(description)
-        w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray()
-        w.key("prompt"); w.string(prompt)
-        // The prompt's placeholders, for a form of values (derived: never stored).
-        w.key("variables"); w.beginArray(); for v in PromptTemplate(prompt).variables { w.string(v) }; w.endArray()
-        w.key("parameters"); w.value(.object(parameters))
+        writeContent(&w)
         w.key("created_at"); w.string(createdAt)
         w.key("updated_at"); w.string(updatedAt)
         w.key("version"); w.int(version)
@@ -50,6 +44,17 @@ public struct Preset: Sendable {
         if pending { w.key("pending"); w.bool(true) }
         if degraded { w.key("degraded"); w.bool(true) }
         w.endObject()
+    }
+
+    /// What a version holds: name, description, tags, prompt, its variables, parameters.
+    public func writeContent(_ w: inout JSONWriter) {
+        w.key("name"); w.string(name)
+        w.key("description"); w.string(description)
+        w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray()
+        w.key("prompt"); w.string(prompt)
+        // The prompt's placeholders, for a form of values (derived: never stored).
+        w.key("variables"); w.beginArray(); for v in PromptTemplate(prompt).variables { w.string(v) }; w.endArray()
+        w.key("parameters"); w.value(.object(parameters))
     }
 
     /// Reads what `write(_:owner: true)` wrote (the shared cache's copy).

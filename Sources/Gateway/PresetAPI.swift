@@ -430,12 +430,7 @@ public final class PresetAPI: @unchecked Sendable {
         w.key("preset_id"); w.string(v.id)
         w.key("version"); w.int(v.version)
         w.key("created_at"); w.string(v.createdAt)
-        w.key("name"); w.string(v.name)
-        w.key("description"); w.string(v.description)
-        w.key("tags"); w.beginArray(); for t in v.tags { w.string(t) }; w.endArray()
-        w.key("prompt"); w.string(v.prompt)
-        w.key("variables"); w.beginArray(); for x in PromptTemplate(v.prompt).variables { w.string(x) }; w.endArray()
-        w.key("parameters"); w.value(.object(v.parameters))
+        v.writeContent(&w)
         w.endObject()
     }
 

@@ -34,6 +34,20 @@ def key_for(user):
     return _keys[k]
 
 
+def request(node, key, method, path, body=None, timeout=30):
+    """Any method with a bearer key and an optional JSON body; (status, parsed body) whatever the status."""
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(node.url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def post(url, key, body, path="/v1/completions", timeout=30):
     """POSTs JSON with a bearer key; (status, parsed body) whatever the status."""
     import json

@@ -306,8 +306,9 @@ def test_two_fleets_on_one_redis_never_cross_links(make_node, redis_url):
     wa, wb = a.worker(), b.worker()
     key = make_key("links-two-" + uuid.uuid4().hex[:6])
     for g in (ga, gb):
-        status, body = post(g.url, key, {"prompt": "The sea", "max_tokens": 5})
-        assert status == 200 and body["usage"]["completion_tokens"] == 5
+        # Seeded, and penalties that keep it going: an unseeded answer may end before 5 tokens.
+        status, body = post(g.url, key, {"prompt": "The sea", "max_tokens": 5, "seed": 7, "presence_penalty": -2, "frequency_penalty": -2})
+        assert status == 200 and body["usage"]["completion_tokens"] == 5, body
     assert metric(ga, "playground_fleet_links") >= 1 and metric(gb, "playground_fleet_links") >= 1
     assert metric(wa, 'playground_completions_total{outcome="length"}') == 1
     assert metric(wb, 'playground_completions_total{outcome="length"}') == 1

@@ -1,21 +1,13 @@
 """Export and import of presets: an export pages through all of a user's presets whole; an import
 creates each item on its own (never half an item), answers a result per item in order, and takes
 an export back as it is."""
-import json
-import urllib.error
-import urllib.request
 import uuid
 
-from conftest import make_key, post
+from conftest import make_key, post, request
 
 
 def get(node, key, path):
-    req = urllib.request.Request(node.url + path, headers={"Authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return request(node, key, "GET", path)
 
 
 def test_export_pages_through_everything_and_import_takes_it_back(node):

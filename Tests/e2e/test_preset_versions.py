@@ -1,22 +1,10 @@
 """Preset versions: every change is an immutable version, listed newest first and paginated,
 readable one by one, restorable (a new version equal in content), runnable with preset_version;
 owner only; gone with the preset."""
-import json
-import urllib.error
-import urllib.request
 import uuid
 
 from conftest import make_key, post
-
-
-def call(node, key, method, path, body=None):
-    req = urllib.request.Request(node.url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+from conftest import request as call
 
 
 def test_changes_make_versions_that_can_be_read_restored_and_run(node):
