@@ -126,6 +126,14 @@ public struct CompletionRequestParser: Sendable {
         return s
     }
 
+    /// The preset_version a body names, if any (it needs a preset_id).
+    public static func presetVersion(in body: JSONValue?) throws(APIError) -> Int? {
+        guard let v = body?.objectValue?["preset_version"], !v.isNull else { return nil }
+        guard let n = v.intValue, n >= 1 else { throw .invalid("preset_version", "preset_version must be a version number (1 or more)") }
+        guard try presetID(in: body) != nil else { throw .invalid("preset_version", "preset_version needs a preset_id") }
+        return n
+    }
+
     /// Validates a body. With `preset`, its prompt takes the body's `input_context` and its
     /// parameters are the base that the body's parameters override.
     public func parse(_ body: JSONValue?, flavor: CompletionFlavor, preset: Preset? = nil, newID: () -> String) throws(APIError) -> CompletionRequest {
@@ -133,6 +141,9 @@ public struct CompletionRequestParser: Sendable {
         guard let o = body.objectValue else { throw APIError(.invalidRequest, "request body must be a JSON object") }
         var prompt = ""
         let hasPreset = preset != nil
+        if !hasPreset, let v = o["variables"], !v.isNull {
+            throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id")
+        }
         if hasPreset && flavor == .chat { throw .invalid("preset_id", "presets run through /v1/completions") }
         switch flavor {
         case .text where hasPreset:
@@ -158,7 +169,6 @@ public struct CompletionRequestParser: Sendable {
             }
             prompt = try preset!.render(input: input, variables: values, maxBytes: limits.maxPromptBytes)
         case .text:
-            if let v = o["variables"], !v.isNull { throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id") }
             if let v = o["prompt"], !v.isNull {
                 switch v {
                 case .string(let s): prompt = s
@@ -169,7 +179,6 @@ public struct CompletionRequestParser: Sendable {
                 throw .invalid("prompt", "prompt is required")
             }
         case .chat:
-            if let v = o["variables"], !v.isNull { throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id") }
             guard let msgs = o["messages"]?.arrayValue, !msgs.isEmpty else {
                 throw .invalid("messages", "messages must be a non-empty array")
             }

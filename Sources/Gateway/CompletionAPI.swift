@@ -35,22 +35,15 @@ public final class CompletionAPI: @unchecked Sendable {
 
     func complete(_ call: APICall, _ reply: APIReply, flavor: CompletionFlavor) {
         let presetID: String?
+        let version: Int?
         do throws(APIError) {
             if let e = call.bodyError { throw APIError(.invalidRequest, "request body is not valid JSON: \(e)") }
             presetID = try CompletionRequestParser.presetID(in: call.body)
+            version = try CompletionRequestParser.presetVersion(in: call.body)
         } catch {
             metrics.completionsInvalid.add(1, ordering: .relaxed)
             reply.fail(error)
             return
-        }
-        var version: Int?
-        if let v = call.body?.objectValue?["preset_version"], !v.isNull {
-            guard let n = v.intValue, n >= 1 else {
-                metrics.completionsInvalid.add(1, ordering: .relaxed)
-                return reply.fail(.invalid("preset_version", "preset_version must be a version number (1 or more)"))
-            }
-            guard presetID != nil else { return reply.fail(.invalid("preset_version", "preset_version needs a preset_id")) }
-            version = n
         }
         guard let presetID else { return start(call, reply, flavor: flavor, preset: nil) }
         guard let presets else {

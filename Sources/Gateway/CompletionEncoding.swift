@@ -9,8 +9,8 @@ enum CompletionEncoding {
         w.key("prompt_tokens"); w.int(u.promptTokens)
         w.key("completion_tokens"); w.int(u.completionTokens)
         w.key("total_tokens"); w.int(u.totalTokens)
-        // An upstream's details, as it gave them (the worker wrote them compact: `{` fields `}`).
-        if let d = u.details?.utf8, d.count > 2 { w.raw(Array(d.dropFirst().dropLast())) }
+        // An upstream's details, as it gave them.
+        if let d = u.details { w.rawMembers(of: d) }
         w.endObject()
     }
 
@@ -102,9 +102,7 @@ enum CompletionEncoding {
     /// An upstream's forwarded chunk (`CompletionEvent.delta`'s `chunk`) under our id and model.
     static func forwardedChunk(request: CompletionRequest, created: Int, chunk: String, _ w: inout JSONWriter) {
         openObject(request, object: chunkObject(request), created: created, &w)
-        let b = Array(chunk.utf8)
-        // The worker wrote it compact: `{` fields `}`; its fields go after ours.
-        if b.count > 2, b.first == UInt8(ascii: "{"), b.last == UInt8(ascii: "}") { w.raw(Array(b[1..<(b.count - 1)])) }
+        w.rawMembers(of: chunk)  // its fields after ours
         w.endObject()
     }
 

@@ -362,33 +362,35 @@ public final class PresetAPI: @unchecked Sendable {
         }
     }
 
-    private func importNext(_ i: Int, _ items: [Result<PresetFields, APIError>], results: [ImportResult], user: Identity, reply: APIReply) {
-        guard i < items.count else { return respondImport(reply, results) }
+    private func importNext(_ from: Int, _ items: [Result<PresetFields, APIError>], results: [ImportResult], user: Identity, reply: APIReply) {
         var results = results
-        switch items[i] {
-        case .failure(let e):
+        var i = from
+        // Items refused by validation are answered as they are; the next valid one is created.
+        while i < items.count, case .failure(let e) = items[i] {
             results.append(.failed(e))
-            return importNext(i + 1, items, results: results, user: user, reply: reply)
-        case .success(let fields):
-            store.create(user: user, fields: fields, id: UUIDText.random(), on: reply.loop) { [self] r in
-                switch r {
-                case .success(.success(let p)):
-                    noteWritten(p)
-                    results.append(.created(p))
-                case .success(.failure(.conflict)):
-                    var e = PresetAPI.conflict(fields.name)
-                    e.field = "presets[\(i)].name"
-                    results.append(.failed(e))
-                case .success(.failure):
-                    results.append(.failed(APIError(.internalError, "could not save the preset")))
-                case .failure(let e):
-                    // The database went away mid-import: this item and the rest are not applied.
-                    let refusal = PresetAPI.storeFailure(e)
-                    for _ in i..<items.count { results.append(.failed(refusal)) }
-                    return respondImport(reply, results)
-                }
-                importNext(i + 1, items, results: results, user: user, reply: reply)
+            i += 1
+        }
+        guard i < items.count, case .success(let fields) = items[i] else { return respondImport(reply, results) }
+        let index = i, done = results
+        store.create(user: user, fields: fields, id: UUIDText.random(), on: reply.loop) { [self] r in
+            var results = done
+            switch r {
+            case .success(.success(let p)):
+                noteWritten(p)
+                results.append(.created(p))
+            case .success(.failure(.conflict)):
+                var e = PresetAPI.conflict(fields.name)
+                e.field = "presets[\(index)].name"
+                results.append(.failed(e))
+            case .success(.failure):
+                results.append(.failed(APIError(.internalError, "could not save the preset")))
+            case .failure(let e):
+                // The database went away mid-import: this item and the rest are not applied.
+                let refusal = PresetAPI.storeFailure(e)
+                for _ in index..<items.count { results.append(.failed(refusal)) }
+                return respondImport(reply, results)
             }
+            importNext(index + 1, items, results: results, user: user, reply: reply)
         }
     }
 

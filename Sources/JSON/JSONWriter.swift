@@ -60,6 +60,16 @@ public struct JSONWriter {
     /// Writes an already-encoded JSON value.
     public mutating func raw(_ json: [UInt8]) { separator(); bytes.append(contentsOf: json); needsComma = true }
 
+    /// Writes the members of an already-encoded compact object (`{"a":1,"b":2}` → `"a":1,"b":2`)
+    /// into the object being written; nothing for `{}` or text that is not `{…}`.
+    public mutating func rawMembers(of object: String) {
+        let u = object.utf8
+        guard u.count > 2, u.first == UInt8(ascii: "{"), u.last == UInt8(ascii: "}") else { return }
+        separator()
+        bytes.append(contentsOf: u.dropFirst().dropLast())
+        needsComma = true
+    }
+
     public mutating func value(_ v: JSONValue) {
         switch v {
         case .null: null()

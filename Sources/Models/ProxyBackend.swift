@@ -267,8 +267,8 @@ final class ProxyRun: RunningGeneration, AttemptListener {
     let holdsAnswer: Bool
     var held: [(text: String, chunk: String?)] = []
     /// Output an attempt may stream before it is cut: max_tokens for each of the `n` choices of
-    /// a forwarded request.
-    var tokenBound: Int { request.parameters.maxTokens * max(1, min(request.passthrough?["n"]?.intValue ?? 1, ParameterPolicy.maxChoices)) }
+    /// a forwarded request (worked out once: it is checked on every token).
+    let tokenBound: Int
 
     init(proxy: ProxyBackend, request: CompletionRequest, seed: UInt64, loop: EventLoop, timers: LoopClock, sink: GenerationSink, groups: [[String]]) {
         self.proxy = proxy
@@ -280,6 +280,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         self.groups = groups
         startedAt = proxy.clock()
         holdsAnswer = !request.stream
+        tokenBound = request.parameters.maxTokens * max(1, min(request.passthrough?["n"]?.intValue ?? 1, ParameterPolicy.maxChoices))
     }
 
     /// Starts the next attempt, or ends the run when there is none left.
@@ -361,6 +362,10 @@ final class ProxyRun: RunningGeneration, AttemptListener {
 
     private func emit(_ text: String, _ chunk: String?) {
         if holdsAnswer { return held.append((text, chunk)) }
+        deliver(text, chunk)
+    }
+
+    private func deliver(_ text: String, _ chunk: String?) {
         if let chunk { sink?.chunk(text, chunk) } else { sink?.token(text) }
     }
 
@@ -382,11 +387,7 @@ final class ProxyRun: RunningGeneration, AttemptListener {
         // Counters only grow, whatever a backend claims.
         proxy.promptTokens.add(max(0, u.promptTokens), ordering: .relaxed)
         proxy.completionTokens.add(max(0, u.completionTokens), ordering: .relaxed)
-        if holdsAnswer {
-            for h in held {
-                if let c = h.chunk { sink?.chunk(h.text, c) } else { sink?.token(h.text) }
-            }
-        }
+        if holdsAnswer { for h in held { deliver(h.text, h.chunk) } }
         sink?.finished(reason, usage: u, upstream: attempt.name)
     }
 

@@ -350,8 +350,7 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
         guard let choice = o["choices"]?.arrayValue?.first?.objectValue else { return }
         let text = isChat ? choice["delta"]?.objectValue?["content"]?.stringValue : choice["text"]?.stringValue
         if let text, !text.isEmpty {
-            tokens += 1
-            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
+            countOutput()
             listener?.attemptToken(self, text)
         }
         if let r = choice["finish_reason"]?.stringValue {
@@ -437,17 +436,13 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
             // `choices: []`: the usage chunk (ours to write) — or one with more (Azure's
             // prompt_filter_results), passed on without the usage.
             guard o["usage"] == nil, o.pairs.contains(where: { $0.key != "choices" && !UpstreamAttempt.ownChunkFields.contains($0.key) }) else { return }
-            var w = JSONWriter(capacity: 256)
-            w.beginObject()
-            for (k, v) in o.pairs where !UpstreamAttempt.ownChunkFields.contains(k) { w.key(k); w.value(v) }
-            w.endObject()
-            if tokens == 0 { return preamble.append(w.string) }
-            return listener?.attemptChunk(self, "", w.string, counts: false) ?? ()
+            if tokens == 0 { return hold(UpstreamAttempt.passedOn(o)) }
+            // Counted like any chunk with something in it: an endless stream of them is bounded.
+            return listener?.attemptChunk(self, "", UpstreamAttempt.passedOn(o), counts: true) ?? ()
         }
         if let text = plainText(o, choices), !text.isEmpty {
             // Only text, nothing the client would miss: the per-token path (no chunk to carry).
-            tokens += 1
-            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
+            countOutput()
             flushPreamble()
             listener?.attemptToken(self, text)
             return
@@ -471,25 +466,36 @@ final class UpstreamAttempt: ModelAttempt, HTTPClientDelegate, GenerationSink {
                 if first { finishReason = FinishReason(upstream: r.stringValue ?? "stop") }
             }
         }
-        var w = JSONWriter(capacity: 256)
-        w.beginObject()
-        for (k, v) in o.pairs where !UpstreamAttempt.ownChunkFields.contains(k) { w.key(k); w.value(v) }
-        w.endObject()
+        let chunk = UpstreamAttempt.passedOn(o)
         if finishes { sawFinish = true }
-        guard output || finishes || tokens > 0 else {
-            // A role, an empty start: sent with the first output (it is no first token).
-            preamble.append(w.string)
-            if preamble.count >= UpstreamAttempt.maxPreamble { flushPreamble() }
-            return
-        }
-        if output {
-            tokens += 1
-            if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
-        }
+        // A role, an empty start: sent with the first output (it is no first token).
+        guard output || finishes || tokens > 0 else { return hold(chunk) }
+        if output { countOutput() }
         flushPreamble()
         // Every chunk but a bare finish counts against max_tokens (× n): an upstream that streams
         // empty chunks forever is bounded like one that ignores max_tokens.
-        listener?.attemptChunk(self, text, w.string, counts: output || !finishes)
+        listener?.attemptChunk(self, text, chunk, counts: output || !finishes)
+    }
+
+    /// A chunk as it is passed on: the upstream's fields, without those that are ours to write.
+    static func passedOn(_ o: JSONObject) -> String {
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        for (k, v) in o.pairs where !ownChunkFields.contains(k) { w.key(k); w.value(v) }
+        w.endObject()
+        return w.string
+    }
+
+    /// One more output token: the first stops the first-token bound.
+    private func countOutput() {
+        tokens += 1
+        if tokens == 1 { firstTokenTimer?.cancel(); firstTokenTimer = nil }
+    }
+
+    /// Keeps a chunk that comes before any output, bounded: past `maxPreamble` they are sent.
+    private func hold(_ chunk: String) {
+        preamble.append(chunk)
+        if preamble.count >= UpstreamAttempt.maxPreamble { flushPreamble() }
     }
 
     /// The text of a chunk that holds nothing else — one choice, index 0, its text (or a chat

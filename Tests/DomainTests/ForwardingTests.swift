@@ -121,4 +121,13 @@ final class ForwardingTests: XCTestCase {
         XCTAssertThrowsError(try parse(#"{\#(m),"n":3}"#)) { e in XCTAssertEqual((e as? APIError)?.field, "n") }
         XCTAssertNoThrow(try parse(#"{\#(m),"n":2,"store":null}"#), "null is as good as absent")
     }
+
+    func testRawMembersSpliceACompactObjectsFieldsOrNothing() {
+        var w = JSONWriter()
+        w.beginObject()
+        w.key("id"); w.string("x")
+        for member in [#"{"a":1,"b":[2]}"#, "{}", "[1]", "", #"{"c":null}"#] { w.rawMembers(of: member) }
+        w.endObject()
+        XCTAssertEqual(w.string, #"{"id":"x","a":1,"b":[2],"c":null}"#)
+    }
 }

@@ -98,6 +98,16 @@ final class LiveAPITests: XCTestCase {
         XCTAssertEqual(r.status, 503)
         XCTAssertEqual(try json(r)["error"]?.objectValue?["code"]?.stringValue, "presets_degraded")
         XCTAssertNotNil(r.header("retry-after"))
+        // Export, import and versions come from the store alone: refused clearly, never half done.
+        let id = "750458cb-48cf-4d0f-a94f-80d32f374b31"
+        for (method, path, body) in [("GET", "/v1/presets/export", nil), ("POST", "/v1/presets/import", #"{"presets": [{"name": "n", "prompt": "p"}]}"#),
+                                     ("GET", "/v1/presets/\(id)/versions", nil), ("GET", "/v1/presets/\(id)/versions/1", nil),
+                                     ("POST", "/v1/presets/\(id)/versions/1/restore", nil)] as [(String, String, String?)] {
+            let d = try node.request(method, path, body: body)
+            XCTAssertEqual(d.status, 503, path)
+            XCTAssertEqual(try json(d)["error"]?.objectValue?["code"]?.stringValue, "presets_degraded", path)
+        }
+        XCTAssertEqual(node.presets.count, 0, "nothing imported")
         XCTAssertEqual(try node.request("POST", "/v1/completions", body: #"{"prompt": "x", "max_tokens": 1}"#).status, 200,
                        "completions go on without the preset store")
     }
