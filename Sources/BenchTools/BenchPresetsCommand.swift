@@ -8,72 +8,182 @@ import Storage
 import Runtime
 
 /// `playground bench-presets`: per-user preset search latency against a seeded database
-/// (scripts/bench-presets.sh seeds it), using the product's own statements, plus EXPLAIN ANALYZE.
+/// (scripts/bench-presets.sh seeds it), the product's search beside the trigram statement it
+/// replaced (issue 19), quiet and with concurrent preset writes, plus EXPLAIN ANALYZE.
 public enum BenchPresetsCommand {
-    static let queries = ["sumarize", "translate french", "email", "", "notes", "poem", "sql querys", "lesson plan", "grader"]
+    /// Words of the seeded names and tags, as typed: exact, misspelled (swaps, drops, short words), half-typed.
+    static let queries = ["sumarize", "translate french", "email", "", "notes", "poem", "sql querys", "lesson plan", "grader",
+                          "tarnslate", "reivew", "emial", "bse", "sqk", "breinstorm", "proofred", "summ"]
 
     public static let spec = CommandSpec("bench-presets", summary: "Preset search latency on a seeded database (scripts/bench-presets.sh seeds it).", flags: [
         .option("database-url", "URL", "the seeded PostgreSQL (or DATABASE_URL)"),
         .option("users", "N", default: "100000", "users the seed spread presets over"),
-        .option("queries", "N", default: "3000", "searches to time"),
+        .option("queries", "N", default: "3000", "searches to time per side and phase"),
+        .option("writes-per-second", "N", default: "200", "preset writes (create, update, delete) beside the searches in the second phase"),
         .option("seconds", "S", default: "3", "duration of each side of --compare-pools"),
         .toggle("compare-pools", "thread pool vs non-blocking libpq on the loop, same searches"),
     ])
+
+    struct Sample: Sendable { let query: String; let micros: Int; let rows: Int }
 
     public static func run(_ a: Arguments) throws -> Int32 {
         if a.bool("compare-pools") { return try comparePools(a) }
         let users = try a.int("users")
         let total = try a.int("queries")
-        let pool = PGPool(url: a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? "", size: 1,
-                          logger: Logger(label: "bench", level: .warning))
+        let writeRate = try a.int("writes-per-second")
+        let url = a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL") ?? ""
+        let pool = PGPool(url: url, size: 2, logger: Logger(label: "bench", level: .warning))
         pool.start()
         defer { pool.stop() }
-        struct Sample: Sendable { let query: String; let micros: Int; let rows: Int }
         var rng = SeededRandom(seed: 7)
-        var plan: [(String, String)] = []
+        var plan: [(Identity, String)] = []
         for _ in 0..<total {
             let u = Int(rng.next() % UInt64(users))
-            plan.append((String(format: "user%06d", u), queries[Int(rng.next() % UInt64(queries.count))]))
+            plan.append((Identity(userID: String(format: "user%06d", u), orgID: nil, keyID: 0), queries[Int(rng.next() % UInt64(queries.count))]))
         }
         let work = plan
-        let samples: [Sample] = try pool.runBlocking { conn throws(PGError) -> [Sample] in
-            var out: [Sample] = []
-            // Warm the connection and the planner's cache a little.
-            for (user, q) in work.prefix(50) { _ = try PresetRepository.search(conn, user: Identity(userID: user, orgID: nil, keyID: 0), query: q, limit: 20, cursor: nil) }
-            for (user, q) in work {
-                let t0 = monotonicNanos()
-                let r = try PresetRepository.search(conn, user: Identity(userID: user, orgID: nil, keyID: 0), query: q, limit: 20, cursor: nil)
-                let us = Int((monotonicNanos() - t0) / 1000)
-                if case .success(let page) = r { out.append(Sample(query: q, micros: us, rows: page.items.count)) }
+        let hasLegacy = try pool.runBlocking { conn throws(PGError) in
+            try conn.query("SELECT 1 FROM pg_indexes WHERE indexname = 'presets_user_search'").count == 1
+        }
+        func measure(_ legacy: Bool) throws -> [Sample] {
+            try pool.runBlocking { conn throws(PGError) -> [Sample] in
+                func once(_ user: Identity, _ q: String) throws(PGError) -> Int {
+                    if legacy {
+                        let (sql, params) = LegacySearch.statement(user: user, query: q, limit: 20)
+                        return min(try conn.query(sql, params).count, 20)
+                    }
+                    guard case .success(let page) = try PresetRepository.search(conn, user: user, query: q, limit: 20, cursor: nil) else { return 0 }
+                    return page.items.count
+                }
+                for (user, q) in work.prefix(50) { _ = try once(user, q) }
+                var out: [Sample] = []
+                for (user, q) in work {
+                    let t0 = monotonicNanos()
+                    let rows = try once(user, q)
+                    out.append(Sample(query: q, micros: Int((monotonicNanos() - t0) / 1000), rows: rows))
+                }
+                return out
             }
-            return out
         }
-        func pct(_ xs: [Int], _ p: Double) -> Double {
-            let s = xs.sorted()
-            guard !s.isEmpty else { return 0 }
-            return Double(s[min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)]) / 1000
+        let sides: [(String, Bool)] = (hasLegacy ? [("trigram (before)", true)] : []) + [("typo-tolerant", false)]
+        if !hasLegacy { printLine("(no presets_user_search index: the trigram statement of before is not measured)") }
+        for (phase, writes) in [("quiet", false), ("with \(writeRate) preset writes/s beside", true)] {
+            let writer = writes ? Writer(url: url, users: users, perSecond: writeRate) : nil
+            writer?.start()
+            var results: [(String, [Sample])] = []
+            for (label, legacy) in sides { results.append((label, try measure(legacy))) }
+            let written = writer?.stop() ?? 0
+            printLine("\npreset search over \(users) users, \(total) queries per side, limit 20, one connection, \(phase)" +
+                      (writes ? " (\(written) writes done)" : "") + "; times in ms:")
+            printLine("query".padding(22) + results.map { "  " + $0.0.padding(30) }.joined())
+            printLine("".padding(22) + results.map { _ in "     n     p50     p99  avg rows " }.joined())
+            for q in queries + ["all"] {
+                let label = q == "all" ? "all" : q.isEmpty ? "(empty: newest first)" : "\"\(q)\""
+                var line = label.padding(22)
+                for (_, samples) in results {
+                    let xs = q == "all" ? samples : samples.filter { $0.query == q }
+                    line += String(format: "  %4d  %6.2f  %6.2f  %8.1f ", xs.count, pct(xs.map(\.micros), 0.5), pct(xs.map(\.micros), 0.99),
+                                   Double(xs.map(\.rows).reduce(0, +)) / Double(max(1, xs.count)))
+                }
+                printLine(line)
+            }
         }
-        printLine("preset search over \(users) users, \(samples.count) queries, limit 20, one connection, times in ms:")
-        printLine("query                 n     p50     p99     max  avg rows")
-        for q in queries {
-            let xs = samples.filter { $0.query == q }
-            let label = q.isEmpty ? "(empty: newest first)" : "\"\(q)\""
-            printLine(label.padding(20) + String(format: "%4d  %6.2f  %6.2f  %6.2f  %5.1f", xs.count, pct(xs.map(\.micros), 0.5),
-                                                 pct(xs.map(\.micros), 0.99), pct(xs.map(\.micros), 1.0),
-                                                 Double(xs.map(\.rows).reduce(0, +)) / Double(max(1, xs.count))))
-        }
-        let all = samples.map(\.micros)
-        printLine(String(format: "all                 %4d  %6.2f  %6.2f  %6.2f", all.count, pct(all, 0.5), pct(all, 0.99), pct(all, 1.0)))
         try measurePoolHandOff(pool)
         // The plans PostgreSQL chose, for a search and for the newest-first listing.
-        for q in ["sumarize", ""] {
+        for q in ["tarnslate frnch", ""] {
             let user = Identity(userID: "user000042", orgID: nil, keyID: 0)
-            guard let (sql, params) = PresetRepository.searchStatement(user: user, query: q, limit: 20, cursor: nil) else { continue }
-            let plan = try pool.runBlocking { conn throws(PGError) in try conn.query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params) }
+            let plan = try pool.runBlocking { conn throws(PGError) -> PGRows in
+                let query = SearchQuery(q)
+                let expansions = try query.map { q throws(PGError) in q.expansions(dictionary: try PresetRepository.dictionary(conn, user: user)) } ?? []
+                let (sql, params) = PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, cursor: nil)!
+                return try conn.query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+            }
             printLine("\nEXPLAIN ANALYZE for query \"\(q)\":")
             for r in plan.rows { printLine("  " + (r[0] ?? "")) }
         }
         return 0
+    }
+
+    static func pct(_ xs: [Int], _ p: Double) -> Double {
+        let s = xs.sorted()
+        guard !s.isEmpty else { return 0 }
+        return Double(s[min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)]) / 1000
+    }
+
+    /// Preset writes at a steady rate on a connection of their own, over random users: a create,
+    /// then an update of it, then its delete (the dictionary rises and falls with them).
+    final class Writer: @unchecked Sendable {
+        let url: String, users: Int, perSecond: Int
+        private let stopped = Atomic<Bool>(false)
+        private let count = Atomic<Int>(0)
+        private let done = DispatchSemaphore(value: 0)
+        init(url: String, users: Int, perSecond: Int) { self.url = url; self.users = users; self.perSecond = perSecond }
+
+        func start() {
+            let me = UncheckedBox(self)
+            Thread.detachNewThread {
+                let w = me.value
+                defer { w.done.signal() }
+                guard w.perSecond > 0, let conn = try? PGConnection(url: w.url) else { return }
+                var rng = SeededRandom(seed: 99)
+                let words = ["summarize", "translate", "review", "email", "notes", "poem", "brainstorm", "lesson", "grader", "recipe"]
+                let gap = 1_000_000_000 / UInt64(w.perSecond)
+                var next = monotonicNanos()
+                while !w.stopped.load(ordering: .relaxed) {
+                    let user = Identity(userID: String(format: "user%06d", Int(rng.next() % UInt64(w.users))), orgID: nil, keyID: 0)
+                    var f = PresetFields()
+                    f.name = "\(words[Int(rng.next() % 10)]) \(words[Int(rng.next() % 10)]) bench \(rng.next() % 1_000_000_000)"
+                    f.tags = [words[Int(rng.next() % 10)]]
+                    f.prompt = "bench write"
+                    guard case .success(let p)? = try? PresetRepository.create(conn, user: user, fields: f) else { continue }
+                    var change = PresetFields()
+                    change.description = "changed: \(words[Int(rng.next() % 10)]) and \(words[Int(rng.next() % 10)])"
+                    _ = try? PresetRepository.update(conn, user: user, id: p.id, fields: change)
+                    _ = try? PresetRepository.delete(conn, user: user, id: p.id)
+                    w.count.add(3, ordering: .relaxed)
+                    next += 3 * gap
+                    let now = monotonicNanos()
+                    if next > now { usleep(UInt32((next - now) / 1000)) } else if now - next > 1_000_000_000 { next = now }
+                }
+            }
+        }
+
+        func stop() -> Int {
+            stopped.store(true, ordering: .relaxed)
+            done.wait()
+            return count.load(ordering: .relaxed)
+        }
+    }
+}
+
+/// The search of before issue 19, for the benchmark's comparison only: every word must occur in
+/// lower(name || tags) as a substring or nearly (pg_trgm word similarity ≥ 0.4, `<%`). The bench
+/// database keeps its `search_text` column and trigram index (scripts/bench-presets.sh).
+enum LegacySearch {
+    static func statement(user: Identity, query: String, limit: Int) -> (String, [String?]) {
+        let q = query.trimmingWhitespace().lowercased()
+        if q.isEmpty {
+            return ("SELECT id FROM presets WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2", [user.userID, "\(limit + 1)"])
+        }
+        var words: [String] = []
+        for w in q.split(whereSeparator: { $0.isWhitespace }) where words.count < 8 && !words.contains(String(w)) { words.append(String(w)) }
+        var params: [String?] = [user.userID, "\(limit + 1)"]
+        var conditions: [String] = []
+        var scores: [String] = []
+        for w in words {
+            let like = "%" + w.replacingAll("\\", with: "\\\\").replacingAll("%", with: "\\%").replacingAll("_", with: "\\_") + "%"
+            params.append(w)
+            let wp = "$\(params.count)"
+            params.append(like)
+            let lp = "$\(params.count)"
+            conditions.append("(search_text LIKE \(lp) ESCAPE '\\' OR \(wp) <% search_text)")
+            scores.append("word_similarity(\(wp), search_text) + CASE WHEN search_text LIKE \(lp) ESCAPE '\\' THEN 1 ELSE 0 END")
+        }
+        return ("""
+            SELECT id, ((\(scores.joined(separator: " + "))) / \(words.count))::real AS score FROM presets
+            WHERE user_id = $1 AND \(conditions.joined(separator: " AND "))
+            ORDER BY score DESC, id DESC LIMIT $2
+            """, params)
     }
 }
 
@@ -104,9 +214,19 @@ extension BenchPresetsCommand {
                 let cpu0 = processCPUSeconds()
                 let start = monotonicNanos()
                 var rng = SeededRandom(seed: UInt64(concurrency))
-                let statements: [(String, [String?])] = (0..<4096).compactMap { _ in
-                    let user = Identity(userID: String(format: "user%06d", Int(rng.next() % UInt64(users))), orgID: nil, keyID: 0)
-                    return PresetRepository.searchStatement(user: user, query: queries[Int(rng.next() % UInt64(queries.count))], limit: 20, cursor: nil)
+                // (Planned ahead: each search's dictionary read is done here, the ranking statement timed.)
+                let picks = (0..<4096).map { _ in
+                    (Identity(userID: String(format: "user%06d", Int(rng.next() % UInt64(users))), orgID: nil, keyID: 0),
+                     queries[Int(rng.next() % UInt64(queries.count))])
+                }
+                let statements: [(String, [String?])] = try pool.runBlocking { conn throws(PGError) in
+                    var out: [(String, [String?])] = []
+                    for (user, q) in picks {
+                        let query = SearchQuery(q)
+                        let expansions = try query.map { q throws(PGError) in q.expansions(dictionary: try PresetRepository.dictionary(conn, user: user)) } ?? []
+                        out.append(PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, cursor: nil)!)
+                    }
+                    return out
                 }
                 let work = UncheckedBox(statements)
                 loop.execute {

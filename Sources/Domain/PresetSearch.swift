@@ -1,26 +1,224 @@
-/// Preset search over presets in memory (the shared cache, while the database is down), by the
-/// same rules as the database's search (PresetRepository.searchStatement): what is searched is
-/// `lower(name || ' ' || tags)`; every query word must occur in it as a substring or nearly (pg_trgm
-/// word similarity ≥ 0.4, so "frnch" finds "french"); the score is the words' mean similarity plus
-/// 1 per exact substring; best first, then by id. An empty query lists newest first. Pages and
-/// cursors are the database's too, so a client can page on across an outage.
-public enum PresetSearch {
-    public static let wordSimilarityThreshold: Float = 0.4
+/// Typo-tolerant preset search, as a search engine's fuzzy matching does it: every query word is
+/// matched against the words of the user's presets (their dictionary) within an edit distance in
+/// the spirit of Elasticsearch's `AUTO` fuzziness — 0 edits under 3 letters, 1 for 3–5, 2 from 6,
+/// a swap of two neighbours counting as one (optimal string alignment) — the last query word also
+/// as a prefix within one edit (search as you type), and any word of 3 letters or more also inside
+/// a longer word.
+/// Presets are ranked by how many query words they match, then by how well, not all-or-nothing.
+///
+/// Two places run these rules and must agree: the database (PresetRepository fetches the user's
+/// dictionary, expands the query here, and scores in SQL by `SearchScore`'s arithmetic) and the
+/// degraded search over the shared cache while the database is down (`PresetSearch.page`, all in
+/// memory). Both see the same words: `SearchWords.of` splits text as the database's
+/// `preset_search_words()` does (sql/004_typo_search.sql).
+public enum SearchWords {
+    /// Longer runs (hashes, base64) are not words anyone types.
+    public static let maxLength = 40
 
+    /// Lowercased runs of letters and digits of 1–40 characters, distinct, in first-seen order.
+    public static func of(_ text: String) -> [String] {
+        var out: [String] = []
+        var seen = Set<String>()
+        var word = String.UnicodeScalarView()
+        func flush() {
+            if !word.isEmpty, word.count <= maxLength {
+                let w = String(word)
+                if seen.insert(w).inserted { out.append(w) }
+            }
+            word.removeAll(keepingCapacity: true)
+        }
+        for s in text.lowercased().unicodeScalars {
+            if s.properties.isAlphabetic || s.properties.numericType != nil { word.append(s) } else { flush() }
+        }
+        flush()
+        return out
+    }
+
+    /// What the literal (punctuation) part of a query is looked for in: name, tags and description.
+    public static func document(_ p: Preset) -> String {
+        (p.name + " " + p.tags.joined(separator: " ") + " " + p.description).lowercased()
+    }
+
+    /// The words of the name and tags (worth twice those of the description alone).
+    public static func title(_ p: Preset) -> [String] { of(p.name + " " + p.tags.joined(separator: " ")) }
+
+    public static func all(_ p: Preset) -> [String] { of(p.name + " " + p.tags.joined(separator: " ") + " " + p.description) }
+}
+
+/// Bounded optimal-string-alignment distance (Damerau–Levenshtein where no substring is edited
+/// twice): insertions, deletions, substitutions and swaps of two neighbours cost 1 each.
+public enum EditDistance {
+    /// Elasticsearch's AUTO: the edits a query word of this many characters may be off by.
+    public static func allowed(length: Int) -> Int { length < 3 ? 0 : length < 6 ? 1 : 2 }
+
+    /// The distance between `a` and `b` if ≤ `bound`; with `prefix`, between `a` and the closest
+    /// prefix of `b` (a half-typed word against the word it begins). nil: more than `bound`.
+    public static func distance(_ a: [Unicode.Scalar], _ b: [Unicode.Scalar], bound: Int, prefix: Bool = false) -> Int? {
+        let m = a.count, n = b.count
+        if !prefix && abs(m - n) > bound { return nil }
+        if prefix && n < m - bound { return nil }
+        if m == 0 { return prefix ? 0 : (n <= bound ? n : nil) }
+        // Three rows of the DP table: before last, last, current (column j = first j of b).
+        var twoBack = [Int](repeating: 0, count: n + 1)
+        var previous = Array(0...n)
+        var current = [Int](repeating: 0, count: n + 1)
+        for i in 1...m {
+            current[0] = i
+            var rowMin = i
+            if n > 0 {
+                for j in 1...n {
+                    let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                    var d = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+                    if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d = min(d, twoBack[j - 2] + 1) }
+                    current[j] = d
+                    rowMin = min(rowMin, d)
+                }
+            }
+            if rowMin > bound { return nil }
+            (twoBack, previous, current) = (previous, current, twoBack)
+        }
+        let d = prefix ? previous.min()! : previous[n]
+        return d <= bound ? d : nil
+    }
+}
+
+/// A parsed query: its words (each with its edit allowance) and its literal tokens.
+public struct SearchQuery: Sendable {
+    /// At most this many distinct words (and literal tokens) are looked for.
+    public static let maxUnits = 8
+    /// A query word stands for at most this many dictionary words (Elasticsearch's max_expansions).
+    public static let maxExpansions = 50
+
+    /// Points of one match, before the name/tag weighting (×2).
+    public enum Points {
+        public static let exact = 8
+        public static let prefix = 6
+        public static let oneEdit = 5
+        public static let infix = 4
+        public static let oneEditPrefix = 4
+        public static let twoEdits = 3
+        /// A literal token (no letters or digits, e.g. `%`) found in the text: as an exact word in a name.
+        public static let literal = 16
+    }
+
+    public let words: [String]
+    /// Tokens without letters or digits (`%`, `_`, `🦜`): found as literal substrings.
+    public let literals: [String]
+    /// Tokens that mix words and punctuation (`o'brien`, `50%`): found literally, they break ties.
+    public let phrases: [String]
+
+    /// nil for a query with nothing to look for (empty, only spaces).
+    public init?(_ query: String) {
+        var words: [String] = [], literals: [String] = [], phrases: [String] = []
+        for token in query.lowercased().split(whereSeparator: { $0.isWhitespace }).map(String.init) {
+            let inside = SearchWords.of(token)
+            if inside.isEmpty {
+                if words.count + literals.count < Self.maxUnits, !literals.contains(token) { literals.append(token) }
+                continue
+            }
+            for w in inside where words.count + literals.count < Self.maxUnits && !words.contains(w) { words.append(w) }
+            if inside.count > 1 || inside[0] != token, phrases.count < Self.maxUnits, !phrases.contains(token) { phrases.append(token) }
+        }
+        guard !words.isEmpty || !literals.isEmpty else { return nil }
+        self.words = words
+        self.literals = literals
+        self.phrases = phrases
+    }
+
+    /// One dictionary word standing in for query word `unit`, worth `points`.
+    public struct Expansion: Sendable, Equatable {
+        public let word: String
+        public let unit: Int
+        public let points: Int
+    }
+
+    /// How `word` matches query word `q` (the last one also as a prefix); 0: not at all.
+    public static func points(query q: [Unicode.Scalar], word w: [Unicode.Scalar], last: Bool) -> Int {
+        if q == w { return Points.exact }
+        var best = 0
+        if last, w.count > q.count, Array(w.prefix(q.count)) == q { best = Points.prefix }
+        let bound = EditDistance.allowed(length: q.count)
+        if bound > 0, let d = EditDistance.distance(q, w, bound: bound) {
+            best = max(best, d == 1 ? Points.oneEdit : Points.twoEdits)
+        }
+        if q.count >= 3, best < Points.infix, w.count > q.count, contains(w, q) { best = Points.infix }
+        // A half-typed word is forgiven one edit (two would find "grocer…" for "grader").
+        if last, bound > 0, best < Points.oneEditPrefix, let d = EditDistance.distance(q, w, bound: 1, prefix: true) {
+            best = max(best, d == 0 ? Points.prefix : Points.oneEditPrefix)
+        }
+        return best
+    }
+
+    private static func contains(_ w: [Unicode.Scalar], _ q: [Unicode.Scalar]) -> Bool {
+        guard w.count >= q.count else { return false }
+        for start in 0...(w.count - q.count) where w[start] == q[0] {
+            if w[start..<(start + q.count)].elementsEqual(q) { return true }
+        }
+        return false
+    }
+
+    /// The dictionary words each query word stands for: per word the best `maxExpansions` (most
+    /// points, then alphabetical: the same whichever side asks).
+    public func expansions(dictionary: some Sequence<String>) -> [Expansion] {
+        let queries = words.map { Array($0.unicodeScalars) }
+        var found = [[Expansion]](repeating: [], count: words.count)
+        for word in dictionary {
+            let w = Array(word.unicodeScalars)
+            for (u, q) in queries.enumerated() {
+                let p = Self.points(query: q, word: w, last: u == queries.count - 1)
+                if p > 0 { found[u].append(Expansion(word: word, unit: u, points: p)) }
+            }
+        }
+        var out: [Expansion] = []
+        for var list in found {
+            list.sort { $0.points != $1.points ? $0.points > $1.points : $0.word < $1.word }
+            out += list.prefix(Self.maxExpansions)
+        }
+        return out
+    }
+}
+
+/// The score of a preset for a query: 1,000 per query unit matched (so presets matching more
+/// words always come first), plus each unit's best points (doubled when the word is in the name or
+/// tags), plus 1 per phrase found literally. The database computes the same sum in SQL.
+public enum SearchScore {
+    public static let perUnit = 1000
+
+    public static func of(_ query: SearchQuery, expansions byWord: [String: [SearchQuery.Expansion]],
+                          words: [String], title: Set<String>, document: String) -> Int {
+        var best = [Int](repeating: -1, count: query.words.count)
+        for w in words {
+            guard let list = byWord[w] else { continue }
+            let weight = title.contains(w) ? 2 : 1
+            for e in list { best[e.unit] = max(best[e.unit], e.points * weight) }
+        }
+        var score = 0
+        for b in best where b >= 0 { score += perUnit + b }
+        for l in query.literals where document.range(ofLiteral: l) != nil { score += perUnit + SearchQuery.Points.literal }
+        guard score > 0 else { return 0 }
+        for p in query.phrases where document.range(ofLiteral: p) != nil { score += 1 }
+        return score
+    }
+
+    /// As the API shows it: words matched, and how well in the fraction.
+    public static func display(_ score: Int) -> Double { Double(score) / Double(perUnit) }
+}
+
+/// Preset search over presets in memory (the shared cache, while the database is down), by the
+/// database's rules (see `SearchWords`). An empty query lists newest first. Pages and cursors are
+/// the database's too, so a client can page on across an outage.
+public enum PresetSearch {
     public struct Page: Sendable {
         public let items: [(preset: Preset, score: Double?)]
         public let nextCursor: String?
     }
 
-    public static func searchText(_ p: Preset) -> String { (p.name + " " + p.tags.joined(separator: " ")).lowercased() }
-
     /// The page, or nil for a cursor this kind of query did not issue.
     public static func page(_ presets: [Preset], query: String, limit: Int, cursor: String?) -> Page? {
-        let q = query.trimmingWhitespace().lowercased()
         let decoded = cursor.map(SearchCursor.decode)
         if let d = decoded, d == nil { return nil }
         let c = decoded ?? nil
-        if q.isEmpty {
+        guard let q = SearchQuery(query) else {
             if let c, c.kind != "t" { return nil }
             var rows = presets.map { ($0, Timestamps.micros($0.createdAt) ?? 0) }
             rows.sort { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.id > b.0.id }
@@ -32,72 +230,22 @@ public enum PresetSearch {
             let next = rows.count > limit ? items.last.map { SearchCursor(kind: "t", key: $0.preset.createdAt, id: $0.preset.id).encoded } : nil
             return Page(items: items, nextCursor: next)
         }
-        if let c, c.kind != "s" { return nil }
-        var words: [String] = []
-        for w in q.split(whereSeparator: { $0.isWhitespace }) where words.count < 8 && !words.contains(String(w)) { words.append(String(w)) }
-        let queries = words.map { (word: $0, trigrams: Set(Trigrams.of($0))) }
-        var rows: [(Preset, Float)] = []
-        for p in presets {
-            let text = searchText(p)
-            let textTrigrams = Trigrams.of(text)
-            var total: Float = 0
-            var all = true
-            for w in queries {
-                let sim = Trigrams.wordSimilarity(w.trigrams, textTrigrams)
-                let substring = text.range(ofLiteral: w.word) != nil
-                guard substring || sim >= wordSimilarityThreshold else { all = false; break }
-                total += sim + (substring ? 1 : 0)
-            }
-            if all { rows.append((p, total / Float(words.count))) }
+        if let c, c.kind != "f" { return nil }
+        let words = presets.map(SearchWords.all)
+        var dictionary = Set<String>()
+        for ws in words { dictionary.formUnion(ws) }
+        let byWord = Dictionary(grouping: q.expansions(dictionary: dictionary), by: \.word)
+        var rows: [(Preset, Int)] = []
+        for (i, p) in presets.enumerated() {
+            let s = SearchScore.of(q, expansions: byWord, words: words[i], title: Set(SearchWords.title(p)), document: SearchWords.document(p))
+            if s > 0 { rows.append((p, s)) }
         }
         rows.sort { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.id > b.0.id }
-        if let c, let key = Float(c.key) {
+        if let c, let key = Int(c.key) {
             rows = rows.filter { $0.1 < key || ($0.1 == key && $0.0.id < c.id) }
         }
-        let items = rows.prefix(limit).map { (preset: $0.0, score: Double?.some(Double($0.1))) }
-        let next = rows.count > limit ? rows.prefix(limit).last.map { SearchCursor(kind: "s", key: "\($0.1)", id: $0.0.id).encoded } : nil
+        let items = rows.prefix(limit).map { (preset: $0.0, score: Double?.some(SearchScore.display($0.1))) }
+        let next = rows.count > limit ? rows.prefix(limit).last.map { SearchCursor(kind: "f", key: "\($0.1)", id: $0.0.id).encoded } : nil
         return Page(items: items, nextCursor: next)
-    }
-}
-
-/// pg_trgm's trigrams: the text is split into words (runs of letters and digits), each padded with
-/// two spaces before and one after; every three consecutive characters are a trigram.
-public enum Trigrams {
-    public static func of(_ text: String) -> [String] {
-        var out: [String] = []
-        var word: [Character] = []
-        func flush() {
-            guard !word.isEmpty else { return }
-            let padded: [Character] = [" ", " "] + word + [" "]
-            for i in 0...(padded.count - 3) { out.append(String(padded[i..<(i + 3)])) }
-            word.removeAll(keepingCapacity: true)
-        }
-        for ch in text.lowercased() {
-            if ch.isLetter || ch.isNumber { word.append(ch) } else { flush() }
-        }
-        flush()
-        return out
-    }
-
-    /// The greatest similarity between the query's trigram set and any contiguous extent of the
-    /// text's trigram sequence: shared / (query + extent − shared), as pg_trgm's word_similarity.
-    /// Only extents that start and end on a shared trigram can be best, so only those are tried.
-    public static func wordSimilarity(_ query: Set<String>, _ text: [String]) -> Float {
-        guard !query.isEmpty else { return 0 }
-        let hits = text.indices.filter { query.contains(text[$0]) }
-        var best: Float = 0
-        for start in hits {
-            var seen = Set<String>()
-            var shared = 0
-            for end in start..<text.count {
-                if seen.insert(text[end]).inserted, query.contains(text[end]) { shared += 1 }
-                if query.contains(text[end]) {
-                    let sim = Float(shared) / Float(query.count + seen.count - shared)
-                    if sim > best { best = sim }
-                }
-                if shared == query.count { break }
-            }
-        }
-        return best
     }
 }

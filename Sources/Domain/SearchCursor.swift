@@ -2,7 +2,7 @@ import JSON
 
 /// An opaque pagination cursor: the sort key and id of the last row of a page.
 public struct SearchCursor: Sendable, Equatable {
-    public let kind: String  // "t": created_at (listing), "s": score (search)
+    public let kind: String  // "t": created_at (listing), "f": score (fuzzy search, an integer)
     public let key: String
     public let id: String
 
@@ -17,9 +17,9 @@ public struct SearchCursor: Sendable, Equatable {
     public static func decode(_ s: String) -> SearchCursor? {
         guard s.utf8.count <= 200, let bytes = Base64URL.decode(s) else { return nil }
         let parts = String(decoding: bytes, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0] == "t" || parts[0] == "s", UUIDText.isValid(String(parts[2])) else { return nil }
+        guard parts.count == 3, parts[0] == "t" || parts[0] == "f", UUIDText.isValid(String(parts[2])) else { return nil }
         let key = String(parts[1])
-        if parts[0] == "s" { guard Double(key) != nil else { return nil } } else {
+        if parts[0] == "f" { guard let score = Int(key), score >= 0, score < 1 << 30 else { return nil } } else {
             // 2026-11-30T22:16:19.123456Z
             guard key.utf8.count == 27, key.utf8.allSatisfy({ ($0 >= 48 && $0 <= 58) || $0 == 45 || $0 == 46 || $0 == 84 || $0 == 90 }) else { return nil }
         }

@@ -8,8 +8,6 @@ public enum PresetRepository {
         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
         to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), version
         """
-    /// What search matches against, computed the same way on every write.
-    static let searchText = "lower(name || ' ' || array_to_string(tags, ' '))"
 
     public enum WriteError: Error, Sendable { case conflict, notFound, database(PGError) }
 
@@ -41,9 +39,8 @@ public enum PresetRepository {
                               at: String? = nil) throws(PGError) -> Result<Preset, WriteError> {
         do throws(PGError) {
             let rows = try conn.query("""
-                INSERT INTO presets (id, user_id, org_id, name, description, tags, prompt, parameters, search_text, created_at, updated_at)
+                INSERT INTO presets (id, user_id, org_id, name, description, tags, prompt, parameters, created_at, updated_at)
                 SELECT COALESCE($8::uuid, gen_random_uuid()), $1, $2, $3, $4, t.tags, $6, $7::jsonb,
-                       lower($3 || ' ' || array_to_string(t.tags, ' ')),
                        COALESCE($9::timestamptz, clock_timestamp()), COALESCE($9::timestamptz, clock_timestamp())
                 FROM (SELECT ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) AS tags) t
                 RETURNING \(columns)
@@ -73,8 +70,6 @@ public enum PresetRepository {
                     tags = CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END,
                     prompt = COALESCE($6, prompt),
                     parameters = COALESCE($7::jsonb, parameters),
-                    search_text = lower(COALESCE($3, name) || ' ' || array_to_string(
-                        CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END, ' ')),
                     version = version + 1,
                     updated_at = clock_timestamp()
                 WHERE id = $1::uuid AND user_id = $2
@@ -128,62 +123,72 @@ public enum PresetRepository {
 
     public enum SearchError: Error, Sendable { case badCursor, database(PGError) }
 
-    /// Newest first for an empty query; otherwise substring matches and near misses over name and
-    /// tags, best first by trigram word similarity. Keyset pagination: the cursor names the last
-    /// row's sort key, so rows added meanwhile never shift a page (no duplicates, no gaps).
-    /// The search statement and its bound parameters; nil for a cursor this query did not issue.
-    public static func searchStatement(user: Identity, query q: String, limit: Int, cursor: String?) -> (String, [String?])? {
+    /// Newest first for an empty query; otherwise typo-tolerant search (Domain's `SearchQuery`):
+    /// the user's dictionary is read, the query's words expanded to its words, and the presets
+    /// holding any of them ranked here by `SearchScore`'s arithmetic. Keyset pagination: the
+    /// cursor names the last row's sort key, so rows added meanwhile never shift a page.
+    /// The statement and its bound parameters; nil for a cursor this query did not issue.
+    public static func searchStatement(user: Identity, query: SearchQuery?, expansions: [SearchQuery.Expansion], limit: Int,
+                                       cursor: String?) -> (String, [String?])? {
         let decoded = cursor.map(SearchCursor.decode)
         if let d = decoded, d == nil { return nil }
         let c = decoded ?? nil
-        if q.isEmpty {
+        guard let q = query else {
             if let c, c.kind != "t" { return nil }
             return ("""
                 SELECT \(columns), NULL FROM presets
                 WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
                 ORDER BY created_at DESC, presets.id DESC LIMIT $4
                 """, [user.userID, c?.key, c?.id, "\(limit + 1)"])
-        } else {
-            if let c, c.kind != "s" { return nil }
-            // Every word of the query must match the preset (as a substring, or nearly: trigram word
-            // similarity); the score is the words' mean similarity, plus 1 per exact substring.
-            // Words are bound parameters; LIKE patterns have their own %, _ and \ escaped, so they are
-            // searched for literally.
-            var words: [String] = []
-            for w in q.split(whereSeparator: { $0.isWhitespace }) where words.count < 8 && !words.contains(String(w)) { words.append(String(w)) }
-            var params: [String?] = [user.userID, c?.key, c?.id, "\(limit + 1)"]
-            var conditions: [String] = []
-            var scores: [String] = []
-            for w in words {
-                let like = "%" + w.replacingAll("\\", with: "\\\\").replacingAll("%", with: "\\%").replacingAll("_", with: "\\_") + "%"
-                params.append(w)
-                let wp = "$\(params.count)"
-                params.append(like)
-                let lp = "$\(params.count)"
-                conditions.append("(search_text LIKE \(lp) ESCAPE '\\' OR \(wp) <% search_text)")
-                scores.append("word_similarity(\(wp), search_text) + CASE WHEN search_text LIKE \(lp) ESCAPE '\\' THEN 1 ELSE 0 END")
-            }
-            return ("""
-                SELECT * FROM (
-                    SELECT \(columns), ((\(scores.joined(separator: " + "))) / \(words.count))::real AS score
-                    FROM presets
-                    WHERE user_id = $1 AND \(conditions.joined(separator: " AND "))
-                ) s
-                WHERE ($2::real IS NULL OR (score, id::uuid) < ($2::real, $3::uuid))
-                ORDER BY score DESC, id::uuid DESC LIMIT $4
-                """, params)
         }
+        if let c, c.kind != "f" { return nil }
+        // Arrays are bound as text literals; every element is quoted and escaped.
+        func array(_ xs: [String]) -> String {
+            "{" + xs.map { "\"" + $0.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+        }
+        let document = "lower(p.name || ' ' || array_to_string(p.tags, ' ') || ' ' || p.description)"
+        let params: [String?] = [user.userID, c?.key, c?.id, "\(limit + 1)",
+                                 array(expansions.map(\.word)), array(expansions.map { "\($0.unit)" }), array(expansions.map { "\($0.points)" }),
+                                 array(q.literals), array(q.phrases)]
+        // Candidates: the user's presets holding an expanded word (the GIN index), or all of them
+        // when the query has literal tokens (`%`) to look for. Score: SearchScore.of, in SQL.
+        return ("""
+            SELECT * FROM (
+                SELECT \(columns), (
+                    SELECT COALESCE(sum(\(SearchScore.perUnit) + m.best), 0) FROM (
+                        SELECT max(CASE WHEN e.w = ANY(p.title_words) THEN 2 * e.pts ELSE e.pts END) AS best
+                        FROM unnest($5::text[], $6::int[], $7::int[]) AS e(w, u, pts)
+                        WHERE e.w = ANY(p.words) GROUP BY e.u
+                        UNION ALL
+                        SELECT \(SearchQuery.Points.literal) FROM unnest($8::text[]) AS l(t) WHERE strpos(\(document), l.t) > 0
+                    ) m
+                ) + (SELECT count(*) FROM unnest($9::text[]) AS f(t) WHERE strpos(\(document), f.t) > 0) AS score
+                FROM presets p
+                WHERE p.user_id = $1 AND (p.words && $5::text[] OR cardinality($8::text[]) > 0)
+            ) s
+            WHERE score >= \(SearchScore.perUnit) AND ($2::int IS NULL OR (score, id::uuid) < ($2::int, $3::uuid))
+            ORDER BY score DESC, id::uuid DESC LIMIT $4
+            """, params)
+    }
+
+    /// The user's dictionary (every word of their presets).
+    public static func dictionary(_ conn: PGConnection, user: Identity) throws(PGError) -> [String] {
+        try conn.query("SELECT word FROM preset_words WHERE user_id = $1", [user.userID]).rows.compactMap { $0[0] }
     }
 
     public static func search(_ conn: PGConnection, user: Identity, query: String, limit: Int, cursor: String?) throws(PGError) -> Result<Page, SearchError> {
-        let q = query.trimmingWhitespace().lowercased()
-        guard let (sql, params) = searchStatement(user: user, query: q, limit: limit, cursor: cursor) else { return .failure(.badCursor) }
+        let q = SearchQuery(query)
+        var expansions: [SearchQuery.Expansion] = []
+        if let q, !q.words.isEmpty { expansions = q.expansions(dictionary: try dictionary(conn, user: user)) }
+        guard let (sql, params) = searchStatement(user: user, query: q, expansions: expansions, limit: limit, cursor: cursor) else {
+            return .failure(.badCursor)
+        }
         let rows = try conn.query(sql, params)
-        let items = rows.rows.prefix(limit).map { r in (preset(r), r[10].flatMap(Double.init)) }
+        let items = rows.rows.prefix(limit).map { r in (preset(r), r[10].flatMap(Int.init).map(SearchScore.display)) }
         var next: String?
         if rows.count > limit, let last = rows.rows.prefix(limit).last {
-            next = q.isEmpty ? SearchCursor(kind: "t", key: last[7] ?? "", id: last[0] ?? "").encoded
-                             : SearchCursor(kind: "s", key: last[10] ?? "0", id: last[0] ?? "").encoded
+            next = q == nil ? SearchCursor(kind: "t", key: last[7] ?? "", id: last[0] ?? "").encoded
+                            : SearchCursor(kind: "f", key: last[10] ?? "0", id: last[0] ?? "").encoded
         }
         return .success(Page(items: items, nextCursor: next))
     }

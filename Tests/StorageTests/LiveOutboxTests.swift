@@ -102,15 +102,19 @@ final class LiveOutboxTests: XCTestCase {
                                            ("Translate to German", ["lang"]), ("SQL explainer", ["dev", "db"]),
                                            ("Email polisher", ["work", "writing"]), ("50% off: o'brien_test", [])]
         var all: [Preset] = []
-        for (n, tags) in names {
-            guard case .success(let p) = try PresetRepository.create(conn, user: u, fields: fields(n, prompt: "p", tags: tags)) else { return XCTFail() }
+        for (i, (n, tags)) in names.enumerated() {
+            var f = fields(n, prompt: "p", tags: tags)
+            f.description = ["", "Notes for the weekly team meeting", "Reviews a diff; français et español", "5-7-5 poems"][i % 4]
+            guard case .success(let p) = try PresetRepository.create(conn, user: u, fields: f) else { return XCTFail() }
             all.append(p)
         }
         for q in ["frnch", "translat", "lang", "dev", "writ", "summarise", "haiku fun", "sql", "german lang", "o'brien", "50%", "_",
-                  "zzz", "code revew", "e", ""] {
+                  "zzz", "code revew", "e", "", "tarnslate", "ocde reivew", "sqk", "emial polisher", "hiaku", "germna", "transl frnch",
+                  "% _", "brien 50", "summarize xyzzy notes"] {
             guard case .success(let db) = try PresetRepository.search(conn, user: u, query: q, limit: 100, cursor: nil),
                   let mem = PresetSearch.page(all, query: q, limit: 100, cursor: nil) else { return XCTFail(q) }
-            XCTAssertEqual(Set(mem.items.map(\.preset.id)), Set(db.items.map(\.preset.id)), "query '\(q)'")
+            XCTAssertEqual(mem.items.map(\.preset.id), db.items.map(\.preset.id), "query '\(q)': the same presets in the same order")
+            XCTAssertEqual(mem.items.map(\.score), db.items.map(\.score), "query '\(q)': the same scores")
         }
     }
 }

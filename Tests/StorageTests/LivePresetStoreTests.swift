@@ -25,15 +25,18 @@ final class CredentialTests: XCTestCase {
 
     func testSearchStatementBindsEveryWord() {
         let user = Identity(userID: "u", orgID: nil, keyID: 1)
-        guard let (sql, params) = PresetRepository.searchStatement(user: user, query: "50% o'brien", limit: 20, cursor: nil) else {
+        let q = SearchQuery("50% o'brien \"quoted\\\" %")
+        let expansions = q!.expansions(dictionary: ["brien", "50", "o", "quoted", "unrelated"])
+        guard let (sql, params) = PresetRepository.searchStatement(user: user, query: q, expansions: expansions, limit: 20, cursor: nil) else {
             return XCTFail()
         }
         XCTAssertFalse(sql.contains("o'brien"), "values never appear in the SQL text")
         XCTAssertFalse(sql.contains("50%"))
-        XCTAssertTrue(params.contains("%50\\%%"), "LIKE wildcards in the query are escaped")
-        XCTAssertTrue(params.contains("o'brien"))
-        XCTAssertNil(PresetRepository.searchStatement(user: user, query: "x", limit: 20, cursor: "not-a-cursor"))
-        XCTAssertNil(PresetRepository.searchStatement(user: user, query: "", limit: 20, cursor: "dHwxfDI"), "garbage cursor")
+        XCTAssertTrue(params.contains("{\"50\",\"o\",\"brien\",\"quoted\"}"), "\(params)")
+        XCTAssertTrue(params.contains("{\"%\"}"), "a token without letters is looked for literally")
+        XCTAssertTrue(params.contains("{\"50%\",\"o'brien\",\"\\\"quoted\\\\\\\"\"}"), "phrases, quotes and backslashes escaped: \(params)")
+        XCTAssertNil(PresetRepository.searchStatement(user: user, query: SearchQuery("x"), expansions: [], limit: 20, cursor: "not-a-cursor"))
+        XCTAssertNil(PresetRepository.searchStatement(user: user, query: nil, expansions: [], limit: 20, cursor: "dHwxfDI"), "garbage cursor")
     }
 }
 

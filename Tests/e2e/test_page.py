@@ -252,7 +252,7 @@ def test_presets_during_a_database_outage_say_so(browser):
         WebDriverWait(browser, 5).until(lambda d: "Saved" in d.find_element(By.ID, "notice").text)
         WebDriverWait(browser, 5, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: names(d) == ["Saved before"])
         # Someone else's doing, straight into the database: a name the cache does not know is taken.
-        db.sql("INSERT INTO presets (user_id, name, prompt, search_text) VALUES ('alice', 'Taken', 'p', 'taken')")
+        db.sql("INSERT INTO presets (user_id, name, prompt) VALUES ('alice', 'Taken', 'p')")
         db.run("stop")
         save("Saved during", "During the outage")
         WebDriverWait(browser, 10).until(lambda d: "will sync" in d.find_element(By.ID, "notice").text)

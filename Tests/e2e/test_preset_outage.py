@@ -453,7 +453,7 @@ def test_a_write_that_cannot_apply_is_kept_for_its_owner():
         ns = nodes(db, 1)
         node = ns[0]
         # A preset the cache never saw (written straight into the database).
-        db.sql(f"INSERT INTO presets (user_id, name, prompt, search_text) VALUES ('{user}', 'Taken', 'p', 'taken')")
+        db.sql(f"INSERT INTO presets (user_id, name, prompt) VALUES ('{user}', 'Taken', 'p')")
         assert api(node, "GET", "/v1/models", key)[0] == 200  # the key is known before the outage
         db.run("stop")
         s, queued, _ = api(node, "POST", "/v1/presets", key, {"name": "taken", "prompt": "mine"})
