@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes N presets for U users as COPY text (tab separated) on stdout, for the search benchmark.
 
-Columns: user_id, name, description, tags, prompt, parameters, search_text. Deterministic (seeded).
+Columns: user_id, name, description, tags, prompt, parameters, search_text (the trigram search of
+before, kept in the bench database for comparison), title_words, words (as the database's
+preset_search_words() makes them: the seed loads with triggers off). Deterministic (seeded).
 """
 import random
+import re
 import sys
 
 n, users = int(sys.argv[1]), int(sys.argv[2])
@@ -27,4 +30,5 @@ for u in range(users):
         params = '{"temperature": %.1f, "max_tokens": %d}' % (rng.randint(0, 15) / 10, rng.choice([64, 128, 256]))
         tag_array = "{" + ",".join(t) + "}"
         search = (name + " " + " ".join(t)).lower()
-        out.write(f"{user}\t{name}\t\t{tag_array}\t{prompt}\t{params}\t{search}\n")
+        words = "{" + ",".join(sorted(set(w for w in re.split(r"[^a-z0-9]+", search) if 0 < len(w) <= 40))) + "}"
+        out.write(f"{user}\t{name}\t\t{tag_array}\t{prompt}\t{params}\t{search}\t{words}\t{words}\n")

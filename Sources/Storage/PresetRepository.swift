@@ -165,6 +165,7 @@ public enum PresetRepository {
                 ) + (SELECT count(*) FROM unnest($9::text[]) AS f(t) WHERE strpos(\(document), f.t) > 0) AS score
                 FROM presets p
                 WHERE p.user_id = $1 AND (p.words && $5::text[] OR cardinality($8::text[]) > 0)
+                OFFSET 0  -- (keeps the score computed once per row, not again for the filter and the sort)
             ) s
             WHERE score >= \(SearchScore.perUnit) AND ($2::int IS NULL OR (score, id::uuid) < ($2::int, $3::uuid))
             ORDER BY score DESC, id::uuid DESC LIMIT $4
