@@ -32,6 +32,8 @@ if [[ $what == all || $what == fleet ]]; then
   fi
 fi
 if [[ $what == all || $what == presets ]]; then
+  echo "## preset search at scale: typo-tolerant beside the trigram search of before, quiet and with writes (its own PostgreSQL)"
+  scripts/bench-presets.sh "${PRESETS_N:-10000000}" "${PRESETS_USERS:-100000}"
   if [[ -z ${REDIS_URL:-} || -z ${DATABASE_URL:-} ]]; then
     echo "## preset cache: skipped (set REDIS_URL and DATABASE_URL)"
   else
