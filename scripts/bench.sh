@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and prints their figures (not a test: nothing here passes or fails on speed).
-#   scripts/bench.sh            all of them (~3 minutes on 2 cores)
+#   scripts/bench.sh            all of them (~3 minutes on 2 cores, plus ~6 the first time the 10 M presets are seeded)
 #   scripts/bench.sh ws|ws100k|completions|fleet|presets|proxy|outbox   (fleet and proxy need REDIS_URL; presets also DATABASE_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
