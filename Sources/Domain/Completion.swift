@@ -144,9 +144,14 @@ public struct CompletionRequestParser: Sendable {
         if !hasPreset, let v = o["variables"], !v.isNull {
             throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id")
         }
-        if hasPreset && flavor == .chat { throw .invalid("preset_id", "presets run through /v1/completions") }
-        switch flavor {
-        case .text where hasPreset:
+        if let preset, preset.mode == .chat, flavor == .text {
+            throw .invalid("preset_id", "a chat preset runs on /v1/chat/completions")
+        }
+        if let preset, preset.mode == .completion, flavor == .chat {
+            throw .invalid("preset_id", "a completion preset runs on /v1/completions")
+        }
+        var presetMessages: [JSONValue]?
+        if let preset {
             var input: String?
             if let v = o["input_context"], !v.isNull {
                 guard let s = v.stringValue else { throw .invalid("input_context", "input_context must be a string") }
@@ -167,7 +172,16 @@ public struct CompletionRequestParser: Sendable {
                     values[k] = s
                 }
             }
-            prompt = try preset!.render(input: input, variables: values, maxBytes: limits.maxPromptBytes)
+            if flavor == .chat {
+                presetMessages = try ChatTemplate(preset.messages).render(values: values, input: input, maxBytes: limits.maxPromptBytes).map { t in
+                    .object(JSONObject([("role", .string(t.role)), ("content", .string(t.content))]))
+                }
+            } else {
+                prompt = try preset.render(input: input, variables: values, maxBytes: limits.maxPromptBytes)
+            }
+        }
+        switch flavor {
+        case .text where hasPreset: break
         case .text:
             if let v = o["prompt"], !v.isNull {
                 switch v {
@@ -179,11 +193,19 @@ public struct CompletionRequestParser: Sendable {
                 throw .invalid("prompt", "prompt is required")
             }
         case .chat:
-            guard let msgs = o["messages"]?.arrayValue, !msgs.isEmpty else {
-                throw .invalid("messages", "messages must be a non-empty array")
+            // A chat preset's messages come first; the body's (if any) follow them.
+            var msgs = presetMessages ?? []
+            if let v = o["messages"], !(v.isNull && hasPreset) {
+                guard let more = v.arrayValue else { throw .invalid("messages", "messages must be a non-empty array") }
+                msgs += more
+            }
+            guard !msgs.isEmpty else {
+                throw .invalid("messages", hasPreset ? "the preset has no messages and the request none: send messages or input_context"
+                                                     : "messages must be a non-empty array")
             }
             guard msgs.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
             prompt = try chatPrompt(msgs)
+            presetMessages = hasPreset ? msgs : nil
         }
         guard prompt.utf8.count <= limits.maxPromptBytes else {
             throw .invalid(flavor == .chat ? "messages" : "prompt", "prompt is longer than \(limits.maxPromptBytes) bytes")
@@ -216,8 +238,16 @@ public struct CompletionRequestParser: Sendable {
         }
         // An upstream model gets the body as sent; with no limit of the client's own, the
         // operator's cap is the limit (the upstream is told it, and the proxy stops there).
-        let forwarded = upstreamModel && !hasPreset
-        if forwarded && o["max_tokens"].map({ $0.isNull }) ?? true && o["max_completion_tokens"].map({ $0.isNull }) ?? true {
+        // A chat preset's run is forwarded as the body a client would have sent: its messages
+        // first, its parameters where the body has none, without our own preset fields.
+        var sent = o
+        if let preset, let msgs = presetMessages {
+            for k in ["preset_id", "preset_version", "variables", "input_context"] { sent[k] = nil }
+            sent["messages"] = .array(msgs)
+            for (k, v) in preset.parameters.pairs where sent[k] == nil || sent[k]!.isNull { sent[k] = v }
+        }
+        let forwarded = upstreamModel && (!hasPreset || presetMessages != nil)
+        if forwarded && sent["max_tokens"].map({ $0.isNull }) ?? true && sent["max_completion_tokens"].map({ $0.isNull }) ?? true {
             params.maxTokens = policy.maxTokensCap
         }
         var id = newID()
@@ -232,7 +262,7 @@ public struct CompletionRequestParser: Sendable {
         var r = CompletionRequest(requestID: id, clientSuppliedID: supplied, prompt: prompt, parameters: params, stream: stream, flavor: flavor)
         r.presetID = preset?.id
         r.includeUsage = includeUsage
-        if forwarded { r.passthrough = o }
+        if forwarded { r.passthrough = sent }
         return r
     }
 

@@ -1,5 +1,43 @@
 import JSON
 
+/// How a preset runs: one prompt on /v1/completions, or messages on /v1/chat/completions.
+public enum PresetMode: String, Sendable, CaseIterable {
+    case completion, chat
+}
+
+/// One message of a chat preset.
+public struct ChatTurn: Sendable, Equatable {
+    public static let roles = ["system", "user", "assistant"]
+    public var role: String
+    public var content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    static func write(_ turns: [ChatTurn], _ w: inout JSONWriter) {
+        w.beginArray()
+        for t in turns {
+            w.beginObject(); w.key("role"); w.string(t.role); w.key("content"); w.string(t.content); w.endObject()
+        }
+        w.endArray()
+    }
+
+    /// Messages as `write` wrote them (already validated when they were accepted).
+    public static func read(_ v: JSONValue?) -> [ChatTurn] {
+        (v?.arrayValue ?? []).compactMap { m in
+            guard let role = m.objectValue?["role"]?.stringValue, let content = m.objectValue?["content"]?.stringValue else { return nil }
+            return ChatTurn(role: role, content: content)
+        }
+    }
+
+    public static func json(_ turns: [ChatTurn]) -> String {
+        var w = JSONWriter()
+        write(turns, &w)
+        return w.string
+    }
+}
+
 /// A saved prompt with its parameters, owned by one user.
 public struct Preset: Sendable {
     public var id: String
@@ -13,6 +51,9 @@ public struct Preset: Sendable {
     public var createdAt: String
     public var updatedAt: String
     public var version: Int
+    public var mode: PresetMode = .completion
+    /// A chat preset's messages (a completion preset has none).
+    public var messages: [ChatTurn] = []
 
     public init(id: String, userID: String, name: String, description: String, tags: [String], prompt: String,
                 parameters: JSONObject, createdAt: String, updatedAt: String, version: Int) {
@@ -46,15 +87,31 @@ public struct Preset: Sendable {
         w.endObject()
     }
 
-    /// What a version holds: name, description, tags, prompt, its variables, parameters.
+    /// What a version holds: name, description, tags, mode, prompt, messages, their variables, parameters.
     public func writeContent(_ w: inout JSONWriter) {
         w.key("name"); w.string(name)
         w.key("description"); w.string(description)
         w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray()
+        w.key("mode"); w.string(mode.rawValue)
         w.key("prompt"); w.string(prompt)
-        // The prompt's placeholders, for a form of values (derived: never stored).
-        w.key("variables"); w.beginArray(); for v in PromptTemplate(prompt).variables { w.string(v) }; w.endArray()
+        w.key("messages"); ChatTurn.write(messages, &w)
+        // The placeholders, for a form of values (derived: never stored).
+        w.key("variables"); w.beginArray(); for v in variables { w.string(v) }; w.endArray()
         w.key("parameters"); w.value(.object(parameters))
+    }
+
+    /// The placeholders of what runs: the prompt's, or a chat preset's messages'.
+    public var variables: [String] {
+        mode == .chat ? ChatTemplate(messages).variables : PromptTemplate(prompt).variables
+    }
+
+    /// A new preset made of `fields` (what is not given is empty).
+    public static func made(id: String, userID: String, fields f: PresetFields, at now: String) -> Preset {
+        var p = Preset(id: id, userID: userID, name: f.name ?? "", description: f.description ?? "", tags: f.tags ?? [],
+                       prompt: f.prompt ?? "", parameters: f.parameters ?? JSONObject(), createdAt: now, updatedAt: now, version: 1)
+        p.mode = f.mode ?? .completion
+        p.messages = f.messages ?? []
+        return p
     }
 
     /// Reads what `write(_:owner: true)` wrote (the shared cache's copy).
@@ -65,6 +122,8 @@ public struct Preset: Sendable {
                   tags: o["tags"]?.arrayValue?.compactMap(\.stringValue) ?? [], prompt: prompt,
                   parameters: o["parameters"]?.objectValue ?? JSONObject(), createdAt: o["created_at"]?.stringValue ?? "",
                   updatedAt: o["updated_at"]?.stringValue ?? "", version: version)
+        mode = o["mode"]?.stringValue.flatMap(PresetMode.init(rawValue:)) ?? .completion
+        messages = ChatTurn.read(o["messages"])
     }
 
     /// This preset with `fields` applied (the ones given replace, the others stay).
@@ -75,6 +134,8 @@ public struct Preset: Sendable {
         if let v = f.tags { p.tags = v }
         if let v = f.prompt { p.prompt = v }
         if let v = f.parameters { p.parameters = v }
+        if let v = f.mode { p.mode = v }
+        if let v = f.messages { p.messages = v }
         return p
     }
 
@@ -94,6 +155,8 @@ public struct PresetFields: Sendable, Equatable {
     public var tags: [String]?
     public var prompt: String?
     public var parameters: JSONObject?
+    public var mode: PresetMode?
+    public var messages: [ChatTurn]?
     public init() {}
 
     /// The fields given, as a JSON object (what the outbox keeps).
@@ -104,6 +167,8 @@ public struct PresetFields: Sendable, Equatable {
         if let tags { w.key("tags"); w.beginArray(); for t in tags { w.string(t) }; w.endArray() }
         if let prompt { w.key("prompt"); w.string(prompt) }
         if let parameters { w.key("parameters"); w.value(.object(parameters)) }
+        if let mode { w.key("mode"); w.string(mode.rawValue) }
+        if let messages { w.key("messages"); ChatTurn.write(messages, &w) }
         w.endObject()
     }
 
@@ -114,6 +179,8 @@ public struct PresetFields: Sendable, Equatable {
         tags = o["tags"]?.arrayValue?.compactMap(\.stringValue)
         prompt = o["prompt"]?.stringValue
         parameters = o["parameters"]?.objectValue
+        mode = o["mode"]?.stringValue.flatMap(PresetMode.init(rawValue:))
+        messages = o["messages"].map { ChatTurn.read($0) }
     }
 }
 
@@ -125,6 +192,7 @@ public struct PresetValidator: Sendable {
     public static let maxPromptBytes = 32 * 1024
     public static let maxTags = 16
     public static let maxTagLength = 40
+    public static let maxMessages = 50
     /// Parameter fields a preset stores.
     static let parameterKeys = ["model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
                                 "presence_penalty", "frequency_penalty", "seed"]
@@ -168,6 +236,30 @@ public struct PresetValidator: Sendable {
             }
             f.tags = tags
         }
+        if let v = body["mode"], !v.isNull {
+            guard let s = v.stringValue, let m = PresetMode(rawValue: s) else { throw .invalid("mode", "mode must be \"completion\" or \"chat\"") }
+            f.mode = m
+        }
+        if let v = body["messages"], !v.isNull {
+            guard let a = v.arrayValue else { throw .invalid("messages", "messages must be an array of {role, content}") }
+            guard a.count <= PresetValidator.maxMessages else { throw .invalid("messages", "at most \(PresetValidator.maxMessages) messages") }
+            var turns: [ChatTurn] = []
+            var bytes = 0
+            for (i, m) in a.enumerated() {
+                guard let o = m.objectValue, let role = o["role"]?.stringValue, ChatTurn.roles.contains(role) else {
+                    throw .invalid("messages[\(i)].role", "each message has a role: system, user or assistant")
+                }
+                guard let content = o["content"]?.stringValue else { throw .invalid("messages[\(i)].content", "a message's content must be a string") }
+                try PresetValidator.refuseNUL(content, "messages[\(i)].content")
+                bytes += content.utf8.count
+                turns.append(ChatTurn(role: role, content: content))
+            }
+            guard bytes <= PresetValidator.maxPromptBytes else {
+                throw .invalid("messages", "the messages' contents must be at most \(PresetValidator.maxPromptBytes) bytes in all")
+            }
+            f.messages = turns
+        }
+        let chat = f.mode == .chat
         if let v = body["prompt"], !v.isNull {
             guard let s = v.stringValue else { throw .invalid("prompt", "prompt must be a string") }
             guard s.utf8.count <= PresetValidator.maxPromptBytes else {
@@ -175,8 +267,14 @@ public struct PresetValidator: Sendable {
             }
             try PresetValidator.refuseNUL(s, "prompt")
             f.prompt = s
-        } else if creating {
+        } else if creating && !chat {
             throw .invalid("prompt", "prompt is required")
+        }
+        if creating && chat && (f.messages ?? []).isEmpty {
+            throw .invalid("messages", "a chat preset needs messages (a system prompt, turns)")
+        }
+        if creating && !chat && f.messages.map({ !$0.isEmpty }) == true {
+            throw .invalid("messages", "messages belong to chat presets: send \"mode\": \"chat\"")
         }
         if let v = body["parameters"], !v.isNull {
             guard let o = v.objectValue else { throw .invalid("parameters", "parameters must be an object") }

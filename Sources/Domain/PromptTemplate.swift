@@ -65,6 +65,25 @@ public struct PromptTemplate: Sendable {
     /// a value for a variable the prompt does not have, too (a typo would otherwise pass
     /// silently). The size is computed before anything is built: past `maxBytes` this throws.
     public func render(values: [String: String], input: String?, maxBytes: Int = .max) throws(APIError) -> String {
+        try PromptTemplate.check(values, against: variables)
+        let inputText = input ?? ""
+        var size = Size()
+        measure(values, inputText, &size)
+        let appendsInput = !hasInput && !inputText.isEmpty
+        if appendsInput { size.add((size.bytes > 0 ? 2 : 0) + inputText.utf8.count) }
+        try size.check(maxBytes, field: appendsInput || hasInput ? "input_context" : "variables")
+        var out: [UInt8] = []
+        out.reserveCapacity(size.bytes)
+        fill(values, inputText, into: &out)
+        if appendsInput {
+            if !out.isEmpty { out.append(contentsOf: [10, 10]) }
+            out.append(contentsOf: inputText.utf8)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Every value names a variable there is (not `input`), and every variable but `input` has one.
+    static func check(_ values: [String: String], against variables: [String]) throws(APIError) {
         for name in values.keys.sorted() where !variables.contains(name) || name == PromptTemplate.input {
             throw .invalid("variables.\(name)", name == PromptTemplate.input
                            ? "{{input}} takes input_context, not variables"
@@ -73,38 +92,76 @@ public struct PromptTemplate: Sendable {
         for name in variables where name != PromptTemplate.input && values[name] == nil {
             throw .invalid("variables.\(name)", "the preset's prompt needs the variable '\(name)'")
         }
-        let inputText = input ?? ""
-        var size = 0
+    }
+
+    /// A size in bytes that remembers overflowing instead of trapping.
+    struct Size {
+        var bytes = 0
         var overflow = false
-        func add(_ n: Int) {
-            let (s, o) = size.addingReportingOverflow(n)
-            size = s
+        mutating func add(_ n: Int) {
+            let (s, o) = bytes.addingReportingOverflow(n)
+            bytes = s
             overflow = overflow || o
         }
-        for p in pieces {
-            switch p {
-            case .text(let t): add(t.count)
-            case .variable(let n): add(n == PromptTemplate.input ? inputText.utf8.count : values[n]!.utf8.count)
+        func check(_ maxBytes: Int, field: String) throws(APIError) {
+            guard !overflow, bytes <= maxBytes else {
+                throw .invalid(field, "the preset's prompt with these values would be \(overflow ? "over \(Int.max)" : "\(bytes)") bytes; the limit is \(maxBytes) bytes")
             }
         }
-        let appendsInput = !hasInput && !inputText.isEmpty
-        if appendsInput { add((size > 0 ? 2 : 0) + inputText.utf8.count) }
-        guard !overflow, size <= maxBytes else {
-            throw .invalid(appendsInput || hasInput ? "input_context" : "variables",
-                           "the preset's prompt with these values would be \(overflow ? "over \(Int.max)" : "\(size)") bytes; the limit is \(maxBytes) bytes")
+    }
+
+    /// The size of the filled template (values already checked).
+    func measure(_ values: [String: String], _ inputText: String, _ size: inout Size) {
+        for p in pieces {
+            switch p {
+            case .text(let t): size.add(t.count)
+            case .variable(let n): size.add(n == PromptTemplate.input ? inputText.utf8.count : values[n]!.utf8.count)
+            }
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(size)
+    }
+
+    func fill(_ values: [String: String], _ inputText: String, into out: inout [UInt8]) {
         for p in pieces {
             switch p {
             case .text(let t): out.append(contentsOf: t)
             case .variable(let n): out.append(contentsOf: (n == PromptTemplate.input ? inputText : values[n]!).utf8)
             }
         }
-        if appendsInput {
-            if !out.isEmpty { out.append(contentsOf: [10, 10]) }
-            out.append(contentsOf: inputText.utf8)
+    }
+}
+
+/// A chat preset's messages as templates: the same placeholders in every message's content.
+/// `input` goes to `{{input}}` wherever it is, or, if no message has one, becomes a last user turn.
+public struct ChatTemplate: Sendable {
+    let turns: [(role: String, template: PromptTemplate)]
+    /// The messages' variables, each once, in the order they first appear.
+    public let variables: [String]
+
+    public init(_ messages: [ChatTurn]) {
+        turns = messages.map { ($0.role, PromptTemplate($0.content)) }
+        var names: [String] = []
+        for t in turns { for v in t.template.variables where !names.contains(v) { names.append(v) } }
+        variables = names
+    }
+
+    public var hasInput: Bool { variables.contains(PromptTemplate.input) }
+
+    /// The messages filled in; sizes (the sum over all messages) are computed before any is built.
+    public func render(values: [String: String], input: String?, maxBytes: Int = .max) throws(APIError) -> [ChatTurn] {
+        try PromptTemplate.check(values, against: variables)
+        let inputText = input ?? ""
+        var size = PromptTemplate.Size()
+        for t in turns { t.template.measure(values, inputText, &size) }
+        let appendsInput = !hasInput && !inputText.isEmpty
+        if appendsInput { size.add(inputText.utf8.count) }
+        try size.check(maxBytes, field: appendsInput || hasInput ? "input_context" : "variables")
+        var out: [ChatTurn] = []
+        for t in turns {
+            var bytes: [UInt8] = []
+            t.template.fill(values, inputText, into: &bytes)
+            out.append(ChatTurn(role: t.role, content: String(decoding: bytes, as: UTF8.self)))
         }
-        return String(decoding: out, as: UTF8.self)
+        if appendsInput { out.append(ChatTurn(role: "user", content: inputText)) }
+        return out
     }
 }

@@ -506,6 +506,8 @@ public final class PresetAPI: @unchecked Sendable {
                 f.tags = v.tags
                 f.prompt = v.prompt
                 f.parameters = v.parameters
+                f.mode = v.mode
+                f.messages = v.messages
                 applyUpdate(id: id, fields: f, user: user, reply: reply)
             case .success(nil): reply.fail(APIError(.notFound, "no version \(n) of preset '\(id.prefix(64))'"))
             case .failure(let e): reply.fail(PresetAPI.storeFailure(e))
@@ -640,9 +642,7 @@ public final class PresetAPI: @unchecked Sendable {
                 var showing: Preset?
                 switch op {
                 case .create:
-                    showing = Preset(id: id, userID: user.userID, name: fields.name ?? "", description: fields.description ?? "",
-                                     tags: fields.tags ?? [], prompt: fields.prompt ?? "", parameters: fields.parameters ?? JSONObject(),
-                                     createdAt: now, updatedAt: now, version: 1)
+                    showing = Preset.made(id: id, userID: user.userID, fields: fields, at: now)
                 case .update:
                     guard let current else {
                         return reply.fail(APIError(.presetsDegraded, "the preset store is down and this preset is not in the cache, so it cannot be changed now; completions still work",

@@ -6,7 +6,7 @@ public enum PresetRepository {
     static let columns = """
         id::text, user_id, name, description, array_to_json(tags)::text, prompt, parameters::text,
         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), version
+        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), version, mode, messages::text
         """
 
     public enum WriteError: Error, Sendable { case conflict, notFound, database(PGError) }
@@ -14,8 +14,11 @@ public enum PresetRepository {
     static func preset(_ r: [String?]) -> Preset {
         let tags = (try? JSONParser.parse(r[4] ?? "[]"))?.arrayValue?.compactMap(\.stringValue) ?? []
         let params = (try? JSONParser.parse(r[6] ?? "{}"))?.objectValue ?? JSONObject()
-        return Preset(id: r[0] ?? "", userID: r[1] ?? "", name: r[2] ?? "", description: r[3] ?? "", tags: tags, prompt: r[5] ?? "",
+        var p = Preset(id: r[0] ?? "", userID: r[1] ?? "", name: r[2] ?? "", description: r[3] ?? "", tags: tags, prompt: r[5] ?? "",
                       parameters: params, createdAt: r[7] ?? "", updatedAt: r[8] ?? "", version: Int(r[9] ?? "1") ?? 1)
+        p.mode = r[10].flatMap(PresetMode.init(rawValue:)) ?? .completion
+        p.messages = ChatTurn.read(try? JSONParser.parse(r[11] ?? "[]"))
+        return p
     }
 
     static func json(_ tags: [String]) -> String {
@@ -39,13 +42,13 @@ public enum PresetRepository {
                               at: String? = nil) throws(PGError) -> Result<Preset, WriteError> {
         do throws(PGError) {
             let rows = try conn.query("""
-                INSERT INTO presets (id, user_id, org_id, name, description, tags, prompt, parameters, created_at, updated_at)
+                INSERT INTO presets (id, user_id, org_id, name, description, tags, prompt, parameters, created_at, updated_at, mode, messages)
                 SELECT COALESCE($8::uuid, gen_random_uuid()), $1, $2, $3, $4, t.tags, $6, $7::jsonb,
-                       COALESCE($9::timestamptz, clock_timestamp()), COALESCE($9::timestamptz, clock_timestamp())
+                       COALESCE($9::timestamptz, clock_timestamp()), COALESCE($9::timestamptz, clock_timestamp()), $10, $11::jsonb
                 FROM (SELECT ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) AS tags) t
                 RETURNING \(columns)
                 """, [user.userID, user.orgID, f.name ?? "", f.description ?? "", json(f.tags ?? []), f.prompt ?? "",
-                      json(f.parameters ?? JSONObject()), id, at])
+                      json(f.parameters ?? JSONObject()), id, at, (f.mode ?? .completion).rawValue, ChatTurn.json(f.messages ?? [])])
             return .success(preset(rows.rows[0]))
         } catch {
             if error.isUniqueViolation { return .failure(.conflict) }
@@ -70,11 +73,14 @@ public enum PresetRepository {
                     tags = CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END,
                     prompt = COALESCE($6, prompt),
                     parameters = COALESCE($7::jsonb, parameters),
+                    mode = COALESCE($8, mode),
+                    messages = COALESCE($9::jsonb, messages),
                     version = version + 1,
                     updated_at = clock_timestamp()
                 WHERE id = $1::uuid AND user_id = $2
                 RETURNING \(columns)
-                """, [id, user.userID, f.name, f.description, f.tags.map(json), f.prompt, f.parameters.map(json)])
+                """, [id, user.userID, f.name, f.description, f.tags.map(json), f.prompt, f.parameters.map(json), f.mode?.rawValue,
+                      f.messages.map(ChatTurn.json)])
             return rows.count == 1 ? .success(preset(rows.rows[0])) : .failure(.notFound)
         } catch {
             if error.isUniqueViolation { return .failure(.conflict) }
@@ -86,7 +92,7 @@ public enum PresetRepository {
     static let versionColumns = """
         v.preset_id::text, p.user_id, v.name, v.description, array_to_json(v.tags)::text, v.prompt, v.parameters::text,
         to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), v.version
+        to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), v.version, v.mode, v.messages::text
         """
 
     /// The preset's versions newest first, older than `before` if given; nil: not this user's preset.
@@ -185,11 +191,11 @@ public enum PresetRepository {
             return .failure(.badCursor)
         }
         let rows = try conn.query(sql, params)
-        let items = rows.rows.prefix(limit).map { r in (preset(r), r[10].flatMap(Int.init).map(SearchScore.display)) }
+        let items = rows.rows.prefix(limit).map { r in (preset(r), r[12].flatMap(Int.init).map(SearchScore.display)) }
         var next: String?
         if rows.count > limit, let last = rows.rows.prefix(limit).last {
             next = q == nil ? SearchCursor(kind: "t", key: last[7] ?? "", id: last[0] ?? "").encoded
-                            : SearchCursor(kind: "f", key: last[10] ?? "0", id: last[0] ?? "").encoded
+                            : SearchCursor(kind: "f", key: last[12] ?? "0", id: last[0] ?? "").encoded
         }
         return .success(Page(items: items, nextCursor: next))
     }

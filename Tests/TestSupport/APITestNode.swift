@@ -47,8 +47,7 @@ public final class MemoryPresetStorage: PresetStorage, @unchecked Sendable {
                        done: @escaping (Result<Result<Preset, PresetWriteRefusal>, StoreFailure>) -> Void) {
         answer(queue, done) {
             let now = Self.now()
-            let p = Preset(id: id, userID: user.userID, name: fields.name ?? "", description: fields.description ?? "", tags: fields.tags ?? [],
-                           prompt: fields.prompt ?? "", parameters: fields.parameters ?? JSONObject(), createdAt: now, updatedAt: now, version: 1)
+            let p = Preset.made(id: id, userID: user.userID, fields: fields, at: now)
             return self.presets.withLock { all in
                 if all.values.contains(where: { $0.userID == user.userID && $0.name.lowercased() == p.name.lowercased() }) { return .failure(.conflict) }
                 all[id] = p
