@@ -93,7 +93,7 @@ function makePanel(title) {
     node, form, title,
     output: $(".output", node),
     error: $(".error", node),
-    stats: { ttft: $(".ttft", node), tps: $(".tps", node), finish: $(".finish", node) },
+    stats: { ttft: $(".ttft", node), tps: $(".tps", node), tokens: $(".tokens", node), finish: $(".finish", node) },
     stops: [],
     run: null,   // {requestId, envId, start, firstAt, tokens}
   };
@@ -206,6 +206,8 @@ function clearPanel(panel) {
   panel.error.textContent = "";
   panel.stats.ttft.textContent = "TTFT —";
   panel.stats.tps.textContent = "— tok/s";
+  panel.stats.tokens.textContent = "— tokens";
+  panel.stats.tokens.title = "";
   panel.stats.finish.textContent = "—";
   for (const el of panel.form.querySelectorAll(".field.invalid")) el.classList.remove("invalid");
 }
@@ -384,7 +386,7 @@ function renderPresets() {
 }
 
 function loadPreset(p) {
-  $("#prompt").value = p.prompt;
+  if (p.mode === "chat") { setMode("chat"); setChat(p.messages || []); } else { setMode("completion"); $("#prompt").value = p.prompt; }
   const panel = panels[0], f = panel.form.elements, params = p.parameters || {};
   for (const k of PARAMS) {
     const v = k === "max_tokens" ? (params.max_tokens ?? params.max_completion_tokens) : params[k];
@@ -458,9 +460,9 @@ async function savePreset(e) {
     name: $("#save-name").value,
     description: $("#save-description").value,
     tags: $("#save-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
-    prompt: $("#prompt").value,
     parameters: params,
   };
+  if (mode() === "chat") { body.mode = "chat"; body.messages = chatMessages(); } else { body.prompt = $("#prompt").value; }
   const r = await call("POST", "/v1/presets", body);
   if (r.error) {
     $("#save-error").textContent = r.error.code === "conflict" ? `${r.error.message} — choose another name.` : r.error.message;
@@ -492,31 +494,160 @@ function runPreset() {
   const run = { requestId, start: performance.now(), firstAt: 0, tokens: 0, envId: null };
   panel.run = run;
   panel.output.classList.add("streaming");
-  run.envId = send("POST", "/v1/completions", body, (msg) => onEvent(panel, run, msg));
+  const path = presets.loaded.mode === "chat" ? "/v1/chat/completions" : "/v1/completions";
+  run.envId = send("POST", path, body, (msg) => onEvent(panel, run, msg));
   updateButtons();
 }
 
-function activePanels() { return $("#compare-toggle").checked ? panels : panels.slice(0, 1); }
+function compareCount() { return $("#compare-toggle").checked ? Number($("#compare-count").value) : 1; }
+function activePanels() { return panels.slice(0, compareCount()); }
 
 function submit() {
+  const chat = mode() === "chat";
   const prompt = $("#prompt").value;
-  if (!prompt.trim()) {
+  const messages = chat ? chatMessages() : null;
+  if (chat ? messages.length === 0 : !prompt.trim()) {
     // Nothing to complete: say so where the user looks, instead of generating from nothing.
-    for (const panel of activePanels()) { clearPanel(panel); showError(panel, { message: "write a prompt first" }); }
-    $("#prompt").focus();
+    for (const panel of activePanels()) { clearPanel(panel); showError(panel, { message: chat ? "write a system prompt or a turn first" : "write a prompt first" }); }
+    (chat ? $("#system-prompt") : $("#prompt")).focus();
     return;
   }
   for (const panel of activePanels()) {
     if (panel.run) cancel(panel);
     clearPanel(panel);
     const requestId = randomId();
-    const body = Object.assign({ prompt, request_id: requestId }, readParams(panel));
+    const body = Object.assign(chat ? { messages } : { prompt }, { request_id: requestId }, readParams(panel));
     const run = { requestId, start: performance.now(), firstAt: 0, tokens: 0, envId: null };
     panel.run = run;
     panel.output.classList.add("streaming");
-    run.envId = send("POST", "/v1/completions", body, (msg) => onEvent(panel, run, msg));
+    run.envId = send("POST", chat ? "/v1/chat/completions" : "/v1/completions", body, (msg) => onEvent(panel, run, msg));
   }
   updateButtons();
+}
+
+// ---------- chat mode ----------
+
+function mode() { return document.querySelector("input[name=mode]:checked").value; }
+
+function setMode(m) {
+  for (const r of document.querySelectorAll("input[name=mode]")) r.checked = r.value === m;
+  $("#completion-editor").hidden = m !== "completion";
+  $("#chat-editor").hidden = m !== "chat";
+}
+
+function addTurn(role, content, focus) {
+  const li = $("#turn-template").content.firstElementChild.cloneNode(true);
+  const last = $("#turns").lastElementChild;
+  // A new turn answers the last one: after a user turn comes the assistant's, and back.
+  $(".turn-role", li).value = role || (last && $(".turn-role", last).value === "user" ? "assistant" : "user");
+  $(".turn-content", li).value = content || "";
+  $(".turn-up", li).addEventListener("click", () => { if (li.previousElementSibling) li.parentNode.insertBefore(li, li.previousElementSibling); });
+  $(".turn-down", li).addEventListener("click", () => { if (li.nextElementSibling) li.parentNode.insertBefore(li.nextElementSibling, li); });
+  $(".turn-delete", li).addEventListener("click", () => li.remove());
+  $("#turns").append(li);
+  if (focus) $(".turn-content", li).focus();
+  return li;
+}
+
+/** The system prompt (if any) and the turns with text, in order, as chat messages. */
+function chatMessages() {
+  const out = [];
+  const system = $("#system-prompt").value;
+  if (system.trim()) out.push({ role: "system", content: system });
+  for (const li of document.querySelectorAll("#turns .turn")) {
+    const content = $(".turn-content", li).value;
+    if (content.trim()) out.push({ role: $(".turn-role", li).value, content });
+  }
+  return out;
+}
+
+function setChat(messages) {
+  $("#turns").textContent = "";
+  $("#system-prompt").value = messages.filter((m) => m.role === "system").map((m) => m.content).join("\n\n");
+  for (const m of messages) if (m.role !== "system") addTurn(m.role, m.content, false);
+}
+
+// ---------- versions ----------
+
+const versionsView = { versions: [] };
+
+async function openHistory() {
+  if (!presets.loaded) return;
+  const r = await call("GET", `/v1/presets/${encodeURIComponent(presets.loaded.id)}/versions?limit=100`, null);
+  $("#history-error").textContent = r.error ? r.error.message : "";
+  versionsView.versions = r.error ? [] : r.body.data;
+  for (const sel of [$("#diff-from"), $("#diff-to")]) {
+    sel.textContent = "";
+    for (const v of versionsView.versions) {
+      const o = document.createElement("option");
+      o.value = String(v.version);
+      o.textContent = `v${v.version} · ${v.created_at.slice(0, 19).replace("T", " ")} · ${v.name}`;
+      sel.append(o);
+    }
+  }
+  // Newest first: compare the one before the current with the current.
+  if (versionsView.versions.length) {
+    $("#diff-to").value = String(versionsView.versions[0].version);
+    $("#diff-from").value = String(versionsView.versions[Math.min(1, versionsView.versions.length - 1)].version);
+  }
+  renderDiff();
+  if (!$("#history-dialog").open) $("#history-dialog").showModal();
+}
+
+/** A version as lines of text, the way the diff compares them. */
+function versionText(v) {
+  const lines = [`name: ${v.name}`, `description: ${v.description}`, `tags: ${v.tags.join(", ")}`, `mode: ${v.mode || "completion"}`,
+    `parameters: ${JSON.stringify(v.parameters)}`];
+  if (v.mode === "chat") {
+    for (const m of v.messages) lines.push(...`[${m.role}] ${m.content}`.split("\n"));
+  } else {
+    lines.push("prompt:", ...v.prompt.split("\n"));
+  }
+  return lines;
+}
+
+/** Line diff by longest common subsequence: [kind, line] with kind " ", "-" or "+". */
+function diffLines(a, b) {
+  const n = a.length, m = b.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (a[i] === b[j]) { out.push([" ", a[i]]); i++; j++; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) out.push(["-", a[i++]]);
+    else out.push(["+", b[j++]]);
+  }
+  while (i < n) out.push(["-", a[i++]]);
+  while (j < m) out.push(["+", b[j++]]);
+  return out;
+}
+
+function renderDiff() {
+  const pre = $("#history-diff");
+  pre.textContent = "";
+  const find = (n) => versionsView.versions.find((v) => String(v.version) === n);
+  const from = find($("#diff-from").value), to = find($("#diff-to").value);
+  $("#restore-version").disabled = !from;
+  $("#restore-version").textContent = from ? `Restore v${from.version}` : "Restore";
+  if (!from || !to) return;
+  for (const [kind, line] of diffLines(versionText(from), versionText(to))) {
+    const span = document.createElement("span");
+    span.className = kind === "+" ? "ins" : kind === "-" ? "del" : "same";
+    span.textContent = `${kind} ${line}`;
+    pre.append(span);
+  }
+}
+
+async function restoreVersion() {
+  const n = $("#diff-from").value;
+  if (!presets.loaded || !n) return;
+  const r = await call("POST", `/v1/presets/${encodeURIComponent(presets.loaded.id)}/versions/${n}/restore`, null);
+  if (r.error) { $("#history-error").textContent = r.error.message; return; }
+  loadPreset(r.body);
+  $("#notice").textContent = `Restored version ${n} of “${r.body.name}” as version ${r.body.version}.`;
+  searchPresets();
+  openHistory();
 }
 
 function onEvent(panel, run, msg) {
@@ -530,6 +661,7 @@ function onEvent(panel, run, msg) {
         panel.stats.ttft.textContent = `TTFT ${Math.round(run.firstAt - run.start)} ms`;
       }
       run.tokens++;
+      panel.stats.tokens.textContent = `${run.tokens} tokens`;
       panel.output.append(document.createTextNode(msg.text));
       panel.output.scrollTop = panel.output.scrollHeight;
       const secs = (performance.now() - run.firstAt) / 1000;
@@ -540,6 +672,11 @@ function onEvent(panel, run, msg) {
       const secs = run.firstAt ? (performance.now() - run.firstAt) / 1000 : 0;
       if (run.tokens > 1 && secs > 0) panel.stats.tps.textContent = `${(run.tokens / secs).toFixed(1)} tok/s`;
       panel.stats.finish.textContent = `finish: ${msg.finish_reason}`;
+      // The model's own count when it gives one (a token is not always one delta).
+      const u = msg.usage || {};
+      const n = u.completion_tokens ?? run.tokens;
+      panel.stats.tokens.textContent = `${n} token${n === 1 ? "" : "s"}`;
+      if (u.prompt_tokens != null) panel.stats.tokens.title = `prompt ${u.prompt_tokens} + answer ${n} = ${u.total_tokens ?? u.prompt_tokens + n} tokens`;
       finishRun(panel);
       return true;
     }
@@ -578,33 +715,62 @@ function updateButtons() {
 
 // ---------- wiring ----------
 
-function setCompare(on) {
-  $("#panels").classList.toggle("compare", on);
-  if (on && panels.length < 2) {
-    const b = makePanel("B");
-    // B starts as a copy of A with a higher temperature, so the difference shows at once.
-    const fa = panels[0].form.elements, fb = b.form.elements;
-    for (const p of PARAMS) { fb[p].value = fa[p].value; fb[p + "-range"].value = fa[p + "-range"].value; }
-    fb.temperature.value = fb["temperature-range"].value = "0.2";
-    fa.temperature.value = fa["temperature-range"].value = fa.temperature.value === "0.2" ? "0.9" : fa.temperature.value;
-    fb.seed.value = fa.seed.value;
-    panels.push(b);
-    $("#panels").append(b.node);
-    if (models) fillModelsNow(b);
+function setCompare() {
+  const on = $("#compare-toggle").checked, count = compareCount();
+  const box = $("#panels");
+  box.classList.toggle("compare", on);
+  box.classList.toggle("cols-3", count === 3);
+  box.classList.toggle("cols-4", count === 4);
+  $("#compare-count").hidden = !on;
+  while (panels.length < count) {
+    const next = makePanel("ABCD"[panels.length]);
+    // A new column starts as a copy of A at another temperature, so the difference shows at once.
+    const fa = panels[0].form.elements, fn = next.form.elements;
+    for (const p of PARAMS) { fn[p].value = fa[p].value; fn[p + "-range"].value = fa[p + "-range"].value; }
+    const t = ["0.2", "1.3", "0.6"][panels.length - 1];
+    fn.temperature.value = fn["temperature-range"].value = t;
+    if (panels.length === 1) fa.temperature.value = fa["temperature-range"].value = fa.temperature.value === "0.2" ? "0.9" : fa.temperature.value;
+    fn.seed.value = fa.seed.value;
+    fn.model.value = fa.model.value;
+    panels.push(next);
+    box.append(next.node);
+    if (models) fillModelsNow(next);
   }
-  panels.forEach((p, i) => { p.node.hidden = i > 0 && !on; });
+  panels.forEach((p, i) => { p.node.hidden = i >= count; });
+}
+
+function openShortcuts() { if (!$("#shortcuts-dialog").open) $("#shortcuts-dialog").showModal(); }
+
+/** Typing in a field: single-key shortcuts stay out of the way. */
+function typing(e) {
+  const t = e.target;
+  return t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   panels.push(makePanel("A"));
   $("#panels").append(panels[0].node);
+  addTurn("user", "", false);
   $("#submit").addEventListener("click", submit);
   $("#stop").addEventListener("click", stopAll);
-  $("#compare-toggle").addEventListener("change", (e) => setCompare(e.target.checked));
+  $("#compare-toggle").addEventListener("change", setCompare);
+  $("#compare-count").addEventListener("change", setCompare);
+  for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", () => setMode(mode()));
+  $("#add-turn").addEventListener("click", () => addTurn(null, "", true));
+  $("#preset-history").addEventListener("click", openHistory);
+  $("#diff-from").addEventListener("change", renderDiff);
+  $("#diff-to").addEventListener("change", renderDiff);
+  $("#restore-version").addEventListener("click", restoreVersion);
+  $("#history-close").addEventListener("click", () => $("#history-dialog").close());
+  $("#shortcuts-open").addEventListener("click", openShortcuts);
+  $("#shortcuts-close").addEventListener("click", () => $("#shortcuts-dialog").close());
   document.addEventListener("keydown", (e) => {
     if (!signedIn) return;
+    const dialogOpen = document.querySelector("dialog[open]");
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
-    else if (e.key === "Escape" && !$("#save-dialog").open) { stopAll(); }
+    else if (e.key === "Escape" && !dialogOpen) { stopAll(); }
+    else if (e.key === "?" && !typing(e) && !dialogOpen) { e.preventDefault(); openShortcuts(); }
+    else if (e.key === "/" && !typing(e) && !dialogOpen) { e.preventDefault(); $("#preset-search").focus(); }
   });
   $("#signin-form").addEventListener("submit", (e) => {
     e.preventDefault();

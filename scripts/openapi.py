@@ -84,7 +84,13 @@ PRESET_FIELDS = {
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "tags": {"type": ["array", "null"], "maxItems": 16, "items": {"type": "string", "maxLength": 40}},
     "parameters": PRESET_PARAMETERS,
+    "mode": {"enum": ["completion", "chat", None], "description": "completion (one prompt, the default) or chat (messages)"},
+    "messages": {"type": ["array", "null"], "maxItems": 50, "description": "a chat preset's messages (contents ≤ 32 KiB in all)",
+                 "items": {"type": "object", "required": ["role", "content"],
+                           "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}}}},
 }
+PRESET_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role", "content"],
+                                              "properties": {"role": {"type": "string"}, "content": {"type": "string"}}}}
 
 SCHEMAS = {
     "Error": {
@@ -112,11 +118,17 @@ SCHEMAS = {
                        "name": {"type": "string"}, "tool_call_id": {"type": "string"},
                        "tool_calls": {"type": "array", "items": {"type": "object"}}, "refusal": NULLABLE_STR}},
     "ChatCompletionRequest": {
-        "type": "object", "required": ["messages"],
-        "description": "For an upstream model every field is forwarded as sent: tools, tool_choice, response_format, logprobs, "
+        "type": "object",
+        "description": "messages, or a chat preset's run (preset_id, input_context, variables; messages then follow the preset's). "
+                       "For an upstream model every field is forwarded as sent: tools, tool_choice, response_format, logprobs, "
                        "…; the built-in model refuses those it cannot do with 400 naming the field.",
         "properties": COMMON_FIELDS | {
             "messages": {"type": "array", "minItems": 1, "maxItems": 256, "items": ref("ChatMessage")},
+            "preset_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
+            "input_context": {"type": ["string", "null"]},
+            "preset_version": {"type": ["integer", "null"], "minimum": 1},
+            "variables": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                          "description": "values of the chat preset's {{name}} placeholders"},
             "tools": {"type": ["array", "null"], "items": {"type": "object"}},
             "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},
             "response_format": {"type": ["object", "null"], "properties": {"type": {"type": "string"}}},
@@ -145,13 +157,15 @@ SCHEMAS = {
                              "owned_by": {"type": "string"}}},
     "ModelList": {"type": "object", "required": ["object", "data"],
                   "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": ref("Model")}}},
-    "PresetCreate": {"type": "object", "required": ["name", "prompt"], "properties": PRESET_FIELDS},
+    "PresetCreate": {"type": "object", "required": ["name"], "properties": PRESET_FIELDS,
+                     "description": "prompt is required for a completion preset, messages for a chat preset"},
     "PresetUpdate": {"type": "object", "properties": PRESET_FIELDS},
     "Preset": {
         "type": "object", "required": ["id", "object", "name", "prompt"],
         "properties": {"id": {"type": "string"}, "object": {"const": "preset"}, "name": {"type": "string"},
                        "description": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
                        "prompt": {"type": "string"}, "variables": {"type": "array", "items": {"type": "string"}},
+                       "mode": {"enum": ["completion", "chat"]}, "messages": PRESET_MESSAGES,
                        "parameters": {"type": "object"},
                        "created_at": {"type": "string"}, "updated_at": {"type": "string"}, "version": {"type": "integer"},
                        "score": {"type": "number"}, "pending": {"type": "boolean"}, "degraded": {"type": "boolean"}}},
@@ -174,7 +188,8 @@ SCHEMAS = {
         "properties": {"object": {"const": "preset.version"}, "preset_id": {"type": "string"}, "version": {"type": "integer"},
                        "created_at": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                        "tags": {"type": "array", "items": {"type": "string"}}, "prompt": {"type": "string"},
-                       "variables": {"type": "array", "items": {"type": "string"}}, "parameters": {"type": "object"}}},
+                       "variables": {"type": "array", "items": {"type": "string"}}, "parameters": {"type": "object"},
+                       "mode": {"enum": ["completion", "chat"]}, "messages": PRESET_MESSAGES}},
     "VersionList": {"type": "object", "required": ["object", "data"],
                     "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": ref("PresetVersion")},
                                    "next_cursor": NULLABLE_STR}},

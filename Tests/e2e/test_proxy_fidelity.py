@@ -370,3 +370,25 @@ def test_the_operator_denies_fields_and_caps_n(client, upstream):
         client.chat.completions.create(model="n2", messages=[{"role": "user", "content": "hi"}], n=5)
     assert e.value.body["param"] == "n"
     assert not [r for r in upstream.recorded() if r["body"].get("service_tier") or r["body"].get("n") == 5], "nothing reached the upstream"
+
+
+def test_a_chat_preset_reaches_the_upstream_as_a_client_would_have_sent_it(node, client, upstream):
+    import uuid
+    req = urllib.request.Request(node.url + "/v1/presets", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"name": "chat-" + uuid.uuid4().hex[:6], "mode": "chat",
+                                                  "parameters": {"model": "echo", "temperature": 0.25},
+                                                  "messages": [{"role": "system", "content": "You speak {{lang}}."},
+                                                               {"role": "user", "content": "Translate: {{input}}"}]}).encode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        preset = json.loads(r.read())
+    out = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "and politely"}], top_p=0.5,
+                                         extra_body={"preset_id": preset["id"], "input_context": "good morning",
+                                                     "variables": {"lang": "French"}})
+    assert out.choices[0].message.content is not None
+    body = last_body(upstream)
+    assert body["messages"] == [{"role": "system", "content": "You speak French."},
+                                {"role": "user", "content": "Translate: good morning"},
+                                {"role": "user", "content": "and politely"}], "the preset's messages, then the request's"
+    assert body["temperature"] == 0.25 and body["top_p"] == 0.5, "the preset's parameters under the request's"
+    for k in ("preset_id", "preset_version", "variables", "input_context"):
+        assert k not in body, k
