@@ -561,10 +561,12 @@ function chatMessages() {
   return out;
 }
 
+/** A leading system message goes to the system prompt box; every other message stays a turn, in its place. */
 function setChat(messages) {
   $("#turns").textContent = "";
-  $("#system-prompt").value = messages.filter((m) => m.role === "system").map((m) => m.content).join("\n\n");
-  for (const m of messages) if (m.role !== "system") addTurn(m.role, m.content, false);
+  const lead = messages.length && messages[0].role === "system";
+  $("#system-prompt").value = lead ? messages[0].content : "";
+  for (const m of messages.slice(lead ? 1 : 0)) addTurn(m.role, m.content, false);
 }
 
 // ---------- versions ----------
@@ -606,20 +608,33 @@ function versionText(v) {
   return lines;
 }
 
-/** Line diff by longest common subsequence: [kind, line] with kind " ", "-" or "+". */
+/** Line diff: the common head and tail, then the longest common subsequence of what is left
+ *  (a table of at most 4 M cells; past that the middle is shown as removed, then added).
+ *  [kind, line] with kind " ", "-" or "+". */
 function diffLines(a, b) {
-  const n = a.length, m = b.length;
-  const lcs = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
-  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
-  const out = [];
-  let i = 0, j = 0;
-  while (i < n && j < m) {
-    if (a[i] === b[j]) { out.push([" ", a[i]]); i++; j++; }
-    else if (lcs[i + 1][j] >= lcs[i][j + 1]) out.push(["-", a[i++]]);
-    else out.push(["+", b[j++]]);
+  let head = 0;
+  while (head < a.length && head < b.length && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  const x = a.slice(head, a.length - tail), y = b.slice(head, b.length - tail);
+  const out = a.slice(0, head).map((l) => [" ", l]);
+  const n = x.length, m = y.length;
+  if ((n + 1) * (m + 1) > 4e6) {
+    for (const l of x) out.push(["-", l]);
+    for (const l of y) out.push(["+", l]);
+  } else {
+    const lcs = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    let i = 0, j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push([" ", x[i]]); i++; j++; }
+      else if (lcs[i + 1][j] >= lcs[i][j + 1]) out.push(["-", x[i++]]);
+      else out.push(["+", y[j++]]);
+    }
+    while (i < n) out.push(["-", x[i++]]);
+    while (j < m) out.push(["+", y[j++]]);
   }
-  while (i < n) out.push(["-", a[i++]]);
-  while (j < m) out.push(["+", b[j++]]);
+  for (const l of a.slice(a.length - tail)) out.push([" ", l]);
   return out;
 }
 
@@ -744,7 +759,9 @@ function openShortcuts() { if (!$("#shortcuts-dialog").open) $("#shortcuts-dialo
 /** Typing in a field: single-key shortcuts stay out of the way. */
 function typing(e) {
   const t = e.target;
-  return t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+  if (!t) return false;
+  if (t.tagName === "INPUT") return !["checkbox", "radio", "button", "submit", "range", "file"].includes(t.type);
+  return t.isContentEditable || t.tagName === "TEXTAREA" || t.tagName === "SELECT";
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -767,7 +784,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("keydown", (e) => {
     if (!signedIn) return;
     const dialogOpen = document.querySelector("dialog[open]");
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { if (!dialogOpen) { e.preventDefault(); submit(); } }
     else if (e.key === "Escape" && !dialogOpen) { stopAll(); }
     else if (e.key === "?" && !typing(e) && !dialogOpen) { e.preventDefault(); openShortcuts(); }
     else if (e.key === "/" && !typing(e) && !dialogOpen) { e.preventDefault(); $("#preset-search").focus(); }

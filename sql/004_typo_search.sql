@@ -6,6 +6,8 @@
 -- string alignment, which PostgreSQL does not ship), and ranks the presets holding any of them
 -- here, by a GIN index on (user_id, words). The trigram index on lower(name || tags) is gone:
 -- trigram similarity cannot see one typo in a short word ("bse" for "base" scores 0.29).
+-- Cost: each search reads the user's whole dictionary (an index-only range scan; ~170 words for
+-- a user of 100 presets), so it grows with a user's distinct words.
 -- The application splits text the same way (Domain/PresetSearch.swift, SearchWords.of): the
 -- database must use a UTF-8 locale whose classes know letters beyond ASCII (C.UTF-8 does).
 
@@ -52,8 +54,9 @@ BEGIN
         IF NEW.words = OLD.words THEN RETURN NULL; END IF;
         owner := NEW.user_id; added := NEW.words; removed := OLD.words;
     END IF;
-    -- One statement, in word order: two writes of one user lock dictionary rows in the same order
-    -- (no deadlock between them).
+    -- One statement, in word order: two single-preset writes of one user lock dictionary rows in
+    -- the same order (no deadlock between them; the application writes one preset per statement
+    -- and transaction — a statement writing several presets of one user could deadlock with another).
     INSERT INTO preset_words AS d (user_id, word, uses)
     SELECT owner, c.w, sum(c.n)::integer
     FROM (SELECT unnest(added) AS w, 1 AS n UNION ALL SELECT unnest(removed), -1) c
@@ -68,6 +71,13 @@ $$;
 CREATE TRIGGER presets_count_words AFTER INSERT OR UPDATE OF name, tags, description OR DELETE ON presets
     FOR EACH ROW EXECUTE FUNCTION preset_count_words();
 
+-- search_text is no longer written. It stays (nullable) for one release so nodes of the release
+-- before can run beside these during a rolling upgrade (their searches find the presets they
+-- wrote); a later migration drops it. Its trigram index goes first, so the backfill below does
+-- not maintain it.
+DROP INDEX presets_user_search;
+ALTER TABLE presets ALTER COLUMN search_text DROP NOT NULL;
+
 -- What exists already (the dictionary is built in one pass, not row by row).
 ALTER TABLE presets DISABLE TRIGGER presets_count_words;
 UPDATE presets SET name = name;
@@ -75,6 +85,4 @@ ALTER TABLE presets ENABLE TRIGGER presets_count_words;
 INSERT INTO preset_words (user_id, word, uses)
 SELECT user_id, w, count(*) FROM presets, unnest(words) AS w GROUP BY user_id, w;
 
-DROP INDEX presets_user_search;
-ALTER TABLE presets DROP COLUMN search_text;
 CREATE INDEX presets_user_words ON presets USING gin (user_id, words);

@@ -239,12 +239,21 @@ public struct CompletionRequestParser: Sendable {
         // An upstream model gets the body as sent; with no limit of the client's own, the
         // operator's cap is the limit (the upstream is told it, and the proxy stops there).
         // A chat preset's run is forwarded as the body a client would have sent: its messages
-        // first, its parameters where the body has none, without our own preset fields.
+        // first, its parameters where the body has none (only if they pass today's policy, never
+        // one the operator denies; max_tokens and max_completion_tokens are one setting), without
+        // our own preset fields.
         var sent = o
         if let preset, let msgs = presetMessages {
             for k in ["preset_id", "preset_version", "variables", "input_context"] { sent[k] = nil }
             sent["messages"] = .array(msgs)
-            for (k, v) in preset.parameters.pairs where sent[k] == nil || sent[k]!.isNull { sent[k] = v }
+            func given(_ k: String) -> Bool { o[k].map { !$0.isNull } ?? false }
+            let limitGiven = given("max_tokens") || given("max_completion_tokens")
+            if base != nil {
+                for (k, v) in preset.parameters.pairs where !given(k) && !policy.deniedFields.contains(k) {
+                    if limitGiven && (k == "max_tokens" || k == "max_completion_tokens") { continue }
+                    sent[k] = v
+                }
+            }
         }
         let forwarded = upstreamModel && (!hasPreset || presetMessages != nil)
         if forwarded && sent["max_tokens"].map({ $0.isNull }) ?? true && sent["max_completion_tokens"].map({ $0.isNull }) ?? true {

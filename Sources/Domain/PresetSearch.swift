@@ -16,6 +16,10 @@ public enum SearchWords {
     public static let maxLength = 40
 
     /// Lowercased runs of letters and digits of 1–40 characters, distinct, in first-seen order.
+    /// As glibc's C.UTF-8 classes see them (what PostgreSQL's lower() and `[[:alnum:]]` use):
+    /// letters are the Unicode Alphabetic property (with combining vowel signs; not a lone accent
+    /// like U+0301), digits the decimal ones (not ², ½, ①); lowercase is per character, one
+    /// character to one (İ → i, not i + a combining dot; a final Σ → σ).
     public static func of(_ text: String) -> [String] {
         var out: [String] = []
         var seen = Set<String>()
@@ -27,16 +31,39 @@ public enum SearchWords {
             }
             word.removeAll(keepingCapacity: true)
         }
-        for s in text.lowercased().unicodeScalars {
-            if s.properties.isAlphabetic || s.properties.numericType != nil { word.append(s) } else { flush() }
+        for s in text.unicodeScalars {
+            let p = s.properties
+            if p.isAlphabetic || p.generalCategory == .decimalNumber { word.append(lower(s)) } else { flush() }
         }
         flush()
         return out
     }
 
-    /// What the literal (punctuation) part of a query is looked for in: name, tags and description.
-    public static func document(_ p: Preset) -> String {
-        (p.name + " " + p.tags.joined(separator: " ") + " " + p.description).lowercased()
+    /// The simple (one-to-one) lowercase of a character, as towlower gives it.
+    static func lower(_ s: Unicode.Scalar) -> Unicode.Scalar {
+        if s.isASCII { return s.value >= 65 && s.value <= 90 ? Unicode.Scalar(s.value + 32)! : s }
+        guard s.properties.changesWhenLowercased else { return s }
+        let mapped = s.properties.lowercaseMapping.unicodeScalars
+        return mapped.count == 1 ? mapped.first! : mapped.first ?? s
+    }
+
+    /// Whether `needle` occurs in `haystack`, byte for byte (as PostgreSQL's strpos compares).
+    public static func containsBytes(_ haystack: String, _ needle: String) -> Bool {
+        let h = Array(haystack.utf8), n = Array(needle.utf8)
+        guard !n.isEmpty else { return true }
+        guard h.count >= n.count else { return false }
+        for i in 0...(h.count - n.count) where h[i] == n[0] && h[i..<(i + n.count)].elementsEqual(n) { return true }
+        return false
+    }
+
+    /// What the literal (punctuation) part of a query is looked for in: name, tags and description,
+    /// lowercased as the database does.
+    public static func document(_ p: Preset) -> String { lowered(p.name + " " + p.tags.joined(separator: " ") + " " + p.description) }
+
+    public static func lowered(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        for s in text.unicodeScalars { out.append(lower(s)) }
+        return String(out)
     }
 
     /// The words of the name and tags (worth twice those of the description alone).
@@ -110,10 +137,13 @@ public struct SearchQuery: Sendable {
     /// nil for a query with nothing to look for (empty, only spaces).
     public init?(_ query: String) {
         var words: [String] = [], literals: [String] = [], phrases: [String] = []
-        for token in query.lowercased().split(whereSeparator: { $0.isWhitespace }).map(String.init) {
+        for token in SearchWords.lowered(query).split(whereSeparator: { $0.isWhitespace }).map(String.init) {
             let inside = SearchWords.of(token)
             if inside.isEmpty {
-                if words.count + literals.count < Self.maxUnits, !literals.contains(token) { literals.append(token) }
+                // Only a token of no letters or digits at all is looked for literally (a run too
+                // long to be a word is no literal either: it matches nothing).
+                let wordless = !token.unicodeScalars.contains { $0.properties.isAlphabetic || $0.properties.generalCategory == .decimalNumber }
+                if wordless, words.count + literals.count < Self.maxUnits, !literals.contains(token) { literals.append(token) }
                 continue
             }
             for w in inside where words.count + literals.count < Self.maxUnits && !words.contains(w) { words.append(w) }
@@ -194,9 +224,9 @@ public enum SearchScore {
         }
         var score = 0
         for b in best where b >= 0 { score += perUnit + b }
-        for l in query.literals where document.range(ofLiteral: l) != nil { score += perUnit + SearchQuery.Points.literal }
+        for l in query.literals where SearchWords.containsBytes(document, l) { score += perUnit + SearchQuery.Points.literal }
         guard score > 0 else { return 0 }
-        for p in query.phrases where document.range(ofLiteral: p) != nil { score += 1 }
+        for p in query.phrases where SearchWords.containsBytes(document, p) { score += 1 }
         return score
     }
 

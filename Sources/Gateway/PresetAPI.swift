@@ -185,8 +185,8 @@ public final class PresetAPI: @unchecked Sendable {
             }
             limit = n
         }
-        guard query.count <= 200 else {
-            reply.fail(.invalid("query", "query must be at most 200 characters"))
+        guard query.count <= 200, query.utf8.count <= 800 else {
+            reply.fail(.invalid("query", "query must be at most 200 characters (800 bytes)"))
             return
         }
         guard !query.utf8.contains(0) else {

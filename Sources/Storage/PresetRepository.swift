@@ -164,7 +164,8 @@ public enum PresetRepository {
                     SELECT COALESCE(sum(\(SearchScore.perUnit) + m.best), 0) FROM (
                         SELECT max(CASE WHEN e.w = ANY(p.title_words) THEN 2 * e.pts ELSE e.pts END) AS best
                         FROM unnest($5::text[], $6::int[], $7::int[]) AS e(w, u, pts)
-                        WHERE e.w = ANY(p.words) GROUP BY e.u
+                        JOIN unnest(p.words) AS pw(w) ON pw.w = e.w
+                        GROUP BY e.u
                         UNION ALL
                         SELECT \(SearchQuery.Points.literal) FROM unnest($8::text[]) AS l(t) WHERE strpos(\(document), l.t) > 0
                     ) m

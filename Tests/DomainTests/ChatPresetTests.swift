@@ -105,14 +105,39 @@ final class ChatPresetTests: XCTestCase {
         policy.upstreamModels = ["gpt-up"]
         let parser = CompletionRequestParser(policy: policy)
         let p = chat([("system", "Be {{tone}}."), ("user", "{{input}}")], parameters: JSONObject([("model", .string("gpt-up")), ("temperature", .number(0.2))]))
-        let r = try parser.parse(try JSONParser.parse(#"{"input_context":"hi","variables":{"tone":"kind"},"tools":[{"type":"function","function":{"name":"f"}}]}"#),
-                                 flavor: .chat, preset: p, newID: { "id" })
+        let body = #"{"preset_id":"i","preset_version":1,"input_context":"hi","variables":{"tone":"kind"},"tools":[{"type":"function","function":{"name":"f"}}]}"#
+        let r = try parser.parse(try JSONParser.parse(body), flavor: .chat, preset: p, newID: { "id" })
         let sent = try XCTUnwrap(r.passthrough)
-        XCTAssertNil(sent["preset_id"]); XCTAssertNil(sent["variables"]); XCTAssertNil(sent["input_context"])
+        for k in ["preset_id", "preset_version", "variables", "input_context"] { XCTAssertNil(sent[k], k) }
         XCTAssertEqual(sent["messages"]?.arrayValue?.compactMap { $0.objectValue?["content"]?.stringValue }, ["Be kind.", "hi"])
         XCTAssertEqual(sent["model"]?.stringValue, "gpt-up")
         XCTAssertEqual(sent["temperature"]?.doubleValue, 0.2)
         XCTAssertNotNil(sent["tools"], "what the client sent still passes through")
+        XCTAssertNil(sent["max_tokens"])
+        XCTAssertEqual(r.parameters.maxTokens, policy.maxTokensCap, "no limit from anyone: the operator's cap (the proxy tells the upstream)")
+
+        // The operator denies temperature: the preset's is not forwarded (the client's would be refused).
+        var denying = policy
+        denying.deniedFields = ["temperature"]
+        let d = try CompletionRequestParser(policy: denying).parse(try JSONParser.parse(#"{"input_context":"hi","variables":{"tone":"x"}}"#),
+                                                                   flavor: .chat, preset: p, newID: { "id" })
+        XCTAssertNil(d.passthrough?["temperature"])
+        // A preset's limit under one name and the client's under the other: the client's alone.
+        var limited = p
+        limited.parameters["max_tokens"] = .number(50)
+        let both = try parser.parse(try JSONParser.parse(#"{"input_context":"hi","variables":{"tone":"x"},"max_completion_tokens":7}"#),
+                                    flavor: .chat, preset: limited, newID: { "id" })
+        XCTAssertNil(both.passthrough?["max_tokens"])
+        XCTAssertEqual(both.passthrough?["max_completion_tokens"]?.intValue, 7)
+        // Parameters today's policy refuses (a cap lowered since) are not forwarded either.
+        var old = p
+        old.parameters["max_tokens"] = .number(1_000_000)
+        let o = try parser.parse(try JSONParser.parse(#"{"model":"gpt-up","input_context":"hi","variables":{"tone":"x"}}"#), flavor: .chat,
+                                 preset: old, newID: { "id" })
+        XCTAssertNotNil(o.passthrough)
+        XCTAssertNil(o.passthrough?["max_tokens"])
+        XCTAssertEqual(o.parameters.maxTokens, policy.maxTokensCap)
+        XCTAssertNil(o.passthrough?["temperature"], "the preset's parameters go as a whole or not at all")
     }
 }
 

@@ -93,6 +93,21 @@ final class LiveOutboxTests: XCTestCase {
         XCTAssertEqual(try conn.query("SELECT count(*) FROM presets WHERE user_id = $1", [u.userID]).rows[0][0], "1")
     }
 
+    /// The database's preset_search_words() and SearchWords.of split text alike, beyond ASCII too.
+    func testWordsAreSplitAsTheDatabaseSplitsThem() throws {
+        let conn = try connect()
+        let texts = ["İstanbul x² ½ ① café Ⅻ ΣΑΣ ﬁne ß 日本語 ١٢٣", "e\u{301}cole x\u{301}y ãb Ǆemal", "हिन्दी नमस्ते", "snake_case o'brien 50% 2nd-grader",
+                     "ÀÉÎÕÜ Ångström ǅ ǈ", "emoji 🦜 party 👍🏽", String(repeating: "a", count: 40) + " " + String(repeating: "b", count: 41),
+                     "tab\tnew\nline", "ΟΔΥΣΣΕΥΣ Straße ŉ", ""]
+        for t in texts {
+            let db = try conn.query("SELECT array_to_json(preset_search_words($1))::text", [t]).rows[0][0] ?? "[]"
+            let words = (try JSONParser.parse(db)).arrayValue?.compactMap(\.stringValue) ?? []
+            XCTAssertEqual(Set(words), Set(SearchWords.of(t)), "'\(t)'")
+            let lowered = try conn.query("SELECT lower($1)", [t]).rows[0][0] ?? ""
+            XCTAssertEqual(lowered, SearchWords.lowered(t), "lower('\(t)')")
+        }
+    }
+
     /// The cache's search (PresetSearch) and the database's give the same presets for the same query.
     func testCacheSearchAgreesWithTheDatabase() throws {
         let conn = try connect()
@@ -100,7 +115,8 @@ final class LiveOutboxTests: XCTestCase {
         let names: [(String, [String])] = [("French translator", ["lang", "fr"]), ("Summarize meeting notes", ["work"]),
                                            ("Code review helper", ["dev"]), ("Haiku writer", ["poetry", "fun"]),
                                            ("Translate to German", ["lang"]), ("SQL explainer", ["dev", "db"]),
-                                           ("Email polisher", ["work", "writing"]), ("50% off: o'brien_test", [])]
+                                           ("Email polisher", ["work", "writing"]), ("50% off: o'brien_test", []),
+                                           ("İstanbul café guide x²", ["travel"]), ("Thumbs 👍🏽", [])]
         var all: [Preset] = []
         for (i, (n, tags)) in names.enumerated() {
             var f = fields(n, prompt: "p", tags: tags)
@@ -110,7 +126,7 @@ final class LiveOutboxTests: XCTestCase {
         }
         for q in ["frnch", "translat", "lang", "dev", "writ", "summarise", "haiku fun", "sql", "german lang", "o'brien", "50%", "_",
                   "zzz", "code revew", "e", "", "tarnslate", "ocde reivew", "sqk", "emial polisher", "hiaku", "germna", "transl frnch",
-                  "% _", "brien 50", "summarize xyzzy notes"] {
+                  "% _", "brien 50", "summarize xyzzy notes", "istanbul", "İSTANBUL", "x²", "👍", "café", "cafe"] {
             guard case .success(let db) = try PresetRepository.search(conn, user: u, query: q, limit: 100, cursor: nil),
                   let mem = PresetSearch.page(all, query: q, limit: 100, cursor: nil) else { return XCTFail(q) }
             XCTAssertEqual(mem.items.map(\.preset.id), db.items.map(\.preset.id), "query '\(q)': the same presets in the same order")
