@@ -23,9 +23,11 @@ fi
 
 if [[ $WANT_TEST == 1 ]]; then
   py=python3
-  # tantivy: a search engine's fuzzy matching, the oracle of the preset search's quality test.
-  $py -c 'import websockets, openai, selenium, pytest, tantivy' 2>/dev/null || \
-    $py -m pip install -q --disable-pip-version-check websockets openai selenium pytest 'tantivy>=0.22,<1' >/dev/null
+  # tantivy: a search engine's fuzzy matching, the oracle of the preset search's quality test;
+  # kubernetes-validate: the Kubernetes manifests against the API's schemas (with PyYAML).
+  $py -c 'import websockets, openai, selenium, pytest, tantivy, kubernetes_validate, yaml' 2>/dev/null || \
+    $py -m pip install -q --disable-pip-version-check websockets openai selenium pytest 'tantivy>=0.22,<1' \
+      'kubernetes-validate>=1.30,<2' pyyaml >/dev/null
   # Autobahn|Testsuite is Python 2 code; it lives in its own virtualenv under pyenv's 2.7.
   venv=.build-tools/autobahn
   if [[ ! -x $venv/bin/wstest ]]; then
