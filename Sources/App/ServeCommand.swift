@@ -349,6 +349,10 @@ enum ServeCommand {
                 do {
                     let applied = try p.runBlocking { conn throws(PGError) in try Migrations.apply(conn, directory: config.sqlDir) }
                     if !applied.isEmpty { logger.info("migrations applied", ["files": applied.map(\.name).joined(separator: ",")]) }
+                    if let d = try p.runBlocking({ conn throws(PGError) in try PresetRepository.wordsDisagreement(conn) }) {
+                        logger.warning("the database splits words unlike the preset search: create it with a UTF-8 locale such as C.UTF-8 "
+                                       + "(search misses non-ASCII words; the cache's degraded search disagrees)", ["detail": d])
+                    }
                 } catch {
                     // A database that is down at start must not stop completions; presets degrade until it is back.
                     logger.error("migrations not applied", ["error": "\(error)"])

@@ -315,3 +315,24 @@ extension PresetRepository {
         try conn.query("DELETE FROM preset_writes WHERE outcome = 'applied' AND applied_at < now() - interval '7 days'").affected
     }
 }
+
+// MARK: the database splits words as the application does
+
+extension PresetRepository {
+    /// Text whose words only a UTF-8 locale with Unicode classes splits and lowercases as
+    /// `SearchWords.of` does (C.UTF-8 does; the C locale does not).
+    static let wordsProbe = "İstanbul CAFÉ Ǆemal x² ΣΑΣ 日本語 हिन्दी"
+
+    /// nil if the database's `preset_search_words()` agrees with `SearchWords.of`; else what each
+    /// said (search then misses non-ASCII words, and the cache's degraded search disagrees).
+    public static func wordsDisagreement(_ conn: PGConnection) throws(PGError) -> String? {
+        let r = try conn.query("""
+            SELECT array_to_json(preset_search_words($1))::text, current_setting('lc_ctype')
+            """, [wordsProbe])
+        let json = r.rows.first?[0] ?? "[]"
+        let db = (try? JSONParser.parse(json))?.arrayValue?.compactMap(\.stringValue) ?? []
+        let mine = SearchWords.of(wordsProbe)
+        guard Set(db) != Set(mine) else { return nil }
+        return "lc_ctype \(r.rows.first?[1] ?? "?") splits '\(wordsProbe)' into \(db), the application into \(mine)"
+    }
+}

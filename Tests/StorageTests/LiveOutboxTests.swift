@@ -108,6 +108,29 @@ final class LiveOutboxTests: XCTestCase {
         }
     }
 
+    /// The start-up check finds the test database (C.UTF-8) in agreement, and a database made
+    /// with the C locale in disagreement.
+    func testTheStartUpCheckFindsWhetherTheWordsAgree() throws {
+        let conn = try connect()
+        XCTAssertNil(try PresetRepository.wordsDisagreement(conn))
+        let name = "words_c_\(UInt32.random(in: 0...UInt32.max))"
+        try conn.query("CREATE DATABASE \(name) TEMPLATE template0 ENCODING 'UTF8' LC_CTYPE 'C' LC_COLLATE 'C'")
+        defer { _ = try? conn.query("DROP DATABASE IF EXISTS \(name)") }
+        let url = ProcessInfo.processInfo.environment["DATABASE_URL"]!
+        let sql = try String(contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("sql/004_typo_search.sql").path, encoding: .utf8)
+        let function = sql[sql.range(of: "CREATE FUNCTION preset_search_words")!.lowerBound...]
+        // (Its own scope: the connection is gone before the database is dropped.)
+        func ask() throws -> String? {
+            let other = try PGConnection(url: String(url[..<url.lastIndex(of: "/")!]) + "/" + name)
+            try other.execute(String(function[..<function.range(of: "$$;")!.upperBound]))
+            return try PresetRepository.wordsDisagreement(other)
+        }
+        let said = try ask()
+        XCTAssertNotNil(said, "the C locale splits İstanbul and ² differently")
+        XCTAssertTrue(said?.contains("lc_ctype C") == true, said ?? "")
+    }
+
     /// The cache's search (PresetSearch) and the database's give the same presets for the same query.
     func testCacheSearchAgreesWithTheDatabase() throws {
         let conn = try connect()
