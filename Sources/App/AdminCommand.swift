@@ -251,9 +251,9 @@ enum QuotaAdmin {
         guard a.positional.count == 1 else { throw ArgumentError(message: "admin status: unexpected argument '\(a.positional[1])'") }
         let fleet = a.string("fleet")
         guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
-        let keys = FleetKeys(fleet: fleet)
         let r = try redis(a)
         defer { r.close() }
+        let keys = FleetKeys(fleet: fleet, shards: try FleetAdmin.shards(r, fleet: fleet))
         // The preset outbox of the database DATABASE_URL names (its keys carry that database's name).
         let presets = (a.optionalString("database-url") ?? Arguments.environment("DATABASE_URL")).map {
             PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: $0))
@@ -280,7 +280,11 @@ enum QuotaAdmin {
             printLine("model upstreams:")
             for l in upstreamLines { printLine(l) }
         }
-        printLine("jobs: backlog \(s.backlog), pending \(s.pending), dead-lettered \(s.deadLettered)")
+        printLine("jobs: backlog \(s.backlog), pending \(s.pending), dead-lettered \(s.deadLettered)"
+                  + (s.shards.isEmpty ? "" : " over \(s.shards.count) shards"))
+        for (i, sh) in s.shards.enumerated() {
+            printLine("  shard \(i)\tbacklog \(sh.backlog)\tpending \(sh.pending)\tdead-lettered \(sh.dead)")
+        }
         printLine("leases in use: \(s.leases) (\(s.leaseUsers) users)")
         if let o = s.outbox {
             printLine("preset writes waiting for the database: \(o.writes) (\(o.users) users); revocations waiting: \(o.revocations)")

@@ -56,6 +56,7 @@ struct NodeConfig {
     var redis: RedisEndpoint?
     var luaDir: String
     var fleet: String
+    var jobShards: Int
     var fleetPort: Int
     var fleetHost: String
     var fleetAdvertise: String?
@@ -103,6 +104,7 @@ struct NodeConfig {
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
             .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
             .option("fleet", "NAME", default: "main", "the fleet this node joins on that Redis (its own queue and heartbeats; limits are shared)"),
+            .option("job-shards", "K", default: "1", "job streams the fleet's queue is split into (1-64; every node of a fleet the same: the first one's number is kept in Redis)"),
             .option("fleet-port", "N", default: "0", "where workers stream tokens to this gateway (stream links; 0 picks a free one)"),
             .option("fleet-host", "ADDR", "address the stream links listen on (default: --host)"),
             .option("fleet-advertise", "HOST", "host workers dial for this gateway's links (default: the link address, or this machine's name for 0.0.0.0)"),
@@ -188,6 +190,8 @@ struct NodeConfig {
         luaDir = a.string("lua-dir")
         fleet = a.string("fleet")
         guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
+        jobShards = try a.int("job-shards")
+        guard (1...FleetKeys.maxShards).contains(jobShards) else { throw ArgumentError(message: "--job-shards: 1 to \(FleetKeys.maxShards)") }
         if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
             guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db]") }
             redis = e
@@ -364,6 +368,22 @@ enum ServeCommand {
 
         // Redis: commands (pipelined), blocking claims and subscriptions each on their own connection.
         var redis: FleetRedis?
+        if let endpoint = config.redis, !modelServer {
+            // Every node of a fleet splits its queue the same way (else jobs wait on shards nobody
+            // reads): the first node's number is kept in Redis, a node started with another is
+            // refused. Checked when Redis answers at start; a node that starts without Redis
+            // cannot check (it says so).
+            if let r = try? BlockingRedis(endpoint: endpoint, timeoutSeconds: 1) {
+                let kept = (try? FleetAdmin.agreeOnShards(r, fleet: config.fleet, shards: config.jobShards)) ?? config.jobShards
+                r.close()
+                guard kept == config.jobShards else {
+                    throw ArgumentError(message: "--job-shards: fleet '\(config.fleet)' runs with \(kept) job shards (kept in Redis at "
+                                        + "\(FleetKeys(fleet: config.fleet).shardsKey)); start this node with --job-shards \(kept)")
+                }
+            } else {
+                logger.warning("Redis did not answer at start: this node's --job-shards is not checked against the fleet's", ["job_shards": "\(config.jobShards)"])
+            }
+        }
         if let endpoint = config.redis {
             let r = try FleetRedis(endpoint: endpoint, group: group, nodeID: nodeID, role: role, config: config, logger: logger)
             r.heartbeat.runsGenerations = role.runsGenerations
@@ -607,7 +627,7 @@ struct FleetRedis {
             let box = UncheckedBox(c)
             c.loop.execute { box.value.start() }
         }
-        let keys = FleetKeys(fleet: config.fleet)
+        let keys = FleetKeys(fleet: config.fleet, shards: config.jobShards)
         queue = try RedisJobQueue(connection: commands, claims: claims, scriptsDirectory: config.luaDir, maxBacklog: config.maxQueue, keys: keys)
         // The stream and its group are made by the first claim that finds them missing.
         relay = RedisEventRelay(publisher: commands, subscriber: subscriptions)

@@ -57,6 +57,8 @@ public enum FleetAdmin {
         /// Handed to a worker that has not started it yet (a dead one's are reclaimed).
         public var pending: Int64 = 0
         public var deadLettered: Int64 = 0
+        /// Per shard (backlog, pending, dead-lettered) when the queue has more than one.
+        public var shards: [(backlog: Int64, pending: Int64, dead: Int64)] = []
         public var leases = 0
         public var leaseUsers = 0
         /// The preset outbox of one database (when asked for): writes waiting, their users, and
@@ -75,15 +77,23 @@ public enum FleetAdmin {
             }
             s.nodes.append(Node(id: n, role: role, upstreams: ups))
         }
-        s.backlog = try r.call(["XLEN", fleet.stream]).integer ?? 0
-        // (A fleet that never queued a job has no stream yet: XINFO answers "no such key".)
-        if (try r.call(["EXISTS", fleet.stream]).integer ?? 0) > 0, case .array(let groups) = try r.call(["XINFO", "GROUPS", fleet.stream]) {
-            for g in groups {
-                let f = g.array ?? []
-                if let i = f.firstIndex(where: { $0.string == "pending" }), i + 1 < f.count { s.pending += f[i + 1].integer ?? 0 }
+        for shard in 0..<fleet.shards {
+            let stream = fleet.stream(shard)
+            let backlog = try r.call(["XLEN", stream]).integer ?? 0
+            var pending: Int64 = 0
+            // (A fleet that never queued a job has no stream yet: XINFO answers "no such key".)
+            if (try r.call(["EXISTS", stream]).integer ?? 0) > 0, case .array(let groups) = try r.call(["XINFO", "GROUPS", stream]) {
+                for g in groups {
+                    let f = g.array ?? []
+                    if let i = f.firstIndex(where: { $0.string == "pending" }), i + 1 < f.count { pending += f[i + 1].integer ?? 0 }
+                }
             }
+            let dead = try r.call(["XLEN", fleet.dead(shard)]).integer ?? 0
+            s.backlog += backlog
+            s.pending += pending
+            s.deadLettered += dead
+            if fleet.shards > 1 { s.shards.append((backlog, pending, dead)) }
         }
-        s.deadLettered = try r.call(["XLEN", fleet.dead]).integer ?? 0
         let leaseNow = try nowMs(r)
         for k in try r.scan("{u:*}:lease") {
             let n = Int(try r.call(["ZCOUNT", k, "(\(leaseNow)", "+inf"]).integer ?? 0)
@@ -109,6 +119,17 @@ public enum FleetAdmin {
         } else {
             _ = try r.call(["SET", keys.revokedKey(id), "1", "PX", "\(PresetCachePolicy().identityTTLMs)"])
         }
+    }
+
+    /// The number of job shards a fleet uses (kept in Redis by its first node); 1 if none is kept.
+    public static func shards(_ r: BlockingRedis, fleet: String) throws(RedisError) -> Int {
+        Int(try r.call(["GET", FleetKeys(fleet: fleet).shardsKey]).string ?? "1") ?? 1
+    }
+
+    /// Records `shards` for the fleet unless it has a number already; the fleet's number.
+    public static func agreeOnShards(_ r: BlockingRedis, fleet: String, shards: Int) throws(RedisError) -> Int {
+        _ = try r.call(["SET", FleetKeys(fleet: fleet).shardsKey, "\(shards)", "NX"])
+        return try Self.shards(r, fleet: fleet)
     }
 
     /// Redis's clock, milliseconds.

@@ -1,6 +1,7 @@
 import Domain
 import NetCore
 import Runtime
+import Synchronization
 
 /// The job queue on a Redis Stream with one consumer group. Acknowledged jobs are deleted, so the
 /// stream holds exactly the backlog (bounded by `maxBacklog`, never trimmed below what is pending).
@@ -22,9 +23,18 @@ public struct FleetKeys: Sendable {
     public let workerIndex: String
     /// A worker's model upstreams as it sees them (JSON, refreshed every 2 s): `admin status`.
     public let upstreamsPrefix: String
+    /// How many job streams the fleet's queue is split into (`--job-shards`), and where the
+    /// fleet keeps that number (every node must use the same).
+    public let shards: Int
+    public let shardsKey: String
 
-    public init(fleet: String = "main") {
+    /// With one shard the keys are those of before sharding (`{jobs:F}:stream`, …); with K, shard
+    /// s is `{jobs:F:s}:stream` (its own hash tag: its own slot on a cluster) with its own
+    /// dead letters, and a request's locator and transcript live in the shard its stream key
+    /// hashes to — the shard its job goes to, so the enqueue stays one atomic script on one slot.
+    public init(fleet: String = "main", shards: Int = 1) {
         self.fleet = fleet
+        self.shards = max(1, shards)
         stream = "{jobs:\(fleet)}:stream"
         dead = "{jobs:\(fleet)}:dead"
         locatorPrefix = "{jobs:\(fleet)}:req:"
@@ -33,6 +43,26 @@ public struct FleetKeys: Sendable {
         nodeIndex = "{fleet:\(fleet)}:nodes"
         workerIndex = "{fleet:\(fleet)}:workers"
         upstreamsPrefix = "{fleet:\(fleet)}:upstreams:"
+        shardsKey = "{fleet:\(fleet)}:shards"
+    }
+
+    public static let maxShards = 64
+
+    func tag(_ s: Int) -> String { shards == 1 ? "{jobs:\(fleet)}" : "{jobs:\(fleet):\(s)}" }
+    public func stream(_ s: Int) -> String { tag(s) + ":stream" }
+    public func dead(_ s: Int) -> String { tag(s) + ":dead" }
+    /// The shard a request's job, locator and transcript go to: stable, spread by hash.
+    public func shard(of streamKey: String) -> Int { shards == 1 ? 0 : Int(ClusterSlots.crc16(Array(streamKey.utf8))) % shards }
+    public func locator(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":req:" + streamKey }
+    public func transcript(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":done:" + streamKey }
+
+    /// A queue entry's id as the queue hands it out: with shards, prefixed by its shard (`2/1733-0`).
+    func jobID(_ entry: String, shard s: Int) -> String { shards == 1 ? entry : "\(s)/\(entry)" }
+    /// (shard, entry) of an id `jobID` made; nil for one it did not.
+    func entry(of id: String) -> (Int, String)? {
+        guard shards > 1 else { return (0, id) }
+        guard let slash = id.firstIndex(of: "/"), let s = Int(id[..<slash]), s >= 0, s < shards else { return nil }
+        return (s, String(id[id.index(after: slash)...]))
     }
 
     /// Letters, digits, '-' and '_', 1...64 of them.
@@ -73,36 +103,51 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         forgetScript = try RedisScript.load("forget", from: scriptsDirectory)
     }
 
-    /// Creates the stream and its group if they do not exist (idempotent; any loop).
+    /// Creates the streams and their group if they do not exist (idempotent; any loop).
     public func prepare(done: @escaping @Sendable (Bool) -> Void) {
-        let c = UncheckedBox(connection), stream = keys.stream
+        let c = UncheckedBox(connection), keys = keys
+        let left = Mutex((count: keys.shards, ok: true))
         connection.loop.execute {
-            c.value.send(["XGROUP", "CREATE", stream, RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
-                switch r {
-                case .success(.error(let e)): done(e.hasPrefix("BUSYGROUP"))
-                case .success: done(true)
-                case .failure: done(false)
+            for s in 0..<keys.shards {
+                c.value.send(["XGROUP", "CREATE", keys.stream(s), RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
+                    let fine: Bool
+                    switch r {
+                    case .success(.error(let e)): fine = e.hasPrefix("BUSYGROUP")
+                    case .success: fine = true
+                    case .failure: fine = false
+                    }
+                    let finished = left.withLock { l -> Bool? in
+                        l.count -= 1
+                        l.ok = l.ok && fine
+                        return l.count == 0 ? l.ok : nil
+                    }
+                    if let finished { done(finished) }
                 }
             }
         }
     }
+
+    /// Each shard's share of the fleet-wide backlog bound.
+    var backlogPerShard: Int { max(1, (maxBacklog + keys.shards - 1) / keys.shards) }
 
     public func enqueue(_ job: FleetJob, streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
         let payload = CompletionWire.encode(job.request, job: job.ticket)
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.run(q.enqueueScript, keys: [q.keys.stream, q.keys.locatorPrefix + streamKey],
-                             args: ["\(q.maxBacklog)", String(decoding: payload, as: UTF8.self), holder, "\(q.locatorTTLMs)"],
+            let shard = q.keys.shard(of: streamKey)
+            q.connection.run(q.enqueueScript, keys: [q.keys.stream(shard), q.keys.locator(streamKey)],
+                             args: ["\(q.backlogPerShard)", String(decoding: payload, as: UTF8.self), holder, "\(q.locatorTTLMs)"],
                              timeoutNanos: q.timeoutNanos) { r in
                 switch r {
                 case .success(.error(let e)) where e.hasPrefix("BUSY"):
-                    done(.failure(.busy(backlog: Int(e.split(separator: " ").last ?? "") ?? q.maxBacklog)))
+                    let n = Int(e.split(separator: " ").last ?? "") ?? q.backlogPerShard
+                    done(.failure(.busy(backlog: n * q.keys.shards)))
                 case .success(let reply):
                     guard let parts = reply.array, parts.count == 2, let kind = parts[0].string, let value = parts[1].string else {
                         return done(.failure(.unavailable))
                     }
-                    done(.success(kind == "DUP" ? .duplicate(holder: value) : .queued(id: value)))
+                    done(.success(kind == "DUP" ? .duplicate(holder: value) : .queued(id: q.keys.jobID(value, shard: shard))))
                 case .failure: done(.failure(.unavailable))
                 }
             }
@@ -112,9 +157,19 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     public func backlog(done: @escaping @Sendable (Int?) -> Void) {
         let me = UncheckedBox(self)
+        let left = Mutex((count: keys.shards, sum: 0, failed: false))
         connection.loop.execute {
-            me.value.connection.send(["XLEN", me.value.keys.stream], timeoutNanos: me.value.timeoutNanos) { r in
-                if case .success(.integer(let n)) = r { done(Int(n)) } else { done(nil) }
+            let q = me.value
+            for s in 0..<q.keys.shards {
+                q.connection.send(["XLEN", q.keys.stream(s)], timeoutNanos: q.timeoutNanos) { r in
+                    let n: Int? = if case .success(.integer(let n)) = r { Int(n) } else { nil }
+                    let finished = left.withLock { l -> Int?? in
+                        l.count -= 1
+                        if let n { l.sum += n } else { l.failed = true }
+                        return l.count == 0 ? (l.failed ? .some(nil) : .some(l.sum)) : nil
+                    }
+                    if let finished { done(finished) }
+                }
             }
         }
     }
@@ -123,7 +178,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         connection.loop.execute {
             let q = me.value
-            q.connection.send(["MGET", q.keys.locatorPrefix + streamKey, q.keys.transcriptPrefix + streamKey],
+            q.connection.send(["MGET", q.keys.locator(streamKey), q.keys.transcript(streamKey)],
                               timeoutNanos: q.timeoutNanos) { r in
                 guard case .success(let reply) = r, let v = reply.array, v.count == 2 else { return done(.failure(.unavailable)) }
                 var transcript: [UInt8]?
@@ -137,10 +192,10 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.send(["SET", q.keys.transcriptPrefix + streamKey, String(decoding: transcript, as: UTF8.self),
+            q.connection.send(["SET", q.keys.transcript(streamKey), String(decoding: transcript, as: UTF8.self),
                                "PX", "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
             // The locator lives as long as the transcript (the request_id is taken until then).
-            q.connection.send(["PEXPIRE", q.keys.locatorPrefix + streamKey, "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.send(["PEXPIRE", q.keys.locator(streamKey), "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
@@ -149,7 +204,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.send(["SET", q.keys.locatorPrefix + streamKey, holder, "PX", "\(q.locatorTTLMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.send(["SET", q.keys.locator(streamKey), holder, "PX", "\(q.locatorTTLMs)"], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
@@ -158,7 +213,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.send(["PEXPIRE", q.keys.locatorPrefix + streamKey, "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.send(["PEXPIRE", q.keys.locator(streamKey), "\(ttlMs)"], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
@@ -167,18 +222,28 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
         let me = UncheckedBox(self)
         let body: @Sendable () -> Void = {
             let q = me.value
-            q.connection.run(q.forgetScript, keys: [q.keys.locatorPrefix + streamKey], args: [holder], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.run(q.forgetScript, keys: [q.keys.locator(streamKey)], args: [holder], timeoutNanos: q.timeoutNanos) { _ in }
         }
         if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
     }
+
+    /// Where the next claim starts among the shards (each claim starts one further: fairness).
+    private let claimTurn = Atomic<Int>(0)
 
     public func claim(consumer: String, max: Int, blockMs: Int, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
         let me = UncheckedBox(self)
         claims.loop.execute {
             let q = me.value
-            var args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)"]
+            // One read over several shards on one Redis (on a cluster each shard is read on its
+            // own master). Never more than `max` jobs: COUNT is per stream, so at most `max`
+            // streams are read, max / streams each, starting one shard further every time.
+            let k = q.keys.shards, n = Swift.min(k, Swift.max(1, max))
+            let start = q.claimTurn.add(1, ordering: .relaxed).oldValue
+            let picked = (0..<n).map { (start + $0) % k }
+            var args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(Swift.max(1, max / n))"]
             if blockMs > 0 { args += ["BLOCK", "\(blockMs)"] }
-            args += ["STREAMS", q.keys.stream, ">"]
+            args += ["STREAMS"] + picked.map(q.keys.stream) + picked.map { _ in ">" }
+            let shardOf = Dictionary(uniqueKeysWithValues: picked.map { (q.keys.stream($0), $0) })
             q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
                 if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") {
                     // Redis lost the stream (a restart without persistence, a flush): make it again.
@@ -186,14 +251,16 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                     return
                 }
                 guard case .success(let reply) = r, !reply.isError else { return done(.failure(.unavailable)) }
-                // [[stream, [[id, [field, value]]...]]] or nil when nothing came
-                guard let streams = reply.array, let first = streams.first?.array, first.count == 2, let entries = first[1].array else {
-                    return done(.success([]))
-                }
-                let jobs = entries.compactMap { e -> QueuedJob? in
-                    guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
-                          fields.count >= 2, case .bulk(let payload) = fields[1] else { return nil }
-                    return QueuedJob(id: id, job: RedisJobQueue.decode(payload), deliveries: 1)
+                // [[stream, [[id, [field, value]]...]], …] or nil when nothing came
+                var jobs: [QueuedJob] = []
+                for stream in reply.array ?? [] {
+                    guard let pair = stream.array, pair.count == 2, let name = pair[0].string, let shard = shardOf[name],
+                          let entries = pair[1].array else { continue }
+                    for e in entries {
+                        guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
+                              fields.count >= 2, case .bulk(let payload) = fields[1] else { continue }
+                        jobs.append(QueuedJob(id: q.keys.jobID(id, shard: shard), job: RedisJobQueue.decode(payload), deliveries: 1))
+                    }
                 }
                 done(.success(jobs))
             }
@@ -201,31 +268,49 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     }
 
     public func ack(_ id: String) {
+        guard let (shard, entry) = keys.entry(of: id) else { return }
         let me = UncheckedBox(self)
         connection.loop.execute {
             let q = me.value
-            q.connection.run(q.ackScript, keys: [q.keys.stream], args: [RedisJobQueue.group, id], timeoutNanos: q.timeoutNanos) { _ in }
+            q.connection.run(q.ackScript, keys: [q.keys.stream(shard)], args: [RedisJobQueue.group, entry], timeoutNanos: q.timeoutNanos) { _ in }
         }
     }
 
     public func reclaim(consumer: String, minIdleMs: Int, max: Int, maxDeliveries: Int,
                         done: @escaping @Sendable (Result<(claimed: [QueuedJob], dead: [QueuedJob]), JobQueueError>) -> Void) {
         let me = UncheckedBox(self)
+        // Shard by shard (one slot each), starting one further every time, never more than `max`
+        // taken over in all; a shard that fails does not hide the others' dead letters.
+        let k = keys.shards
+        let start = claimTurn.add(1, ordering: .relaxed).oldValue
         connection.loop.execute {
             let q = me.value
-            q.connection.run(q.reclaimScript, keys: [q.keys.stream, q.keys.dead],
-                             args: [RedisJobQueue.group, consumer, "\(minIdleMs)", "\(max)", "\(maxDeliveries)"],
-                             timeoutNanos: q.timeoutNanos) { r in
-                guard case .success(let reply) = r, let halves = reply.array, halves.count == 2 else { return done(.failure(.unavailable)) }
-                func jobs(_ v: RedisReply) -> [QueuedJob] {
-                    (v.array ?? []).compactMap { e in
-                        guard let p = e.array, p.count == 3, let id = p[0].string, case .bulk(let payload) = p[1],
-                              let n = p[2].integer else { return nil }
-                        return QueuedJob(id: id, job: RedisJobQueue.decode(payload), deliveries: Int(n))
-                    }
+            var claimed: [QueuedJob] = [], dead: [QueuedJob] = [], failed = 0
+            func step(_ i: Int) {
+                guard i < k, claimed.count < max else {
+                    return done(failed == k ? .failure(.unavailable) : .success((claimed, dead)))
                 }
-                done(.success((jobs(halves[0]), jobs(halves[1]))))
+                let shard = (start + i) % k
+                q.connection.run(q.reclaimScript, keys: [q.keys.stream(shard), q.keys.dead(shard)],
+                                 args: [RedisJobQueue.group, consumer, "\(minIdleMs)", "\(max - claimed.count)", "\(maxDeliveries)"],
+                                 timeoutNanos: q.timeoutNanos) { r in
+                    if case .success(let reply) = r, let halves = reply.array, halves.count == 2 {
+                        func jobs(_ v: RedisReply) -> [QueuedJob] {
+                            (v.array ?? []).compactMap { e in
+                                guard let p = e.array, p.count == 3, let id = p[0].string, case .bulk(let payload) = p[1],
+                                      let n = p[2].integer else { return nil }
+                                return QueuedJob(id: q.keys.jobID(id, shard: shard), job: RedisJobQueue.decode(payload), deliveries: Int(n))
+                            }
+                        }
+                        claimed += jobs(halves[0])
+                        dead += jobs(halves[1])
+                    } else {
+                        failed += 1
+                    }
+                    step(i + 1)
+                }
             }
+            step(0)
         }
     }
 

@@ -133,6 +133,45 @@ def test_gateways_and_workers_complete_through_redis(make_node, redis_url):
     assert "4 live nodes" in status and "backlog 0, pending 0, dead-lettered 0" in status, status
 
 
+def test_sharded_job_streams_spread_the_jobs_and_every_node_must_agree_on_their_number(make_node, redis_url):
+    f = Fleet(make_node, redis_url, "--job-shards", "4", "--model-ttft-ms", "5", "--model-token-ms", "5", "--model-jitter", "0")
+    gateways = [f.gateway(), f.gateway()]
+    workers = [f.worker("--slots", "3"), f.worker("--slots", "3")]
+    assert f.redis("GET", "{fleet:%s}:shards" % f.name) == "4", "the first node keeps the fleet's number"
+    key = make_key("fleet-shards-" + uuid.uuid4().hex[:6])
+    answers = {}
+    threads = [threading.Thread(target=lambda i=i: answers.update({i: post(gateways[i % 2].url, key, {"prompt": "The sea", "seed": 5, "max_tokens": 10,
+                                                                                                      "request_id": f"shard-{i}"})}))
+               for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    results = [answers.get(i, (None, None)) for i in range(40)]
+    assert [r[0] for r in results] == [200] * 40, [r for r in results if r[0] != 200][:3]
+    assert all(r[1]["usage"]["completion_tokens"] == 10 for r in results)
+    # The jobs went through several shards' streams (each made its group when first read).
+    made = [f.redis("EXISTS", "{jobs:%s:%d}:stream" % (f.name, s)) for s in range(4)]
+    assert made == ["1"] * 4, made
+    assert f.redis("EXISTS", f.stream) == "0", "no stream of before: everything is sharded"
+    status = f.status()
+    assert "backlog 0, pending 0, dead-lettered 0 over 4 shards" in status and status.count("  shard ") == 4, status
+    # Replay by request_id on the other gateway finds the finished stream's record in its shard:
+    # the same answer, and no worker ran it again.
+    def runs():
+        return sum(metric(w, 'playground_completions_total{outcome="length"}') or 0 for w in workers)
+    before = runs()
+    status_code, again = post(gateways[0].url, key, {"prompt": "The sea", "seed": 5, "max_tokens": 10, "request_id": "shard-3"})
+    assert status_code == 200 and again["choices"][0]["text"] == results[3][1]["choices"][0]["text"], (again, results[3])
+    assert runs() == before == 40, (before, runs())
+    # A node started with another number is refused, naming the fleet's.
+    out = subprocess.run([BINARY, "worker", "--redis-url", redis_url, "--fleet", f.name, "--job-shards", "2", "--port", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 2 and "--job-shards 4" in out.stderr, (out.returncode, out.stderr[-500:])
+    out = subprocess.run([BINARY, "worker", "--job-shards", "0"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 2 and "--job-shards" in out.stderr
+
+
 def test_killed_worker_interrupts_its_stream_within_3s_and_queued_jobs_run_elsewhere(make_node, redis_url):
     f = Fleet(make_node, redis_url, "--model-ttft-ms", "20", "--model-token-ms", "40", "--model-jitter", "0")
     g = f.gateway()
