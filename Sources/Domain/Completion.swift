@@ -129,7 +129,9 @@ public struct CompletionRequestParser: Sendable {
     /// The preset_version a body names, if any (it needs a preset_id).
     public static func presetVersion(in body: JSONValue?) throws(APIError) -> Int? {
         guard let v = body?.objectValue?["preset_version"], !v.isNull else { return nil }
-        guard let n = v.intValue, n >= 1 else { throw .invalid("preset_version", "preset_version must be a version number (1 or more)") }
+        guard let n = v.intValue, n >= 1, n <= Int(Int32.max) else {
+            throw .invalid("preset_version", "preset_version must be a version number (1 to \(Int32.max))")
+        }
         guard try presetID(in: body) != nil else { throw .invalid("preset_version", "preset_version needs a preset_id") }
         return n
     }
@@ -143,6 +145,9 @@ public struct CompletionRequestParser: Sendable {
         let hasPreset = preset != nil
         if !hasPreset, let v = o["variables"], !v.isNull {
             throw .invalid("variables", "variables fill a preset's placeholders: send them with preset_id")
+        }
+        if !hasPreset, let v = o["input_context"], !v.isNull {
+            throw .invalid("input_context", "input_context is what a preset runs on: send it with preset_id (or send a prompt or messages)")
         }
         if let preset, preset.mode == .chat, flavor == .text {
             throw .invalid("preset_id", "a chat preset runs on /v1/chat/completions")
@@ -197,13 +202,20 @@ public struct CompletionRequestParser: Sendable {
             var msgs = presetMessages ?? []
             if let v = o["messages"], !(v.isNull && hasPreset) {
                 guard let more = v.arrayValue else { throw .invalid("messages", "messages must be a non-empty array") }
+                // Checked as sent (an error names the client's index), then after the preset's.
+                if hasPreset {
+                    guard more.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
+                    _ = try chatPrompt(more)
+                }
                 msgs += more
             }
             guard !msgs.isEmpty else {
                 throw .invalid("messages", hasPreset ? "the preset has no messages and the request none: send messages or input_context"
                                                      : "messages must be a non-empty array")
             }
-            guard msgs.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
+            guard msgs.count <= limits.maxMessages else {
+                throw .invalid("messages", "at most \(limits.maxMessages) messages" + (hasPreset ? ", the preset's \(presetMessages?.count ?? 0) included" : ""))
+            }
             prompt = try chatPrompt(msgs)
             presetMessages = hasPreset ? msgs : nil
         }

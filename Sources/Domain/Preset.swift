@@ -199,13 +199,18 @@ public struct PresetValidator: Sendable {
 
     public init(policy: ParameterPolicy) { self.policy = policy }
 
-    public func fields(from body: JSONObject, creating: Bool) throws(APIError) -> PresetFields {
+    /// `exported`: an item of an export being imported — any state a preset can be in is taken
+    /// (the checks of mode against messages are for presets written by hand).
+    public func fields(from body: JSONObject, creating: Bool, exported: Bool = false) throws(APIError) -> PresetFields {
         var f = PresetFields()
         if let v = body["name"], !v.isNull {
             guard let s = v.stringValue else { throw .invalid("name", "name must be a string") }
             let name = s.trimmingWhitespace()
             guard !name.isEmpty else { throw .invalid("name", "name must not be empty") }
-            guard name.count <= PresetValidator.maxName else { throw .invalid("name", "name must be at most \(PresetValidator.maxName) characters") }
+            // Counted as the database counts (code points): an emoji family is 7, an accent 1 more.
+            guard name.unicodeScalars.count <= PresetValidator.maxName else {
+                throw .invalid("name", "name must be at most \(PresetValidator.maxName) characters (Unicode code points)")
+            }
             guard !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
                 throw .invalid("name", "name must not contain control characters")
             }
@@ -270,10 +275,10 @@ public struct PresetValidator: Sendable {
         } else if creating && !chat {
             throw .invalid("prompt", "prompt is required")
         }
-        if creating && chat && (f.messages ?? []).isEmpty {
+        if creating && !exported && chat && (f.messages ?? []).isEmpty {
             throw .invalid("messages", "a chat preset needs messages (a system prompt, turns)")
         }
-        if creating && !chat && f.messages.map({ !$0.isEmpty }) == true {
+        if creating && !exported && !chat && f.messages.map({ !$0.isEmpty }) == true {
             throw .invalid("messages", "messages belong to chat presets: send \"mode\": \"chat\"")
         }
         if let v = body["parameters"], !v.isNull {

@@ -181,7 +181,9 @@ public enum Timestamps {
             return v
         }
         guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16),
-              let se = num(17..<19), (1...12).contains(mo), (1...31).contains(d) else { return nil }
+              let se = num(17..<19), (1...12).contains(mo), h < 24, mi < 60, se < 60 else { return nil }
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+        guard y >= 1, d >= 1, d <= [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][Int(mo) - 1] else { return nil }
         var frac: Int64 = 0
         if u.count > 20 {
             guard u[19] == 46 else { return nil }

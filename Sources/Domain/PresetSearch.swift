@@ -134,10 +134,13 @@ public struct SearchQuery: Sendable {
     /// Tokens that mix words and punctuation (`o'brien`, `50%`): found literally, they break ties.
     public let phrases: [String]
 
-    /// nil for a query with nothing to look for (empty, only spaces).
+    /// nil for an empty query (or only spaces): that lists. A query of tokens none of which can
+    /// match (a run of letters too long to be a word) is a query that finds nothing.
     public init?(_ query: String) {
         var words: [String] = [], literals: [String] = [], phrases: [String] = []
-        for token in SearchWords.lowered(query).split(whereSeparator: { $0.isWhitespace }).map(String.init) {
+        let tokens = SearchWords.lowered(query).split(whereSeparator: { $0.isWhitespace }).map(String.init)
+        guard !tokens.isEmpty else { return nil }
+        for token in tokens {
             let inside = SearchWords.of(token)
             if inside.isEmpty {
                 // Only a token of no letters or digits at all is looked for literally (a run too
@@ -149,7 +152,6 @@ public struct SearchQuery: Sendable {
             for w in inside where words.count + literals.count < Self.maxUnits && !words.contains(w) { words.append(w) }
             if inside.count > 1 || inside[0] != token, phrases.count < Self.maxUnits, !phrases.contains(token) { phrases.append(token) }
         }
-        guard !words.isEmpty || !literals.isEmpty else { return nil }
         self.words = words
         self.literals = literals
         self.phrases = phrases

@@ -21,7 +21,8 @@ public struct SearchCursor: Sendable, Equatable {
         let key = String(parts[1])
         if parts[0] == "f" { guard let score = Int(key), score >= 0, score < 1 << 30 else { return nil } } else {
             // 2026-11-30T22:16:19.123456Z
-            guard key.utf8.count == 27, key.utf8.allSatisfy({ ($0 >= 48 && $0 <= 58) || $0 == 45 || $0 == 46 || $0 == 84 || $0 == 90 }) else { return nil }
+            guard key.utf8.count == 27, key.utf8.allSatisfy({ ($0 >= 48 && $0 <= 58) || $0 == 45 || $0 == 46 || $0 == 84 || $0 == 90 }),
+                  Timestamps.micros(key) != nil else { return nil }
         }
         return SearchCursor(kind: String(parts[0]), key: key, id: String(parts[2]))
     }

@@ -36,7 +36,8 @@ public final class PresetAPI: @unchecked Sendable {
     }
 
     public func install(on api: APIRouter) {
-        api.add("POST", "/v1/presets", bodyLimit: 64 * 1024) { [self] c, r in create(c, r) }
+        // 32 KiB of prompt (or messages) may arrive JSON-escaped (\uXXXX: six bytes a character).
+        api.add("POST", "/v1/presets", bodyLimit: 256 * 1024) { [self] c, r in create(c, r) }
         api.add("GET", "/v1/presets") { [self] c, r in search(c, r) }
         // Literal routes: they win over /v1/presets/{id}.
         api.add("GET", "/v1/presets/pending") { [self] c, r in pending(c, r) }
@@ -44,7 +45,7 @@ public final class PresetAPI: @unchecked Sendable {
         api.add("POST", "/v1/presets/import", bodyLimit: PresetAPI.maxImportBytes) { [self] c, r in importPresets(c, r) }
         api.add("DELETE", "/v1/presets/pending/{key}") { [self] c, r in dismiss(c, r) }
         api.add("GET", "/v1/presets/{id}") { [self] c, r in get(c, r) }
-        api.add("PATCH", "/v1/presets/{id}", bodyLimit: 64 * 1024) { [self] c, r in update(c, r) }
+        api.add("PATCH", "/v1/presets/{id}", bodyLimit: 256 * 1024) { [self] c, r in update(c, r) }
         api.add("DELETE", "/v1/presets/{id}") { [self] c, r in delete(c, r) }
         api.add("GET", "/v1/presets/{id}/versions") { [self] c, r in versions(c, r) }
         api.add("GET", "/v1/presets/{id}/versions/{version}") { [self] c, r in version(c, r) }
@@ -345,7 +346,9 @@ public final class PresetAPI: @unchecked Sendable {
                 continue
             }
             do throws(APIError) {
-                checked.append(.success(try validator.fields(from: o, creating: true)))
+                // An export's item is taken as it is, in any state the API allows (a chat preset
+                // whose messages were emptied, a completion preset that kept its messages).
+                checked.append(.success(try validator.fields(from: o, creating: true, exported: true)))
             } catch {
                 var e = error
                 e.field = "presets[\(i)]" + (e.field.map { "." + $0 } ?? "")
@@ -437,7 +440,7 @@ public final class PresetAPI: @unchecked Sendable {
     }
 
     static func versionNumber(_ call: APICall) -> Int? {
-        guard let s = call.pathParameters["version"], let n = Int(s), n >= 1 else { return nil }
+        guard let s = call.pathParameters["version"], let n = Int(s), n >= 1, n <= Int(Int32.max) else { return nil }
         return n
     }
 
@@ -451,7 +454,7 @@ public final class PresetAPI: @unchecked Sendable {
         }
         var before: Int?
         if let c = call.query["cursor"], !c.isEmpty {
-            guard let n = Int(c), n >= 1 else { return reply.fail(.invalid("cursor", "cursor is not one this server issued")) }
+            guard let n = Int(c), n >= 1, n <= Int(Int32.max) else { return reply.fail(.invalid("cursor", "cursor is not one this server issued")) }
             before = n
         }
         guard UUIDText.isValid(id) else { return reply.fail(PresetAPI.notFound(id)) }

@@ -62,6 +62,16 @@ public enum PresetRepository {
         return rows.count == 1 ? preset(rows.rows[0]) : nil
     }
 
+    /// The row as a PATCH would leave it (what is not given stays): compared with the row as it
+    /// is, so a PATCH that changes nothing makes no version (100 of them would push the real
+    /// history out).
+    static let patched = """
+        (COALESCE($3, name), COALESCE($4, description),
+         CASE WHEN $5::jsonb IS NULL THEN tags ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) END,
+         COALESCE($6, prompt), COALESCE($7::jsonb, parameters), COALESCE($8, mode), COALESCE($9::jsonb, messages))
+        IS DISTINCT FROM (name, description, tags, prompt, parameters, mode, messages)
+        """
+
     public static func update(_ conn: PGConnection, user: Identity, id: String, fields f: PresetFields) throws(PGError) -> Result<Preset, WriteError> {
         guard isUUID(id) else { return .failure(.notFound) }
         do throws(PGError) {
@@ -75,8 +85,8 @@ public enum PresetRepository {
                     parameters = COALESCE($7::jsonb, parameters),
                     mode = COALESCE($8, mode),
                     messages = COALESCE($9::jsonb, messages),
-                    version = version + 1,
-                    updated_at = clock_timestamp()
+                    version = version + CASE WHEN \(patched) THEN 1 ELSE 0 END,
+                    updated_at = CASE WHEN \(patched) THEN clock_timestamp() ELSE updated_at END
                 WHERE id = $1::uuid AND user_id = $2
                 RETURNING \(columns)
                 """, [id, user.userID, f.name, f.description, f.tags.map(json), f.prompt, f.parameters.map(json), f.mode?.rawValue,

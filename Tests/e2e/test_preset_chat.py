@@ -121,3 +121,69 @@ def test_versions_restore_preset_version_export_and_import_keep_the_messages(nod
     assert status == 200 and switched["mode"] == "chat"
     status, e = post(node.url, key, {"preset_id": plain["id"]}, path="/v1/chat/completions")
     assert status == 400 and e["error"]["field"] == "messages", e
+
+
+def test_what_a_hostile_probe_found_stays_fixed(node, key):
+    """Each of these answered wrongly once (a 500, a wrong field, a silent no-op, a lost round trip)."""
+    # A name of few visible characters but many code points: the database counts code points.
+    family = "Family " + "👨‍👩‍👧‍👦" * 20  # 27 visible, 147 code points
+    status, e = post(node.url, key, {"name": family, "prompt": "x"}, path="/v1/presets")
+    assert status == 400 and e["error"]["field"] == "name", e
+    status, p = post(node.url, key, {"name": "a" + "\u0301" * 119, "prompt": "x"}, path="/v1/presets")
+    assert status == 201, p
+    status, e = request(node, key, "PATCH", f"/v1/presets/{p['id']}", {"name": "a" + "\u0301" * 200})
+    assert status == 400 and e["error"]["field"] == "name", e
+    # A 32 KiB prompt sent JSON-escaped (\u0001 is six bytes a character) fits the body bound.
+    import json as _json
+    import urllib.request as _ur
+    body = _json.dumps({"name": "Escaped " + uuid.uuid4().hex[:6], "prompt": "\x01" * 12000}).encode()
+    assert len(body) > 64 * 1024
+    req = _ur.Request(node.url + "/v1/presets", data=body, method="POST",
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with _ur.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    # States the API allows survive export and import.
+    status, c1 = post(node.url, key, {"name": "Switched " + uuid.uuid4().hex[:6], "mode": "chat", "messages": [TURN]}, path="/v1/presets")
+    assert request(node, key, "PATCH", f"/v1/presets/{c1['id']}", {"mode": "completion", "prompt": "P"})[0] == 200
+    status, c2 = post(node.url, key, {"name": "Emptied " + uuid.uuid4().hex[:6], "mode": "chat", "messages": [TURN]}, path="/v1/presets")
+    assert request(node, key, "PATCH", f"/v1/presets/{c2['id']}", {"messages": []})[0] == 200
+    exported = {x["id"]: x for x in request(node, key, "GET", "/v1/presets/export")[1]["data"]}
+    other = make_key("chatp-rt-" + uuid.uuid4().hex[:6])
+    status, result = request(node, other, "POST", "/v1/presets/import", {"presets": [exported[c1["id"]], exported[c2["id"]]]})
+    assert status == 200 and result["created"] == 2, result
+    got = [x["preset"] for x in result["data"]]
+    assert (got[0]["mode"], got[0]["messages"]) == ("completion", [TURN]) and (got[1]["mode"], got[1]["messages"]) == ("chat", [])
+    # A query whose only word is too long to be one finds nothing (it used to list everything).
+    status, found = request(node, key, "GET", "/v1/presets?query=" + "a" * 41)
+    assert status == 200 and found["data"] == [], found["data"][:2]
+    # Numbers past the database's integer and impossible times: 404 or 400 naming the field.
+    assert request(node, key, "GET", f"/v1/presets/{p['id']}/versions/2147483648")[0] == 404
+    status, e = request(node, key, "GET", f"/v1/presets/{p['id']}/versions?cursor=2147483648")
+    assert status == 400 and e["error"]["field"] == "cursor", e
+    status, e = post(node.url, key, {"preset_id": p["id"], "preset_version": 2147483648})
+    assert status == 400 and e["error"]["field"] == "preset_version", e
+    import base64
+    for t in ("2026-01-01T25:61:61.000000Z", "2026-02-30T10:00:00.000000Z"):
+        cursor = base64.urlsafe_b64encode(f"t|{t}|{p['id']}".encode()).decode().rstrip("=")
+        status, e = request(node, key, "GET", "/v1/presets?cursor=" + cursor)
+        assert status == 400 and e["error"]["field"] == "cursor", (t, e)
+    # A chat run's error names the index of the client's own message.
+    chat = create(node, key)
+    run = {"preset_id": chat["id"], "input_context": "x", "variables": {"topic": "t", "audience": "a"},
+           "messages": [{"role": "badrole", "content": "x"}]}
+    status, e = post(node.url, key, run, path="/v1/chat/completions")
+    assert status == 400 and "messages[0]" in e["error"]["message"], e
+    # input_context without a preset is refused like variables without one.
+    status, e = post(node.url, key, {"messages": [{"role": "user", "content": "hi"}], "input_context": "x"}, path="/v1/chat/completions")
+    assert status == 400 and e["error"]["field"] == "input_context", e
+    status, e = post(node.url, key, {"prompt": "hi", "input_context": "x"})
+    assert status == 400 and e["error"]["field"] == "input_context", e
+    # A PATCH that changes nothing makes no version; one that changes something makes one.
+    v = request(node, key, "GET", f"/v1/presets/{chat['id']}")[1]["version"]
+    for nothing in ({}, {"mode": None}, {"prompt": None}, {"messages": [SYSTEM, TURN]}, {"name": chat["name"]}):
+        status, same = request(node, key, "PATCH", f"/v1/presets/{chat['id']}", nothing)
+        assert status == 200 and same["version"] == v and same["updated_at"] == chat["updated_at"], (nothing, same["version"])
+    status, changed = request(node, key, "PATCH", f"/v1/presets/{chat['id']}", {"description": "now described"})
+    assert status == 200 and changed["version"] == v + 1
+    versions = request(node, key, "GET", f"/v1/presets/{chat['id']}/versions")[1]["data"]
+    assert [x["version"] for x in versions] == [v + 1, v]
