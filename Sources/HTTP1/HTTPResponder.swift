@@ -57,7 +57,13 @@ public final class HTTPResponder {
 
     /// The project-wide error shape `{"error": {"code", "message"}}`.
     public func sendError(status: Int, code: String, message: String, headers: HTTPHeaders = HTTPHeaders()) {
-        sendJSON(status: status, "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quoted(message))}}", headers: headers)
+        sendJSON(status: status, HTTPResponder.errorBody(status: status, code: code, message: message), headers: headers)
+    }
+
+    /// The API's error object (code, message, type, param), for errors the HTTP layer answers itself.
+    static func errorBody(status: Int, code: String, message: String) -> String {
+        let type = status >= 500 ? "server_error" : "invalid_request_error"
+        return "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quoted(message)),\"type\":\"\(type)\",\"param\":null}}"
     }
 
     /// Starts a chunked response; follow with `writeChunk` and `end`.

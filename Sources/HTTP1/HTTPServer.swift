@@ -197,7 +197,7 @@ final class HTTPServerConnection: ConnectionHandler {
 
     /// Refuses the request and closes: after a framing error nothing later on the wire can be trusted.
     private func fail(_ e: HTTPParseError) {
-        let body = Array("{\"error\":{\"code\":\"\(HTTPServerConnection.code(for: e.status))\",\"message\":\(JSONText.quoted(e.reason))}}".utf8)
+        let body = Array(HTTPResponder.errorBody(status: e.status, code: HTTPServerConnection.code(for: e.status), message: e.reason).utf8)
         var h = HTTPHeaders()
         h.add("Content-Type", "application/json")
         let head = HTTPResponseEncoder.head(status: e.status, headers: h, contentLength: body.count, chunked: false,
@@ -215,7 +215,7 @@ final class HTTPServerConnection: ConnectionHandler {
         case 431: return "headers_too_large"
         case 408: return "request_timeout"
         case 505: return "http_version_not_supported"
-        default: return "bad_request"
+        default: return "invalid_request"
         }
     }
 

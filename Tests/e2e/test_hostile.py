@@ -520,3 +520,30 @@ def test_attaching_to_one_generation_is_bounded(slow_node, user):
             assert time.monotonic() - start < 2
             await ws.send(json.dumps({"id": "c", "method": "POST", "path": f"/v1/completions/{rid}/cancel"}))
     asyncio.run(go())
+
+
+def test_errors_of_the_http_layer_have_the_documented_shape(node, user):
+    """413, 405 and a malformed request: the same error object as every other error (code from the
+    table, message, type, param)."""
+    def raw(request_bytes):
+        s = socket.create_connection(("127.0.0.1", int(node.url.rsplit(":", 1)[1])), timeout=5)
+        s.sendall(request_bytes)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                [l for l in data.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1] or 0):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        head, body = data.split(b"\r\n\r\n", 1)
+        return int(head.split(b" ")[1]), json.loads(body)
+
+    big = b"{" + b" " * (300 * 1024) + b"}"
+    status, e = raw(b"POST /v1/presets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + user.encode() +
+                    b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(big)).encode() + b"\r\n\r\n" + big)
+    assert status == 413 and e["error"]["code"] == "payload_too_large" and e["error"]["type"] == "invalid_request_error" and "param" in e["error"], e
+    status, e = raw(b"PUT /v1/presets HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert status == 405 and e["error"]["code"] == "method_not_allowed" and e["error"]["type"] == "invalid_request_error", e
+    status, e = raw(b"GET /v1/presets?query=caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400 and e["error"]["code"] == "invalid_request" and e["error"]["type"] == "invalid_request_error", e
