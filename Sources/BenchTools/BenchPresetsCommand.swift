@@ -95,7 +95,7 @@ public enum BenchPresetsCommand {
             let plan = try pool.runBlocking { conn throws(PGError) -> PGRows in
                 let query = SearchQuery(q)
                 let expansions = try query.map { q throws(PGError) in q.expansions(dictionary: try PresetRepository.dictionary(conn, user: user)) } ?? []
-                let (sql, params) = PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, cursor: nil)!
+                let (sql, params) = PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, after: nil)
                 return try conn.query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
             }
             printLine("\nEXPLAIN ANALYZE for query \"\(q)\":")
@@ -224,7 +224,7 @@ extension BenchPresetsCommand {
                     for (user, q) in picks {
                         let query = SearchQuery(q)
                         let expansions = try query.map { q throws(PGError) in q.expansions(dictionary: try PresetRepository.dictionary(conn, user: user)) } ?? []
-                        out.append(PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, cursor: nil)!)
+                        out.append(PresetRepository.searchStatement(user: user, query: query, expansions: expansions, limit: 20, after: nil))
                     }
                     return out
                 }

@@ -155,7 +155,9 @@ public struct CompletionRequestParser: Sendable {
         if let preset, preset.mode == .completion, flavor == .chat {
             throw .invalid("preset_id", "a completion preset runs on /v1/completions")
         }
-        var presetMessages: [JSONValue]?
+        // A chat preset's messages, filled in; then every message sent (the preset's, the body's).
+        var presetTurns: [JSONValue]?
+        var sentMessages: [JSONValue]?
         if let preset {
             var input: String?
             if let v = o["input_context"], !v.isNull {
@@ -178,7 +180,7 @@ public struct CompletionRequestParser: Sendable {
                 }
             }
             if flavor == .chat {
-                presetMessages = try ChatTemplate(preset.messages).render(values: values, input: input, maxBytes: limits.maxPromptBytes).map { t in
+                presetTurns = try ChatTemplate(preset.messages).render(values: values, input: input, maxBytes: limits.maxPromptBytes).map { t in
                     .object(JSONObject([("role", .string(t.role)), ("content", .string(t.content))]))
                 }
             } else {
@@ -198,15 +200,15 @@ public struct CompletionRequestParser: Sendable {
                 throw .invalid("prompt", "prompt is required")
             }
         case .chat:
-            // A chat preset's messages come first; the body's (if any) follow them.
-            var msgs = presetMessages ?? []
+            // A chat preset's messages come first; the body's (if any) follow them, each part
+            // flattened once (an error in the body's names its own index).
+            var msgs = presetTurns ?? []
+            prompt = try chatPrompt(msgs)
             if let v = o["messages"], !(v.isNull && hasPreset) {
                 guard let more = v.arrayValue else { throw .invalid("messages", "messages must be a non-empty array") }
-                // Checked as sent (an error names the client's index), then after the preset's.
-                if hasPreset {
-                    guard more.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
-                    _ = try chatPrompt(more)
-                }
+                guard more.count <= limits.maxMessages else { throw .invalid("messages", "at most \(limits.maxMessages) messages") }
+                let theirs = try chatPrompt(more)
+                if !more.isEmpty { prompt += (prompt.isEmpty ? "" : "\n") + theirs }
                 msgs += more
             }
             guard !msgs.isEmpty else {
@@ -214,10 +216,9 @@ public struct CompletionRequestParser: Sendable {
                                                      : "messages must be a non-empty array")
             }
             guard msgs.count <= limits.maxMessages else {
-                throw .invalid("messages", "at most \(limits.maxMessages) messages" + (hasPreset ? ", the preset's \(presetMessages?.count ?? 0) included" : ""))
+                throw .invalid("messages", "at most \(limits.maxMessages) messages, the preset's \(presetTurns?.count ?? 0) included")
             }
-            prompt = try chatPrompt(msgs)
-            presetMessages = hasPreset ? msgs : nil
+            if hasPreset { sentMessages = msgs }
         }
         guard prompt.utf8.count <= limits.maxPromptBytes else {
             throw .invalid(flavor == .chat ? "messages" : "prompt", "prompt is longer than \(limits.maxPromptBytes) bytes")
@@ -255,7 +256,7 @@ public struct CompletionRequestParser: Sendable {
         // one the operator denies; max_tokens and max_completion_tokens are one setting), without
         // our own preset fields.
         var sent = o
-        if let preset, let msgs = presetMessages {
+        if let preset, let msgs = sentMessages {
             for k in ["preset_id", "preset_version", "variables", "input_context"] { sent[k] = nil }
             sent["messages"] = .array(msgs)
             func given(_ k: String) -> Bool { o[k].map { !$0.isNull } ?? false }
@@ -267,7 +268,7 @@ public struct CompletionRequestParser: Sendable {
                 }
             }
         }
-        let forwarded = upstreamModel && (!hasPreset || presetMessages != nil)
+        let forwarded = upstreamModel && (!hasPreset || sentMessages != nil)
         if forwarded && sent["max_tokens"].map({ $0.isNull }) ?? true && sent["max_completion_tokens"].map({ $0.isNull }) ?? true {
             params.maxTokens = policy.maxTokensCap
         }

@@ -32,27 +32,32 @@ public enum SearchWords {
             word.removeAll(keepingCapacity: true)
         }
         for s in text.unicodeScalars {
-            let p = s.properties
-            if p.isAlphabetic || p.generalCategory == .decimalNumber { word.append(lower(s)) } else { flush() }
+            if isWordCharacter(s) { word.append(lower(s)) } else { flush() }
         }
         flush()
         return out
     }
 
-    /// The simple (one-to-one) lowercase of a character, as towlower gives it.
+    static func isWordCharacter(_ s: Unicode.Scalar) -> Bool { s.properties.isAlphabetic || s.properties.generalCategory == .decimalNumber }
+
+    /// The simple (one-to-one) lowercase of a character, as towlower gives it (İ → i, the first
+    /// of its full mapping).
     static func lower(_ s: Unicode.Scalar) -> Unicode.Scalar {
         if s.isASCII { return s.value >= 65 && s.value <= 90 ? Unicode.Scalar(s.value + 32)! : s }
         guard s.properties.changesWhenLowercased else { return s }
-        let mapped = s.properties.lowercaseMapping.unicodeScalars
-        return mapped.count == 1 ? mapped.first! : mapped.first ?? s
+        return s.properties.lowercaseMapping.unicodeScalars.first ?? s
     }
 
     /// Whether `needle` occurs in `haystack`, byte for byte (as PostgreSQL's strpos compares).
-    public static func containsBytes(_ haystack: String, _ needle: String) -> Bool {
-        let h = Array(haystack.utf8), n = Array(needle.utf8)
-        guard !n.isEmpty else { return true }
-        guard h.count >= n.count else { return false }
-        for i in 0...(h.count - n.count) where h[i] == n[0] && h[i..<(i + n.count)].elementsEqual(n) { return true }
+    public static func containsBytes(_ haystack: String, _ needle: String) -> Bool { contains(Array(haystack.utf8), Array(needle.utf8)) }
+
+    /// Whether `needle` occurs in `haystack` as a run.
+    static func contains<T: Equatable>(_ haystack: [T], _ needle: [T]) -> Bool {
+        guard let first = needle.first else { return true }
+        guard haystack.count >= needle.count else { return false }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) {
+            return true
+        }
         return false
     }
 
@@ -145,7 +150,7 @@ public struct SearchQuery: Sendable {
             if inside.isEmpty {
                 // Only a token of no letters or digits at all is looked for literally (a run too
                 // long to be a word is no literal either: it matches nothing).
-                let wordless = !token.unicodeScalars.contains { $0.properties.isAlphabetic || $0.properties.generalCategory == .decimalNumber }
+                let wordless = !token.unicodeScalars.contains(where: SearchWords.isWordCharacter)
                 if wordless, words.count + literals.count < Self.maxUnits, !literals.contains(token) { literals.append(token) }
                 continue
             }
@@ -173,20 +178,12 @@ public struct SearchQuery: Sendable {
         if bound > 0, let d = EditDistance.distance(q, w, bound: bound) {
             best = max(best, d == 1 ? Points.oneEdit : Points.twoEdits)
         }
-        if q.count >= 3, best < Points.infix, w.count > q.count, contains(w, q) { best = Points.infix }
+        if q.count >= 3, best < Points.infix, w.count > q.count, SearchWords.contains(w, q) { best = Points.infix }
         // A half-typed word is forgiven one edit (two would find "grocer…" for "grader").
         if last, bound > 0, best < Points.oneEditPrefix, let d = EditDistance.distance(q, w, bound: 1, prefix: true) {
             best = max(best, d == 0 ? Points.prefix : Points.oneEditPrefix)
         }
         return best
-    }
-
-    private static func contains(_ w: [Unicode.Scalar], _ q: [Unicode.Scalar]) -> Bool {
-        guard w.count >= q.count else { return false }
-        for start in 0...(w.count - q.count) where w[start] == q[0] {
-            if w[start..<(start + q.count)].elementsEqual(q) { return true }
-        }
-        return false
     }
 
     /// The dictionary words each query word stands for: per word the best `maxExpansions` (most
@@ -247,11 +244,10 @@ public enum PresetSearch {
 
     /// The page, or nil for a cursor this kind of query did not issue.
     public static func page(_ presets: [Preset], query: String, limit: Int, cursor: String?) -> Page? {
-        let decoded = cursor.map(SearchCursor.decode)
-        if let d = decoded, d == nil { return nil }
-        let c = decoded ?? nil
-        guard let q = SearchQuery(query) else {
-            if let c, c.kind != "t" { return nil }
+        let query = SearchQuery(query)
+        let c: SearchCursor?
+        do { c = try SearchCursor.continuing(cursor, kind: query == nil ? "t" : "f") } catch { return nil }
+        guard let q = query else {
             var rows = presets.map { ($0, Timestamps.micros($0.createdAt) ?? 0) }
             rows.sort { a, b in a.1 != b.1 ? a.1 > b.1 : a.0.id > b.0.id }
             if let c {
@@ -262,7 +258,6 @@ public enum PresetSearch {
             let next = rows.count > limit ? items.last.map { SearchCursor(kind: "t", key: $0.preset.createdAt, id: $0.preset.id).encoded } : nil
             return Page(items: items, nextCursor: next)
         }
-        if let c, c.kind != "f" { return nil }
         let words = presets.map(SearchWords.all)
         var dictionary = Set<String>()
         for ws in words { dictionary.formUnion(ws) }

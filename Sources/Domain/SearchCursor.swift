@@ -14,6 +14,16 @@ public struct SearchCursor: Sendable, Equatable {
 
     public var encoded: String { Base64URL.encode(Array("\(kind)|\(key)|\(id)".utf8)) }
 
+    /// A cursor this server did not issue for this kind of page.
+    public struct NotIssued: Error {}
+
+    /// Where a page of `kind` ("t": the listing, "f": a search) continues: nil without a cursor.
+    public static func continuing(_ cursor: String?, kind: String) throws(NotIssued) -> SearchCursor? {
+        guard let cursor else { return nil }
+        guard let c = decode(cursor), c.kind == kind else { throw NotIssued() }
+        return c
+    }
+
     public static func decode(_ s: String) -> SearchCursor? {
         guard s.utf8.count <= 200, let bytes = Base64URL.decode(s) else { return nil }
         let parts = String(decoding: bytes, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)

@@ -11,11 +11,6 @@ import Synchronization
 /// share one Redis; each has its own queue, locators and heartbeats. Per-user limits are shared.
 public struct FleetKeys: Sendable {
     public let fleet: String
-    public let stream: String
-    public let dead: String
-    /// Which gateway holds a request's stream (set at enqueue) and its transcript once finished.
-    public let locatorPrefix: String
-    public let transcriptPrefix: String
     public let nodePrefix: String
     /// The live nodes, scored by when their heartbeat expires.
     public let nodeIndex: String
@@ -35,10 +30,6 @@ public struct FleetKeys: Sendable {
     public init(fleet: String = "main", shards: Int = 1) {
         self.fleet = fleet
         self.shards = max(1, shards)
-        stream = "{jobs:\(fleet)}:stream"
-        dead = "{jobs:\(fleet)}:dead"
-        locatorPrefix = "{jobs:\(fleet)}:req:"
-        transcriptPrefix = "{jobs:\(fleet)}:done:"
         nodePrefix = "{fleet:\(fleet)}:node:"
         nodeIndex = "{fleet:\(fleet)}:nodes"
         workerIndex = "{fleet:\(fleet)}:workers"
@@ -53,6 +44,7 @@ public struct FleetKeys: Sendable {
     public func dead(_ s: Int) -> String { tag(s) + ":dead" }
     /// The shard a request's job, locator and transcript go to: stable, spread by hash.
     public func shard(of streamKey: String) -> Int { shards == 1 ? 0 : Int(ClusterSlots.crc16(Array(streamKey.utf8))) % shards }
+    /// Which gateway holds a request's stream (set at enqueue), and its transcript once finished.
     public func locator(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":req:" + streamKey }
     public func transcript(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":done:" + streamKey }
 
@@ -105,23 +97,32 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
 
     /// Creates the streams and their group if they do not exist (idempotent; any loop).
     public func prepare(done: @escaping @Sendable (Bool) -> Void) {
-        let c = UncheckedBox(connection), keys = keys
-        let left = Mutex((count: keys.shards, ok: true))
+        let keys = keys
+        onEveryShard({ ["XGROUP", "CREATE", keys.stream($0), RedisJobQueue.group, "0", "MKSTREAM"] }, timeoutNanos: 1_000_000_000) { replies in
+            done(replies.allSatisfy { r in
+                switch r {
+                case .success(.error(let e)): return e.hasPrefix("BUSYGROUP")
+                case .success: return true
+                case .failure: return false
+                }
+            })
+        }
+    }
+
+    /// Sends `command(shard)` for every shard at once; `done` gets the replies in shard order.
+    private func onEveryShard(_ command: @escaping @Sendable (Int) -> [String], timeoutNanos: UInt64,
+                              done: @escaping @Sendable ([Result<RedisReply, RedisError>]) -> Void) {
+        let c = UncheckedBox(connection), k = keys.shards
+        let replies = Mutex((left: k, got: [Result<RedisReply, RedisError>](repeating: .failure(.unavailable), count: k)))
         connection.loop.execute {
-            for s in 0..<keys.shards {
-                c.value.send(["XGROUP", "CREATE", keys.stream(s), RedisJobQueue.group, "0", "MKSTREAM"], timeoutNanos: 1_000_000_000) { r in
-                    let fine: Bool
-                    switch r {
-                    case .success(.error(let e)): fine = e.hasPrefix("BUSYGROUP")
-                    case .success: fine = true
-                    case .failure: fine = false
+            for s in 0..<k {
+                c.value.send(command(s), timeoutNanos: timeoutNanos) { r in
+                    let all = replies.withLock { x -> [Result<RedisReply, RedisError>]? in
+                        x.got[s] = r
+                        x.left -= 1
+                        return x.left == 0 ? x.got : nil
                     }
-                    let finished = left.withLock { l -> Bool? in
-                        l.count -= 1
-                        l.ok = l.ok && fine
-                        return l.count == 0 ? l.ok : nil
-                    }
-                    if let finished { done(finished) }
+                    if let all { done(all) }
                 }
             }
         }
@@ -156,21 +157,14 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     }
 
     public func backlog(done: @escaping @Sendable (Int?) -> Void) {
-        let me = UncheckedBox(self)
-        let left = Mutex((count: keys.shards, sum: 0, failed: false))
-        connection.loop.execute {
-            let q = me.value
-            for s in 0..<q.keys.shards {
-                q.connection.send(["XLEN", q.keys.stream(s)], timeoutNanos: q.timeoutNanos) { r in
-                    let n: Int? = if case .success(.integer(let n)) = r { Int(n) } else { nil }
-                    let finished = left.withLock { l -> Int?? in
-                        l.count -= 1
-                        if let n { l.sum += n } else { l.failed = true }
-                        return l.count == 0 ? (l.failed ? .some(nil) : .some(l.sum)) : nil
-                    }
-                    if let finished { done(finished) }
-                }
+        let keys = keys
+        onEveryShard({ ["XLEN", keys.stream($0)] }, timeoutNanos: timeoutNanos) { replies in
+            var sum = 0
+            for r in replies {
+                guard case .success(.integer(let n)) = r else { return done(nil) }
+                sum += Int(n)
             }
+            done(sum)
         }
     }
 

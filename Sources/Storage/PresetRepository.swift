@@ -143,21 +143,17 @@ public enum PresetRepository {
     /// the user's dictionary is read, the query's words expanded to its words, and the presets
     /// holding any of them ranked here by `SearchScore`'s arithmetic. Keyset pagination: the
     /// cursor names the last row's sort key, so rows added meanwhile never shift a page.
-    /// The statement and its bound parameters; nil for a cursor this query did not issue.
+    /// The statement and its bound parameters, continuing after `c` (checked by the caller:
+    /// `SearchCursor.continuing`).
     public static func searchStatement(user: Identity, query: SearchQuery?, expansions: [SearchQuery.Expansion], limit: Int,
-                                       cursor: String?) -> (String, [String?])? {
-        let decoded = cursor.map(SearchCursor.decode)
-        if let d = decoded, d == nil { return nil }
-        let c = decoded ?? nil
+                                       after c: SearchCursor?) -> (String, [String?]) {
         guard let q = query else {
-            if let c, c.kind != "t" { return nil }
             return ("""
                 SELECT \(columns), NULL FROM presets
                 WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
                 ORDER BY created_at DESC, presets.id DESC LIMIT $4
                 """, [user.userID, c?.key, c?.id, "\(limit + 1)"])
         }
-        if let c, c.kind != "f" { return nil }
         // Arrays are bound as text literals; every element is quoted and escaped.
         func array(_ xs: [String]) -> String {
             "{" + xs.map { "\"" + $0.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
@@ -196,11 +192,12 @@ public enum PresetRepository {
 
     public static func search(_ conn: PGConnection, user: Identity, query: String, limit: Int, cursor: String?) throws(PGError) -> Result<Page, SearchError> {
         let q = SearchQuery(query)
+        // The cursor is checked before anything is read.
+        let after: SearchCursor?
+        do { after = try SearchCursor.continuing(cursor, kind: q == nil ? "t" : "f") } catch { return .failure(.badCursor) }
         var expansions: [SearchQuery.Expansion] = []
         if let q, !q.words.isEmpty { expansions = q.expansions(dictionary: try dictionary(conn, user: user)) }
-        guard let (sql, params) = searchStatement(user: user, query: q, expansions: expansions, limit: limit, cursor: cursor) else {
-            return .failure(.badCursor)
-        }
+        let (sql, params) = searchStatement(user: user, query: q, expansions: expansions, limit: limit, after: after)
         let rows = try conn.query(sql, params)
         let items = rows.rows.prefix(limit).map { r in (preset(r), r[12].flatMap(Int.init).map(SearchScore.display)) }
         var next: String?

@@ -24,8 +24,8 @@ final class ClusterSlotsTests: XCTestCase {
         let fleet = FleetKeys(fleet: "main")
         let presets = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: "postgresql://db/playground"))
         var sets: [[String]] = [
-            [fleet.stream, fleet.locatorPrefix + "cmpl-1"],                    // enqueue.lua
-            [fleet.stream, fleet.dead],                                          // reclaim.lua
+            [fleet.stream(0), fleet.locator("cmpl-1")],                    // enqueue.lua
+            [fleet.stream(0), fleet.dead(0)],                                          // reclaim.lua
             [fleet.nodeIndex, fleet.nodePrefix + "node-1", fleet.workerIndex],   // beat.lua
         ]
         for u in users {

@@ -43,8 +43,8 @@ final class LiveClusterScriptTests: XCTestCase {
         let fleet = FleetKeys(fleet: "main")
         let presets = PresetCacheKeys(namespace: PresetCacheKeys.namespace(forDatabaseURL: "postgresql://db/playground"))
         var calls: [(script: String, keys: [String])] = [
-            ("enqueue", [fleet.stream, fleet.locatorPrefix + "cmpl-1"]), ("forget", [fleet.locatorPrefix + "cmpl-1"]),
-            ("ack", [fleet.stream]), ("reclaim", [fleet.stream, fleet.dead]),
+            ("enqueue", [fleet.stream(0), fleet.locator("cmpl-1")]), ("forget", [fleet.locator("cmpl-1")]),
+            ("ack", [fleet.stream(0)]), ("reclaim", [fleet.stream(0), fleet.dead(0)]),
             ("beat", [fleet.nodeIndex, fleet.nodePrefix + "node-1", fleet.workerIndex]),
         ]
         for u in ["alice", "bob", "u-05e9f5d08a", "ünï"] {

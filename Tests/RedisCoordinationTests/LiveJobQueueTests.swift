@@ -10,7 +10,7 @@ import XCTest
 /// deletes, a silent worker's jobs are reclaimed, and a job delivered too often is dead-lettered.
 final class LiveJobQueueTests: RedisTestCase {
     func queue(_ conn: RedisConnection, maxBacklog: Int) throws -> RedisJobQueue {
-        _ = call(conn, ["DEL", FleetKeys().stream, FleetKeys().dead])
+        _ = call(conn, ["DEL", FleetKeys().stream(0), FleetKeys().dead(0)])
         let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: maxBacklog)
         let ok = wait { done in q.prepare { done($0) } }
         XCTAssertTrue(ok)
@@ -26,7 +26,10 @@ final class LiveJobQueueTests: RedisTestCase {
 
     static func freshKey() -> String { StreamKey.make(owner: "u", requestID: "r-\(UInt64.random(in: 0...UInt64.max))") }
 
-    func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
+    func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T { Self.wait(body) }
+
+    /// Waits for a callback's value.
+    static func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
         let result = Mutex<T?>(nil)
         let sem = DispatchSemaphore(value: 0)
         body { v in result.withLock { $0 = v }; sem.signal() }
@@ -52,7 +55,7 @@ final class LiveJobQueueTests: RedisTestCase {
         // Acknowledged jobs leave the stream: the backlog has room again, exactly as much as was acked.
         for j in a { q.ack(j.id) }
         usleep(50_000)
-        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 2)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream(0)]).get().integer, 2)
         for i in 0..<3 { XCTAssertNotNil(try? wait { done in q.enqueue(Self.job("more-\(i)"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }.get()) }
         XCTAssertEqual(wait { done in q.enqueue(Self.job("over"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }, .failure(.busy(backlog: 5)))
     }
@@ -79,14 +82,14 @@ final class LiveJobQueueTests: RedisTestCase {
         XCTAssertTrue(last.claimed.isEmpty)
         XCTAssertEqual(last.dead.map(\.id), first.map(\.id), "delivered 3 times: dead-lettered")
         XCTAssertEqual(last.dead.first?.job?.request.requestID, "poison", "with its job, so its client can be told")
-        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 0)
-        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().dead]).get().integer, 1)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream(0)]).get().integer, 0)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().dead(0)]).get().integer, 1)
     }
 
     func testBlockingClaimWaitsForAJob() throws {
         let conn = try connect()
         let reader = try connect()
-        _ = call(conn, ["DEL", FleetKeys().stream])
+        _ = call(conn, ["DEL", FleetKeys().stream(0)])
         let q = try RedisJobQueue(connection: conn, claims: reader, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: 10)
         XCTAssertTrue(wait { done in q.prepare { done($0) } })
         let got = Mutex<[QueuedJob]?>(nil)
@@ -107,7 +110,7 @@ final class LiveJobQueueTests: RedisTestCase {
     func testAnUnreadableEntryIsClaimedWithoutAJob() throws {
         let conn = try connect()
         let q = try queue(conn, maxBacklog: 10)
-        XCTAssertFalse(try call(conn, ["XADD", FleetKeys().stream, "*", "job", "not json"]).get().isError)
+        XCTAssertFalse(try call(conn, ["XADD", FleetKeys().stream(0), "*", "job", "not json"]).get().isError)
         _ = wait { done in q.enqueue(Self.job("fine"), streamKey: Self.freshKey(), holder: "gw-test") { done($0) } }
         let got = try wait { done in q.claim(consumer: "w", max: 5, blockMs: 0) { done($0) } }.get()
         XCTAssertEqual(got.count, 2)
@@ -129,7 +132,7 @@ final class LiveJobQueueTests: RedisTestCase {
         guard case .success(.queued) = first else { return XCTFail("\(first)") }
         // The same request_id again (another gateway, a retry): not queued twice, attach to gw-1.
         XCTAssertEqual(wait { done in q.enqueue(Self.job("b"), streamKey: key, holder: "gw-2") { done($0) } }, .success(.duplicate(holder: "gw-1")))
-        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream]).get().integer, 1)
+        XCTAssertEqual(try call(conn, ["XLEN", FleetKeys().stream(0)]).get().integer, 1)
         XCTAssertEqual(wait { done in q.backlog { done($0) } }, 1)
         let found = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
         XCTAssertEqual(found.holder, "gw-1")
@@ -137,7 +140,7 @@ final class LiveJobQueueTests: RedisTestCase {
         q.keepFinished(streamKey: key, transcript: Array("line1\nline2".utf8), ttlMs: 5000)
         let after = try wait { done in q.lookup(streamKey: key) { done($0) } }.get()
         XCTAssertEqual(after.transcript, Array("line1\nline2".utf8))
-        let ttl = try call(conn, ["PTTL", FleetKeys().transcriptPrefix + key]).get().integer ?? -1
+        let ttl = try call(conn, ["PTTL", FleetKeys().transcript(key)]).get().integer ?? -1
         XCTAssertTrue((1...5000).contains(ttl), "transcripts expire: \(ttl)")
         let nothing = try wait { done in q.lookup(streamKey: Self.freshKey()) { done($0) } }.get()
         XCTAssertNil(nothing.holder)

@@ -10,17 +10,7 @@ import XCTest
 /// their stream key, the backlog bound is fleet-wide, a claim never returns more than asked and
 /// reaches every shard, acks, reclaims and dead letters find their shard, locators share it.
 final class LiveShardedJobQueueTests: RedisTestCase {
-    /// Waits for a callback's value.
-    struct Waiter {
-        func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
-            let result = Mutex<T?>(nil)
-            let sem = DispatchSemaphore(value: 0)
-            body { v in result.withLock { $0 = v }; sem.signal() }
-            sem.wait()
-            return result.withLock { $0! }
-        }
-    }
-    let helper = Waiter()
+    let helper = LiveJobQueueTests.self
 
     func queue(_ conn: RedisConnection, shards: Int, maxBacklog: Int) throws -> (RedisJobQueue, FleetKeys) {
         let keys = FleetKeys(fleet: "sharded-\(UInt32.random(in: 0...UInt32.max))", shards: shards)
@@ -31,9 +21,8 @@ final class LiveShardedJobQueueTests: RedisTestCase {
 
     func testKeysOfOneShardAndOfBeforeSharding() {
         let one = FleetKeys(fleet: "main")
-        XCTAssertEqual(one.stream(0), one.stream, "one shard: the keys of before")
-        XCTAssertEqual(one.locator("k"), one.locatorPrefix + "k")
-        XCTAssertEqual(one.transcript("k"), one.transcriptPrefix + "k")
+        XCTAssertEqual([one.stream(0), one.dead(0), one.locator("k"), one.transcript("k")],
+                       ["{jobs:main}:stream", "{jobs:main}:dead", "{jobs:main}:req:k", "{jobs:main}:done:k"], "one shard: the keys of before")
         let four = FleetKeys(fleet: "main", shards: 4)
         XCTAssertEqual(four.stream(2), "{jobs:main:2}:stream")
         XCTAssertEqual(four.dead(3), "{jobs:main:3}:dead")

@@ -27,16 +27,20 @@ final class CredentialTests: XCTestCase {
         let user = Identity(userID: "u", orgID: nil, keyID: 1)
         let q = SearchQuery("50% o'brien \"quoted\\\" %")
         let expansions = q!.expansions(dictionary: ["brien", "50", "o", "quoted", "unrelated"])
-        guard let (sql, params) = PresetRepository.searchStatement(user: user, query: q, expansions: expansions, limit: 20, cursor: nil) else {
-            return XCTFail()
-        }
+        let (sql, params) = PresetRepository.searchStatement(user: user, query: q, expansions: expansions, limit: 20, after: nil)
         XCTAssertFalse(sql.contains("o'brien"), "values never appear in the SQL text")
         XCTAssertFalse(sql.contains("50%"))
         XCTAssertTrue(params.contains("{\"50\",\"o\",\"brien\",\"quoted\"}"), "\(params)")
         XCTAssertTrue(params.contains("{\"%\"}"), "a token without letters is looked for literally")
         XCTAssertTrue(params.contains("{\"50%\",\"o'brien\",\"\\\"quoted\\\\\\\"\"}"), "phrases, quotes and backslashes escaped: \(params)")
-        XCTAssertNil(PresetRepository.searchStatement(user: user, query: SearchQuery("x"), expansions: [], limit: 20, cursor: "not-a-cursor"))
-        XCTAssertNil(PresetRepository.searchStatement(user: user, query: nil, expansions: [], limit: 20, cursor: "dHwxfDI"), "garbage cursor")
+        let listing = SearchCursor(kind: "t", key: "2026-12-01T10:00:00.000000Z", id: "750458cb-48cf-4d0f-a94f-80d32f374b31").encoded
+        let search = SearchCursor(kind: "f", key: "2016", id: "750458cb-48cf-4d0f-a94f-80d32f374b31").encoded
+        XCTAssertThrowsError(try SearchCursor.continuing("not-a-cursor", kind: "f"))
+        XCTAssertThrowsError(try SearchCursor.continuing("dHwxfDI", kind: "t"), "garbage cursor")
+        XCTAssertThrowsError(try SearchCursor.continuing(listing, kind: "f"), "a listing's cursor is not a search's")
+        XCTAssertThrowsError(try SearchCursor.continuing(search, kind: "t"))
+        XCTAssertEqual(try SearchCursor.continuing(search, kind: "f")?.key, "2016")
+        XCTAssertNil(try SearchCursor.continuing(nil, kind: "f"))
     }
 }
 
