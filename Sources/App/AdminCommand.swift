@@ -161,7 +161,7 @@ enum QuotaAdmin {
         guard let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") else {
             throw ArgumentError(message: "set REDIS_URL or --redis-url")
         }
-        guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://host:port[/db]") }
+        guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db] or redis-cluster://[:password@]host:port[,host:port…]") }
         do { return try BlockingRedis(endpoint: e) } catch {
             throw OperationalError(description: "cannot reach Redis at \(e.masked)")
         }

@@ -102,7 +102,7 @@ struct NodeConfig {
             .option("drain-seconds", "S", default: "30", "how long SIGTERM waits for running streams"),
             .option("sse-keepalive-ms", "MS", default: "15000", "SSE comment interval while a stream waits for its first token"),
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
-            .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db] (or REDIS_URL); without it limits are this node's own"),
+            .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db], or redis-cluster://[:password@]host:port[,host:port…] for a Redis Cluster (or REDIS_URL); without it limits are this node's own"),
             .option("fleet", "NAME", default: "main", "the fleet this node joins on that Redis (its own queue and heartbeats; limits are shared)"),
             .option("job-shards", "K", default: "1", "job streams the fleet's queue is split into (1-64; every node of a fleet the same: the first one's number is kept in Redis)"),
             .option("fleet-port", "N", default: "0", "where workers stream tokens to this gateway (stream links; 0 picks a free one)"),
@@ -193,7 +193,7 @@ struct NodeConfig {
         jobShards = try a.int("job-shards")
         guard (1...FleetKeys.maxShards).contains(jobShards) else { throw ArgumentError(message: "--job-shards: 1 to \(FleetKeys.maxShards)") }
         if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
-            guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db]") }
+            guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db] or redis-cluster://[:password@]host:port[,host:port…]") }
             redis = e
         }
         if (role == .gateway || role == .worker) && redis == nil {
@@ -610,9 +610,9 @@ enum ServeCommand {
 /// relay and the heartbeat.
 struct FleetRedis {
     let endpoint: RedisEndpoint
-    let commands: RedisConnection
-    let claims: RedisConnection
-    let subscriptions: RedisConnection
+    let commands: RedisClient
+    let claims: RedisClient
+    let subscriptions: RedisSubscriber
     let queue: RedisJobQueue
     let relay: RedisEventRelay
     let heartbeat: FleetHeartbeat
@@ -620,10 +620,11 @@ struct FleetRedis {
     init(endpoint: RedisEndpoint, group: EventLoopGroup, nodeID: String, role: NodeRole, config: NodeConfig, logger: Logger) throws {
         self.endpoint = endpoint
         let loops = group.loops
-        commands = RedisConnection(endpoint: endpoint, loop: loops[0], logger: logger)
-        claims = RedisConnection(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)
-        subscriptions = RedisConnection(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)
-        for c in [commands, claims, subscriptions] {
+        commands = RedisClient(endpoint: endpoint, loop: loops[0], logger: logger)
+        claims = RedisClient(endpoint: endpoint, loop: loops[loops.count > 1 ? 1 : 0], logger: logger)
+        // The subscriber follows the claims client's slot map (same loop).
+        subscriptions = RedisSubscriber(client: claims, logger: logger)
+        for c in [commands, claims] {
             let box = UncheckedBox(c)
             c.loop.execute { box.value.start() }
         }

@@ -32,7 +32,7 @@ public enum BenchAdmissionCommand {
         group.start()
         defer { group.shutdown() }
         let loop = group.loops[0]
-        let conn = RedisConnection(endpoint: endpoint, loop: loop, logger: Logger(label: "bench", level: .warning))
+        let conn = RedisClient(endpoint: endpoint, loop: loop, logger: Logger(label: "bench", level: .warning))
         let cbox = UncheckedBox(conn)
         loop.execute { cbox.value.start() }
         let deadline = monotonicNanos() + 3_000_000_000

@@ -40,7 +40,7 @@ public enum BenchPresetCacheCommand {
         group.start()
         defer { group.shutdown() }
         let loop = group.loops[0]
-        let conn = RedisConnection(endpoint: endpoint, loop: loop, logger: logger)
+        let conn = RedisClient(endpoint: endpoint, loop: loop, logger: logger)
         let cb = UncheckedBox(conn)
         loop.execute { cb.value.start() }
         let deadline = monotonicNanos() + 3_000_000_000

@@ -28,6 +28,28 @@ public enum ClusterSlots {
 
     public static func slot(_ key: [UInt8]) -> Int { Int(crc16(hashedPart(key)) & 0x3FFF) }
 
+    /// The key a command is routed by, or nil for a command without keys (any master answers).
+    /// Multi-key commands must keep their keys in one slot (Redis answers CROSSSLOT otherwise):
+    /// the first key decides.
+    public static func routingKey(_ args: [String]) -> String? {
+        guard let name = args.first else { return nil }
+        switch name.uppercased() {
+        case "EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL":
+            guard args.count > 3, let n = Int(args[2]), n > 0 else { return nil }
+            return args[3]
+        case "XREADGROUP", "XREAD":
+            guard let i = args.firstIndex(where: { $0.uppercased() == "STREAMS" }), i + 1 < args.count else { return nil }
+            return args[i + 1]
+        case "XGROUP", "XINFO", "OBJECT", "MEMORY":
+            return args.count > 2 ? args[2] : nil
+        case "PING", "TIME", "SCAN", "INFO", "AUTH", "SELECT", "CLUSTER", "ASKING", "SCRIPT", "DBSIZE", "FLUSHALL",
+             "FLUSHDB", "CLIENT", "CONFIG", "KEYS", "RANDOMKEY", "WAIT", "PUBLISH":
+            return nil
+        default:
+            return args.count > 1 ? args[1] : nil
+        }
+    }
+
     /// A master's address.
     public struct Node: Sendable, Hashable {
         public let host: String

@@ -11,7 +11,7 @@ public final class FleetHeartbeat: @unchecked Sendable {
     let index: String
     let workerIndex: String
     let beatScript: RedisScript
-    let connection: RedisConnection
+    let connection: RedisClient
     public let nodeID: String
     let role: String
     let intervalNanos: UInt64
@@ -22,7 +22,7 @@ public final class FleetHeartbeat: @unchecked Sendable {
     public var runsGenerations = false
     private var timer: TimerHandle?
 
-    public init(connection: RedisConnection, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), scriptsDirectory: String,
+    public init(connection: RedisClient, nodeID: String, role: String, keys: FleetKeys = FleetKeys(), scriptsDirectory: String,
                 intervalNanos: UInt64 = 2_000_000_000) throws(RedisScriptError) {
         prefix = keys.nodePrefix
         index = keys.nodeIndex

@@ -15,7 +15,7 @@ public enum AdmissionKeys {
 /// user's limits hold across tabs, devices and nodes. Calls are short (a 250 ms timeout); when Redis
 /// cannot answer, `fallback` decides (a per-node limiter), or the request is refused as busy.
 public final class RedisAdmission: Admission, @unchecked Sendable {
-    let connection: RedisConnection
+    let connection: RedisClient
     let admitScript: RedisScript
     let renewScript: RedisScript
     let releaseScript: RedisScript
@@ -26,7 +26,7 @@ public final class RedisAdmission: Admission, @unchecked Sendable {
     let timeoutNanos: UInt64
     let fallback: Admission?
 
-    public init(connection: RedisConnection, scriptsDirectory: String, defaults: Quota, leaseTTLNanos: UInt64,
+    public init(connection: RedisClient, scriptsDirectory: String, defaults: Quota, leaseTTLNanos: UInt64,
                 windowMs: Int = 60_000, timeoutNanos: UInt64 = 250_000_000, fallback: Admission?) throws(RedisScriptError) {
         self.connection = connection
         admitScript = try RedisScript.load("admit", from: scriptsDirectory)

@@ -45,7 +45,10 @@ public struct FleetKeys: Sendable {
     /// The shard a request's job, locator and transcript go to: stable, spread by hash.
     public func shard(of streamKey: String) -> Int { shards == 1 ? 0 : Int(ClusterSlots.crc16(Array(streamKey.utf8))) % shards }
     /// Which gateway holds a request's stream (set at enqueue), and its transcript once finished.
-    public func locator(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":req:" + streamKey }
+    public func locator(_ streamKey: String) -> String { locator(streamKey, shard: shard(of: streamKey)) }
+    /// The locator kept in another shard: an enqueue that fell over to it while its own shard's
+    /// master was failing over.
+    func locator(_ streamKey: String, shard s: Int) -> String { tag(s) + ":req:" + streamKey }
     public func transcript(_ streamKey: String) -> String { tag(shard(of: streamKey)) + ":done:" + streamKey }
 
     /// A queue entry's id as the queue hands it out: with shards, prefixed by its shard (`2/1733-0`).
@@ -71,8 +74,8 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     /// stream running longer finds nothing). Shortened to the replay window when it ends.
     let locatorTTLMs: Int
     public static let group = "workers"
-    let connection: RedisConnection
-    let claims: RedisConnection
+    let connection: RedisClient
+    let claims: RedisClient
     let maxBacklog: Int
     let timeoutNanos: UInt64
     let enqueueScript: RedisScript
@@ -81,7 +84,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     let forgetScript: RedisScript
 
     /// `claims` carries the blocking reads (it may be `connection` when claims never block).
-    public init(connection: RedisConnection, claims: RedisConnection, scriptsDirectory: String, maxBacklog: Int,
+    public init(connection: RedisClient, claims: RedisClient, scriptsDirectory: String, maxBacklog: Int,
                 keys: FleetKeys = FleetKeys(), timeoutNanos: UInt64 = 1_000_000_000, locatorTTLMs: Int = 900_000) throws(RedisScriptError) {
         self.keys = keys
         self.locatorTTLMs = locatorTTLMs
@@ -134,10 +137,15 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     public func enqueue(_ job: FleetJob, streamKey: String, holder: String, done: @escaping @Sendable (Result<Enqueued, JobQueueError>) -> Void) {
         let payload = CompletionWire.encode(job.request, job: job.ticket)
         let me = UncheckedBox(self)
-        let body: @Sendable () -> Void = {
+        let home = keys.shard(of: streamKey)
+        // On a cluster, a shard whose master does not answer (failing over) passes the job to the
+        // next shard, and so on: each shard is its own slot, spread over the masters. The request
+        // is then known by its id in that shard only (another gateway's attach misses it).
+        let tries = connection.isCluster ? keys.shards : 1
+        @Sendable func attempt(_ n: Int) {
             let q = me.value
-            let shard = q.keys.shard(of: streamKey)
-            q.connection.run(q.enqueueScript, keys: [q.keys.stream(shard), q.keys.locator(streamKey)],
+            let shard = (home + n) % q.keys.shards
+            q.connection.run(q.enqueueScript, keys: [q.keys.stream(shard), q.keys.locator(streamKey, shard: shard)],
                              args: ["\(q.backlogPerShard)", String(decoding: payload, as: UTF8.self), holder, "\(q.locatorTTLMs)"],
                              timeoutNanos: q.timeoutNanos) { r in
                 switch r {
@@ -149,11 +157,13 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                         return done(.failure(.unavailable))
                     }
                     done(.success(kind == "DUP" ? .duplicate(holder: value) : .queued(id: q.keys.jobID(value, shard: shard))))
-                case .failure: done(.failure(.unavailable))
+                case .failure, .success(.error):
+                    if n + 1 < tries { return attempt(n + 1) }
+                    done(.failure(.unavailable))
                 }
             }
         }
-        if connection.loop.inEventLoop { body() } else { connection.loop.execute(body) }
+        if connection.loop.inEventLoop { attempt(0) } else { connection.loop.execute { attempt(0) } }
     }
 
     public func backlog(done: @escaping @Sendable (Int?) -> Void) {
@@ -236,28 +246,77 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
             let picked = (0..<n).map { (start + $0) % k }
             var args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(Swift.max(1, max / n))"]
             if blockMs > 0 { args += ["BLOCK", "\(blockMs)"] }
+            if q.claims.isCluster { return q.claimOnCluster(consumer: consumer, max: max, shards: picked, blockMs: blockMs, done: done) }
             args += ["STREAMS"] + picked.map(q.keys.stream) + picked.map { _ in ">" }
-            let shardOf = Dictionary(uniqueKeysWithValues: picked.map { (q.keys.stream($0), $0) })
             q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(blockMs) * 1_000_000) { r in
-                if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") {
-                    // Redis lost the stream (a restart without persistence, a flush): make it again.
-                    q.prepare { ok in done(ok ? .success([]) : .failure(.unavailable)) }
-                    return
-                }
-                guard case .success(let reply) = r, !reply.isError else { return done(.failure(.unavailable)) }
-                // [[stream, [[id, [field, value]]...]], …] or nil when nothing came
-                var jobs: [QueuedJob] = []
-                for stream in reply.array ?? [] {
-                    guard let pair = stream.array, pair.count == 2, let name = pair[0].string, let shard = shardOf[name],
-                          let entries = pair[1].array else { continue }
-                    for e in entries {
-                        guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
-                              fields.count >= 2, case .bulk(let payload) = fields[1] else { continue }
-                        jobs.append(QueuedJob(id: q.keys.jobID(id, shard: shard), job: RedisJobQueue.decode(payload), deliveries: 1))
-                    }
-                }
-                done(.success(jobs))
+                q.finish(q.read(r, shards: picked), done: done)
             }
+        }
+    }
+
+    /// The longest a claim waits on one shard of a cluster before looking at all of them again.
+    static let clusterBlockMs = 100
+
+    /// On a cluster one read covers one slot: every picked shard is read at once without waiting
+    /// (each on its own master; never more than `max` jobs in all), and only if none had a job
+    /// does the claim wait — on one shard, the first picked (each claim starts one further), for
+    /// at most `clusterBlockMs`, so a job on another shard waits no longer than that for this
+    /// worker (workers wait on different shards: with as many workers as shards, none waits).
+    private func claimOnCluster(consumer: String, max: Int, shards picked: [Int], blockMs: Int,
+                                done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        let me = UncheckedBox(self)
+        let each = Swift.max(1, max / picked.count)
+        var left = picked.count, jobs: [QueuedJob] = [], failures = 0, lost = false
+        for shard in picked {
+            let args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(each)", "STREAMS", keys.stream(shard), ">"]
+            claims.send(args, timeoutNanos: timeoutNanos) { r in
+                let q = me.value
+                switch q.read(r, shards: [shard]) {
+                case .jobs(let got): jobs += got
+                case .lostGroup: lost = true
+                case .failed: failures += 1
+                }
+                left -= 1
+                guard left == 0 else { return }
+                if lost { return q.finish(.lostGroup, done: done) }
+                if failures == picked.count { return done(.failure(.unavailable)) }
+                if !jobs.isEmpty || blockMs == 0 { return done(.success(jobs)) }
+                let wait = Swift.min(blockMs, RedisJobQueue.clusterBlockMs)
+                let args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)", "BLOCK", "\(wait)",
+                            "STREAMS", q.keys.stream(picked[0]), ">"]
+                q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(wait) * 1_000_000) { r in
+                    q.finish(q.read(r, shards: [picked[0]]), done: done)
+                }
+            }
+        }
+    }
+
+    enum ClaimRead { case jobs([QueuedJob]), lostGroup, failed }
+
+    /// Reads an XREADGROUP reply over `shards`: `[[stream, [[id, [field, value]]...]], …]`, or nil
+    /// when nothing came.
+    private func read(_ r: Result<RedisReply, RedisError>, shards: [Int]) -> ClaimRead {
+        if case .success(.error(let e)) = r, e.hasPrefix("NOGROUP") { return .lostGroup }
+        guard case .success(let reply) = r, !reply.isError else { return .failed }
+        var jobs: [QueuedJob] = []
+        for stream in reply.array ?? [] {
+            guard let pair = stream.array, pair.count == 2, let name = pair[0].string,
+                  let shard = shards.first(where: { keys.stream($0) == name }), let entries = pair[1].array else { continue }
+            for e in entries {
+                guard let parts = e.array, parts.count == 2, let id = parts[0].string, let fields = parts[1].array,
+                      fields.count >= 2, case .bulk(let payload) = fields[1] else { continue }
+                jobs.append(QueuedJob(id: keys.jobID(id, shard: shard), job: RedisJobQueue.decode(payload), deliveries: 1))
+            }
+        }
+        return .jobs(jobs)
+    }
+
+    /// A lost stream (a restart without persistence, a flush) is made again.
+    private func finish(_ read: ClaimRead, done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        switch read {
+        case .jobs(let jobs): done(.success(jobs))
+        case .lostGroup: prepare { ok in done(ok ? .success([]) : .failure(.unavailable)) }
+        case .failed: done(.failure(.unavailable))
         }
     }
 

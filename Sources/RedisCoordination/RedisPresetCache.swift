@@ -71,7 +71,7 @@ public struct PresetCachePolicy: Sendable {
 /// connection. Calls hop to the connection's loop; `done` runs there.
 /// Something whose calls run on its Redis connection's loop.
 protocol OnConnectionLoop: AnyObject {
-    var connection: RedisConnection { get }
+    var connection: RedisClient { get }
 }
 
 extension OnConnectionLoop {
@@ -83,12 +83,12 @@ extension OnConnectionLoop {
 }
 
 public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop, @unchecked Sendable {
-    let connection: RedisConnection
+    let connection: RedisClient
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
     let putScript, getScript, dropScript, appendScript: RedisScript
 
-    public init(connection: RedisConnection, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy(),
+    public init(connection: RedisClient, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy(),
                 scriptsDirectory: String) throws(RedisScriptError) {
         self.connection = connection
         self.keys = keys
@@ -240,11 +240,11 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
 /// The shared identity cache: the last good answer per credential hash, and revocation markers
 /// that outlive every entry they cancel. Plain keys (one per credential), no scripts.
 public final class RedisIdentityCache: SharedIdentityCache, OnConnectionLoop, @unchecked Sendable {
-    let connection: RedisConnection
+    let connection: RedisClient
     let keys: PresetCacheKeys
     let policy: PresetCachePolicy
 
-    public init(connection: RedisConnection, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy()) {
+    public init(connection: RedisClient, keys: PresetCacheKeys, policy: PresetCachePolicy = PresetCachePolicy()) {
         self.connection = connection
         self.keys = keys
         self.policy = policy

@@ -38,7 +38,7 @@ extension String {
     }
 }
 
-extension RedisConnection {
+extension RedisClient {
     /// Runs `script` (loop thread). A NOSCRIPT answer is retried once with EVAL.
     public func run(_ script: RedisScript, keys: [String], args: [String], timeoutNanos: UInt64,
                     done: @escaping (Result<RedisReply, RedisError>) -> Void) {

@@ -4,13 +4,13 @@ import Synchronization
 
 /// Publishes this node's upstream status to Redis every 2 s (admin status reads it) until stopped.
 public final class StatusPublisher: @unchecked Sendable {
-    let connection: RedisConnection
+    let connection: RedisClient
     let key: String
     let status: @Sendable () -> String
     private let stopped = Atomic<Bool>(false)
     private var timer: TimerHandle?
 
-    public init(connection: RedisConnection, key: String, status: @escaping @Sendable () -> String) {
+    public init(connection: RedisClient, key: String, status: @escaping @Sendable () -> String) {
         self.connection = connection
         self.key = key
         self.status = status

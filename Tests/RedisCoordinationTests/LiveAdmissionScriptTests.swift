@@ -12,7 +12,7 @@ final class LiveAdmissionScriptTests: RedisTestCase {
     static let luaDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("lua").path
 
-    func admission(_ conn: RedisConnection, rpm: Int, concurrency: Int, windowMs: Int = 1000, ttlMs: UInt64 = 30_000,
+    func admission(_ conn: RedisClient, rpm: Int, concurrency: Int, windowMs: Int = 1000, ttlMs: UInt64 = 30_000,
                    fallback: Admission? = nil) throws -> RedisAdmission {
         try RedisAdmission(connection: conn, scriptsDirectory: Self.luaDir, defaults: Quota(requestsPerMinute: rpm, concurrency: concurrency),
                            leaseTTLNanos: ttlMs * 1_000_000, windowMs: windowMs, timeoutNanos: 500_000_000, fallback: fallback)
@@ -111,7 +111,7 @@ final class LiveAdmissionScriptTests: RedisTestCase {
     }
 
     func testRedisDownUsesTheFallbackOrRefusesAsBusy() throws {
-        let dead = RedisConnection(endpoint: RedisEndpoint(host: "127.0.0.1", port: 1), loop: loop, logger: logger)
+        let dead = RedisClient(endpoint: RedisEndpoint(host: "127.0.0.1", port: 1), loop: loop, logger: logger)
         let box = UncheckedBox(dead)
         loop.execute { box.value.start() }
         let noFallback = try admission(dead, rpm: 5, concurrency: 1)

@@ -12,7 +12,7 @@ final class LiveEventRelayTests: RedisTestCase {
     func testEventsArriveInOrderAndSubscriptionsSurviveReconnects() throws {
         let pub = try connect()
         let sub = try connect()
-        let relay = RedisEventRelay(publisher: pub, subscriber: sub)
+        let relay = RedisEventRelay(publisher: pub, subscriber: RedisSubscriber(client: sub, logger: logger))
         let channel = "tokens:test-\(UUID().uuidString.prefix(8))"
         let got = Mutex<[String]>([])
         relay.subscribe(channel: channel) { m in

@@ -29,8 +29,8 @@ class RedisTestCase: XCTestCase {
     var loop: EventLoop { group.loops[0] }
 
     /// A connected connection (waits for it to be ready).
-    func connect(_ e: RedisEndpoint? = nil) throws -> RedisConnection {
-        let conn = RedisConnection(endpoint: e ?? endpoint, loop: loop, logger: logger)
+    func connect(_ e: RedisEndpoint? = nil) throws -> RedisClient {
+        let conn = RedisClient(endpoint: e ?? endpoint, loop: loop, logger: logger)
         let box = UncheckedBox(conn)
         loop.execute { box.value.start() }
         try waitUntil { box.value.isReady }
@@ -59,7 +59,7 @@ class RedisTestCase: XCTestCase {
     }
 
     /// Sends a command and waits for its answer.
-    func call(_ conn: RedisConnection, _ args: [String], timeoutMs: UInt64 = 2000) -> Result<RedisReply, RedisError> {
+    func call(_ conn: RedisClient, _ args: [String], timeoutMs: UInt64 = 2000) -> Result<RedisReply, RedisError> {
         let result = Mutex<Result<RedisReply, RedisError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         let box = UncheckedBox(conn)
@@ -127,7 +127,7 @@ final class LiveRedisConnectionTests: RedisTestCase {
 
     func testDownRedisFailsFastAndReconnectsWhenBack() throws {
         // Nothing listens here: connecting fails, commands fail at once, nothing hangs.
-        let conn = RedisConnection(endpoint: RedisEndpoint(host: "127.0.0.1", port: 1), loop: loop, logger: logger)
+        let conn = RedisClient(endpoint: RedisEndpoint(host: "127.0.0.1", port: 1), loop: loop, logger: logger)
         let box = UncheckedBox(conn)
         loop.execute { box.value.start() }
         usleep(100_000)

@@ -12,7 +12,7 @@ import XCTest
 final class LiveShardedJobQueueTests: RedisTestCase {
     let helper = LiveJobQueueTests.self
 
-    func queue(_ conn: RedisConnection, shards: Int, maxBacklog: Int) throws -> (RedisJobQueue, FleetKeys) {
+    func queue(_ conn: RedisClient, shards: Int, maxBacklog: Int) throws -> (RedisJobQueue, FleetKeys) {
         let keys = FleetKeys(fleet: "sharded-\(UInt32.random(in: 0...UInt32.max))", shards: shards)
         let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: maxBacklog, keys: keys)
         XCTAssertTrue(helper.wait { done in q.prepare { done($0) } })

@@ -1,4 +1,4 @@
-// The only file that touches hiredis's async API. A `RedisConnection` lives on one event loop:
+// The only file that touches hiredis's async API. A `RedisNodeConnection` lives on one event loop:
 // hiredis parses RESP and queues callbacks; the loop owns the socket's readiness, every timeout
 // (hiredis 0.14 has none) and reconnection.
 internal import CHiredis
@@ -76,61 +76,26 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// `redis://[:password@]host:port[/db]`
-public struct RedisEndpoint: Sendable, Equatable {
-    public var host = "127.0.0.1"
-    public var port = 6379
-    public var db = 0
-    public var password: String?
-
-    public init(host: String = "127.0.0.1", port: Int = 6379, db: Int = 0, password: String? = nil) {
-        self.host = host
-        self.port = port
-        self.db = db
-        self.password = password
-    }
-
-    public init?(url: String) {
-        guard url.hasPrefix("redis://") else { return nil }
-        var rest = Substring(url.dropFirst(8))
-        if let at = rest.lastIndex(of: "@") {
-            let auth = rest[..<at]
-            password = String(auth.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).last ?? "")
-            if password?.isEmpty == true { password = nil }
-            rest = rest[rest.index(after: at)...]
-        }
-        if let slash = rest.firstIndex(of: "/") {
-            let d = rest[rest.index(after: slash)...]
-            if !d.isEmpty { guard let n = Int(d), n >= 0 else { return nil }; db = n }
-            rest = rest[..<slash]
-        }
-        if let colon = rest.lastIndex(of: ":") {
-            guard let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else { return nil }
-            port = p
-            rest = rest[..<colon]
-        }
-        if !rest.isEmpty { host = String(rest) }
-    }
-
-    public var masked: String { "redis://\(password == nil ? "" : ":***@")\(host):\(port)/\(db)" }
-}
-
 /// One pipelined connection to Redis on one loop. Commands are written at once and answered in
 /// order; each has a deadline the loop enforces. While it is down, commands fail at once with
 /// `.unavailable` and it reconnects with backoff (50 ms doubling to 2 s). Loop-confined.
-public final class RedisConnection: Pollable {
+public final class RedisNodeConnection: Pollable {
     public let loop: EventLoop
     public let endpoint: RedisEndpoint
     let connectTimeoutNanos: UInt64
     let logger: Logger
     private var context: UnsafeMutablePointer<redisAsyncContext>?
     var contextPointer: UnsafeMutablePointer<redisAsyncContext>? { context }
-    /// Channels this connection subscribes to (re-issued after every reconnect).
-    var subscriptions: [String: Subscription] = [:]
+    /// Called on the loop whenever the connection becomes ready or stops being ready (a cluster
+    /// client follows its masters with it).
+    var onReadyChange: ((Bool) -> Void)?
     private var registeredFD: Int32 = -1
     private var wantRead = false, wantWrite = false
     public private(set) var isReady = false {
-        didSet { up.store(isReady, ordering: .relaxed) }
+        didSet {
+            up.store(isReady, ordering: .relaxed)
+            if isReady != oldValue { onReadyChange?(isReady) }
+        }
     }
     private let up = Atomic<Bool>(false)
     /// `isReady`, readable from any thread (for /readyz).
@@ -146,8 +111,8 @@ public final class RedisConnection: Pollable {
     final class Pending {
         let deadline: UInt64
         var done: ((Result<RedisReply, RedisError>) -> Void)?
-        unowned let connection: RedisConnection
-        init(deadline: UInt64, connection: RedisConnection, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
+        unowned let connection: RedisNodeConnection
+        init(deadline: UInt64, connection: RedisNodeConnection, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
             self.deadline = deadline
             self.connection = connection
             self.done = done
@@ -199,7 +164,7 @@ public final class RedisConnection: Pollable {
     public func send(_ args: [String], timeoutNanos: UInt64, done: @escaping (Result<RedisReply, RedisError>) -> Void) {
         guard isReady, let c = context else { return done(.failure(.unavailable)) }
         let p = Pending(deadline: loop.now &+ timeoutNanos, connection: self, done: done)
-        guard RedisConnection.write(c, args, p) else { return done(.failure(.disconnected)) }
+        guard RedisNodeConnection.write(c, args, p) else { return done(.failure(.disconnected)) }
         pending.append(p)
         armDeadline(p.deadline)
     }
@@ -249,18 +214,18 @@ public final class RedisConnection: Pollable {
         // Hooks first, then the callbacks (hiredis may call addWrite at once for the connect).
         let me = Unmanaged.passUnretained(self).toOpaque()
         chiredis_set_data(c, me)
-        chiredis_attach(c, me, { RedisConnection.from($0)?.setInterest(read: true) },
-                        { RedisConnection.from($0)?.setInterest(read: false) },
-                        { RedisConnection.from($0)?.wantsToWrite() },
-                        { RedisConnection.from($0)?.setInterest(write: false) },
-                        { RedisConnection.from($0)?.cleanup() })
+        chiredis_attach(c, me, { RedisNodeConnection.from($0)?.setInterest(read: true) },
+                        { RedisNodeConnection.from($0)?.setInterest(read: false) },
+                        { RedisNodeConnection.from($0)?.wantsToWrite() },
+                        { RedisNodeConnection.from($0)?.setInterest(write: false) },
+                        { RedisNodeConnection.from($0)?.cleanup() })
         redisAsyncSetConnectCallback(c) { ac, status in
             guard let ac, let me = chiredis_data(ac) else { return }
-            Unmanaged<RedisConnection>.fromOpaque(me).takeUnretainedValue().connected(status == REDIS_OK)
+            Unmanaged<RedisNodeConnection>.fromOpaque(me).takeUnretainedValue().connected(status == REDIS_OK)
         }
         redisAsyncSetDisconnectCallback(c) { ac, status in
             guard let ac, let me = chiredis_data(ac) else { return }
-            Unmanaged<RedisConnection>.fromOpaque(me).takeUnretainedValue().disconnected()
+            Unmanaged<RedisNodeConnection>.fromOpaque(me).takeUnretainedValue().disconnected()
         }
         connectTimer = loop.schedule(afterNanos: connectTimeoutNanos) { [weak self] in
             guard let self, !self.isReady, let c = self.context else { return }
@@ -270,8 +235,8 @@ public final class RedisConnection: Pollable {
         }
     }
 
-    static func from(_ p: UnsafeMutableRawPointer?) -> RedisConnection? {
-        p.map { Unmanaged<RedisConnection>.fromOpaque($0).takeUnretainedValue() }
+    static func from(_ p: UnsafeMutableRawPointer?) -> RedisNodeConnection? {
+        p.map { Unmanaged<RedisNodeConnection>.fromOpaque($0).takeUnretainedValue() }
     }
 
     private func connected(_ ok: Bool) {
@@ -289,16 +254,7 @@ public final class RedisConnection: Pollable {
         var setup: [[String]] = []
         if let pw = endpoint.password { setup.append(["AUTH", pw]) }
         if endpoint.db != 0 { setup.append(["SELECT", "\(endpoint.db)"]) }
-        // PING proves the link; a subscriber's first command must be SUBSCRIBE itself, and its
-        // subscribe confirmation proves the link instead.
-        if subscriptions.isEmpty { setup.append(["PING"]) }
-        if setup.isEmpty {
-            isReady = true
-            backoffNanos = 50_000_000
-            logger.info("redis connected (subscriber)", ["endpoint": endpoint.masked])
-            resubscribeAll()
-            return
-        }
+        setup.append(["PING"])  // proves the link
         var left = setup.count
         var failed = false
         for cmd in setup {
@@ -313,12 +269,11 @@ public final class RedisConnection: Pollable {
                     self.isReady = true
                     self.backoffNanos = 50_000_000
                     self.logger.info("redis connected", ["endpoint": self.endpoint.masked])
-                    self.resubscribeAll()
                 } else if left == 0, let c = self.context {
                     redisAsyncDisconnect(c)
                 }
             }
-            guard let c = context, RedisConnection.write(c, cmd, p) else { return }
+            guard let c = context, RedisNodeConnection.write(c, cmd, p) else { return }
             pending.append(p)
         }
         armDeadline()
