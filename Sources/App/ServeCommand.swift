@@ -104,7 +104,7 @@ struct NodeConfig {
             .option("database-url", "URL", "PostgreSQL for identities and presets (or DATABASE_URL)"),
             .option("redis-url", "URL", "Redis shared by the fleet: redis://[:password@]host:port[/db], or redis-cluster://[:password@]host:port[,host:port…] for a Redis Cluster (or REDIS_URL); without it limits are this node's own"),
             .option("fleet", "NAME", default: "main", "the fleet this node joins on that Redis (its own queue and heartbeats; limits are shared)"),
-            .option("job-shards", "K", default: "1", "job streams the fleet's queue is split into (1-64; every node of a fleet the same: the first one's number is kept in Redis)"),
+            .option("job-shards", "K", default: "auto", "job streams the fleet's queue is split into (1-64; auto: 1 on one Redis, 8 on a cluster; every node of a fleet the same: the first one's number is kept in Redis)"),
             .option("fleet-port", "N", default: "0", "where workers stream tokens to this gateway (stream links; 0 picks a free one)"),
             .option("fleet-host", "ADDR", "address the stream links listen on (default: --host)"),
             .option("fleet-advertise", "HOST", "host workers dial for this gateway's links (default: the link address, or this machine's name for 0.0.0.0)"),
@@ -190,11 +190,20 @@ struct NodeConfig {
         luaDir = a.string("lua-dir")
         fleet = a.string("fleet")
         guard FleetKeys.isValidName(fleet) else { throw ArgumentError(message: "--fleet: letters, digits, '-' and '_' only (1...64)") }
-        jobShards = try a.int("job-shards")
-        guard (1...FleetKeys.maxShards).contains(jobShards) else { throw ArgumentError(message: "--job-shards: 1 to \(FleetKeys.maxShards)") }
         if let url = a.optionalString("redis-url") ?? Arguments.environment("REDIS_URL") {
             guard let e = RedisEndpoint(url: url) else { throw ArgumentError(message: "--redis-url must look like redis://[:password@]host:port[/db] or redis-cluster://[:password@]host:port[,host:port…]") }
             redis = e
+        }
+        // auto: one stream on one Redis; on a cluster, 8 (spread over the masters of a small
+        // cluster, and what one failing master takes out of the queue is its share only).
+        let shards = a.string("job-shards")
+        if shards == "auto" {
+            jobShards = redis?.isCluster == true ? 8 : 1
+        } else {
+            guard let k = Int(shards), (1...FleetKeys.maxShards).contains(k) else {
+                throw ArgumentError(message: "--job-shards: 'auto' or 1 to \(FleetKeys.maxShards)")
+            }
+            jobShards = k
         }
         if (role == .gateway || role == .worker) && redis == nil {
             throw ArgumentError(message: "playground \(role.rawValue) needs Redis: set REDIS_URL or --redis-url")

@@ -266,7 +266,7 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                                 done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
         let me = UncheckedBox(self)
         let each = Swift.max(1, max / picked.count)
-        var left = picked.count, jobs: [QueuedJob] = [], failures = 0, lost = false
+        var left = picked.count, jobs: [QueuedJob] = [], failed = Set<Int>(), lost = false
         for shard in picked {
             let args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(each)", "STREAMS", keys.stream(shard), ">"]
             claims.send(args, timeoutNanos: timeoutNanos) { r in
@@ -274,18 +274,19 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                 switch q.read(r, shards: [shard]) {
                 case .jobs(let got): jobs += got
                 case .lostGroup: lost = true
-                case .failed: failures += 1
+                case .failed: failed.insert(shard)
                 }
                 left -= 1
                 guard left == 0 else { return }
                 if lost { return q.finish(.lostGroup, done: done) }
-                if failures == picked.count { return done(.failure(.unavailable)) }
+                // Waits on a shard that answered (one whose master is down fails at once).
+                guard let waitOn = picked.first(where: { !failed.contains($0) }) else { return done(.failure(.unavailable)) }
                 if !jobs.isEmpty || blockMs == 0 { return done(.success(jobs)) }
                 let wait = Swift.min(blockMs, RedisJobQueue.clusterBlockMs)
                 let args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)", "BLOCK", "\(wait)",
-                            "STREAMS", q.keys.stream(picked[0]), ">"]
+                            "STREAMS", q.keys.stream(waitOn), ">"]
                 q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(wait) * 1_000_000) { r in
-                    q.finish(q.read(r, shards: [picked[0]]), done: done)
+                    q.finish(q.read(r, shards: [waitOn]), done: done)
                 }
             }
         }
