@@ -24,7 +24,15 @@ public enum ClusterSlots {
         return key[(open + 1)..<close]
     }
 
-    public static func slot(_ key: String) -> Int { slot(Array(key.utf8)) }
+    public static func slot(_ key: String) -> Int {
+        var k = key
+        // Per command on a cluster: hash the UTF-8 in place, no copy.
+        return k.withUTF8 { u in
+            guard let open = u.firstIndex(of: UInt8(ascii: "{")),
+                  let close = u[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 else { return Int(crc16(u) & 0x3FFF) }
+            return Int(crc16(u[(open + 1)..<close]) & 0x3FFF)
+        }
+    }
 
     public static func slot(_ key: [UInt8]) -> Int { Int(crc16(hashedPart(key)) & 0x3FFF) }
 
@@ -33,12 +41,13 @@ public enum ClusterSlots {
     /// the first key decides.
     public static func routingKey(_ args: [String]) -> String? {
         guard let name = args.first else { return nil }
-        switch name.uppercased() {
+        // Our own commands are upper case already: no copy on the hot path.
+        switch name.utf8.contains(where: { $0 >= 97 && $0 <= 122 }) ? name.uppercased() : name {
         case "EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL":
             guard args.count > 3, let n = Int(args[2]), n > 0 else { return nil }
             return args[3]
         case "XREADGROUP", "XREAD":
-            guard let i = args.firstIndex(where: { $0.uppercased() == "STREAMS" }), i + 1 < args.count else { return nil }
+            guard let i = args.firstIndex(where: { $0 == "STREAMS" || $0.uppercased() == "STREAMS" }), i + 1 < args.count else { return nil }
             return args[i + 1]
         case "XGROUP", "XINFO", "OBJECT", "MEMORY":
             return args.count > 2 ? args[2] : nil
