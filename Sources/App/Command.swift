@@ -18,6 +18,7 @@ enum Command {
       model-server   serve the built-in model over the OpenAI-compatible API, with fault knobs
       bench          completions benchmark: WebSocket at a fixed rate and flat out, and SSE
       bench-ws       WebSocket load generator (see docs/BENCHMARKS.md)
+      bench-streams  one client process of the 100k-stream proof (scripts/bench-100k.py)
       bench-presets  preset search latency on a seeded database (scripts/bench-presets.sh)
       bench-admission  admission decisions/s: lua/admit.lua on Redis vs in memory
       bench-preset-cache  preset load by id: Redis cache vs PostgreSQL; outbox replay rate
@@ -39,6 +40,7 @@ enum Command {
                 let role = NodeRole(rawValue: sub)!
                 return try ServeCommand.run(Arguments(rest, spec: NodeConfig.spec(role)), role: role)
             case "bench-ws": return try BenchWSCommand.run(Arguments(rest, spec: BenchWSCommand.spec))
+            case "bench-streams": return try BenchStreamsCommand.run(Arguments(rest, spec: BenchStreamsCommand.spec))
             case "bench": return try BenchCommand.run(Arguments(rest, spec: BenchCommand.spec))
             case "migrate": return try AdminCommand.migrate(Arguments(rest, spec: AdminCommand.migrateSpec))
             case "bench-presets": return try BenchPresetsCommand.run(Arguments(rest, spec: BenchPresetsCommand.spec))
