@@ -77,6 +77,15 @@ def metric(port, name):
     return None
 
 
+def cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def redis_calls(port):
     out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True).stdout
     return sum(int(m) for m in re.findall(r"calls=(\d+)", out))
@@ -284,16 +293,30 @@ backend gateways
               f"open {s['open']}, reconnects {s['reconnects']}, resumed by request_id {s['resumed']}, "
               f"refused by a draining gateway and retried elsewhere {s['retried']}, failed {s['errors'] or 0}", flush=True)
 
+    redis_proc = started[0]
+    groups = lambda: {"clients": clients, "haproxy": balancers, "gateways": gateways, "workers": workers, "redis": [redis_proc]}
+
+    def cpu():
+        return {k: sum(cpu_s(p.pid) for p in ps) for k, ps in groups().items()}
+
+    def report_cpu(before, seconds, tokens):
+        after = cpu()
+        used = {k: after[k] - before[k] for k in after}
+        print("  CPU (cores busy; µs per token): " + ", ".join(
+            f"{k} {v / seconds:.2f} ({v * 1e6 / max(tokens, 1):.1f})" for k, v in used.items())
+              + f"; all {sum(used.values()) / seconds:.2f} of {os.cpu_count()}", flush=True)
+
     send("go")
     time.sleep(15)  # warm-up: every stream running, the pace settled
     send("mark")
-    c0, t0 = redis_calls(redis_port), time.time()
+    c0, t0, cpu0 = redis_calls(redis_port), time.time(), cpu()
     streams_rss0 = {"gateways": rss(gateways), "workers": rss(workers)}
     time.sleep(args.duration)
     steady = collect()
     seconds, calls = time.time() - t0, redis_calls(redis_port) - c0
     active_gens = sum(metric(base + 100 + i, "playground_active_generations") or 0 for i in range(args.workers))
     report(f"steady ({int(active_gens)} generations running on the workers)", steady, seconds, calls)
+    report_cpu(cpu0, seconds, steady["tokens"])
     print(f"  RSS while streaming: gateways {rss(gateways) / 1024:.0f} MiB (was {streams_rss0['gateways'] / 1024:.0f} at the start "
           f"of the window), workers {rss(workers) / 1024:.0f} MiB = {(rss(workers) - before['workers']) * 1024 / max(args.streaming, 1):.0f} B "
           f"per running stream", flush=True)

@@ -203,6 +203,15 @@ public final class RedisClient {
         let now = loop.now
         guard deadline > now else { return done(.failure(.timeout)) }
         let c = connection(to: node)
+        if !c.isReady && !c.hasBeenReady && !closed {
+            // A master just learned of (a new map, a MOVED to a promoted replica) is still being
+            // connected to: wait for it within the deadline. One that lost its server fails now.
+            _ = loop.schedule(afterNanos: 2_000_000) { [weak self] in
+                guard let self else { return done(.failure(.disconnected)) }
+                self.route(args, deadline: deadline, target: node, asking: asking, attempt: attempt, done: done)
+            }
+            return
+        }
         if asking { c.send(["ASKING"], timeoutNanos: deadline - now) { _ in } }
         c.send(args, timeoutNanos: deadline - now) { [weak self] r in
             guard let self, case .success(.error(let e)) = r else { return done(r) }

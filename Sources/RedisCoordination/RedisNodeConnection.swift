@@ -91,8 +91,12 @@ public final class RedisNodeConnection: Pollable {
     var onReadyChange: ((Bool) -> Void)?
     private var registeredFD: Int32 = -1
     private var wantRead = false, wantWrite = false
+    /// Whether it was ready at least once (a connection still making its first contact, as
+    /// opposed to one that lost its server).
+    public private(set) var hasBeenReady = false
     public private(set) var isReady = false {
         didSet {
+            if isReady { hasBeenReady = true }
             up.store(isReady, ordering: .relaxed)
             if isReady != oldValue { onReadyChange?(isReady) }
         }
