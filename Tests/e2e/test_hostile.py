@@ -178,7 +178,7 @@ def test_api_answers_carry_no_store_and_nosniff(node, user):
 # 9. Strict command lines: an unknown flag or a missing value exits 2 naming it, without doing
 #    anything; --help on every command prints its flags with defaults and exits 0.
 COMMANDS = [["serve"], ["gateway"], ["worker"], ["model-server"], ["migrate"], ["admin", "keys", "list"], ["admin", "status"],
-            ["bench"], ["bench-ws"], ["bench-presets"], ["bench-admission"]]
+            ["bench"], ["bench-ws"], ["bench-streams"], ["bench-presets"], ["bench-admission"], ["bench-preset-cache"]]
 
 
 def run_cli(args, timeout=15):
@@ -220,10 +220,29 @@ def test_every_command_is_strict_and_has_help(command):
     (["worker", "--fleet", "no spaces"], "--fleet"),
     (["bench", "--paths", "elsewhere"], "--paths"),
     (["admin", "status", "--fleet", "a/b"], "--fleet"),
+    (["bench-streams", "--targets"], "--targets needs a value"),
+    (["bench-streams", "--targets", "nowhere"], "--targets"),
+    (["gateway", "--redis-url", "redis-cluster://"], "--redis-url"),
+    (["gateway", "--redis-url", "redis-cluster://a:1/3"], "--redis-url"),
+    (["worker", "--redis-url", "redis://a:1,b:2"], "--redis-url"),
+    (["serve", "--job-shards", "many"], "--job-shards"),
+    (["serve", "--job-shards", "65"], "--job-shards"),
 ])
 def test_missing_values_and_stray_words_exit_2(args, says):
     out = run_cli(args)
     assert out.returncode == 2 and says in out.stderr, (out.returncode, out.stderr[-300:])
+
+
+@pytest.mark.parametrize("script,args", [
+    ("redis-cluster.sh", ["bogus"]), ("redis-cluster.sh", ["start"]), ("redis-cluster.sh", ["start", "/tmp/x", "notaport"]),
+    ("bench-100k.py", ["--bogus"]), ("bench-100k.py", ["--connections"]), ("bench-100k.py", ["--streaming", "10", "--connections", "5"]),
+])
+def test_scripts_are_strict(script, args):
+    import subprocess
+    from conftest import ROOT
+    out = subprocess.run([os.path.join(ROOT, "scripts", script), *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr, (out.returncode, out.stderr[-300:])
+    assert subprocess.run([os.path.join(ROOT, "scripts", script), "--help"], capture_output=True, text=True, timeout=30).returncode == 0
 
 
 def test_gateway_and_worker_need_redis():
