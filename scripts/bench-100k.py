@@ -142,10 +142,11 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--balancers", type=int, default=14, help="haproxy processes (each under 20,000 descriptors)")
     ap.add_argument("--clients", type=int, default=7, help="bench-streams processes")
-    ap.add_argument("--ttft-ms", type=int, default=200, help="the built-in model's time to first token")
-    ap.add_argument("--token-ms", type=int, default=100, help="the built-in model's time per token (100: 10 tokens/s)")
-    ap.add_argument("--max-tokens", type=int, default=40)
-    ap.add_argument("--drain-seconds", type=int, default=8)
+    ap.add_argument("--ttft-ms", type=int, default=300, help="the built-in model's time to first token (default 300)")
+    ap.add_argument("--token-ms", type=int, default=250,
+                    help="the built-in model's time per token (default 250: 4 tokens/s; 100 saturates 2 cores)")
+    ap.add_argument("--max-tokens", type=int, default=30)
+    ap.add_argument("--drain-seconds", type=int, default=15, help="a gateway's drain: longer than the longest stream")
     ap.add_argument("--base-port", type=int, default=24000)
     args = ap.parse_args()
     for name in ("connections", "streaming", "gateways", "workers", "balancers", "clients", "max_tokens"):
