@@ -16,11 +16,16 @@ esac
 cmd=$1; dir=$(realpath -m "$2")
 command -v redis-server >/dev/null || { echo "redis-cluster.sh: redis-server not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
 stop_all() {
+  local pids=() f pid
   for f in "$dir"/*/redis.pid; do
     [[ -f $f ]] || continue
-    pid=$(cat "$f"); kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    pid=$(cat "$f"); kill "$pid" 2>/dev/null && pids+=("$pid")
     rm -f "$f"
+  done
+  # All at once, then wait for each (up to 5 s, then SIGKILL).
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 case $cmd in

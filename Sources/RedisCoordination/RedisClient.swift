@@ -24,6 +24,7 @@ public final class RedisClient {
     private var refreshAt: UInt64 = .max
     private var lastRefreshAt: UInt64 = 0
     private var refreshTurn = 0
+    private var degradedRefreshes = 0
     private var closed = false
     private let up = Atomic<Bool>(false)
     private let writesRefusedAt = Atomic<UInt64>(0)
@@ -58,6 +59,9 @@ public final class RedisClient {
         refreshTimer?.cancel()
         for c in nodes.values { c.close() }
         nodes = [:]
+        let waiting = waiters.values.flatMap { $0 }
+        waiters = [:]
+        for body in waiting { body() }  // closed: each fails
         up.store(false, ordering: .relaxed)
     }
 
@@ -101,7 +105,7 @@ public final class RedisClient {
     public func send(_ args: [String], to node: ClusterSlots.Node, timeoutNanos: UInt64,
                      done: @escaping (Result<RedisReply, RedisError>) -> Void) {
         if let single { return single.send(args, timeoutNanos: timeoutNanos, done: done) }
-        connection(to: node).send(args, timeoutNanos: timeoutNanos, done: done)
+        route(args, deadline: loop.now &+ timeoutNanos, target: node, asking: false, attempt: 0, done: done)
     }
 
     /// The map is asked for again soon (never more than every 100 ms).
@@ -115,12 +119,22 @@ public final class RedisClient {
         if let c = nodes[node] { return c }
         let c = RedisNodeConnection(endpoint: endpoint.node(node), loop: loop, connectTimeoutNanos: connectTimeoutNanos, logger: logger)
         c.onReadyChange = { [weak self] ready in self?.nodeReadyChanged(node, ready: ready) }
+        c.onFirstAttemptFailed = { [weak self] in self?.wakeWaiters(node) }
         nodes[node] = c
         if !closed { c.start() }
         return c
     }
 
+    /// Commands waiting for a node's first connect, by node.
+    private var waiters: [ClusterSlots.Node: [() -> Void]] = [:]
+
+    private func wakeWaiters(_ node: ClusterSlots.Node) {
+        guard let w = waiters.removeValue(forKey: node) else { return }
+        for body in w { body() }
+    }
+
     private func nodeReadyChanged(_ node: ClusterSlots.Node, ready: Bool) {
+        if ready { wakeWaiters(node) }
         updateUp()
         // The first node up gives the map; a master lost may be failing over.
         if ready ? map.ranges.isEmpty : map.masters.contains(node) { refreshMapSoon() }
@@ -165,7 +179,12 @@ public final class RedisClient {
             } else {
                 self.logger.warning("redis cluster map unreadable", ["from": "\(source.key.host):\(source.key.port)", "reply": "\(r)"])
             }
-            self.scheduleRefresh(at: self.loop.now &+ (self.degraded ? RedisClient.degradedRefreshNanos : RedisClient.steadyRefreshNanos))
+            // Degraded: every 250 ms at first (a failover takes seconds), every 2 s once it has
+            // lasted a minute (a master with no replica that stays down).
+            if self.degraded { self.degradedRefreshes += 1 } else { self.degradedRefreshes = 0 }
+            let every = !self.degraded ? RedisClient.steadyRefreshNanos
+                : self.degradedRefreshes > 240 ? 2_000_000_000 : RedisClient.degradedRefreshNanos
+            self.scheduleRefresh(at: self.loop.now &+ every)
         }
     }
 
@@ -190,6 +209,7 @@ public final class RedisClient {
 
     private func route(_ args: [String], deadline: UInt64, target: ClusterSlots.Node?, asking: Bool, attempt: Int,
                        done: @escaping (Result<RedisReply, RedisError>) -> Void) {
+        guard !closed else { return done(.failure(.disconnected)) }
         let node: ClusterSlots.Node
         if let target {
             node = target
@@ -203,10 +223,12 @@ public final class RedisClient {
         let now = loop.now
         guard deadline > now else { return done(.failure(.timeout)) }
         let c = connection(to: node)
-        if !c.isReady && !c.hasBeenReady && !closed {
-            // A master just learned of (a new map, a MOVED to a promoted replica) is still being
-            // connected to: wait for it within the deadline. One that lost its server fails now.
-            _ = loop.schedule(afterNanos: 2_000_000) { [weak self] in
+        if !c.isReady && !c.hasBeenReady && !c.firstAttemptFailed && !closed {
+            // A master just learned of (a new map, a MOVED to a promoted replica, the first
+            // commands after start) is still being connected to: the command waits for that first
+            // attempt (bounded by the connect timeout). One whose attempt failed, or that lost its
+            // server, fails at once.
+            waiters[node, default: []].append { [weak self] in
                 guard let self else { return done(.failure(.disconnected)) }
                 self.route(args, deadline: deadline, target: node, asking: asking, attempt: attempt, done: done)
             }

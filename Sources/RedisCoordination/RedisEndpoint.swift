@@ -69,6 +69,14 @@ public struct RedisEndpoint: Sendable, Equatable {
     }
 
     private static func hostPort(_ s: Substring, defaultPort: Int) -> (String, Int)? {
+        // [v6-address]:port, host:port, host
+        if s.hasPrefix("["), let close = s.firstIndex(of: "]") {
+            let host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            if rest.isEmpty { return (host, defaultPort) }
+            guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()), (1...65535).contains(p) else { return nil }
+            return (host, p)
+        }
         guard let colon = s.lastIndex(of: ":") else { return (String(s), defaultPort) }
         guard let p = Int(s[s.index(after: colon)...]), (1...65535).contains(p) else { return nil }
         return (String(s[..<colon]), p)

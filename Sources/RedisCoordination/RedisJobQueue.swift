@@ -152,13 +152,19 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                 case .success(.error(let e)) where e.hasPrefix("BUSY"):
                     let n = Int(e.split(separator: " ").last ?? "") ?? q.backlogPerShard
                     done(.failure(.busy(backlog: n * q.keys.shards)))
+                case .failure(.unavailable),
+                     .success(.error(_)) where RedisJobQueue.neverRan(r):
+                    // Never run there (its master down, or the cluster still refusing after the
+                    // client's retries): the next shard may take it. A timeout or a broken
+                    // connection may have run it: not sent again (it could run twice).
+                    if n + 1 < tries { return attempt(n + 1) }
+                    done(.failure(.unavailable))
                 case .success(let reply):
                     guard let parts = reply.array, parts.count == 2, let kind = parts[0].string, let value = parts[1].string else {
                         return done(.failure(.unavailable))
                     }
                     done(.success(kind == "DUP" ? .duplicate(holder: value) : .queued(id: q.keys.jobID(value, shard: shard))))
-                case .failure, .success(.error):
-                    if n + 1 < tries { return attempt(n + 1) }
+                case .failure:
                     done(.failure(.unavailable))
                 }
             }
@@ -258,12 +264,18 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
     static let clusterBlockMs = 100
 
     /// On a cluster one read covers one slot: every picked shard is read at once without waiting
-    /// (each on its own master; never more than `max` jobs in all), and only if none had a job
-    /// does the claim wait — on one shard, the first picked (each claim starts one further), for
-    /// at most `clusterBlockMs`, so a job on another shard waits no longer than that for this
-    /// worker (workers wait on different shards: with as many workers as shards, none waits).
+    /// (each on its own master; never more than `max` jobs in all); if none had a job the claim
+    /// waits on one shard that answered for at most `clusterBlockMs`, then looks at all of them
+    /// again, taking turns, until a job comes or `blockMs` has passed. A job on a shard nobody
+    /// waits on is seen within `clusterBlockMs`.
     private func claimOnCluster(consumer: String, max: Int, shards picked: [Int], blockMs: Int,
                                 done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
+        let deadline = claims.loop.now &+ UInt64(Swift.max(0, blockMs)) * 1_000_000
+        sweep(consumer: consumer, max: max, shards: picked, turn: 0, deadline: deadline, done: done)
+    }
+
+    private func sweep(consumer: String, max: Int, shards picked: [Int], turn: Int, deadline: UInt64,
+                       done: @escaping @Sendable (Result<[QueuedJob], JobQueueError>) -> Void) {
         let me = UncheckedBox(self)
         let each = Swift.max(1, max / picked.count)
         var left = picked.count, jobs: [QueuedJob] = [], failed = Set<Int>(), lost = false
@@ -278,17 +290,40 @@ public final class RedisJobQueue: JobQueue, StreamDirectory, @unchecked Sendable
                 }
                 left -= 1
                 guard left == 0 else { return }
-                if lost { return q.finish(.lostGroup, done: done) }
+                if lost {
+                    // A shard lost its stream (a flush, a failover to a replica without it): made
+                    // again, and what the other shards gave is handed over all the same.
+                    q.prepare { _ in }
+                    if !jobs.isEmpty { return done(.success(jobs)) }
+                    return q.finish(.lostGroup, done: done)
+                }
                 // Waits on a shard that answered (one whose master is down fails at once).
-                guard let waitOn = picked.first(where: { !failed.contains($0) }) else { return done(.failure(.unavailable)) }
-                if !jobs.isEmpty || blockMs == 0 { return done(.success(jobs)) }
-                let wait = Swift.min(blockMs, RedisJobQueue.clusterBlockMs)
+                let answered = picked.filter { !failed.contains($0) }
+                if answered.isEmpty { return done(.failure(.unavailable)) }
+                let now = q.claims.loop.now
+                if !jobs.isEmpty || now >= deadline { return done(.success(jobs)) }
+                let waitOn = answered[turn % answered.count]
+                let wait = Swift.max(1, Swift.min(RedisJobQueue.clusterBlockMs, Int((deadline - now) / 1_000_000)))
                 let args = ["XREADGROUP", "GROUP", RedisJobQueue.group, consumer, "COUNT", "\(max)", "BLOCK", "\(wait)",
                             "STREAMS", q.keys.stream(waitOn), ">"]
                 q.claims.send(args, timeoutNanos: q.timeoutNanos + UInt64(wait) * 1_000_000) { r in
-                    q.finish(q.read(r, shards: [waitOn]), done: done)
+                    let read = q.read(r, shards: [waitOn])
+                    if case .jobs(let got) = read, got.isEmpty, q.claims.loop.now < deadline {
+                        return q.sweep(consumer: consumer, max: max, shards: picked, turn: turn + 1, deadline: deadline, done: done)
+                    }
+                    q.finish(read, done: done)
                 }
             }
+        }
+    }
+
+    /// An answer that says the command did not run: the connection was down, or the cluster still
+    /// refused it (a redirection, a failover under way) after the client's retries.
+    static func neverRan(_ r: Result<RedisReply, RedisError>) -> Bool {
+        switch r {
+        case .failure(.unavailable): return true
+        case .success(.error(let e)): return ClusterSlots.Redirect(error: e) != nil || e.hasPrefix("READONLY")
+        default: return false
         }
     }
 

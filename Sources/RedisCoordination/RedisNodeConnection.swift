@@ -91,6 +91,9 @@ public final class RedisNodeConnection: Pollable {
     var onReadyChange: ((Bool) -> Void)?
     private var registeredFD: Int32 = -1
     private var wantRead = false, wantWrite = false
+    /// Whether its first connect failed (it goes on trying); called once, on the loop.
+    public private(set) var firstAttemptFailed = false
+    var onFirstAttemptFailed: (() -> Void)?
     /// Whether it was ready at least once (a connection still making its first contact, as
     /// opposed to one that lost its server).
     public private(set) var hasBeenReady = false
@@ -308,6 +311,10 @@ public final class RedisNodeConnection: Pollable {
     }
 
     private func scheduleReconnect() {
+        if !hasBeenReady && !firstAttemptFailed {
+            firstAttemptFailed = true
+            onFirstAttemptFailed?()
+        }
         guard !closed else { return }
         let delay = backoffNanos
         backoffNanos = min(backoffNanos * 2, 2_000_000_000)

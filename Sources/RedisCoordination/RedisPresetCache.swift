@@ -176,23 +176,29 @@ public final class RedisPresetCache: PresetCache, PresetOutbox, OnConnectionLoop
     public func room(user: String, bytes: Int, done: @escaping @Sendable (OutboxAppendError?) -> Void) {
         onLoop { me in
             let p = me.policy
-            // Two commands on one connection, answered in order: the second's callback sees both.
-            let userState = Mutex<(Int, Int)?>(nil)
-            me.connection.send(["EVAL", "return {redis.call('XLEN', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}", "2",
-                                me.keys.outbox(user), me.keys.outboxBytes(user)], timeoutNanos: p.timeoutNanos) { r in
-                if case .success(let reply) = r, let a = reply.array, a.count == 2, let n = a[0].integer, let b = a[1].integer {
-                    userState.withLock { $0 = (Int(n), Int(b)) }
-                }
-            }
-            me.connection.send(["GET", me.keys.outboxTotalBytes], timeoutNanos: p.timeoutNanos) { r in
-                guard let (n, b) = userState.withLock({ $0 }), case .success(let reply) = r else { return done(.unavailable) }
-                let total = reply.string.flatMap { Int($0) } ?? 0
+            // Two commands (on a cluster, to two masters, answered in any order): decided when both are in.
+            var userState: (Int, Int)?, totalState: Int?, answered = 0
+            func decide() {
+                answered += 1
+                guard answered == 2 else { return }
+                guard let (n, b) = userState, let total = totalState else { return done(.unavailable) }
                 if n >= p.maxQueuedPerUser { return done(.full(.userCount)) }
                 // As outbox_append.lua counts: an empty outbox holds no bytes, whatever a lost
                 // acknowledgement left in the counter.
                 if (n == 0 ? 0 : b) + bytes > p.maxQueuedBytesPerUser { return done(.full(.userBytes)) }
                 if total + bytes > p.maxQueuedBytesTotal { return done(.full(.totalBytes)) }
                 done(nil)
+            }
+            me.connection.send(["EVAL", "return {redis.call('XLEN', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}", "2",
+                                me.keys.outbox(user), me.keys.outboxBytes(user)], timeoutNanos: p.timeoutNanos) { r in
+                if case .success(let reply) = r, let a = reply.array, a.count == 2, let n = a[0].integer, let b = a[1].integer {
+                    userState = (Int(n), Int(b))
+                }
+                decide()
+            }
+            me.connection.send(["GET", me.keys.outboxTotalBytes], timeoutNanos: p.timeoutNanos) { r in
+                if case .success(let reply) = r, !reply.isError { totalState = reply.string.flatMap { Int($0) } ?? 0 }
+                decide()
             }
         }
     }
@@ -284,10 +290,16 @@ public final class RedisIdentityCache: SharedIdentityCache, OnConnectionLoop, @u
                         }
                         return
                     }
-                    me.connection.send(["EXISTS", me.keys.revokedKey(identity.keyID), me.keys.endedSession(h)],
-                                       timeoutNanos: me.policy.timeoutNanos) { r in
-                        guard case .success(let reply) = r, let n = reply.integer else { return pending.fail() }
-                        pending.set(h, n > 0 ? .revoked : .found(identity))
+                    // Two keys in two slots (on a cluster): one EXISTS each, answered in any order.
+                    var answers = 0, revoked = false, failed = false
+                    for key in [me.keys.revokedKey(identity.keyID), me.keys.endedSession(h)] {
+                        me.connection.send(["EXISTS", key], timeoutNanos: me.policy.timeoutNanos) { r in
+                            answers += 1
+                            if case .success(let reply) = r, let n = reply.integer { revoked = revoked || n > 0 } else { failed = true }
+                            guard answers == 2 else { return }
+                            if failed { return pending.fail() }
+                            pending.set(h, revoked ? .revoked : .found(identity))
+                        }
                     }
                 }
             }

@@ -98,8 +98,17 @@ public final class RedisSubscriber {
     func channelMoved(_ channel: String) {
         placed[channel] = nil
         client.refreshMapSoon()
-        reassignSoon()
+        // Placed again once the map had time to change (at once, a stale map would send it back
+        // to the node that just refused it, round trip after round trip).
+        guard !movedQueued else { return }
+        movedQueued = true
+        _ = loop.schedule(afterNanos: 150_000_000) { [weak self] in
+            guard let self else { return }
+            self.movedQueued = false
+            self.reassign()
+        }
     }
+    private var movedQueued = false
 }
 
 /// One subscriber socket to one Redis node: RESP written by hand, replies read with hiredis's

@@ -8,7 +8,7 @@ import XCTest
 
 /// lua/admit.lua, renew.lua and release.lua against a real Redis, on a short window and TTL so
 /// the edges can be watched in real time.
-final class LiveAdmissionScriptTests: RedisTestCase {
+class LiveAdmissionScriptTests: RedisTestCase {
     static let luaDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("lua").path
 

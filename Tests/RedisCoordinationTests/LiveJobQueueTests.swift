@@ -8,7 +8,7 @@ import XCTest
 
 /// The job queue on a real Redis Stream: bounded backlog, pull claims without duplicates, ack
 /// deletes, a silent worker's jobs are reclaimed, and a job delivered too often is dead-lettered.
-final class LiveJobQueueTests: RedisTestCase {
+class LiveJobQueueTests: RedisTestCase {
     func queue(_ conn: RedisClient, maxBacklog: Int) throws -> RedisJobQueue {
         _ = call(conn, ["DEL", FleetKeys().stream(0), FleetKeys().dead(0)])
         let q = try RedisJobQueue(connection: conn, claims: conn, scriptsDirectory: LiveAdmissionScriptTests.luaDir, maxBacklog: maxBacklog)

@@ -8,7 +8,7 @@ import Synchronization
 import XCTest
 
 /// lua/preset_*.lua and outbox_append.lua, the outbox drain and the identity cache on a real Redis.
-final class LivePresetCacheTests: RedisTestCase {
+class LivePresetCacheTests: RedisTestCase {
     static let luaDir = LiveAdmissionScriptTests.luaDir
 
     func keys() -> PresetCacheKeys { PresetCacheKeys(namespace: "t" + UUID().uuidString.prefix(8)) }
@@ -77,7 +77,8 @@ final class LivePresetCacheTests: RedisTestCase {
             p.createdAt = Timestamps.format(micros: 1_800_000_000_000_000 + Int64(i))
             return p
         }
-        cache.fill(user: "u", presets)
+        // Waited for: its script may be sent twice (NOSCRIPT on a fresh master, then EVAL), after the read.
+        XCTAssertTrue(wait { done in cache.fill(user: "u", presets, done: done) })
         let recent = wait { done in cache.recent(user: "u", done: done) } ?? []
         XCTAssertEqual(Set(recent.map(\.preset.name)), ["p3", "p4", "p5", "p6", "p7"])
     }

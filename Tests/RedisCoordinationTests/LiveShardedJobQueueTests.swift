@@ -9,7 +9,7 @@ import XCTest
 /// The fleet's queue split into K job streams on one real Redis: jobs spread over the shards by
 /// their stream key, the backlog bound is fleet-wide, a claim never returns more than asked and
 /// reaches every shard, acks, reclaims and dead letters find their shard, locators share it.
-final class LiveShardedJobQueueTests: RedisTestCase {
+class LiveShardedJobQueueTests: RedisTestCase {
     let helper = LiveJobQueueTests.self
 
     func queue(_ conn: RedisClient, shards: Int, maxBacklog: Int) throws -> (RedisJobQueue, FleetKeys) {

@@ -33,10 +33,16 @@ def test_every_answer_matches_the_document():
     key = make_key("openapi-user")
     node = Node("--rate-limit-rpm", "0", "--max-concurrent", "0", "--model-ttft-ms", "0", "--model-token-ms", "0", redis=False)
     try:
-        out = subprocess.run([ST, "--no-color", "run", node.url + "/openapi.json", "-H", f"Authorization: Bearer {key}",
-                              "--checks", ",".join(CHECKS), "--max-time", "75", "--workers", "2",
-                              "--seed", "18"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=240)
+        def schemathesis():
+            return subprocess.run([ST, "--no-color", "run", node.url + "/openapi.json", "-H", f"Authorization: Bearer {key}",
+                                   "--checks", ",".join(CHECKS), "--max-time", "75", "--workers", "2",
+                                   "--seed", "18"],
+                                  capture_output=True, text=True, cwd=ROOT, timeout=240)
+        out = schemathesis()
+        # CPython 3.11's parser can fail inside the tool itself (hypothesis describing a lambda near
+        # the recursion limit): not an answer of ours. Run again once; any other failure stands.
+        if out.returncode != 0 and "AST constructor recursion depth mismatch" in out.stdout + out.stderr:
+            out = schemathesis()
         tail = out.stdout[-6000:] + out.stderr[-2000:]
         assert out.returncode == 0, tail
         assert "passed" in out.stdout and node.proc.poll() is None, tail
