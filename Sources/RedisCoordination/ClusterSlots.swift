@@ -18,23 +18,22 @@ public enum ClusterSlots {
 
     /// The part of a key that is hashed: what lies between the first `{` and the next `}` if that
     /// is not empty, else the whole key.
-    public static func hashedPart(_ key: [UInt8]) -> ArraySlice<UInt8> {
-        guard let open = key.firstIndex(of: UInt8(ascii: "{")),
-              let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 else { return key[...] }
-        return key[(open + 1)..<close]
+    public static func hashedPart<C: RandomAccessCollection>(_ key: C) -> C.SubSequence where C.Element == UInt8 {
+        guard let open = key.firstIndex(of: UInt8(ascii: "{")) else { return key[...] }
+        let start = key.index(after: open)
+        guard let close = key[start...].firstIndex(of: UInt8(ascii: "}")), close > start else { return key[...] }
+        return key[start..<close]
     }
 
+    /// Per command on a cluster: the key's UTF-8 is hashed in place, not copied.
     public static func slot(_ key: String) -> Int {
         var k = key
-        // Per command on a cluster: hash the UTF-8 in place, no copy.
-        return k.withUTF8 { u in
-            guard let open = u.firstIndex(of: UInt8(ascii: "{")),
-                  let close = u[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 else { return Int(crc16(u) & 0x3FFF) }
-            return Int(crc16(u[(open + 1)..<close]) & 0x3FFF)
-        }
+        return k.withUTF8 { slot(bytes: $0) }
     }
 
-    public static func slot(_ key: [UInt8]) -> Int { Int(crc16(hashedPart(key)) & 0x3FFF) }
+    public static func slot(_ key: [UInt8]) -> Int { slot(bytes: key) }
+
+    static func slot<C: RandomAccessCollection>(bytes: C) -> Int where C.Element == UInt8 { Int(crc16(hashedPart(bytes)) & 0x3FFF) }
 
     /// The key a command is routed by, or nil for a command without keys (any master answers).
     /// Multi-key commands must keep their keys in one slot (Redis answers CROSSSLOT otherwise):

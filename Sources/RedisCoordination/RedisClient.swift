@@ -237,7 +237,8 @@ public final class RedisClient {
         if asking { c.send(["ASKING"], timeoutNanos: deadline - now) { _ in } }
         c.send(args, timeoutNanos: deadline - now) { [weak self] r in
             guard let self, case .success(.error(let e)) = r else { return done(r) }
-            if e.hasPrefix("OOM") || e.hasPrefix("MISCONF") || e.hasPrefix("NOREPLICAS") {
+            // READONLY is a failover under way here (retried below), not a refusal.
+            if RedisNodeConnection.refusesWrites(e, readOnlyCounts: false) {
                 self.writesRefusedAt.store(monotonicNanos() | 1, ordering: .relaxed)
             }
             guard attempt + 1 < RedisClient.maxAttempts else { return done(r) }

@@ -137,9 +137,15 @@ public final class RedisNodeConnection: Pollable {
     private let writesRefusedAt = Atomic<UInt64>(0)
 
     func noteError(_ e: String) {
-        if e.hasPrefix("OOM") || e.hasPrefix("MISCONF") || e.hasPrefix("READONLY") || e.hasPrefix("NOREPLICAS") {
+        if Self.refusesWrites(e, readOnlyCounts: true) {
             writesRefusedAt.store(monotonicNanos() | 1, ordering: .relaxed)
         }
+    }
+
+    /// An error reply that says Redis is up but takes no writes (out of memory, a failed snapshot,
+    /// too few replicas; a read-only replica unless a cluster's failover explains it).
+    static func refusesWrites(_ e: String, readOnlyCounts: Bool) -> Bool {
+        e.hasPrefix("OOM") || e.hasPrefix("MISCONF") || e.hasPrefix("NOREPLICAS") || (readOnlyCounts && e.hasPrefix("READONLY"))
     }
 
     /// Whether Redis refused a write in the last `withinNanos` (any thread).

@@ -113,6 +113,11 @@ final class LiveClusterClientTests: RedisTestCase {
         let from = try XCTUnwrap(map.master(for: slot))
         let to = try XCTUnwrap(map.masters.first { $0 != from })
         XCTAssertEqual(try call(client, ["SET", key, "before"]).get(), .status("OK"))
+        // A channel in that slot: when the slot leaves its master the server unsubscribes it there
+        // (sunsubscribe), and the subscriber places it on the new master.
+        relay.subscribe(channel: key) { m in if case .keepalive(let id) = m { got.withLock { $0[key, default: []].append(id) } } }
+        try waitUntil { sub.value.isSubscribed }
+        XCTAssertEqual(try publish(key, "before-move"), 1)
         let fromID = try XCTUnwrap(try on(from).call(["CLUSTER", "MYID"]).string)
         let toID = try XCTUnwrap(try on(to).call(["CLUSTER", "MYID"]).string)
         _ = try on(to).call(["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", fromID])
@@ -131,6 +136,14 @@ final class LiveClusterClientTests: RedisTestCase {
         XCTAssertEqual(try call(client, ["SET", key, "after"]).get(), .status("OK"))
         XCTAssertEqual(try on(to).call(["GET", key]).string, "after", "written where the slot lives now")
         try waitUntil(3) { c.value.master(forKey: key) == to }
+        var followed = false
+        let moveDeadline = Date().addingTimeInterval(5)
+        while !followed && Date() < moveDeadline {
+            followed = (try publish(key, "after-move")) == 1
+            if !followed { usleep(50_000) }
+        }
+        XCTAssertTrue(followed, "the channel followed its slot to the new master")
+        try waitUntil { got.withLock { $0[key]?.last } == "after-move" }
 
         // A master killed: its slots' commands fail fast, the others go on; once its replica is
         // promoted the same client and subscriber work again, without a restart.
